@@ -1,0 +1,1 @@
+"""The generation job: CLI, run config, reader, meshing, simulation, worker, writer, runner."""

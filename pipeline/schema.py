@@ -1,0 +1,71 @@
+"""The sample schema shared by the shard writer and the training loader.
+
+One WebDataset sample per image x view x sensor. Member names (the part after the
+key's first dot) and depth encodings live here and nowhere else. This module
+imports only numpy and Pillow so that `simlidar.train` can read it cheaply.
+
+Depth is camera z in metres, float32, 0 = no value. On disk it is a 16-bit PNG
+holding round(depth * 256), the KITTI convention: 1/256 m steps up to 255.996 m.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+from PIL import Image
+
+IMAGE = "jpg"
+SPARSE = "sparse.png"
+DENSE = "dense.png"
+META = "json"
+POINTS = "points.npy"
+
+REQUIRED_MEMBERS = (IMAGE, SPARSE, DENSE, META)
+MEMBER_ORDER = (IMAGE, SPARSE, DENSE, META, POINTS)
+
+POINT_FIELDS = ("x", "y", "z", "intensity", "ring")
+
+DEPTH_SCALE = 256.0
+MAX_DEPTH_M = np.iinfo(np.uint16).max / DEPTH_SCALE
+
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def encode_depth_png(depth_m: np.ndarray) -> bytes:
+    """Encode an (H, W) depth map in metres as a 16-bit PNG (value = round(depth * 256)).
+
+    Pixels that are 0, negative, NaN, inf or beyond MAX_DEPTH_M (255.996 m) are
+    written as 0, "no value": clipping them would invent a depth.
+    """
+    depth_m = np.asarray(depth_m, dtype=np.float64)
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {depth_m.shape}")
+    usable = np.isfinite(depth_m) & (depth_m > 0) & (depth_m <= MAX_DEPTH_M)
+    encoded = np.zeros(depth_m.shape, dtype=np.uint16)
+    encoded[usable] = np.round(depth_m[usable] * DEPTH_SCALE).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(encoded).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def decode_depth_png(data: bytes) -> np.ndarray:
+    """Decode a 16-bit depth PNG into an (H, W) float32 map in metres (0 = no value)."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise ValueError(f"depth PNG must be 16-bit grayscale, got mode {image.mode!r}")
+        encoded = np.asarray(image).astype(np.float32)
+    return encoded / np.float32(DEPTH_SCALE)
+
+
+def is_valid_key(key: str) -> bool:
+    """A key has no dots (WebDataset cuts at the first one), slashes or spaces."""
+    return bool(_KEY_PATTERN.match(key))
+
+
+def sanitize_key(text: str) -> str:
+    """Map a relative path (without its extension) to a key: path separators become
+    '__', every other character outside [A-Za-z0-9_-] becomes '_'."""
+    parts = [re.sub(r"[^A-Za-z0-9_-]", "_", part) for part in re.split(r"[\\/]", text) if part]
+    return "__".join(parts) or "_"

@@ -1,0 +1,185 @@
+"""The per-shard worker: turns one shard of input photos into one output shard
+(a tar of samples plus a stats file). Output depends only on the config and the
+inputs, never on which process runs it or in what order."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from simlidar.sensors import MOUNTS, load_sensor, mount_pose, sample_mount_jitter
+from simlidar.sensors.raycast import MeshScene
+from simlidar.teachers import IntrinsicsError, SidecarTeacher, TeacherError, TeacherInput, resolve_intrinsics
+
+from . import schema
+from .config import GenerateConfig
+from .mesh import depth_to_mesh
+from .reader import BadImage, LoadedImage, SourceItem, load_image
+from .simulate import simulate_scan
+from .timing import StageTimes
+from .writer import ShardWriter
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Shard `index` holds inputs [index * n, (index + 1) * n) of the sorted list."""
+
+    index: int
+    items: tuple[SourceItem, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:06d}"
+
+
+def plan_shards(items: list[SourceItem], shard_size: int) -> list[ShardPlan]:
+    return [
+        ShardPlan(index, tuple(items[start : start + shard_size]))
+        for index, start in enumerate(range(0, len(items), shard_size))
+    ]
+
+
+def tar_path(out_dir: Path, plan: ShardPlan) -> Path:
+    return out_dir / f"{plan.name}.tar"
+
+
+def stats_path(out_dir: Path, plan: ShardPlan) -> Path:
+    return out_dir / f"{plan.name}.stats.json"
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def sample_rng(seed: int, key: str, view: int, sensor_name: str) -> np.random.Generator:
+    """The one generator of a (run seed, source key, view, sensor) sample."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _stable_int(key), view, _stable_int(sensor_name)]))
+
+
+class ShardWorker:
+    def __init__(self, config: GenerateConfig, cast_threads: int = 0):
+        self.config = config
+        self.sensor = load_sensor(config.sensor)
+        self.mount = MOUNTS[config.mount or self.sensor.default_mount]
+        self.teacher = SidecarTeacher()
+        self.cast_threads = cast_threads
+
+    def run(self, plan: ShardPlan, out_dir: Path, on_input: Callable[[], None] = lambda: None) -> dict:
+        """Write `plan`'s tar and then its stats file (the pair marks the shard done)."""
+        started = time.perf_counter()
+        times = StageTimes()
+        errors: list[dict] = []
+        point_counts: list[int] = []
+        sparse_pixels: list[int] = []
+        batch_size = self.config.teacher_batch_size
+        with ShardWriter(tar_path(out_dir, plan)) as writer:
+            for start in range(0, len(plan.items), batch_size):
+                loaded: list[tuple[SourceItem, LoadedImage]] = []
+                for item in plan.items[start : start + batch_size]:
+                    with times.stage("read"):
+                        try:
+                            loaded.append((item, load_image(item.path, self.config.jpeg_quality)))
+                        except BadImage as error:
+                            errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
+                            on_input()
+                with times.stage("teacher"):
+                    predictions = self.teacher.predict([TeacherInput(item.path, image.rgb) for item, image in loaded])
+                for (item, image), prediction in zip(loaded, predictions, strict=False):
+                    try:
+                        if isinstance(prediction, TeacherError):
+                            raise prediction
+                        for counts in self._write_samples(item, image, prediction, writer, times):
+                            point_counts.append(counts["points"])
+                            sparse_pixels.append(counts["sparse_pixels"])
+                    except (TeacherError, IntrinsicsError) as error:
+                        stage = "teacher" if isinstance(error, TeacherError) else "intrinsics"
+                        errors.append({"path": item.relpath, "stage": stage, "reason": str(error)})
+                    on_input()
+        stats = {
+            "shard": f"{plan.name}.tar",
+            "inputs": len(plan.items),
+            "images_written": len(plan.items) - len(errors),
+            "samples": writer.samples,
+            "sha256": writer.sha256,
+            "bytes": writer.size,
+            "points": {
+                "total": sum(point_counts),
+                "min": min(point_counts, default=0),
+                "max": max(point_counts, default=0),
+            },
+            "sparse_pixels_total": sum(sparse_pixels),
+            "errors": errors,
+            "seconds": {"total": time.perf_counter() - started, **dict(times.seconds)},
+        }
+        write_json_atomically(stats_path(out_dir, plan), stats)
+        return stats
+
+    def _write_samples(self, item, image, prediction, writer: ShardWriter, times: StageTimes):
+        config, sensor = self.config, self.sensor
+        height, width = image.rgb.shape[:2]
+        K, intrinsics_source = resolve_intrinsics(item.path, width, height, config.intrinsics, config.fov_deg)
+        with times.stage("mesh"):
+            mesh = depth_to_mesh(prediction.depth, K, config.mesh_options)
+        with times.stage("scene"):
+            scene = MeshScene(mesh.vertices_cam, mesh.triangles)
+        with times.stage("encode"):
+            dense_png = schema.encode_depth_png(prediction.depth)
+        for view in range(config.views):
+            rng = sample_rng(config.seed, item.key, view, sensor.name)
+            translation_jitter, rotation_jitter = sample_mount_jitter(config.jitter, rng)
+            azimuth_phase = float(rng.uniform(0.0, np.deg2rad(sensor.azimuth_step_deg)))
+            T_cam_lidar = mount_pose(self.mount, translation_jitter, rotation_jitter)
+            scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, azimuth_phase, times, self.cast_threads)
+            key = f"{item.key}-v{view}"
+            meta = {
+                "key": key,
+                "source_path": item.relpath,
+                "image_size": [width, height],
+                "K": K.tolist(),
+                "intrinsics_source": intrinsics_source,
+                "T_cam_lidar": T_cam_lidar.tolist(),
+                "sensor": {"name": sensor.name, "spec_hash": sensor.spec_hash()},
+                "mount": {
+                    "name": self.mount.name,
+                    "jitter_translation_m": translation_jitter.tolist(),
+                    "jitter_roll_pitch_yaw_deg": np.rad2deg(rotation_jitter).tolist(),
+                },
+                "azimuth_phase_deg": float(np.rad2deg(azimuth_phase)),
+                "teacher": {"id": self.teacher.name, "output": prediction.kind, "conversion": prediction.conversion},
+                "seed": config.seed,
+                "view": view,
+                "mesh": {"visible_triangles": mesh.visible_triangles, "hidden_triangles": mesh.hidden_triangles},
+                "counts": scan.counts,
+                "image_reencoded": image.reencoded,
+            }
+            with times.stage("encode"):
+                members = {
+                    schema.IMAGE: image.jpeg,
+                    schema.SPARSE: schema.encode_depth_png(scan.sparse_depth_m),
+                    schema.DENSE: dense_png,
+                    schema.META: json.dumps(meta, sort_keys=True).encode(),
+                }
+                if config.save_points:
+                    members[schema.POINTS] = _npy_bytes(scan.points_lidar)
+            with times.stage("write"):
+                writer.write(key, members)
+            yield scan.counts
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_json_atomically(path: Path, record: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(temporary, path)

@@ -1,0 +1,82 @@
+"""The writer: one WebDataset tar per shard, written under a temporary name and
+renamed when complete, with deterministic headers so equal samples give equal bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+from .schema import MEMBER_ORDER, is_valid_key
+
+
+class _HashingFile(io.RawIOBase):
+    """A write-only file that also feeds a SHA-256 of everything written."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._handle.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+class ShardWriter:
+    """Use as a context manager: the tar appears at `path` only if the block ends
+    without an exception; otherwise the partial file is removed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.temporary_path = path.with_name(path.name + ".tmp")
+        self.samples = 0
+        self.sha256 = ""
+        self.size = 0
+
+    def __enter__(self) -> ShardWriter:
+        self._handle = open(self.temporary_path, "wb")
+        self._hashing = _HashingFile(self._handle)
+        self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.GNU_FORMAT)
+        return self
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        """Add one sample: members maps a member name ('jpg', 'sparse.png', ...) to its bytes."""
+        if not is_valid_key(key):
+            raise ValueError(f"invalid sample key {key!r}")
+        for member in sorted(members, key=MEMBER_ORDER.index):
+            info = tarfile.TarInfo(f"{key}.{member}")
+            info.size = len(members[member])
+            info.mode = 0o644
+            info.mtime = 0
+            self._tar.addfile(info, io.BytesIO(members[member]))
+        self.samples += 1
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        try:
+            if error_type is None:
+                self._tar.close()
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            self._handle.close()
+            if error_type is None:
+                os.replace(self.temporary_path, self.path)
+        except BaseException:
+            error_type = True
+            raise
+        finally:
+            self._handle.close()
+            if error_type is not None:
+                self.temporary_path.unlink(missing_ok=True)
+        self.sha256 = self._hashing.sha256.hexdigest()
+        self.size = self._hashing.size

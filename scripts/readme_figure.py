@@ -1,0 +1,25 @@
+"""Draw docs/sample.jpg (the README picture) from the demo output:
+python scripts/readme_figure.py out/demo/shard-000000.tar street_kitti-v0"""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from pathlib import Path
+
+from simlidar.pipeline import schema
+from simlidar.pipeline.preview import sample_panel
+
+
+def main(shard: str, key: str, out: str = "docs/sample.jpg") -> None:
+    with tarfile.open(shard) as tar:
+        member = {name: tar.extractfile(f"{key}.{name}").read() for name in schema.REQUIRED_MEMBERS}
+    sparse = schema.decode_depth_png(member[schema.SPARSE])
+    dense = schema.decode_depth_png(member[schema.DENSE])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    sample_panel(member[schema.IMAGE], sparse, dense, title=key).save(out, quality=88)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

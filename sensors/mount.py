@@ -1,0 +1,89 @@
+"""Where the LiDAR sits relative to the camera: named mounts and per-view jitter.
+
+`T_cam_lidar` (4x4) maps homogeneous points in the LiDAR frame (x forward, y left,
+z up) into the camera frame (OpenCV: x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Nominal axes: LiDAR x (forward) is camera z, LiDAR y (left) is camera -x,
+# LiDAR z (up) is camera -y.
+R_CAM_LIDAR_NOMINAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A LiDAR placement: its origin in the camera frame (m) and its attitude
+    (roll about LiDAR x, pitch about y, yaw about z, degrees) relative to the
+    nominal axis alignment."""
+
+    name: str
+    description: str
+    position_cam_m: tuple[float, float, float]
+    roll_pitch_yaw_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+MOUNTS: dict[str, Mount] = {
+    mount.name: mount
+    for mount in (
+        Mount(
+            "kitti",
+            "KITTI car: Velodyne about 0.27 m behind, 0.08 m above and 0.06 m right of the left colour camera",
+            (0.06, -0.08, -0.27),
+        ),
+        Mount(
+            "roof", "generic roof rack: LiDAR 0.40 m above and 0.50 m behind a windscreen camera", (0.0, -0.40, -0.50)
+        ),
+        Mount("bumper", "front bumper: LiDAR 0.80 m below and 1.50 m ahead of a windscreen camera", (0.0, 0.80, 1.50)),
+        Mount("camera", "LiDAR at the camera's optical centre: no parallax (for tests and ablations)", (0.0, 0.0, 0.0)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class MountJitter:
+    """Uniform per-view perturbation ranges: +-translation_m on each camera axis,
+    +-rotation_deg on each of roll, pitch and yaw."""
+
+    translation_m: float = 0.02
+    rotation_deg: float = 0.5
+
+
+def rotation_from_roll_pitch_yaw(roll_rad: float, pitch_rad: float, yaw_rad: float) -> np.ndarray:
+    """(3, 3) rotation Rz(yaw) @ Ry(pitch) @ Rx(roll)."""
+    cr, sr = np.cos(roll_rad), np.sin(roll_rad)
+    cp, sp = np.cos(pitch_rad), np.sin(pitch_rad)
+    cy, sy = np.cos(yaw_rad), np.sin(yaw_rad)
+    rotation_x = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    rotation_y = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rotation_z = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    return rotation_z @ rotation_y @ rotation_x
+
+
+def sample_mount_jitter(jitter: MountJitter, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one perturbation: (translation_cam_m (3,), roll_pitch_yaw_rad (3,))."""
+    translation_cam_m = rng.uniform(-jitter.translation_m, jitter.translation_m, size=3)
+    roll_pitch_yaw_rad = np.deg2rad(rng.uniform(-jitter.rotation_deg, jitter.rotation_deg, size=3))
+    return translation_cam_m, roll_pitch_yaw_rad
+
+
+def mount_pose(
+    mount: Mount,
+    translation_jitter_cam_m: np.ndarray | None = None,
+    roll_pitch_yaw_jitter_rad: np.ndarray | None = None,
+) -> np.ndarray:
+    """T_cam_lidar (4, 4) for a mount, optionally perturbed."""
+    roll_pitch_yaw_rad = np.deg2rad(np.asarray(mount.roll_pitch_yaw_deg, dtype=np.float64))
+    position_cam_m = np.asarray(mount.position_cam_m, dtype=np.float64)
+    if roll_pitch_yaw_jitter_rad is not None:
+        roll_pitch_yaw_rad = roll_pitch_yaw_rad + roll_pitch_yaw_jitter_rad
+    if translation_jitter_cam_m is not None:
+        position_cam_m = position_cam_m + translation_jitter_cam_m
+    T_cam_lidar = np.eye(4)
+    T_cam_lidar[:3, :3] = R_CAM_LIDAR_NOMINAL @ rotation_from_roll_pitch_yaw(*roll_pitch_yaw_rad)
+    T_cam_lidar[:3, 3] = position_cam_m
+    return T_cam_lidar

@@ -1,0 +1,41 @@
+"""Helpers shared by the tests: photo folders with depth sidecars, in-process CLI runs."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from simlidar.pipeline import schema
+from simlidar.pipeline.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+KITTI_K = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
+
+
+def write_photo(folder: Path, name: str, depth_m: np.ndarray, K: np.ndarray | None = None, seed: int = 0) -> Path:
+    """A textured JPEG `name` with its metric depth sidecar (.depth.png) and, if K is
+    given, its intrinsics sidecar (.json)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    height, width = depth_m.shape
+    rgb = rng.integers(40, 220, size=(height, width, 3), dtype=np.uint8)
+    photo = folder / name
+    Image.fromarray(rgb).save(photo, quality=90)
+    (folder / f"{photo.stem}.depth.png").write_bytes(schema.encode_depth_png(depth_m))
+    if K is not None:
+        fields = {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}
+        (folder / f"{photo.stem}.json").write_text(json.dumps(fields))
+    return photo
+
+
+def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run `simlidar ARGS` in-process as the console script would; (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["simlidar", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

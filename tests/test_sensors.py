@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from simlidar.sensors import MOUNTS, SensorSpecError, available_sensors, load_sensor, mount_pose
+from simlidar.sensors.camera import rays_reaching_frustum, sparse_depth_image
+from simlidar.sensors.raycast import MeshScene
+
+from .helpers import KITTI_K
+
+
+def test_catalog_lists_the_presets():
+    assert {"hdl64", "vlp16"} <= set(available_sensors())
+
+
+def test_hdl64_matches_its_published_figures():
+    sensor = load_sensor("hdl64")
+    assert sensor.channels == 64
+    assert sensor.elevations_deg[0] == pytest.approx(2.0)
+    assert sensor.elevations_deg[31] == pytest.approx(-8.5)
+    assert sensor.elevations_deg[32] == pytest.approx(-8.9)
+    assert sensor.elevations_deg[-1] == pytest.approx(-24.7)
+    assert sensor.columns == 2083
+    assert sensor.max_range_m == 120.0
+
+
+def test_vlp16_has_16_rings_two_degrees_apart():
+    sensor = load_sensor("vlp16")
+    assert np.allclose(sensor.elevations_deg, np.arange(15, -16, -2))
+    assert sensor.points_per_frame == 16 * 1800
+
+
+def test_ray_directions_have_the_table_elevations():
+    sensor = load_sensor("vlp16")
+    directions, ring = sensor.ray_directions(azimuth_phase_rad=0.01)
+    assert np.allclose(np.linalg.norm(directions, axis=1), 1.0)
+    elevation_deg = np.rad2deg(np.arcsin(directions[:, 2]))
+    assert np.allclose(elevation_deg, np.asarray(sensor.elevations_deg)[ring])
+    azimuth = np.arctan2(directions[ring == 0, 1], directions[ring == 0, 0])
+    assert np.allclose(np.diff(np.unwrap(azimuth)), np.deg2rad(0.2))
+
+
+def test_unknown_sensor_lists_the_known_ones():
+    with pytest.raises(SensorSpecError, match="unknown sensor 'hdl65'.*hdl64.*vlp16"):
+        load_sensor("hdl65")
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda text: text.replace("max_m = 100.0", ""), "range.max_m"),
+        (lambda text: text.replace("min_m = 0.5", "min_m = -1.0"), "range.min_m"),
+        (lambda text: text.replace("[15.0, 13.0,", "[13.0, 15.0,"), "beams.elevation_deg"),
+        (lambda text: text.replace("[15.0, 13.0,", "[95.0, 13.0,"), "beams.elevation_deg[0]"),
+        (lambda text: text.replace("azimuth_step_deg = 0.2", 'azimuth_step_deg = "fine"'), "scan.azimuth_step_deg"),
+    ],
+)
+def test_bad_sensor_file_names_file_and_field(tmp_path, edit, field):
+    good = (load_sensor.__globals__["CATALOG_DIR"] / "vlp16.toml").read_text()
+    path = tmp_path / "mine.toml"
+    path.write_text(edit(good))
+    with pytest.raises(SensorSpecError) as raised:
+        load_sensor(str(path))
+    assert str(path) in str(raised.value) and f"'{field}'" in str(raised.value)
+
+
+def test_kitti_mount_places_the_lidar_behind_above_and_right_of_the_camera():
+    T_cam_lidar = mount_pose(MOUNTS["kitti"])
+    assert np.allclose(T_cam_lidar[:3, 3], [0.06, -0.08, -0.27])
+    forward, left, up = T_cam_lidar[:3, :3].T
+    assert np.allclose(forward, [0, 0, 1]) and np.allclose(left, [-1, 0, 0]) and np.allclose(up, [0, -1, 0])
+
+
+def test_frustum_culling_drops_only_rays_that_cannot_hit_the_image():
+    width, height = 1242, 375
+    depth = 7.0
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    far_plane = np.column_stack([(corners - KITTI_K[:2, 2]) / np.diag(KITTI_K)[:2] * depth, np.full(4, depth)])
+    scene = MeshScene(far_plane, np.array([[0, 2, 1], [1, 2, 3]]))
+    sensor = load_sensor("hdl64")
+    directions_lidar, _ = sensor.ray_directions()
+    T_cam_lidar = mount_pose(MOUNTS["kitti"])
+    directions_cam = directions_lidar @ T_cam_lidar[:3, :3].T
+    origin_cam = T_cam_lidar[:3, 3]
+    hit_all = np.isfinite(scene.cast(origin_cam, directions_cam).t)
+    kept = rays_reaching_frustum(origin_cam, directions_cam, KITTI_K, width, height, 0.9, 120.0)
+    assert hit_all.sum() > 1000
+    assert (kept >= hit_all).all(), "a ray that hits the image was culled"
+    assert kept.sum() < 0.2 * len(kept)
+
+
+def test_z_buffer_keeps_the_nearest_point_and_points_hidden_from_the_camera():
+    K = np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])
+    points = np.array([[0.0, 0.0, 10.0], [0.0, 0.0, 4.0], [0.2, 0.0, 10.0], [0.0, 0.0, -3.0]])
+    depth, in_image = sparse_depth_image(points, K, 100, 80)
+    assert depth[40, 50] == pytest.approx(4.0)
+    assert depth[40, 52] == pytest.approx(10.0)
+    assert in_image.tolist() == [True, True, True, False]
+    assert np.count_nonzero(depth) == 2
