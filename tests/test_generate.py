@@ -237,3 +237,22 @@ def test_bad_option_values_are_refused(cli, photos, tmp_path):
     assert code == 2 and "--views must be at least 1" in err
     code, _, err = generate(cli, photos, tmp_path / "out", "--intrinsics", "700,700,320")
     assert code == 2 and "fx,fy,cx,cy" in err
+
+
+def test_interrupted_run_keeps_finished_shards_and_resumes(cli, photos, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    original_write = ShardWriter.write
+
+    def interrupt_in_second_shard(self, key, members):
+        if self.path.name == "shard-000001.tar":
+            raise KeyboardInterrupt
+        original_write(self, key, members)
+
+    monkeypatch.setattr(ShardWriter, "write", interrupt_in_second_shard)
+    code, _, err = generate(cli, photos, out, "--shard-size", "1")
+    assert code == 130 and "interrupted" in err and "re-run the same command" in err
+    left = sorted(path.name for path in out.iterdir())
+    assert left == ["manifest.json", "shard-000000.stats.json", "shard-000000.tar"]
+    monkeypatch.setattr(ShardWriter, "write", original_write)
+    assert generate(cli, photos, out, "--shard-size", "1")[0] == 0
+    assert json.loads((out / "manifest.json").read_text())["totals"]["samples"] == 3
