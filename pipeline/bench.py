@@ -1,5 +1,6 @@
 """`simlidar bench`: per-stage time per frame on real inputs, against the bare
-Open3D cost of building and casting into the same mesh."""
+Open3D cost of building and casting into the same mesh; with --meshes, the mesh
+methods measured against each other (time, size, fidelity)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ import numpy as np
 import open3d as o3d
 from simlidar.sensors import MOUNTS, load_sensor, mount_pose
 from simlidar.sensors.camera import rays_reaching_frustum
-from simlidar.sensors.raycast import MeshScene
+from simlidar.sensors.raycast import MeshScene, render_depth
 from simlidar.teachers import SidecarTeacher, TeacherInput, resolve_intrinsics
 
 from . import schema
-from .mesh import depth_to_mesh
+from .mesh import METHODS, MeshOptions, depth_to_mesh
 from .reader import list_images, load_image
 from .simulate import simulate_scan
 from .timing import StageTimes
 
 STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode")
+# A LiDAR return nearer than the camera-visible surface by more than this is invented.
+INVENTED_MARGIN_M = 0.3
 
 
 def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
@@ -68,6 +71,92 @@ def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
     }
 
 
+def depth_fidelity(rendered: np.ndarray, depth: np.ndarray) -> dict:
+    """How well a mesh renders back the depth it was built from. rendered, depth:
+    (H, W) camera z (m), 0 = none. coverage: share of valid input pixels the mesh
+    covers; median/p95: absolute error (m) on those; off_5pct: share of them off
+    by more than 5%."""
+    valid = np.isfinite(depth) & (depth > 0)
+    covered = valid & (rendered > 0)
+    error = np.abs(rendered[covered] - depth[covered])
+    if not error.size:
+        return {"coverage": 0.0, "median": float("nan"), "p95": float("nan"), "off_5pct": float("nan")}
+    return {
+        "coverage": float(covered.sum() / max(valid.sum(), 1)),
+        "median": float(np.median(error)),
+        "p95": float(np.percentile(error, 95)),
+        "off_5pct": float(np.mean(error > 0.05 * depth[covered])),
+    }
+
+
+def invented_fraction(sparse: np.ndarray, depth: np.ndarray, margin_m: float = INVENTED_MARGIN_M) -> float:
+    """Share of LiDAR returns (sparse (H, W), m, 0 = none) nearer than every valid
+    input depth in their pixel's 3x3 neighbourhood by more than margin_m: surface
+    the camera would have seen (rubber sheets, blobs, sky); a pixel with no valid
+    neighbour counts as invented for any return."""
+    surface = np.where(np.isfinite(depth) & (depth > 0), depth, np.inf)
+    padded = np.pad(surface, 1, constant_values=np.inf)
+    nearest = np.lib.stride_tricks.sliding_window_view(padded, (3, 3)).min(axis=(2, 3))
+    returns = sparse > 0
+    if not returns.any():
+        return 0.0
+    return float(np.mean(sparse[returns] < nearest[returns] - margin_m))
+
+
+def bench_meshes(path: Path, sensor_name: str, repeats: int, options: MeshOptions) -> list[dict]:
+    """Per mesh method for one photo with sidecar depth and intrinsics: median mesh
+    and scene-build + cast seconds, face count, render-back fidelity, invented share."""
+    sensor = load_sensor(sensor_name)
+    T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
+    image = load_image(path, 95)
+    depth = SidecarTeacher().predict([TeacherInput(path, image.rgb)])[0].depth
+    height, width = depth.shape
+    K, _ = resolve_intrinsics(path, width, height, None, None)
+    results = []
+    for method in METHODS:
+        method_options = MeshOptions(**{**options.__dict__, "method": method})
+        mesh_seconds, cast_seconds = [], []
+        for _ in range(repeats):
+            times = StageTimes()
+            with times.stage("mesh"):
+                mesh = depth_to_mesh(depth, K, method_options)
+            with times.stage("scene"):
+                scene = MeshScene(mesh.vertices_cam, mesh.triangles)
+            scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, 0.0, times)
+            mesh_seconds.append(times.seconds["mesh"])
+            cast_seconds.append(times.seconds["scene"] + times.seconds["cast"])
+        results.append(
+            {
+                "name": path.name,
+                "size": f"{width}x{height}",
+                "method": method,
+                "mesh_s": float(np.median(mesh_seconds)),
+                "scene_cast_s": float(np.median(cast_seconds)),
+                "faces": len(mesh.triangles),
+                **depth_fidelity(render_depth(scene, K, width, height), depth),
+                "invented": invented_fraction(scan.sparse_depth_m, depth),
+            }
+        )
+    return results
+
+
+def _print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
+    header = f"{'photo':<18}{'size':>10}{'method':>11}{'mesh':>9}{'bld+cast':>9}{'faces':>9}"
+    click.echo(header + f"{'cover':>8}{'med mm':>8}{'p95 mm':>8}{'>5%':>8}{'invented':>10}")
+    for item in list_images(images):
+        for row in bench_meshes(item.path, sensor, repeats, MeshOptions()):
+            click.echo(
+                f"{row['name']:<18}{row['size']:>10}{row['method']:>11}{row['mesh_s'] * 1000:>9.1f}"
+                f"{row['scene_cast_s'] * 1000:>9.1f}{row['faces']:>9}{row['coverage']:>8.2%}"
+                f"{row['median'] * 1000:>8.1f}{row['p95'] * 1000:>8.1f}{row['off_5pct']:>8.2%}{row['invented']:>10.3%}"
+            )
+    click.echo(
+        "mesh, bld+cast (scene build + LiDAR cast): ms per frame (median); cover: valid input pixels the mesh "
+        "renders; med, p95: |rendered - input depth| there; >5%: share of them off by > 5%; invented: share of "
+        f"LiDAR returns > {INVENTED_MARGIN_M} m nearer than the input's 3x3 neighbourhood"
+    )
+
+
 @click.command()
 @click.option(
     "--images",
@@ -78,8 +167,13 @@ def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
 )
 @click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
 @click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
-def bench(images: Path, sensor: str, repeats: int) -> None:
-    """Print per-stage milliseconds per frame and the ratio to bare Open3D build + cast."""
+@click.option("--meshes", is_flag=True, help="Compare the mesh methods (time, faces, fidelity) instead.")
+def bench(images: Path, sensor: str, repeats: int, meshes: bool) -> None:
+    """Print per-stage milliseconds per frame and the ratio to bare Open3D build + cast,
+    or with --meshes each mesh method's time, size and fidelity."""
+    if meshes:
+        _print_mesh_table(images, sensor, repeats)
+        return
     header = f"{'photo':<18}{'size':>10}{'triangles':>11}" + "".join(f"{s:>9}" for s in STAGES)
     click.echo(header + f"{'total':>9}{'frames/s':>10}{'bare o3d':>10}{'post-teacher/bare':>19}")
     for item in list_images(images):

@@ -11,7 +11,7 @@ from simlidar.sensors import MOUNTS, available_sensors
 from .bench import bench
 from .config import TEACHERS, GenerateConfig
 from .errors import USER_ERRORS
-from .mesh import MeshOptions
+from .mesh import METHODS, MeshOptions
 
 
 def _parse_intrinsics_option(context, parameter, value):
@@ -79,6 +79,32 @@ def cli() -> None:
     default=MeshOptions.occlusion_fill_px,
     type=int,
     help="Mesh: pixels the background extends behind occluding edges (see-through points; 0 = off).",
+)
+@click.option(
+    "--mesh",
+    default=MeshOptions.method,
+    type=click.Choice(METHODS),
+    help="Mesh method: grid (a triangle pair per pixel quad), decimated (grid simplified, edges kept), "
+    "poisson (screened Poisson surface, trimmed to the input points).",
+)
+@click.option(
+    "--mesh-stride", default=MeshOptions.stride, type=int, help="Mesh: use every K-th pixel in both directions."
+)
+@click.option(
+    "--mesh-faces",
+    default=MeshOptions.target_faces,
+    type=float,
+    help="Mesh decimated: visible faces to keep, a count, or a fraction of the grid's when below 1.",
+)
+@click.option(
+    "--poisson-depth", default=MeshOptions.poisson_depth, type=int, help="Mesh poisson: octree depth (detail)."
+)
+@click.option(
+    "--poisson-trim",
+    "poisson_trim_px",
+    default=MeshOptions.poisson_trim_px,
+    type=float,
+    help="Mesh poisson: drop surface further than this many pixel footprints from the input points.",
 )
 @click.option(
     "--jitter-translation", "jitter_translation_m", default=0.02, type=float, help="Mount jitter, +- metres per axis."

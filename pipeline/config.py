@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from simlidar.sensors import MOUNTS, MountJitter
 
 from .errors import PipelineError
-from .mesh import MeshOptions
+from .mesh import METHODS, MeshOptions
 
 TEACHERS = ("sidecar",)
 
@@ -32,6 +32,11 @@ class GenerateConfig:
     max_depth_jump: float = MeshOptions.max_depth_jump
     max_grazing_deg: float = MeshOptions.max_grazing_deg
     occlusion_fill_px: int = MeshOptions.occlusion_fill_px
+    mesh: str = MeshOptions.method
+    mesh_stride: int = MeshOptions.stride
+    mesh_faces: float = MeshOptions.target_faces
+    poisson_depth: int = MeshOptions.poisson_depth
+    poisson_trim_px: float = MeshOptions.poisson_trim_px
     jitter_translation_m: float = MountJitter.translation_m
     jitter_rotation_deg: float = MountJitter.rotation_deg
     jpeg_quality: int = 95
@@ -46,6 +51,11 @@ class GenerateConfig:
             (self.max_depth_jump > 0, "--max-depth-jump must be positive"),
             (0 < self.max_grazing_deg <= 90, "--max-grazing-deg must be in (0, 90]"),
             (self.occlusion_fill_px >= 0, "--occlusion-fill must not be negative"),
+            (self.mesh in METHODS, f"unknown mesh method {self.mesh!r}; known methods: {', '.join(METHODS)}"),
+            (self.mesh_stride >= 1, "--mesh-stride must be at least 1"),
+            (self.mesh_faces > 0, "--mesh-faces must be positive (a face count, or a fraction below 1)"),
+            (1 <= self.poisson_depth <= 16, "--poisson-depth must be in 1..16"),
+            (self.poisson_trim_px > 0, "--poisson-trim must be positive"),
             (self.jitter_translation_m >= 0, "--jitter-translation must not be negative"),
             (self.jitter_rotation_deg >= 0, "--jitter-rotation must not be negative"),
             (1 <= self.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
@@ -62,7 +72,16 @@ class GenerateConfig:
 
     @property
     def mesh_options(self) -> MeshOptions:
-        return MeshOptions(self.max_depth_jump, self.max_grazing_deg, self.occlusion_fill_px)
+        return MeshOptions(
+            self.max_depth_jump,
+            self.max_grazing_deg,
+            self.occlusion_fill_px,
+            self.mesh,
+            self.mesh_stride,
+            self.mesh_faces,
+            self.poisson_depth,
+            self.poisson_trim_px,
+        )
 
     @property
     def jitter(self) -> MountJitter:

@@ -155,7 +155,7 @@ class ShardWorker:
                 "teacher": {"id": self.teacher.name, "output": prediction.kind, "conversion": prediction.conversion},
                 "seed": config.seed,
                 "view": view,
-                "mesh": {"visible_triangles": mesh.visible_triangles, "hidden_triangles": mesh.hidden_triangles},
+                "mesh": mesh.summary(),
                 "counts": scan.counts,
                 "image_reencoded": image.reencoded,
             }
