@@ -26,6 +26,18 @@ STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode
 INVENTED_MARGIN_M = 0.3
 
 
+def _read_frame(path: Path, times: StageTimes) -> tuple[np.ndarray, np.ndarray]:
+    """Depth (H, W, m) and K (3, 3) of a photo with sidecar depth and intrinsics,
+    timing the 'read' and 'teacher' stages."""
+    with times.stage("read"):
+        image = load_image(path, 95)
+    with times.stage("teacher"):
+        depth = SidecarTeacher().predict([TeacherInput(path, image.rgb)])[0].depth
+    height, width = depth.shape
+    K, _ = resolve_intrinsics(path, width, height, None, None)
+    return depth, K
+
+
 def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
     """Median seconds per stage for one photo with sidecar depth and intrinsics."""
     sensor = load_sensor(sensor_name)
@@ -33,12 +45,8 @@ def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
     runs = []
     for _ in range(repeats):
         times = StageTimes()
-        with times.stage("read"):
-            image = load_image(path, 95)
-        with times.stage("teacher"):
-            depth = SidecarTeacher().predict([TeacherInput(path, image.rgb)])[0].depth
+        depth, K = _read_frame(path, times)
         height, width = depth.shape
-        K, _ = resolve_intrinsics(path, width, height, None, None)
         with times.stage("mesh"):
             mesh = depth_to_mesh(depth, K)
         with times.stage("scene"):
@@ -103,18 +111,17 @@ def invented_fraction(sparse: np.ndarray, depth: np.ndarray, margin_m: float = I
     return float(np.mean(sparse[returns] < nearest[returns] - margin_m))
 
 
-def bench_meshes(path: Path, sensor_name: str, repeats: int, options: MeshOptions) -> list[dict]:
-    """Per mesh method for one photo with sidecar depth and intrinsics: median mesh
-    and scene-build + cast seconds, face count, render-back fidelity, invented share."""
+def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
+    """Per mesh method (default options otherwise) for one photo with sidecar depth and
+    intrinsics: median mesh and scene-build + cast seconds, face count, render-back
+    fidelity, invented share."""
     sensor = load_sensor(sensor_name)
     T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
-    image = load_image(path, 95)
-    depth = SidecarTeacher().predict([TeacherInput(path, image.rgb)])[0].depth
+    depth, K = _read_frame(path, StageTimes())
     height, width = depth.shape
-    K, _ = resolve_intrinsics(path, width, height, None, None)
     results = []
     for method in METHODS:
-        method_options = MeshOptions(**{**options.__dict__, "method": method})
+        method_options = MeshOptions(method=method)
         mesh_seconds, cast_seconds = [], []
         for _ in range(repeats):
             times = StageTimes()
@@ -144,7 +151,7 @@ def _print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
     header = f"{'photo':<18}{'size':>10}{'method':>11}{'mesh':>9}{'bld+cast':>9}{'faces':>9}"
     click.echo(header + f"{'cover':>8}{'med mm':>8}{'p95 mm':>8}{'>5%':>8}{'invented':>10}")
     for item in list_images(images):
-        for row in bench_meshes(item.path, sensor, repeats, MeshOptions()):
+        for row in bench_meshes(item.path, sensor, repeats):
             click.echo(
                 f"{row['name']:<18}{row['size']:>10}{row['method']:>11}{row['mesh_s'] * 1000:>9.1f}"
                 f"{row['scene_cast_s'] * 1000:>9.1f}{row['faces']:>9}{row['coverage']:>8.2%}"

@@ -265,9 +265,9 @@ def _depth_normals(points_cam: np.ndarray, valid: np.ndarray) -> np.ndarray:
     smaller depth change is used, so normals next to a depth jump follow their own
     side instead of the jump; where a pixel has no valid neighbour on an axis the
     normal falls back to the viewing direction."""
+    grid = np.where(valid[..., None], points_cam, np.nan)
     tangents = []
     for axis in (1, 0):
-        grid = np.where(valid[..., None], points_cam, np.nan)
         forward = np.diff(grid, axis=axis, append=np.nan)
         backward = np.diff(grid, axis=axis, prepend=np.nan)
         forward_dz = np.where(np.isnan(forward[..., 2]), np.inf, np.abs(forward[..., 2]))
