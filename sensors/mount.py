@@ -46,11 +46,56 @@ MOUNTS: dict[str, Mount] = {
 
 @dataclass(frozen=True)
 class MountJitter:
-    """Uniform per-view perturbation ranges: +-translation_m on each camera axis,
-    +-rotation_deg on each of roll, pitch and yaw."""
+    """Uniform per-view perturbation ranges of a mount: +-horizontal_m on the camera's
+    x and z axes (sideways, forward), +-height_m on its y axis (up/down), and
+    +-roll_deg, +-pitch_deg, +-yaw_deg about the LiDAR's x, y, z axes."""
 
-    translation_m: float = 0.02
-    rotation_deg: float = 0.5
+    horizontal_m: float = 0.02
+    height_m: float = 0.02
+    roll_deg: float = 0.5
+    pitch_deg: float = 0.5
+    yaw_deg: float = 0.5
+
+    def describe(self) -> str:
+        """The canonical `--mount-jitter` text of these ranges."""
+        return ",".join(f"{name}={getattr(self, field)}" for name, field in _JITTER_KEYS.items())
+
+
+# `--mount-jitter` keys -> MountJitter fields.
+_JITTER_KEYS = {
+    "horizontal": "horizontal_m",
+    "height": "height_m",
+    "roll": "roll_deg",
+    "pitch": "pitch_deg",
+    "yaw": "yaw_deg",
+}
+DEFAULT_MOUNT_JITTER = MountJitter().describe()
+
+
+def parse_mount_jitter(text: str) -> MountJitter:
+    """'height=0.05,pitch=1' -> MountJitter (unnamed ranges are 0; 'none' is no jitter).
+
+    Raises ValueError with a one-line reason for an unknown key, a bad or negative value.
+    """
+    ranges = dict.fromkeys(_JITTER_KEYS.values(), 0.0)
+    if text.strip().lower() in ("none", "0", ""):
+        return MountJitter(**ranges)
+    for part in text.split(","):
+        key, equals, value = part.partition("=")
+        key = key.strip().lower()
+        if key not in _JITTER_KEYS or not equals:
+            raise ValueError(
+                f"--mount-jitter: {part.strip()!r} is not KEY=VALUE with KEY one of {', '.join(_JITTER_KEYS)} "
+                "(metres for horizontal and height, degrees for roll, pitch, yaw), e.g. height=0.05,pitch=1"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--mount-jitter: {key} must be a number, got {value.strip()!r}") from None
+        if not 0.0 <= number < 90.0:
+            raise ValueError(f"--mount-jitter: {key} must be a range in [0, 90), got {number}")
+        ranges[_JITTER_KEYS[key]] = number
+    return MountJitter(**ranges)
 
 
 def rotation_from_roll_pitch_yaw(roll_rad: float, pitch_rad: float, yaw_rad: float) -> np.ndarray:
@@ -66,8 +111,9 @@ def rotation_from_roll_pitch_yaw(roll_rad: float, pitch_rad: float, yaw_rad: flo
 
 def sample_mount_jitter(jitter: MountJitter, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one perturbation: (translation_cam_m (3,), roll_pitch_yaw_rad (3,))."""
-    translation_cam_m = rng.uniform(-jitter.translation_m, jitter.translation_m, size=3)
-    roll_pitch_yaw_rad = np.deg2rad(rng.uniform(-jitter.rotation_deg, jitter.rotation_deg, size=3))
+    unit = rng.uniform(-1.0, 1.0, size=6)
+    translation_cam_m = unit[:3] * np.array([jitter.horizontal_m, jitter.height_m, jitter.horizontal_m])
+    roll_pitch_yaw_rad = np.deg2rad(unit[3:] * np.array([jitter.roll_deg, jitter.pitch_deg, jitter.yaw_deg]))
     return translation_cam_m, roll_pitch_yaw_rad
 
 

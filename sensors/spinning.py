@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .base import Firing, content_hash
+from .effects import ReturnEffects
 
 
 @dataclass(frozen=True)
@@ -14,8 +15,9 @@ class SpinningLidar:
     """A rotating multi-beam LiDAR.
 
     Angles are stored in degrees as in the sensor files; the methods return radians
-    and unit vectors. Ring r fires at `elevations_deg[r]`; ring 0 is the top beam.
-    Azimuth 0 points along the LiDAR's x axis (forward), positive azimuth turns
+    and unit vectors. Ring r fires at `elevations_deg[r]`; ring 0 is the top beam, and
+    at `azimuth_offsets_deg[r]` from the column's azimuth when the sensor staggers its
+    lasers. Azimuth 0 points along the LiDAR's x axis (forward), positive azimuth turns
     toward +y (left), so the sweep is counter-clockwise seen from above.
     """
 
@@ -28,6 +30,12 @@ class SpinningLidar:
     min_range_m: float
     max_range_m: float
     default_mount: str
+    azimuth_offsets_deg: tuple[float, ...] = ()
+    rotation_hz: float = 10.0
+    effects: ReturnEffects = ReturnEffects()
+    published: dict = field(default_factory=dict, compare=False)
+
+    kind = "spinning"
 
     @property
     def channels(self) -> int:
@@ -42,10 +50,13 @@ class SpinningLidar:
     def points_per_frame(self) -> int:
         return self.channels * self.columns
 
+    @property
+    def vertical_fov_deg(self) -> tuple[float, float]:
+        """(top, bottom) beam elevation in degrees."""
+        return self.elevations_deg[0], self.elevations_deg[-1]
+
     def spec_hash(self) -> str:
-        """A short content hash of every figure that changes the rays or returns."""
-        figures = {k: v for k, v in asdict(self).items() if k not in ("description", "source")}
-        return hashlib.sha256(json.dumps(figures, sort_keys=True).encode()).hexdigest()[:16]
+        return content_hash(self)
 
     def ray_directions(self, azimuth_phase_rad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Unit ray directions of one frame in the LiDAR frame.
@@ -62,6 +73,8 @@ class SpinningLidar:
         azimuth_start = -0.5 * np.deg2rad(self.horizontal_fov_deg)
         azimuth = azimuth_start + azimuth_phase_rad + np.arange(self.columns) * np.deg2rad(self.azimuth_step_deg)
         elevation_grid, azimuth_grid = np.meshgrid(elevation, azimuth, indexing="ij")
+        if self.azimuth_offsets_deg:
+            azimuth_grid = azimuth_grid + np.deg2rad(np.asarray(self.azimuth_offsets_deg))[:, None]
         cos_elevation = np.cos(elevation_grid)
         directions_lidar = np.stack(
             [cos_elevation * np.cos(azimuth_grid), cos_elevation * np.sin(azimuth_grid), np.sin(elevation_grid)],
@@ -69,3 +82,15 @@ class SpinningLidar:
         ).reshape(-1, 3)
         ring = np.repeat(np.arange(self.channels, dtype=np.int32), self.columns)
         return directions_lidar, ring
+
+    def fire(self, rng: np.random.Generator) -> Firing:
+        """One frame with a random azimuth phase in [0, step) drawn from `rng`."""
+        azimuth_phase_rad = float(rng.uniform(0.0, np.deg2rad(self.azimuth_step_deg)))
+        directions_lidar, ring = self.ray_directions(azimuth_phase_rad)
+        column_time_s = np.arange(self.columns) / (self.columns * self.rotation_hz)
+        return Firing(
+            directions_lidar,
+            ring,
+            np.tile(column_time_s, self.channels),
+            {"azimuth_phase_deg": float(np.rad2deg(azimuth_phase_rad))},
+        )

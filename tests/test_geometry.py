@@ -1,10 +1,13 @@
 """Scans of scenes whose answer can be computed by hand."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from numpy.random import default_rng
 from simlidar.pipeline.mesh import MeshOptions, depth_to_mesh
 from simlidar.pipeline.simulate import simulate_scan
-from simlidar.sensors import MOUNTS, load_sensor, mount_pose
+from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import backproject_depth
 from simlidar.sensors.raycast import MeshScene, render_depth
 
@@ -13,11 +16,13 @@ from .helpers import KITTI_K
 WIDTH, HEIGHT = 1242, 375
 
 
-def scan_of(depth, mount="kitti", options=MeshOptions(), phase=0.0, T_cam_lidar=None):
+def scan_of(depth, mount="kitti", options=MeshOptions(), seed=0, T_cam_lidar=None):
+    """An HDL-64 scan with every return effect off (exact geometry); `seed` sets its azimuth phase."""
     mesh = depth_to_mesh(depth, KITTI_K, options)
     T_cam_lidar = mount_pose(MOUNTS[mount]) if T_cam_lidar is None else T_cam_lidar
+    ideal = replace(load_sensor("hdl64"), effects=ReturnEffects())
     return simulate_scan(
-        MeshScene(mesh.vertices_cam, mesh.triangles), KITTI_K, WIDTH, HEIGHT, load_sensor("hdl64"), T_cam_lidar, phase
+        MeshScene(mesh.vertices_cam, mesh.triangles), KITTI_K, WIDTH, HEIGHT, ideal, T_cam_lidar, default_rng(seed)
     )
 
 
@@ -38,9 +43,9 @@ def predicted_plane_pixels(T_cam_lidar, plane_z, phase):
 
 
 def test_plane_at_10m_returns_10m_on_the_predicted_rows():
-    phase = np.deg2rad(0.05)
     T_cam_lidar = mount_pose(MOUNTS["kitti"])
-    scan = scan_of(np.full((HEIGHT, WIDTH), 10.0, np.float32), phase=phase, T_cam_lidar=T_cam_lidar)
+    scan = scan_of(np.full((HEIGHT, WIDTH), 10.0, np.float32), T_cam_lidar=T_cam_lidar)
+    phase = np.deg2rad(scan.phase["azimuth_phase_deg"])
     sparse = scan.sparse_depth_m
     rows, cols = np.nonzero(sparse[1:-1, 1:-1])
     measured = set(zip(rows + 1, cols + 1, strict=False))
@@ -125,5 +130,7 @@ def test_points_are_returned_in_the_lidar_frame_with_their_ring():
     assert np.allclose(x, 10.27, atol=1e-3)
     elevation = np.rad2deg(np.arctan2(z, np.hypot(x, y)))
     assert np.allclose(elevation, np.asarray(load_sensor("hdl64").elevations_deg)[ring.astype(int)], atol=1e-3)
-    # Intensity is |cos incidence|: for the plane, the forward distance over the range.
-    assert np.allclose(intensity, 10.27 / np.linalg.norm(scan.points_lidar[:, :3], axis=1), atol=1e-3)
+    # Intensity is reflectance (0.5 without a photo) x cos(incidence) x (10 m / range)^2, and
+    # cos(incidence) on the plane is the forward distance over the range.
+    distance = np.linalg.norm(scan.points_lidar[:, :3], axis=1)
+    assert np.allclose(intensity, 0.5 * (10.27 / distance) * (10.0 / distance) ** 2, atol=1e-3)

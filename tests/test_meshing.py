@@ -1,12 +1,14 @@
 """The mesh methods (grid, decimated, poisson) on scenes whose answer is known."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from simlidar.pipeline.config import GenerateConfig
 from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.mesh import METHODS, MeshOptions, depth_to_mesh
 from simlidar.pipeline.simulate import simulate_scan
-from simlidar.sensors import MOUNTS, load_sensor, mount_pose
+from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import backproject_depth
 from simlidar.sensors.raycast import MeshScene, render_depth
 
@@ -43,9 +45,9 @@ def test_no_method_puts_lidar_points_between_box_and_wall(method):
         K,
         WIDTH,
         HEIGHT,
-        load_sensor("hdl64"),
+        replace(load_sensor("hdl64"), effects=ReturnEffects()),
         mount_pose(MOUNTS["kitti"]),
-        0.0,
+        np.random.default_rng(0),
     )
     values = scan.sparse_depth_m[scan.sparse_depth_m > 0]
     # Tolerance: none at all. The grid and decimated meshes cut the jump; the

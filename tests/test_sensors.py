@@ -1,6 +1,21 @@
+import io
+import json
+import tarfile
+
 import numpy as np
 import pytest
-from simlidar.sensors import MOUNTS, SensorSpecError, available_sensors, load_sensor, mount_pose
+from simlidar.pipeline import schema
+from simlidar.sensors import (
+    DEFAULT_MOUNT_JITTER,
+    MOUNTS,
+    MountJitter,
+    SensorSpecError,
+    available_sensors,
+    load_sensor,
+    mount_pose,
+    parse_mount_jitter,
+    sample_mount_jitter,
+)
 from simlidar.sensors.camera import rays_reaching_frustum, sparse_depth_image
 from simlidar.sensors.raycast import MeshScene
 
@@ -95,3 +110,74 @@ def test_z_buffer_keeps_the_nearest_point_and_points_hidden_from_the_camera():
     assert depth[40, 52] == pytest.approx(10.0)
     assert in_image.tolist() == [True, True, True, False]
     assert np.count_nonzero(depth) == 2
+
+
+def test_mount_jitter_text_is_parsed_and_drawn_within_its_ranges():
+    jitter = parse_mount_jitter("height=0.1, pitch=2")
+    assert jitter == MountJitter(horizontal_m=0.0, height_m=0.1, roll_deg=0.0, pitch_deg=2.0, yaw_deg=0.0)
+    assert parse_mount_jitter(DEFAULT_MOUNT_JITTER) == MountJitter()
+    assert parse_mount_jitter("none") == MountJitter(0.0, 0.0, 0.0, 0.0, 0.0)
+    rng = np.random.default_rng(0)
+    draws = [sample_mount_jitter(jitter, rng) for _ in range(2000)]
+    translation = np.array([t for t, _ in draws])
+    roll_pitch_yaw = np.rad2deg(np.array([r for _, r in draws]))
+    assert np.all(translation[:, [0, 2]] == 0) and np.abs(translation[:, 1]).max() <= 0.1
+    assert np.abs(translation[:, 1]).max() > 0.09
+    assert np.all(roll_pitch_yaw[:, [0, 2]] == 0) and 1.9 < np.abs(roll_pitch_yaw[:, 1]).max() <= 2.0
+
+
+@pytest.mark.parametrize("text", ["height=-1", "tilt=1", "pitch", "yaw=lots"])
+def test_bad_mount_jitter_says_what_is_expected(text):
+    with pytest.raises(ValueError, match="--mount-jitter"):
+        parse_mount_jitter(text)
+
+
+def test_pitch_jitter_turns_the_lidar_about_its_y_axis():
+    T_cam_lidar = mount_pose(MOUNTS["camera"], np.zeros(3), np.deg2rad([0.0, 1.0, 0.0]))
+    forward_cam = T_cam_lidar[:3, :3] @ [1.0, 0.0, 0.0]
+    # Positive pitch about LiDAR y (left) tips the forward axis down: camera +y is down.
+    assert np.rad2deg(np.arcsin(forward_cam[1])) == pytest.approx(1.0)
+
+
+def test_spinning_phase_is_drawn_within_one_azimuth_step():
+    sensor = load_sensor("hdl64")
+    phases = [sensor.fire(np.random.default_rng(seed)).phase["azimuth_phase_deg"] for seed in range(50)]
+    assert 0.0 <= min(phases) and max(phases) < sensor.azimuth_step_deg and len(set(phases)) == 50
+
+
+def test_generate_with_effects_off_gives_exact_depth_and_records_the_sensor(cli, tmp_path):
+    from .helpers import write_photo
+
+    photos = tmp_path / "photos"
+    write_photo(photos, "wall.jpg", np.full((96, 160), 8.0, np.float32))
+    out = tmp_path / "out"
+    options = ["--fov", "90", "--teacher", "sidecar", "--quiet", "--workers", "1", "--save-points"]
+    off = ["--range-noise", "0", "--detection-range", "0", "--mount-jitter", "none", "--sensor", "vlp16"]
+    code, _, err = cli("generate", "--images", photos, "--out", out, *options, *off)
+    assert code == 0, err
+    with tarfile.open(out / "shard-000000.tar") as tar:
+        members = {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+    sparse = schema.decode_depth_png(members["wall-v0.sparse.png"])
+    assert np.count_nonzero(sparse) > 100 and np.allclose(sparse[sparse > 0], 8.0, atol=1 / 256)
+    meta = json.loads(members["wall-v0.json"])
+    assert meta["sensor"]["effects"]["range_noise_m"] == 0.0 and meta["sensor"]["effects"]["divergence_mrad"] == 3.0
+    assert meta["sensor"]["kind"] == "spinning" and "azimuth_phase_deg" in meta
+    assert meta["mount"]["jitter_translation_m"] == [0.0, 0.0, 0.0]
+    points = np.load(io.BytesIO(members["wall-v0.points.npy"]))
+    assert 0 < points[:, 3].min() and points[:, 3].max() <= 1.0
+
+    code, _, err = cli("generate", "--images", photos, "--out", tmp_path / "livox", *options, "--sensor", "mid40")
+    assert code == 0, err
+    with tarfile.open(tmp_path / "livox" / "shard-000000.tar") as tar:
+        meta = json.loads(tar.extractfile("wall-v0.json").read())
+    assert meta["sensor"]["kind"] == "risley" and 0 <= meta["start_time_s"] < 60 and meta["counts"]["points"] > 1000
+
+
+def test_generate_refuses_effect_options_that_do_not_apply(cli, tmp_path):
+    base = ["generate", "--images", tmp_path, "--out", tmp_path / "out", "--quiet"]
+    code, _, err = cli(*base, "--integration-time", "0.5")
+    assert code == 2 and "--integration-time applies to non-repetitive" in err and err.count("\n") == 1
+    code, _, err = cli(*base, "--drop-rate", "1.5")
+    assert code == 2 and "--drop-rate must be in [0, 1)" in err
+    code, _, err = cli(*base, "--mount-jitter", "tilt=3")
+    assert code == 2 and "--mount-jitter" in err and "height" in err

@@ -1,0 +1,186 @@
+"""`simlidar sensors`: the catalog as a table, one sensor's spec, and a picture of its
+ray pattern and of one simulated frame over a bundled scene."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image, ImageDraw
+from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, load_sensor, mount_pose
+from simlidar.sensors.effects import luma
+from simlidar.sensors.raycast import MeshScene
+
+from .bench import _read_frame
+from .errors import PipelineError
+from .mesh import depth_to_mesh
+from .preview import colorize_depth, spread_points
+from .reader import load_image
+from .simulate import simulate_scan
+from .timing import StageTimes
+
+DEFAULT_SCENE = Path(__file__).resolve().parent.parent / "examples" / "scenes" / "street_kitti.jpg"
+PATTERN_SIZE = (1200, 300)
+MARGIN = 40
+
+
+def sensor_row(sensor: Sensor) -> dict:
+    """The figures `sensors list` shows for one sensor."""
+    top, bottom = sensor.vertical_fov_deg
+    horizontal = sensor.field_of_view_deg()[0] if isinstance(sensor, RisleyLidar) else sensor.horizontal_fov_deg
+    return {
+        "name": sensor.name,
+        "kind": sensor.kind,
+        "channels": sensor.channels,
+        "vertical_fov": f"{top:+.1f}..{bottom:+.1f}",
+        "horizontal_fov": f"{horizontal:.1f}",
+        "points_per_frame": sensor.points_per_frame,
+        "range": f"{sensor.min_range_m:g}-{sensor.max_range_m:g}",
+    }
+
+
+def describe_sensor(sensor: Sensor) -> list[str]:
+    """`sensors show` text: every figure of the spec, one per line."""
+    lines = [f"{sensor.name} ({sensor.kind}): {sensor.description}", f"source: {sensor.source}"]
+    row = sensor_row(sensor)
+    lines.append(
+        f"channels {row['channels']}, vertical FOV {row['vertical_fov']} deg, horizontal FOV "
+        f"{row['horizontal_fov']} deg, {row['points_per_frame']} points per frame"
+    )
+    if isinstance(sensor, RisleyLidar):
+        lines.append(
+            f"prisms: rotors {sensor.rotor_rpm[0]:g} / {sensor.rotor_rpm[1]:g} rpm, wedges {sensor.wedge_deg[0]:g} / "
+            f"{sensor.wedge_deg[1]:g} deg, index {sensor.refractive_index:g}; emitters at elevation "
+            f"{', '.join(f'{e:g}' for e in sensor.emitter_elevation_deg)} deg"
+        )
+        lines.append(f"{sensor.point_rate_hz:g} points/s, integration time {sensor.integration_time_s:g} s per frame")
+    else:
+        lines.append(
+            f"azimuth step {sensor.azimuth_step_deg:.4g} deg ({sensor.columns} columns) at {sensor.rotation_hz:g} Hz"
+            + (", per-channel azimuth offsets" if sensor.azimuth_offsets_deg else "")
+        )
+        lines.append("elevations (deg, top to bottom): " + ", ".join(f"{e:g}" for e in sensor.elevations_deg))
+    lines.append(f"range {sensor.min_range_m:g}-{sensor.max_range_m:g} m; default mount {sensor.default_mount}")
+    effects = dataclasses.asdict(sensor.effects)
+    lines.append("returns: " + ", ".join(f"{name} {value}" for name, value in effects.items()))
+    if sensor.published:
+        lines.append("published: " + ", ".join(f"{name} {value:g}" for name, value in sensor.published.items()))
+    lines.append(f"spec hash {sensor.spec_hash()}")
+    return lines
+
+
+def pattern_image(sensor: Sensor, rng: np.random.Generator) -> Image.Image:
+    """One frame's rays as dots in azimuth (x) and elevation (y), coloured by channel."""
+    firing = sensor.fire(rng)
+    directions = firing.directions_lidar
+    azimuth = np.rad2deg(np.arctan2(directions[:, 1], directions[:, 0]))
+    elevation = np.rad2deg(np.arcsin(np.clip(directions[:, 2], -1, 1)))
+    if isinstance(sensor, RisleyLidar):
+        half_width = sensor.field_of_view_deg()[0] / 2 + 1
+        left, right = half_width, -half_width
+    else:
+        left, right = sensor.horizontal_fov_deg / 2, -sensor.horizontal_fov_deg / 2
+    top, bottom = elevation.max() + 1, elevation.min() - 1
+    width, height = PATTERN_SIZE
+    canvas = np.full((height + 2 * MARGIN, width + 2 * MARGIN, 3), 255, np.uint8)
+    # Azimuth grows to the left (toward +y), as seen from behind the sensor.
+    x = np.round(MARGIN + (left - azimuth) / (left - right) * (width - 1)).astype(int)
+    y = np.round(MARGIN + (top - elevation) / (top - bottom) * (height - 1)).astype(int)
+    hue = firing.ring / max(sensor.channels - 1, 1)
+    colours = np.stack([40 + 180 * hue, 60 + 60 * (1 - hue), 200 - 160 * hue], axis=1).astype(np.uint8)
+    canvas[y, x] = colours
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((MARGIN - 1, MARGIN - 1, MARGIN + width, MARGIN + height), outline=(120, 120, 120))
+    draw.text((MARGIN, 8), f"{sensor.name}: {len(directions)} rays of one frame, azimuth x elevation", fill=(0, 0, 0))
+    draw.text((MARGIN, MARGIN + height + 6), f"azimuth {left:+.0f} deg (left)", fill=(0, 0, 0))
+    draw.text((MARGIN + width - 130, MARGIN + height + 6), f"{right:+.0f} deg (right)", fill=(0, 0, 0))
+    draw.text((4, MARGIN), f"{top:+.0f}", fill=(0, 0, 0))
+    draw.text((4, MARGIN + height - 10), f"{bottom:+.0f}", fill=(0, 0, 0))
+    return picture
+
+
+def scene_image(sensor: Sensor, scene_photo: Path, rng: np.random.Generator) -> Image.Image:
+    """One simulated frame of `sensor` on its default mount over a photo with sidecar
+    depth and intrinsics: the returns coloured by depth over the dimmed photo."""
+    depth, K = _read_frame(scene_photo, StageTimes())
+    rgb = load_image(scene_photo, 95).rgb
+    height, width = depth.shape
+    mesh = depth_to_mesh(depth, K)
+    T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
+    scan = simulate_scan(
+        MeshScene(mesh.vertices_cam, mesh.triangles), K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(rgb)
+    )
+    valid = depth[depth > 0]
+    near_m, far_m = float(np.percentile(valid, 1)), float(np.percentile(valid, 99))
+    grown = spread_points(scan.sparse_depth_m, radius=1)
+    overlay = (rgb * 0.35).astype(np.uint8)
+    overlay[grown > 0] = colorize_depth(grown, near_m, max(far_m, near_m * 1.5))[grown > 0]
+    picture = Image.fromarray(overlay)
+    ImageDraw.Draw(picture).text(
+        (8, 6),
+        f"{sensor.name} on the {sensor.default_mount} mount over {scene_photo.name}: "
+        f"{scan.counts['points']} returns, {scan.counts['sparse_pixels']} pixels",
+        fill=(255, 255, 255),
+    )
+    return picture
+
+
+def stack(pictures: list[Image.Image]) -> Image.Image:
+    width = max(picture.width for picture in pictures)
+    sheet = Image.new("RGB", (width, sum(picture.height for picture in pictures)), (255, 255, 255))
+    top = 0
+    for picture in pictures:
+        sheet.paste(picture, (0, top))
+        top += picture.height
+    return sheet
+
+
+@click.group()
+def sensors() -> None:
+    """The sensor catalog: list the presets, show one (and draw it)."""
+
+
+@sensors.command("list")
+def list_command() -> None:
+    """A table of every catalog sensor: kind, channels, vertical FOV, points per frame, range."""
+    header = f"{'name':<13}{'kind':<10}{'channels':>9}{'vertical FOV':>16}{'horiz. FOV':>12}{'points/frame':>14}"
+    click.echo(header + f"{'range m':>12}")
+    for name in available_sensors():
+        row = sensor_row(load_sensor(name))
+        click.echo(
+            f"{row['name']:<13}{row['kind']:<10}{row['channels']:>9}{row['vertical_fov']:>16}"
+            f"{row['horizontal_fov']:>12}{row['points_per_frame']:>14}{row['range']:>12}"
+        )
+    click.echo("FOV in degrees; a sensor file of your own works wherever a name does (--sensor ./my_lidar.toml)")
+
+
+@sensors.command("show")
+@click.argument("name")
+@click.option(
+    "--plot",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the ray pattern and one simulated frame over --scene into this PNG.",
+)
+@click.option(
+    "--scene",
+    default=DEFAULT_SCENE,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Photo with sidecar depth and intrinsics for --plot (a bundled street at KITTI's size).",
+)
+@click.option("--seed", default=0, type=int, help="Seed of the frame's phase and return effects.")
+def show_command(name: str, plot: Path | None, scene: Path, seed: int) -> None:
+    """Print the spec of NAME (a catalog name or a .toml path)."""
+    sensor = load_sensor(name)
+    for line in describe_sensor(sensor):
+        click.echo(line)
+    if plot is None:
+        return
+    if not scene.is_file():
+        raise PipelineError(f"scene photo {scene} does not exist; pass --scene PHOTO (with PHOTO.depth.png beside it)")
+    rng = np.random.default_rng(seed)
+    stack([pattern_image(sensor, rng), scene_image(sensor, scene, rng)]).save(plot)
+    click.echo(f"picture in {plot}")

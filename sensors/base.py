@@ -1,0 +1,34 @@
+"""What every sensor kind shares: a frame's rays (Firing) and a content hash.
+
+A sensor (SpinningLidar, RisleyLidar) offers the pipeline: name, kind, channels,
+points_per_frame, vertical_fov_deg, min_range_m, max_range_m, default_mount, effects,
+spec_hash() and fire(rng) -> Firing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One frame's rays: directions_lidar (N, 3) float64 unit vectors in the LiDAR frame,
+    ring (N,) int32 channel of each ray (0 = top beam or first emitter), time_s (N,)
+    float64 firing time since the frame started, and phase: the random start of the
+    frame, as recorded in the sample's json."""
+
+    directions_lidar: np.ndarray
+    ring: np.ndarray
+    time_s: np.ndarray
+    phase: dict[str, float]
+
+
+def content_hash(spec) -> str:
+    """A short content hash of every figure of a sensor dataclass that changes the rays
+    or the returns (not its description, citation or published figures)."""
+    figures = {k: v for k, v in asdict(spec).items() if k not in ("description", "source", "published")}
+    return hashlib.sha256(json.dumps(figures, sort_keys=True).encode()).hexdigest()[:16]
