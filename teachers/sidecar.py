@@ -72,4 +72,6 @@ class SidecarTeacher:
                 f"{sidecar.name} is {depth.shape[1]}x{depth.shape[0]} but the photo is {width}x{height}; "
                 "depth must match the photo as displayed (after EXIF rotation)"
             )
-        return DepthPrediction(depth=depth, kind="metric", conversion={"source": sidecar.name, "scale": 1.0})
+        return DepthPrediction(
+            depth=depth, kind="metric", conversion={"source": sidecar.name, "scale": 1.0}, teacher=self.name
+        )

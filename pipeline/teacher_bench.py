@@ -1,0 +1,131 @@
+"""`simlidar bench --teacher NAME`: teacher images per second per batch size, for the
+pipeline's teacher stage (preprocess, forward, resize back, relative-to-metric) and
+for the bare model forward on ready tensors, and their ratio."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from simlidar.teachers import DepthConversion, TeacherInput, load_teacher, to_metric
+
+# Depth Anything V2 Small's published preprocessing (its preprocessor_config.json).
+DA_V2_PROCESSOR = {
+    "size": {"height": 518, "width": 518},
+    "keep_aspect_ratio": True,
+    "ensure_multiple_of": 14,
+    "resample": 3,
+    "do_pad": False,
+}
+
+
+def random_depth_anything_v2_small(folder: Path) -> Path:
+    """Save Depth Anything V2 Small's architecture (transformers' DepthAnythingConfig
+    defaults: DINOv2-S backbone, 24.8 M parameters) with random weights and its
+    processor into `folder`, for timing without downloading the weights."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessorPil
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(DepthAnythingConfig()).save_pretrained(folder)
+    DPTImageProcessorPil(**DA_V2_PROCESSOR).save_pretrained(folder)
+    return folder
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def bench_teacher(
+    teacher, batch_sizes: list[int], image_size: tuple[int, int], repeats: int, seed: int = 0
+) -> list[dict]:
+    """Per batch size: median images/s of the pipeline's teacher stage and of the bare
+    forward on the same images (H, W = image_size), after one warm-up of each."""
+    rng = np.random.default_rng(seed)
+    height, width = image_size
+    conversion = DepthConversion()
+    rows = []
+    for batch_size in batch_sizes:
+        teacher.batch_size = batch_size
+        batch = [
+            TeacherInput(Path(f"bench{i}.jpg"), rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            for i in range(batch_size)
+        ]
+        pixel_values = torch.cat([teacher.preprocess(item.rgb) for item in batch]).to(teacher.device)
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "input": "x".join(str(side) for side in pixel_values.shape[-2:][::-1]),
+                "stage_ips": batch_size / _median_seconds(partial(_stage, teacher, batch, conversion), repeats),
+                "bare_ips": batch_size / _median_seconds(partial(_bare, teacher, pixel_values), repeats),
+            }
+        )
+    return rows
+
+
+def _stage(teacher, batch: list[TeacherInput], conversion: DepthConversion) -> None:
+    for prediction in teacher.predict(batch):
+        to_metric(prediction, conversion, np.random.default_rng(0))
+
+
+def _bare(teacher, pixel_values: torch.Tensor) -> None:
+    teacher.forward(pixel_values)
+    _synchronize(teacher.device)
+
+
+def _median_seconds(function, repeats: int) -> float:
+    function()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def print_teacher_bench(
+    name: str, batch_sizes: str, random_weights: bool, device: str, dtype: str, image_size: str, repeats: int
+) -> None:
+    try:
+        sizes = [int(part) for part in batch_sizes.split(",")]
+        width, height = (int(part) for part in image_size.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("--batch-sizes takes N,N,... and --image-size WxH") from None
+    if not sizes or min(sizes) < 1 or min(width, height) < 8:
+        raise click.BadParameter("batch sizes must be >= 1 and the image at least 8x8")
+    with tempfile.TemporaryDirectory() as scratch:
+        if random_weights:
+            if name != "depth-anything-v2-small":
+                raise click.BadParameter("--random-weights builds depth-anything-v2-small only")
+            folder = random_depth_anything_v2_small(Path(scratch))
+            teacher = load_teacher(f"hf:{folder}", output="disparity", device=device, dtype=dtype)
+            label = f"{name} architecture, random weights"
+        else:
+            output = "disparity" if name.startswith("hf:") else None  # timing does not depend on it
+            teacher = load_teacher(name, output=output, device=device, dtype=dtype)
+            label = f"{name} @ {teacher.revision}"
+        if not hasattr(teacher, "forward"):
+            raise click.BadParameter(f"{name} is not a model teacher; nothing to time")
+        teacher.load()
+        precision = str(teacher.amp_dtype).replace("torch.", "") if teacher.amp_dtype else "fp32"
+        click.echo(f"teacher: {label}; device {teacher.device}, {precision}; photos {width}x{height}")
+        click.echo(f"{'batch':>6}{'model input':>13}{'stage img/s':>13}{'bare img/s':>12}{'stage/bare':>12}")
+        for row in bench_teacher(teacher, sizes, (height, width), repeats):
+            click.echo(
+                f"{row['batch_size']:>6}{row['input']:>13}{row['stage_ips']:>13.2f}{row['bare_ips']:>12.2f}"
+                f"{row['stage_ips'] / row['bare_ips']:>12.1%}"
+            )
+    click.echo(
+        "stage: what generate's teacher stage does per batch (model preprocessing, forward, resize to the photo, "
+        "relative-to-metric); bare: the model forward alone on ready tensors on the device; medians of "
+        f"{repeats} runs after a warm-up"
+    )

@@ -1,0 +1,157 @@
+"""The teacher cache: raw teacher output per image in a zarr hierarchy, so a second
+run (another sensor, seed, mount or mesh) makes no model call.
+
+One entry per (image content, teacher): an array at TEACHER/AB/SHA256 where SHA256
+is the hash of the photo file's bytes and TEACHER names the teacher, its weights
+revision and the settings that change its output. The depth map is one
+Blosc-zstd-compressed float32 chunk; the entry's attributes (output kind, focal
+length, teacher, revision) are written after the data with "complete": true, so an
+entry cut short by a crash or a full disk reads as missing and is recomputed.
+What is cached is the teacher's own output: the relative-to-metric conversion,
+which depends on the seed, happens after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput, cache_id, load_teacher
+
+DEFAULT_FOLDER = "teacher-cache"
+FORMAT = 1
+
+
+def teacher_cache_dir(option: str, out_dir: Path) -> Path:
+    """--cache DIR, or OUT/teacher-cache when not given."""
+    return Path(option).expanduser() if option else out_dir / DEFAULT_FOLDER
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _slug(text: str) -> str:
+    """A teacher id as one readable path component (zarr node names cannot hold '/'),
+    with a hash of the id so that ids differing only in punctuation stay apart."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:80]
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+class TeacherCache:
+    """A zarr group of teacher outputs under `root` (created on first write)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._group = None
+
+    @staticmethod
+    def entry_path(image_sha256: str, teacher_id: str) -> str:
+        return f"{_slug(teacher_id)}/{image_sha256[:2]}/{image_sha256}"
+
+    def _root_group(self):
+        import zarr
+
+        if self._group is None:
+            self._group = zarr.open_group(str(self.root), mode="a", attributes={"simlidar_teacher_cache": FORMAT})
+        return self._group
+
+    def get(self, path: str, shape: tuple[int, int]) -> DepthPrediction | None:
+        """The complete entry at `path` whose depth is (H, W) = shape, else None."""
+        import zarr
+
+        try:
+            array = zarr.open_array(str(self.root), path=path, mode="r")
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.NodeNotFoundError):
+            return None
+        attributes = dict(array.attrs)
+        if not attributes.get("complete") or tuple(array.shape) != tuple(shape):
+            return None
+        try:
+            depth = np.asarray(array[...], dtype=np.float32)
+        except (OSError, ValueError, RuntimeError):
+            return None
+        return DepthPrediction(
+            depth=depth,
+            kind=attributes["kind"],
+            focal_px=attributes.get("focal_px"),
+            conversion=attributes.get("conversion", {}),
+            teacher=attributes.get("teacher", ""),
+            revision=attributes.get("revision", ""),
+        )
+
+    def put(self, path: str, prediction: DepthPrediction) -> None:
+        """Write (or overwrite) the entry at `path`: data first, then the attributes
+        that mark it complete."""
+        from zarr.codecs import BloscCodec
+
+        depth = np.ascontiguousarray(prediction.depth, dtype=np.float32)
+        array = self._root_group().create_array(
+            path,
+            shape=depth.shape,
+            dtype="float32",
+            chunks=depth.shape,
+            compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+            overwrite=True,
+        )
+        array[...] = depth
+        array.attrs.update(
+            {
+                "kind": prediction.kind,
+                "focal_px": prediction.focal_px,
+                "conversion": prediction.conversion,
+                "teacher": prediction.teacher,
+                "revision": prediction.revision,
+                "complete": True,
+            }
+        )
+
+
+class CachedTeacher:
+    """`teacher` behind a TeacherCache: cached images skip the teacher; what it
+    predicts for the others is stored. hits / misses count entries found / computed."""
+
+    def __init__(self, teacher: Teacher, cache: TeacherCache):
+        self.teacher, self.cache = teacher, cache
+        self.name = teacher.name
+        self.hits = 0
+        self.misses = 0
+
+    def predict(self, batch: Sequence[TeacherInput]) -> list[DepthPrediction | TeacherError]:
+        results: list[DepthPrediction | TeacherError | None] = [None] * len(batch)
+        paths: list[str | None] = []
+        for index, item in enumerate(batch):
+            teacher_id = cache_id(self.teacher, item)
+            path = self.cache.entry_path(file_sha256(item.path), teacher_id) if teacher_id else None
+            paths.append(path)
+            if path is not None:
+                results[index] = self.cache.get(path, item.rgb.shape[:2])
+                self.hits += results[index] is not None
+        todo = [index for index, result in enumerate(results) if result is None]
+        if todo:
+            for index, prediction in zip(todo, self.teacher.predict([batch[i] for i in todo]), strict=True):
+                results[index] = prediction
+                if paths[index] is not None and isinstance(prediction, DepthPrediction):
+                    self.cache.put(paths[index], prediction)
+                    self.misses += 1
+        return results
+
+
+def build_teacher(config) -> Teacher:
+    """The teacher a GenerateConfig asks for (weights located, model not yet loaded)."""
+    return load_teacher(
+        config.teacher,
+        output=config.teacher_output or None,
+        device=config.teacher_device,
+        dtype=config.teacher_dtype,
+        batch_size=config.teacher_batch_size,
+        max_size=config.teacher_max_size,
+        revision=config.teacher_revision or None,
+    )

@@ -1,0 +1,68 @@
+"""load_teacher: every `--teacher` value to a Teacher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .base import DepthPrediction, Teacher, TeacherError, TeacherInput, cache_id
+from .registry import DEFAULT_MODEL, HF_PREFIX, MODELS, check_teacher_name, is_hf_name
+from .sidecar import SidecarTeacher, find_depth_sidecar
+
+
+def load_teacher(
+    name: str,
+    *,
+    output: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 4,
+    max_size: int = 1536,
+    revision: str | None = None,
+) -> Teacher:
+    """The teacher called `name`: a short name of `simlidar teachers list`,
+    hf:ORG/NAME (or hf:/path/to/model) with output metric|disparity|depth, 'sidecar'
+    (depth files beside the photos) or 'auto' (a sidecar where a photo has one, else
+    the default model, loaded only when a photo needs it). device: auto, cpu, cuda[:N],
+    mps; dtype: auto (fp16 on CUDA), fp32, fp16, bf16; max_size: long side above which
+    a photo is shrunk before the model (0 = never); revision: a branch, tag or commit
+    of the weights (default: the registry's, else main). Raises TeacherError
+    (unknown name) or TeacherUnavailable (weights not reachable, not a depth model). device and dtype None mean auto."""
+    from .hf import HFTeacher
+
+    check_teacher_name(name, output or "")
+    options = {"device": device or "auto", "dtype": dtype or "auto", "batch_size": batch_size, "max_size": max_size}
+    if name == "sidecar":
+        return SidecarTeacher()
+    if name == "auto":
+        return AutoTeacher(lambda: load_teacher(DEFAULT_MODEL, revision=revision, **options))
+    if is_hf_name(name):
+        return HFTeacher(name, name[len(HF_PREFIX) :], output, revision or "main", **options)
+    entry = MODELS[name]
+    return HFTeacher(name, entry.repo_id, entry.output, revision or entry.revision, **options)
+
+
+class AutoTeacher:
+    """Sidecar depth where a photo has it, the default model for the others."""
+
+    name = "auto"
+
+    def __init__(self, load_model: Callable[[], Teacher]):
+        self.sidecar = SidecarTeacher()
+        self._load_model = load_model
+        self._model: Teacher | None = None
+
+    @property
+    def model(self) -> Teacher:
+        if self._model is None:
+            self._model = self._load_model()
+        return self._model
+
+    def cache_id(self, item: TeacherInput) -> str | None:
+        return None if find_depth_sidecar(item.path) else cache_id(self.model, item)
+
+    def predict(self, batch: Sequence[TeacherInput]) -> list[DepthPrediction | TeacherError]:
+        with_sidecar = [find_depth_sidecar(item.path) is not None for item in batch]
+        from_sidecar = iter(self.sidecar.predict([item for item, has in zip(batch, with_sidecar, strict=True) if has]))
+        others = [item for item, has in zip(batch, with_sidecar, strict=True) if not has]
+        from_model = iter(self.model.predict(others) if others else [])
+        return [next(from_sidecar) if has else next(from_model) for has in with_sidecar]
