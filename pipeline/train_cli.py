@@ -1,0 +1,160 @@
+"""`simlidar train`, `simlidar eval`, `simlidar convert kitti` and `simlidar bench-train`.
+
+torch and the training code are imported inside the commands, so `simlidar --help`
+stays fast; only the torch-free run options (`simlidar.train.config`) load up front."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import click
+from simlidar.train.config import LOSS_NAMES, STAGES, TrainConfig
+
+from .errors import PipelineError
+
+DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.name != "shards"}
+
+
+@click.command()
+@click.option("--shards", required=True, help="Shard folder (its *.tar), one .tar, or a brace pattern of shards.")
+@click.option(
+    "--stage",
+    default=DEFAULTS["stage"],
+    type=click.Choice(STAGES),
+    help="pretrain: L1/L2 on the dense target; finetune: supervised on real GT + SSI to the teacher.",
+)
+@click.option("--out", default=None, help="Run folder (config.json, log.csv, last.pt) [default: runs/STAGE].")
+@click.option("--init", default=None, help="Checkpoint to start from (needed by --stage finetune).")
+@click.option("--steps", default=DEFAULTS["steps"], type=int, help="Optimizer steps in the whole schedule.")
+@click.option("--stop-at", default=None, type=int, help="Checkpoint and stop at this step; re-run to continue.")
+@click.option("--batch-size", default=DEFAULTS["batch_size"], type=int, help="Samples per step.")
+@click.option("--crop", default=DEFAULTS["crop"], type=(int, int), help="Random crop H W (smaller images are padded).")
+@click.option(
+    "--width", default=None, type=int, help="Model width (channels of the first stage) [default: 32, or --init's]."
+)
+@click.option("--lr", default=DEFAULTS["lr"], type=float, help="Peak learning rate of the one-cycle schedule (AdamW).")
+@click.option("--weight-decay", default=DEFAULTS["weight_decay"], type=float, help="AdamW weight decay.")
+@click.option("--warmup", default=DEFAULTS["warmup"], type=float, help="Share of the steps spent warming up.")
+@click.option("--clip", default=DEFAULTS["clip"], type=float, help="Gradient-norm clipping.")
+@click.option("--ema", default=DEFAULTS["ema"], type=float, help="EMA decay of the weights (0 = off).")
+@click.option("--loss", default=DEFAULTS["loss"], type=click.Choice(LOSS_NAMES), help="Supervised loss.")
+@click.option(
+    "--ssi-weight",
+    default=DEFAULTS["ssi_weight"],
+    type=float,
+    help="finetune: lambda of the SSI term (pixels without GT, in disparity).",
+)
+@click.option(
+    "--gradient-weight",
+    default=DEFAULTS["gradient_weight"],
+    type=float,
+    help="finetune: weight of SSI's multi-scale gradient-matching term.",
+)
+@click.option(
+    "--trim",
+    default=DEFAULTS["trim"],
+    type=float,
+    help="finetune: share of largest SSI residuals left out per image (0 = least-squares MSE; MiDaS: 0.2).",
+)
+@click.option("--seed", default=DEFAULTS["seed"], type=int, help="Seed of weights, data order and augmentation.")
+@click.option("--workers", default=DEFAULTS["workers"], type=int, help="Data-loader processes (at most one per shard).")
+@click.option("--shuffle-buffer", default=DEFAULTS["shuffle_buffer"], type=int, help="Samples in the shuffle buffer.")
+@click.option("--log-every", default=DEFAULTS["log_every"], type=int, help="Steps between log.csv rows.")
+@click.option("--save-every", default=DEFAULTS["save_every"], type=int, help="Steps between checkpoints.")
+@click.option("--device", default=DEFAULTS["device"], help="auto (cuda, then mps, then cpu), or a torch device.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(stop_at, quiet, crop, out, **options) -> None:
+    """Train the depth-completion model on shards; re-running the same command resumes.
+
+    \b
+    simlidar train --shards out/ --stage pretrain
+    simlidar train --stage finetune --shards kitti_shards/ --init runs/pretrain/last.pt
+    """
+    from simlidar.train.loop import train as run_train
+
+    config = TrainConfig(crop=tuple(crop), out=out or f"runs/{options['stage']}", **options)
+    row = run_train(config, stop_at=stop_at, progress=not quiet)
+    click.echo(f"step {row.get('step')}: loss {row.get('loss')}; checkpoint {Path(config.out) / 'last.pt'}")
+
+
+@click.command("eval")
+@click.option("--checkpoint", required=True, help="A checkpoint written by `simlidar train` (OUT/last.pt).")
+@click.option("--shards", required=True, help="Shards to evaluate on; dense.png is the ground truth.")
+@click.option("--out", default=None, help="Folder for metrics.json and previews/ [default: beside the checkpoint].")
+@click.option("--previews", default=4, type=int, help="Pictures (RGB, prediction, error) of the first N samples.")
+@click.option("--no-ema", is_flag=True, help="Use the raw weights even when the checkpoint has EMA weights.")
+@click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(checkpoint, shards, out, previews, no_ema, device, quiet) -> None:
+    """KITTI depth-completion metrics (RMSE, MAE in mm; iRMSE, iMAE in 1/km; REL; delta<1.25)."""
+    from simlidar.train.loop import evaluate as run_evaluate
+
+    out = out or str(Path(checkpoint).parent / "eval")
+    result = run_evaluate(checkpoint, shards, out, device, previews, use_ema=not no_ema, progress=not quiet)
+    mean = result["mean"]
+    click.echo(
+        f"{result['images']} images: RMSE {mean['rmse_mm']:.1f} mm, MAE {mean['mae_mm']:.1f} mm, "
+        f"iRMSE {mean['irmse_per_km']:.2f} 1/km, iMAE {mean['imae_per_km']:.2f} 1/km, REL {mean['rel']:.4f}, "
+        f"delta<1.25 {mean['delta1']:.4f}; written to {out}/metrics.json"
+    )
+
+
+@click.group()
+def convert() -> None:
+    """Turn real datasets into shards of the simlidar schema."""
+
+
+@convert.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder for the shards.")
+@click.option(
+    "--split",
+    default="train",
+    type=click.Choice(("train", "val", "val_selection_cropped")),
+    help="Which part of the benchmark to convert.",
+)
+@click.option("--raw", default=None, type=click.Path(path_type=Path), help="KITTI raw images [default: ROOT/raw].")
+@click.option(
+    "--teacher",
+    default=None,
+    help="Teacher whose relative disparity goes in teacher.png: a name of `simlidar teachers list`, hf:ORG/NAME "
+    "or sidecar (photo.depth.png beside each raw image) [default: none].",
+)
+@click.option(
+    "--teacher-output",
+    default=None,
+    type=click.Choice(("metric", "disparity", "depth")),
+    help="What an hf:ORG/NAME teacher predicts.",
+)
+@click.option("--shard-size", default=1000, type=int, help="Frames per shard.")
+@click.option("--limit", default=None, type=int, help="Convert only the first N frames (sorted).")
+@click.option("--overwrite", is_flag=True, help="Replace shards already in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def kitti(root, out, split, raw, teacher, teacher_output, shard_size, limit, overwrite, quiet) -> None:
+    """KITTI depth completion (ROOT holds data_depth_velodyne, data_depth_annotated, raw, depth_selection)."""
+    from simlidar.teachers import load_teacher
+
+    from .kitti import convert_kitti
+
+    if shard_size < 1:
+        raise PipelineError("--shard-size must be at least 1")
+    teacher_model = load_teacher(teacher, output=teacher_output) if teacher else None
+    manifest = convert_kitti(root, out, split, teacher_model, raw, shard_size, limit, overwrite, progress=not quiet)
+    click.echo(f"wrote {manifest['samples']} {split} frames in {len(manifest['shards'])} shards to {out}/")
+
+
+@click.command("bench-train")
+@click.option("--shards", default="out/demo", show_default=True, help="Shards to read (e.g. `make demo`'s).")
+@click.option("--width", default=32, type=int, help="Model width.")
+@click.option("--batch-size", default=8, type=int, help="Samples per training step.")
+@click.option("--crop", default=(256, 512), type=(int, int), help="Training crop H W.")
+@click.option("--steps", default=10, type=int, help="Timed training steps (after 2 warm-up steps).")
+@click.option("--samples", default=40, type=int, help="Timed loader samples.")
+@click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
+def bench_train(shards, width, batch_size, crop, steps, samples, device) -> None:
+    """Training samples/s, data-loader samples/s per worker, and the model's size and FPS at KITTI's 352x1216."""
+    from simlidar.train.bench import run_bench
+
+    for line in run_bench(shards, width, batch_size, tuple(crop), steps, samples, device):
+        click.echo(line)

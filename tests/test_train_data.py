@@ -1,0 +1,70 @@
+"""The shard loader: 16-bit decoding, identical crop and flip, determinism, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from simlidar.train import data
+from simlidar.train.errors import TrainError
+
+from .train_shards import write_ramp_shards
+
+
+def test_decoding_keeps_16_bit_depth_and_the_teacher(tmp_path):
+    urls = data.list_shards(write_ramp_shards(tmp_path / "shards"))
+    sample = next(iter(data.eval_stream(urls)))
+    assert sample["key"] == "s0-0"
+    dense = sample["dense"][0].numpy()
+    assert dense[0, 0] == 200.5 and dense[5, 7] == 2.0 + 7 / 4
+    teacher = sample["teacher"][0].numpy()
+    # min-max normalised 1 / dense: nearest 2 m -> 1, farthest 200.5 m (pixel 0, 0) -> 0
+    low, high = 1 / 200.5, 1 / 2
+    assert teacher[3, 0] == pytest.approx(1.0) and teacher[0, 0] == 0.0
+    assert teacher[3, 10] == pytest.approx((1 / 4.5 - low) / (high - low), abs=2e-5)
+    assert sample["teacher_valid"].min() == 1
+
+
+def test_crop_and_flip_move_every_map_together(tmp_path):
+    urls = data.list_shards(write_ramp_shards(tmp_path / "shards"))
+    batch = next(iter(data.train_loader(urls, batch_size=8, crop_hw=(16, 24), seed=3, workers=0)))
+    assert batch["rgb"].shape == (8, 3, 16, 24) and batch["dense"].shape == (8, 1, 16, 24)
+    dense, sparse, red = batch["dense"][:, 0], batch["sparse"][:, 0], batch["rgb"][:, 0]
+    column = (dense - 2.0) * 4  # the source column of each pixel, from the depth
+    assert torch.allclose(red * 255, column * 5, atol=0.5)  # the image moved with the depth
+    assert torch.equal(sparse[sparse > 0], dense[sparse > 0])
+    flipped = column[:, 5, 0] > column[:, 5, -1]
+    assert flipped.any() and (~flipped).any()  # some flipped, some not (seeded)
+
+
+def test_small_images_are_padded_with_no_depth(tmp_path):
+    urls = data.list_shards(write_ramp_shards(tmp_path / "shards", shards=1, per_shard=1))
+    batch = next(iter(data.train_loader(urls, batch_size=1, crop_hw=(32, 40), seed=0, workers=0)))
+    assert batch["dense"].shape == (1, 1, 32, 40) and (batch["dense"][0, 0, 24:] == 0).all()
+
+
+def test_the_stream_is_a_function_of_the_seed_and_resumes_mid_way(tmp_path):
+    urls = data.list_shards(write_ramp_shards(tmp_path / "shards"))
+
+    def batches(seed, done, count):
+        loader = data.train_loader(urls, batch_size=3, crop_hw=(8, 8), seed=seed, workers=0, batches_done=done)
+        return [batch["dense"] for batch, _ in zip(loader, range(count), strict=False)]
+
+    straight = batches(0, 0, 6)
+    assert all(torch.equal(a, b) for a, b in zip(straight, batches(0, 0, 6), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(straight[4:], batches(0, 4, 2), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(straight, batches(1, 0, 6), strict=True))
+
+
+def test_bad_shard_folders_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainError, match="no shards"):
+        data.list_shards(tmp_path / "empty")
+    urls = data.list_shards(write_ramp_shards(tmp_path / "broken", drop="sparse.png"))
+    with pytest.raises(TrainError, match=r"sample 's0-0' has no sparse\.png") as error:
+        data.check_shards(urls)
+    assert "\n" not in str(error.value)
+
+
+def test_samples_without_a_teacher_have_an_empty_teacher_mask(tmp_path):
+    urls = data.list_shards(write_ramp_shards(tmp_path / "shards", teacher=False))
+    sample = next(iter(data.eval_stream(urls)))
+    assert sample["teacher_valid"].sum() == 0 and np.all(sample["teacher"].numpy() == 0)

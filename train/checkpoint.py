@@ -1,0 +1,87 @@
+"""Checkpoints: everything a run needs to resume bit for bit, loadable with
+`torch.load(..., weights_only=True)` (plain dicts, lists, numbers and tensors only)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import TrainError
+from .model import DepthCompletionNet, ModelConfig
+
+FORMAT = "simlidar-depth-completion/1"
+
+
+class EMA:
+    """An exponential moving average of a model's weights (buffers are copied)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for average, current in zip(self.model.parameters(), model.parameters(), strict=True):
+            average.lerp_(current, 1.0 - self.decay)
+        for average, current in zip(self.model.buffers(), model.buffers(), strict=True):
+            average.copy_(current)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """Write {format, **state} to path atomically (temporary name, then rename), so a
+    run killed while saving keeps its previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **state}, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's dict, on the CPU, loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"no checkpoint at {path}: pass the .pt file that `simlidar train` wrote (OUT/last.pt)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TrainError(f"{path} is not a loadable simlidar checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise TrainError(f"{path} is not a simlidar checkpoint (expected format {FORMAT})")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: str | Path, width: int | None = None, ema: bool = True):
+    """The checkpoint's model with its EMA weights when it has them and ema is set.
+    width: the width the caller expects (None = take the checkpoint's)."""
+    config = ModelConfig(**checkpoint["model_config"])
+    if width is not None and width != config.width:
+        raise TrainError(
+            f"{path} holds a model of width {config.width}, not {width}: pass --width {config.width} "
+            f"or a checkpoint of width {width}"
+        )
+    model = DepthCompletionNet(config)
+    weights = checkpoint["ema"] if ema and checkpoint.get("ema") is not None else checkpoint["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise TrainError(f"{path}: weights do not match the model of width {config.width}; is it corrupt?") from None
+    return model

@@ -1,0 +1,40 @@
+"""A training run's options, importable without torch (the CLI reads the defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STAGES = ("pretrain", "finetune")
+LOSS_NAMES = ("l1", "l2")
+DEFAULT_WIDTH = 32
+
+
+@dataclass
+class TrainConfig:
+    shards: str
+    stage: str = "pretrain"
+    out: str = "runs/pretrain"
+    init: str | None = None
+    steps: int = 20000
+    batch_size: int = 8
+    crop: tuple[int, int] = (256, 512)
+    width: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    clip: float = 1.0
+    ema: float = 0.999
+    loss: str = "l1"
+    ssi_weight: float = 0.1
+    gradient_weight: float = 0.5
+    trim: float = 0.0
+    seed: int = 0
+    workers: int = 4
+    shuffle_buffer: int = 256
+    log_every: int = 20
+    save_every: int = 1000
+    device: str = "auto"
+
+
+# Options that do not change what a run computes: a run may resume with others.
+FREE_TO_CHANGE = {"workers", "log_every", "save_every", "device"}

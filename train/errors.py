@@ -1,0 +1,7 @@
+"""The training package's one user-facing error; it imports nothing heavy so that the
+CLI can register it without importing torch."""
+
+
+class TrainError(Exception):
+    """Bad shards, a checkpoint that does not fit, or an option that cannot work:
+    the message is one line that says what to do."""
