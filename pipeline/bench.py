@@ -4,6 +4,7 @@ methods measured against each other (time, size, fidelity)."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from .mesh import METHODS, MeshOptions, depth_to_mesh
 from .reader import list_images, load_image
 from .simulate import simulate_scan
 from .timing import StageTimes
+from .writer import ShardWriter
 
-STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode")
+STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode", "write")
 # A LiDAR return nearer than the camera-visible surface by more than this is invented.
 INVENTED_MARGIN_M = 0.3
 
@@ -51,12 +53,18 @@ def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
             mesh = depth_to_mesh(depth, K)
         with times.stage("scene"):
             scene = MeshScene(mesh.vertices_cam, mesh.triangles)
-        scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, 0.0, times)
+        scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, np.random.default_rng(0), times)
         with times.stage("encode"):
-            schema.encode_depth_png(scan.sparse_depth_m)
-            schema.encode_depth_png(depth)
+            members = {
+                schema.IMAGE: path.read_bytes(),
+                schema.SPARSE: schema.encode_depth_png(scan.sparse_depth_m),
+                schema.DENSE: schema.encode_depth_png(depth),
+            }
+        with tempfile.TemporaryDirectory() as folder, times.stage("write"):
+            with ShardWriter(Path(folder) / "bench.tar") as writer:
+                writer.write("bench", members)
         runs.append(dict(times.seconds))
-    directions_lidar, _ = sensor.ray_directions()
+    directions_lidar = sensor.fire(np.random.default_rng(0)).directions_lidar
     directions_cam = directions_lidar @ T_cam_lidar[:3, :3].T
     toward = rays_reaching_frustum(
         T_cam_lidar[:3, 3], directions_cam, K, width, height, sensor.min_range_m, sensor.max_range_m
@@ -129,7 +137,7 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
                 mesh = depth_to_mesh(depth, K, method_options)
             with times.stage("scene"):
                 scene = MeshScene(mesh.vertices_cam, mesh.triangles)
-            scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, 0.0, times)
+            scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, np.random.default_rng(0), times)
             mesh_seconds.append(times.seconds["mesh"])
             cast_seconds.append(times.seconds["scene"] + times.seconds["cast"])
         results.append(
@@ -175,11 +183,38 @@ def _print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
 @click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
 @click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
 @click.option("--meshes", is_flag=True, help="Compare the mesh methods (time, faces, fidelity) instead.")
-def bench(images: Path, sensor: str, repeats: int, meshes: bool) -> None:
+@click.option(
+    "--scaling", is_flag=True, help="Measure parallel efficiency on Ray and peak memory for 100 vs 1000 photos instead."
+)
+@click.option(
+    "--workers", default=0, type=click.IntRange(min=0), help="--scaling: workers to compare with one (0: all cores)."
+)
+@click.option("--teacher", default="", show_default=False, help="Time this teacher instead (images/s per batch size).")
+@click.option("--batch-sizes", default="1,2,4,8", show_default=True, help="--teacher: batch sizes to time.")
+@click.option(
+    "--random-weights", is_flag=True, help="--teacher depth-anything-v2-small: its architecture with random weights."
+)
+@click.option("--device", default="auto", show_default=True, help="--teacher: auto, cpu, cuda[:N] or mps.")
+@click.option("--dtype", default="auto", show_default=True, help="--teacher: auto (fp16 on CUDA), fp32, fp16, bf16.")
+@click.option("--image-size", default="640x480", show_default=True, help="--teacher: WxH of the synthetic photos.")
+def bench(
+    images: Path, sensor: str, repeats: int, meshes: bool, scaling: bool, workers: int, teacher: str, **teacher_bench
+) -> None:
     """Print per-stage milliseconds per frame and the ratio to bare Open3D build + cast,
-    or with --meshes each mesh method's time, size and fidelity."""
+    or with --meshes each mesh method's time, size and fidelity, or with --scaling how
+    the runner scales with workers and input count."""
+    if teacher:
+        from .teacher_bench import print_teacher_bench
+
+        print_teacher_bench(teacher, repeats=repeats, **teacher_bench)
+        return
     if meshes:
         _print_mesh_table(images, sensor, repeats)
+        return
+    if scaling:
+        from .scale_bench import print_scaling
+
+        print_scaling(images, workers)
         return
     header = f"{'photo':<18}{'size':>10}{'triangles':>11}" + "".join(f"{s:>9}" for s in STAGES)
     click.echo(header + f"{'total':>9}{'frames/s':>10}{'bare o3d':>10}{'post-teacher/bare':>19}")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
-from simlidar.sensors import MOUNTS, available_sensors
+from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
 from .bench import bench
-from .config import TEACHERS, GenerateConfig
+from .config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from .errors import USER_ERRORS
 from .mesh import METHODS, MeshOptions
+from .sensors_cli import sensors
+from .teachers_cli import teachers
+from .train_cli import bench_train, convert, evaluate, train
 
 
 def _parse_intrinsics_option(context, parameter, value):
@@ -25,6 +29,11 @@ def _parse_intrinsics_option(context, parameter, value):
         raise click.BadParameter(str(error)) from None
 
 
+def _absolute_source(images: str) -> str:
+    """--images made absolute, so that the recorded config does not depend on the working folder."""
+    return os.path.join(os.path.abspath(os.curdir), images) if not os.path.isabs(images) else images
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="simlidar")
 def cli() -> None:
@@ -33,7 +42,9 @@ def cli() -> None:
 
 @cli.command()
 @click.option(
-    "--images", required=True, type=click.Path(path_type=Path), help="Folder of photos (searched recursively)."
+    "--images",
+    required=True,
+    help="Photos: a folder (searched recursively), a quoted glob ('photos/**/*.jpg') or a text file of paths.",
 )
 @click.option(
     "--sensor",
@@ -46,7 +57,70 @@ def cli() -> None:
 @click.option(
     "--mount", default="", show_default=False, help=f"LiDAR placement: {', '.join(MOUNTS)} [default: the sensor's own]."
 )
-@click.option("--teacher", default="sidecar", type=click.Choice(TEACHERS), help="Where dense depth comes from.")
+@click.option(
+    "--teacher",
+    default="auto",
+    help="Where dense depth comes from: auto (a photo's .depth.png/.npy sidecar, else depth-anything-v2-small), "
+    f"sidecar, a model of `simlidar teachers list` ({', '.join(TEACHERS[2:5])}, ...) or hf:ORG/NAME.",
+)
+@click.option(
+    "--teacher-output",
+    default="",
+    show_default=False,
+    help="For hf:ORG/NAME: what the model predicts, metric, disparity (relative, larger = nearer) or depth (relative).",
+)
+@click.option(
+    "--teacher-revision",
+    default="",
+    show_default=False,
+    help="Branch, tag or commit of the teacher's weights [default: the registry's pin, else main].",
+)
+@click.option(
+    "--device", "teacher_device", default="auto", help="Teacher device: auto (CUDA, then MPS, then CPU), cpu, cuda:N."
+)
+@click.option(
+    "--dtype",
+    "teacher_dtype",
+    default="auto",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    help="Teacher precision (autocast); auto: fp16 on CUDA, fp32 elsewhere.",
+)
+@click.option("--batch-size", "teacher_batch_size", default=4, type=int, help="Photos per teacher batch.")
+@click.option(
+    "--max-size",
+    "teacher_max_size",
+    default=1536,
+    type=int,
+    help="Photos whose long side exceeds this (px) are shrunk before the teacher; depth still comes back at "
+    "the photo's size (0: never shrink).",
+)
+@click.option(
+    "--cache",
+    "teacher_cache",
+    default="",
+    show_default=False,
+    help="Teacher cache folder (zarr), shareable between runs [default: OUT/teacher-cache].",
+)
+@click.option(
+    "--depth-range",
+    default="street",
+    help="Relative teachers: ranges the per-photo near and far distances are drawn from: street (2-5 m, "
+    "40-80 m), indoor (0.5-1.5 m, 4-10 m) or NEAR_LO,NEAR_HI,FAR_LO,FAR_HI in metres.",
+)
+@click.option(
+    "--disparity-percentiles",
+    default="2,98",
+    help="Relative teachers: LOW,HIGH percentiles of the output pinned to the far and near distances.",
+)
+@click.option(
+    "--sky-threshold",
+    default=0.02,
+    type=float,
+    help="Disparity teachers: pixels below this fraction of the near disparity (sky, far background) get no return.",
+)
+@click.option(
+    "--metric-scale", default="1,1", help="Metric teachers: LOW,HIGH range of a random global scale per photo."
+)
 @click.option("--seed", default=0, type=int, help="Run seed; the same seed gives byte-identical shards.")
 @click.option("--limit", default=None, type=int, help="Use only the first N photos (sorted by path).")
 @click.option("--shard-size", default=500, type=int, help="Photos per shard (the unit of work and resume).")
@@ -60,6 +134,14 @@ def cli() -> None:
     callback=_parse_intrinsics_option,
     help="fx,fy,cx,cy in pixels for every photo (overrides photo.json and --fov).",
 )
+@click.option(
+    "--intrinsics-policy",
+    default="auto",
+    help="Intrinsics of photos with no --intrinsics or photo.json: sources tried in order, from exif "
+    "(35 mm-equivalent focal length), teacher (its own estimate: depth-pro), fov (--fov), random (--fov-range); "
+    "auto: fov when --fov is given, else random.",
+)
+@click.option("--fov-range", default="50,80", help="MIN,MAX horizontal field of view (deg) of the random policy.")
 @click.option("--save-points", is_flag=True, help="Also store each scan's N x 5 points (x, y, z, intensity, ring).")
 @click.option(
     "--max-depth-jump",
@@ -107,26 +189,114 @@ def cli() -> None:
     help="Mesh poisson: drop surface further than this many pixel footprints from the input points.",
 )
 @click.option(
-    "--jitter-translation", "jitter_translation_m", default=0.02, type=float, help="Mount jitter, +- metres per axis."
+    "--mount-jitter",
+    default=DEFAULT_MOUNT_JITTER,
+    help="Per-view uniform mount jitter ranges: horizontal and height in +- metres, roll, pitch, yaw in +- deg; "
+    "unnamed keys are 0, 'none' turns it off.",
 )
 @click.option(
-    "--jitter-rotation",
-    "jitter_rotation_deg",
-    default=0.5,
+    "--range-noise",
+    "range_noise_m",
+    default=None,
     type=float,
-    help="Mount jitter, +- deg of roll, pitch, yaw.",
+    help="Return effect: Gaussian range noise sigma in metres, 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--drop-rate",
+    default=None,
+    type=float,
+    help="Return effect: share of beams lost at random, 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--detection-range",
+    "detection_range_m",
+    default=None,
+    type=float,
+    help="Return effect: range (m) at which a facing 10%-reflectance target returns 90% of the time; weaker "
+    "(farther, grazing, darker) returns drop more; 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--divergence",
+    "divergence_mrad",
+    default=None,
+    type=float,
+    help="Return effect: beam divergence (full angle, mrad), cast as --sub-rays rays per beam so that a beam "
+    "on an edge returns near, far or mixed; 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--sub-rays",
+    default=None,
+    type=int,
+    help="Rays cast per beam when it diverges (1 = centre only; cost grows with it) [default: the sensor file's].",
+)
+@click.option(
+    "--returns",
+    default=None,
+    type=click.Choice(RETURN_MODES),
+    help="Which echo a beam reports: first (nearest), strongest, last (farthest) [default: the sensor file's].",
+)
+@click.option(
+    "--reflectance",
+    default="luma",
+    type=click.Choice(REFLECTANCE_SOURCES),
+    help="Reflectance of a hit, for intensity and weak-return drop: the photo's luma there, or uniform 0.5.",
+)
+@click.option(
+    "--integration-time",
+    "integration_time_s",
+    default=None,
+    type=float,
+    help="Risley (Livox) sensors: seconds of firing per frame; coverage grows with it [default: the sensor file's].",
+)
+@click.option(
+    "--workers",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Shards made at a time, as Ray tasks (0: one per CPU core; 1: in this process, without Ray).",
+)
+@click.option(
+    "--address",
+    default=None,
+    envvar="RAY_ADDRESS",
+    help="Ray cluster to join (also RAY_ADDRESS); --out must be on storage every node can reach "
+    "[default: a local Ray].",
+)
+@click.option(
+    "--teacher-actors",
+    default=None,
+    type=click.IntRange(min=0),
+    help="On Ray: model copies serving every shard's teacher batches (0: one per task) "
+    "[default: one per GPU, none without GPUs].",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def generate(out: Path, overwrite: bool, quiet: bool, images: Path, **options) -> None:
+def generate(
+    out: Path,
+    overwrite: bool,
+    quiet: bool,
+    images: str,
+    workers: int,
+    address: str | None,
+    teacher_actors: int | None,
+    **options,
+) -> None:
     """Simulate a LiDAR over every photo in --images and write WebDataset shards to --out.
 
     Re-running the same command resumes: finished shards are kept, unfinished ones redone.
+    The run's config is in OUT/manifest.json, its log in OUT/generate.log.
     """
     from .runner import generate as run_generate
 
-    config = GenerateConfig(images=str(images.resolve()), **options)
-    summary = run_generate(config, out, overwrite=overwrite, progress=not quiet)
+    config = GenerateConfig(images=_absolute_source(images), **options)
+    summary = run_generate(
+        config,
+        out,
+        overwrite=overwrite,
+        progress=not quiet,
+        workers=workers,
+        address=address,
+        teacher_actors=teacher_actors,
+    )
     if quiet:
         return
     totals = summary.manifest["totals"]
@@ -144,7 +314,57 @@ def generate(out: Path, overwrite: bool, quiet: bool, images: Path, **options) -
     click.echo(f"took {summary.elapsed_s:.1f} s; output in {out}/")
 
 
+@cli.command("inspect")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--previews", default=12, type=click.IntRange(min=0), help="Samples on the contact sheet (0: none).")
+def inspect_command(out: Path, previews: int) -> None:
+    """Check every shard in OUT against its manifest, print statistics, and write OUT/previews/
+    (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
+    from .errors import PipelineError
+    from .inspect import format_report, inspect_output
+
+    report = inspect_output(out, previews)
+    for line in format_report(report):
+        click.echo(line)
+    click.echo(f"previews in {out / 'previews'}/")
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if report.problems:
+        raise PipelineError(
+            f"{len(report.problems)} problems in {out} (listed above); re-run `simlidar generate` on it"
+        )
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--repo", required=True, help="Hub dataset repo, USER/NAME or ORG/NAME (created if missing).")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--revision", default=None, help="Branch to upload to (created if missing) [default: main].")
+@click.option("--license", "licence", default="other", help="Licence id for the card (e.g. cc-by-4.0, apache-2.0).")
+@click.option("--split", default="train", help="Split the shards belong to (data/SPLIT/ on the Hub).")
+@click.option("--dry-run", is_flag=True, help="Check and stage OUT/hub (shards, card, preview); upload nothing.")
+def publish(out: Path, repo: str, private: bool, revision: str | None, licence: str, split: str, dry_run: bool) -> None:
+    """Publish OUT to the Hugging Face Hub as a dataset that `datasets` and webdataset load.
+
+    OUT is checked first (as `simlidar inspect` does). The token comes from HF_TOKEN or
+    `hf auth login`; re-running after an interrupted upload resumes it.
+    """
+    from .publish import stage, upload
+
+    staging = stage(out, repo, licence, split)
+    click.echo(f"staged {out / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")
+    if dry_run:
+        return
+    click.echo(f"uploaded: {upload(staging, repo, private, revision)}")
+
+
 cli.add_command(bench)
+cli.add_command(sensors)
+cli.add_command(teachers)
+cli.add_command(train)
+cli.add_command(evaluate)
+cli.add_command(convert)
+cli.add_command(bench_train)
 
 
 def main() -> None:

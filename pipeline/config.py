@@ -8,12 +8,26 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from simlidar.sensors import MOUNTS, MountJitter
+from simlidar.sensors import (
+    DEFAULT_MOUNT_JITTER,
+    MOUNTS,
+    RETURN_MODES,
+    MountJitter,
+    Sensor,
+    configure_sensor,
+    load_sensor,
+    parse_mount_jitter,
+)
+from simlidar.teachers import check_teacher_name, depth_conversion, known_teachers, parse_fov_range, parse_policy
 
 from .errors import PipelineError
 from .mesh import METHODS, MeshOptions
 
-TEACHERS = ("sidecar",)
+TEACHERS = known_teachers()
+# Where a return's reflectance comes from: the photo's luma, or one value everywhere.
+REFLECTANCE_SOURCES = ("luma", "uniform")
+# Fields that do not change what is written: a resumed run may change them.
+RUNTIME_FIELDS = ("teacher_batch_size", "teacher_device", "teacher_cache")
 
 
 @dataclass(frozen=True)
@@ -21,7 +35,7 @@ class GenerateConfig:
     images: str
     sensor: str = "hdl64"
     mount: str = ""
-    teacher: str = "sidecar"
+    teacher: str = "auto"
     seed: int = 0
     limit: int | None = None
     shard_size: int = 500
@@ -37,10 +51,29 @@ class GenerateConfig:
     mesh_faces: float = MeshOptions.target_faces
     poisson_depth: int = MeshOptions.poisson_depth
     poisson_trim_px: float = MeshOptions.poisson_trim_px
-    jitter_translation_m: float = MountJitter.translation_m
-    jitter_rotation_deg: float = MountJitter.rotation_deg
+    mount_jitter: str = DEFAULT_MOUNT_JITTER
+    range_noise_m: float | None = None
+    drop_rate: float | None = None
+    detection_range_m: float | None = None
+    divergence_mrad: float | None = None
+    sub_rays: int | None = None
+    returns: str | None = None
+    reflectance: str = "luma"
+    integration_time_s: float | None = None
     jpeg_quality: int = 95
     teacher_batch_size: int = 4
+    teacher_output: str = ""
+    teacher_revision: str = ""
+    teacher_device: str = "auto"
+    teacher_dtype: str = "auto"
+    teacher_max_size: int = 1536
+    teacher_cache: str = ""
+    depth_range: str = "street"
+    disparity_percentiles: str = "2,98"
+    sky_threshold: float = 0.02
+    metric_scale: str = "1,1"
+    intrinsics_policy: str = "auto"
+    fov_range: str = "50,80"
 
     def __post_init__(self) -> None:
         checks = [
@@ -56,11 +89,16 @@ class GenerateConfig:
             (self.mesh_faces > 0, "--mesh-faces must be positive (a face count, or a fraction below 1)"),
             (1 <= self.poisson_depth <= 16, "--poisson-depth must be in 1..16"),
             (self.poisson_trim_px > 0, "--poisson-trim must be positive"),
-            (self.jitter_translation_m >= 0, "--jitter-translation must not be negative"),
-            (self.jitter_rotation_deg >= 0, "--jitter-rotation must not be negative"),
+            (self.range_noise_m is None or self.range_noise_m >= 0, "--range-noise must not be negative"),
+            (self.drop_rate is None or 0 <= self.drop_rate < 1, "--drop-rate must be in [0, 1)"),
+            (self.detection_range_m is None or self.detection_range_m >= 0, "--detection-range must not be negative"),
+            (self.divergence_mrad is None or 0 <= self.divergence_mrad <= 50, "--divergence must be in [0, 50] mrad"),
+            (self.sub_rays is None or 1 <= self.sub_rays <= 32, "--sub-rays must be in 1..32"),
+            (self.returns in (None, *RETURN_MODES), f"--returns must be one of {', '.join(RETURN_MODES)}"),
+            (self.reflectance in REFLECTANCE_SOURCES, f"--reflectance must be one of {', '.join(REFLECTANCE_SOURCES)}"),
             (1 <= self.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
             (self.teacher_batch_size >= 1, "--batch-size must be at least 1"),
-            (self.teacher in TEACHERS, f"unknown teacher {self.teacher!r}; known teachers: {', '.join(TEACHERS)}"),
+            (self.teacher_max_size >= 0, "--max-size must not be negative (0 = never shrink)"),
             (
                 self.mount == "" or self.mount in MOUNTS,
                 f"unknown mount {self.mount!r}; known mounts: {', '.join(MOUNTS)}",
@@ -69,6 +107,15 @@ class GenerateConfig:
         for ok, message in checks:
             if not ok:
                 raise PipelineError(message)
+        try:
+            parse_mount_jitter(self.mount_jitter)
+        except ValueError as error:
+            raise PipelineError(str(error)) from None
+        self.sensor_model()
+        check_teacher_name(self.teacher, self.teacher_output)
+        depth_conversion(self.depth_range, self.disparity_percentiles, self.sky_threshold, self.metric_scale)
+        parse_policy(self.intrinsics_policy, self.fov_deg)
+        parse_fov_range(self.fov_range)
 
     @property
     def mesh_options(self) -> MeshOptions:
@@ -85,7 +132,20 @@ class GenerateConfig:
 
     @property
     def jitter(self) -> MountJitter:
-        return MountJitter(self.jitter_translation_m, self.jitter_rotation_deg)
+        return parse_mount_jitter(self.mount_jitter)
+
+    def sensor_model(self) -> Sensor:
+        """The sensor from --sensor with this run's return-effect and integration-time overrides."""
+        return configure_sensor(
+            load_sensor(self.sensor),
+            integration_time_s=self.integration_time_s,
+            range_noise_m=self.range_noise_m,
+            drop_rate=self.drop_rate,
+            detection_range_m=self.detection_range_m,
+            divergence_mrad=self.divergence_mrad,
+            sub_rays=self.sub_rays,
+            returns=self.returns,
+        )
 
     def to_dict(self) -> dict:
         record = asdict(self)
@@ -106,4 +166,8 @@ class GenerateConfig:
     def differences(self, other: GenerateConfig) -> list[str]:
         """'field: old -> new' for every field that differs from `other`."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return [f"{name}: {theirs[name]!r} -> {mine[name]!r}" for name in mine if mine[name] != theirs[name]]
+        return [
+            f"{name}: {theirs.get(name)!r} -> {mine[name]!r}"
+            for name in mine
+            if name not in RUNTIME_FIELDS and mine[name] != theirs.get(name)
+        ]

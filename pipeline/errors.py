@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from simlidar.sensors import SensorSpecError
 from simlidar.teachers import IntrinsicsError, TeacherError
+from simlidar.train.errors import TrainError
 
 
 class PipelineError(Exception):
     """A bad option, input folder or output folder, or a run that cannot go on."""
 
 
-USER_ERRORS = (PipelineError, SensorSpecError, TeacherError, IntrinsicsError)
+USER_ERRORS = (PipelineError, SensorSpecError, TeacherError, IntrinsicsError, TrainError)

@@ -21,9 +21,18 @@ from .worker import ShardPlan, stats_path, tar_path, write_json_atomically
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
+LOG = "generate.log"
 FORMAT = "simlidar-webdataset-1"
-RUN_FILE_PATTERNS = ("shard-*.tar", "shard-*.tar.tmp", "shard-*.stats.json", "shard-*.stats.json.tmp", ERRORS, MANIFEST)
-RUN_FOLDERS = ("previews",)
+RUN_FILE_PATTERNS = (
+    "shard-*.tar",
+    "shard-*.tar.tmp",
+    "shard-*.stats.json",
+    "shard-*.stats.json.tmp",
+    ERRORS,
+    MANIFEST,
+    LOG,
+)
+RUN_FOLDERS = ("previews", "hub", "hub.tmp")
 
 
 def versions() -> dict[str, str]:
@@ -85,10 +94,17 @@ def read_stats(out_dir: Path, plan: ShardPlan) -> dict:
 
 
 def finalize_output(
-    out_dir: Path, config: GenerateConfig, sensor: SpinningLidar, plans: list[ShardPlan], started_at: float
+    out_dir: Path,
+    config: GenerateConfig,
+    sensor: SpinningLidar,
+    plans: list[ShardPlan],
+    started_at: float,
+    run_info: dict,
+    failures: list,
 ) -> dict:
-    """Write errors.jsonl and the complete manifest.json from the shards' stats files."""
-    all_stats = [read_stats(out_dir, plan) for plan in plans]
+    """Write errors.jsonl and manifest.json from the finished shards' stats files;
+    the manifest is "complete" only when no shard failed."""
+    all_stats = [read_stats(out_dir, plan) for plan in plans if shard_done(out_dir, plan)]
     with open(out_dir / ERRORS, "w") as errors_file:
         for stats in all_stats:
             for error in stats["errors"]:
@@ -97,9 +113,11 @@ def finalize_output(
     points = sum(stats["points"]["total"] for stats in all_stats)
     manifest = {
         "format": FORMAT,
-        "status": "complete",
+        "status": "incomplete" if failures else "complete",
         "config": config.to_dict(),
         "versions": versions(),
+        "run": run_info,
+        "failed_shards": [{"shard": failure.shard, "reason": failure.reason} for failure in failures],
         "sensor": {
             "name": sensor.name,
             "spec_hash": sensor.spec_hash(),

@@ -1,8 +1,12 @@
-"""The reader: list a folder of photos once, sorted, with collision-free sample keys,
-and decode each photo (EXIF orientation applied, RGB)."""
+"""The reader: list the inputs once, sorted, with collision-free sample keys, and
+decode each photo (EXIF orientation applied, RGB).
+
+Inputs are a folder (searched recursively), a glob (`photos/**/*.jpg`) or a text
+file of paths, one per line (relative paths are taken from the file's folder)."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
@@ -46,6 +50,23 @@ class LoadedImage:
     reencoded: bool
 
 
+def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
+    """The sorted inputs of `source` (a folder, a glob or a text file of paths) and
+    the folder their relative paths (and so their keys) are taken from."""
+    path = Path(source)
+    if glob.has_magic(source):
+        root = _glob_root(source)
+        matches = (Path(match) for match in glob.iglob(source, recursive=True))
+        return _items(root, [match for match in matches if _is_image_name(match.name) and match.is_file()]), root
+    if path.is_dir():
+        return list_images(path), path
+    if path.is_file():
+        if _is_image_name(path.name):
+            raise PipelineError(f"--images {path} is one photo; give its folder, a glob or a text file of paths")
+        return _items(path.parent, _paths_from_list(path)), path.parent
+    raise PipelineError(f"--images {source} does not exist (give a folder, a glob or a text file of paths)")
+
+
 def list_images(root: Path) -> list[SourceItem]:
     """Every image file under `root` (recursive, sorted by relative path), skipping
     hidden files and depth sidecars."""
@@ -56,13 +77,52 @@ def list_images(root: Path) -> list[SourceItem]:
     relpaths = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relfolder = os.path.relpath(folder, root)
         for name in files:
-            lowered = name.lower()
-            if name.startswith(".") or lowered.endswith(SIDECAR_MARKERS):
-                continue
-            if os.path.splitext(lowered)[1] in IMAGE_SUFFIXES:
-                relpaths.append(Path(folder, name).relative_to(root).as_posix())
-    relpaths.sort()
+            if _is_image_name(name):
+                relpaths.append(name if relfolder == "." else f"{relfolder}/{name}".replace(os.sep, "/"))
+    return _items_from_relpaths(root, relpaths)
+
+
+def _is_image_name(name: str) -> bool:
+    lowered = name.lower()
+    return (
+        not name.startswith(".")
+        and not lowered.endswith(SIDECAR_MARKERS)
+        and os.path.splitext(lowered)[1] in IMAGE_SUFFIXES
+    )
+
+
+def _glob_root(pattern: str) -> Path:
+    """The longest leading part of `pattern` with no wildcard: the folder keys are relative to."""
+    parts = Path(pattern).parts
+    first_wildcard = next(index for index, part in enumerate(parts) if glob.has_magic(part))
+    return Path(*parts[:first_wildcard]) if first_wildcard else Path(".")
+
+
+def _paths_from_list(list_file: Path) -> list[Path]:
+    try:
+        lines = list_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise PipelineError(f"cannot read the list of paths {list_file} ({error}); give a UTF-8 text file") from None
+    stripped = (line.strip() for line in lines)
+    return [list_file.parent / line for line in stripped if line and not line.startswith("#")]
+
+
+def _items(root: Path, paths: list[Path]) -> list[SourceItem]:
+    """Items for explicit paths; those outside `root` keep their absolute path as relpath."""
+    relpaths = []
+    for path in paths:
+        absolute = Path(os.path.abspath(path))
+        try:
+            relpaths.append(absolute.relative_to(os.path.abspath(root)).as_posix())
+        except ValueError:
+            relpaths.append(absolute.as_posix())
+    return _items_from_relpaths(root, sorted(set(relpaths)))
+
+
+def _items_from_relpaths(root: Path, relpaths: list[str]) -> list[SourceItem]:
+    relpaths = sorted(relpaths)
     return [
         SourceItem(root / relpath, relpath, key) for relpath, key in zip(relpaths, _unique_keys(relpaths), strict=True)
     ]
@@ -81,6 +141,21 @@ def _unique_keys(relpaths: list[str]) -> list[str]:
     return keys
 
 
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of a photo in any PIL mode. 16- and 32-bit grey ('I;16', 'I')
+    is read as 0..65535 and float grey ('F') as 0..1 (or 0..max when above), where
+    convert('RGB') would clip everything above 255 to white; other modes (grey,
+    palette, CMYK, RGBA with alpha dropped) convert as usual."""
+    if image.mode.startswith("I"):
+        grey = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        grey = values * (255.0 / max(1.0, float(values.max())))
+    else:
+        return np.asarray(image.convert("RGB"))
+    return np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
 def load_image(path: Path, jpeg_quality: int) -> LoadedImage:
     """Decode a photo; raise BadImage with the reason when it cannot be used."""
     try:
@@ -94,7 +169,7 @@ def load_image(path: Path, jpeg_quality: int) -> LoadedImage:
             image.load()
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
             unchanged = image.format == "JPEG" and image.mode == "RGB" and orientation == 1
-            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            rgb = _to_rgb(ImageOps.exif_transpose(image))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise BadImage(f"not a readable image ({error})") from None
     height, width = rgb.shape[:2]

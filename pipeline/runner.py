@@ -1,22 +1,26 @@
-"""The distributor: plan shards, skip finished ones, run the worker on the rest,
-then record the run. This one runs shards one after another in this process."""
+"""The run: list inputs, plan shards, skip finished ones, hand the rest to a
+distributor (this process, or Ray), then record the run in the manifest."""
 
 from __future__ import annotations
 
-import errno
+import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from simlidar.sensors import load_sensor
 from simlidar.teachers import find_depth_sidecar
 from tqdm import tqdm
 
 from .config import GenerateConfig
+from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .manifest import ERRORS, finalize_output, prepare_output, read_stats, shard_done
-from .reader import IMAGE_SUFFIXES, list_images
-from .worker import ShardWorker, plan_shards
+from .manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
+from .reader import IMAGE_SUFFIXES, list_inputs
+from .teacher_cache import build_teacher
+from .worker import plan_shards
+
+log = logging.getLogger("simlidar.generate")
 
 
 @dataclass
@@ -28,37 +32,106 @@ class RunSummary:
     elapsed_s: float
 
 
-def generate(config: GenerateConfig, out_dir: Path, overwrite: bool = False, progress: bool = True) -> RunSummary:
+def generate(
+    config: GenerateConfig,
+    out_dir: Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    workers: int = 0,
+    address: str | None = None,
+    teacher_actors: int | None = None,
+) -> RunSummary:
+    """Make every missing shard of `config` in `out_dir`.
+
+    workers: shards at a time (0: every core); 1 runs in this process without Ray.
+    address: a Ray cluster to join (else RAY_ADDRESS, else a local Ray).
+    teacher_actors: on Ray, the teacher actor pool's size (None: one per GPU).
+    """
     started = time.time()
-    sensor = load_sensor(config.sensor)
-    images_dir = Path(config.images)
-    items = list_images(images_dir)[: config.limit]
+    sensor = config.sensor_model()
+    items, root = list_inputs(config.images)
+    items = items[: config.limit]
     if not items:
-        raise PipelineError(f"no images in {images_dir} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if config.teacher == "sidecar" and not any(find_depth_sidecar(item.path) for item in items):
         raise PipelineError(
-            f"none of the {len(items)} photos in {images_dir} has depth beside it (photo.depth.png or "
+            f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
             "photo.depth.npy); add those files, or pass --teacher with a depth model"
         )
+    build_teacher(config)  # finds the weights now: a missing model is one clear error, not a failed shard each
     prepare_output(out_dir, config, overwrite)
     plans = plan_shards(items, config.shard_size)
     pending = [plan for plan in plans if not shard_done(out_dir, plan)]
     finished_inputs = sum(read_stats(out_dir, plan)["inputs"] for plan in plans if plan not in pending)
-    worker = ShardWorker(config)
-    with tqdm(
-        total=len(items), initial=finished_inputs, unit="img", desc="generate", disable=not progress, dynamic_ncols=True
-    ) as bar:
-        for plan in pending:
-            try:
-                worker.run(plan, out_dir, on_input=bar.update)
-            except OSError as error:
-                kept = sum(shard_done(out_dir, other) for other in plans)
-                what = "disk full" if error.errno == errno.ENOSPC else f"cannot write ({error})"
-                raise PipelineError(
-                    f"{what} while writing {out_dir / plan.name}.tar; the {kept} finished shards are kept: "
-                    "free space or fix the folder, then re-run the same command to resume"
-                ) from None
-    manifest = finalize_output(out_dir, config, sensor, plans, started)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    on_ray = address is not None or (workers != 1 and len(pending) > 1)
+    run_info = {
+        "distributor": "ray" if on_ray else "in-process",
+        "workers": workers,
+        "address": address,
+        "teacher_actors": teacher_actors,
+    }
+
+    with _log_to(out_dir / LOG), _ProgressBar(len(items), finished_inputs, len(plans), len(pending), progress) as bar:
+        log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(plans), len(pending), run_info)
+        if on_ray:
+            failures = run_on_ray(config, pending, out_dir, bar, workers, address, teacher_actors)
+        else:
+            failures = run_in_process(config, pending, out_dir, bar)
+        manifest = finalize_output(out_dir, config, sensor, plans, started, run_info, failures)
+        log.info(
+            "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
+        )
+    if failures:
+        raise PipelineError(
+            f"{len(failures)} of {len(plans)} shards failed (first: {failures[0].shard}: {failures[0].reason}); "
+            f"finished shards are kept; see {out_dir / LOG}, then re-run the same command to retry"
+        )
     if manifest["totals"]["samples"] == 0:
         raise PipelineError(f"no sample could be made from {len(items)} inputs; see {out_dir / ERRORS} for why")
     return RunSummary(out_dir, manifest, len(plans), len(plans) - len(pending), time.time() - started)
+
+
+class _ProgressBar:
+    """Images done (rate, ETA) with shards done as a postfix."""
+
+    def __init__(self, inputs: int, inputs_done: int, shards: int, pending_shards: int, enabled: bool):
+        self._bar = tqdm(
+            total=inputs, initial=inputs_done, unit="img", desc="generate", disable=not enabled, dynamic_ncols=True
+        )
+        self._shards_total = shards
+        self._shards_done = shards - pending_shards
+        self._bar.set_postfix_str(self._postfix())
+
+    def _postfix(self) -> str:
+        return f"shards {self._shards_done}/{self._shards_total}"
+
+    def inputs_done(self, count: int) -> None:
+        if count:
+            self._bar.update(count)
+
+    def shard_done(self) -> None:
+        self._shards_done += 1
+        self._bar.set_postfix_str(self._postfix())
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._bar.close()
+
+
+class _log_to:
+    """Append this run's log lines to the output's log file."""
+
+    def __init__(self, path: Path):
+        self._handler = logging.FileHandler(path)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def __enter__(self) -> None:
+        log.addHandler(self._handler)
+        log.setLevel(logging.INFO)
+
+    def __exit__(self, *exc_info) -> None:
+        log.removeHandler(self._handler)
+        self._handler.close()

@@ -6,6 +6,8 @@ imports only numpy and Pillow so that `simlidar.train` can read it cheaply.
 
 Depth is camera z in metres, float32, 0 = no value. On disk it is a 16-bit PNG
 holding round(depth * 256), the KITTI convention: 1/256 m steps up to 255.996 m.
+The optional `teacher.png` holds a teacher's relative disparity, min-max normalised
+per image (see `encode_relative_png`); its json entry "teacher_relative" says how.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ SPARSE = "sparse.png"
 DENSE = "dense.png"
 META = "json"
 POINTS = "points.npy"
+TEACHER = "teacher.png"
 
 REQUIRED_MEMBERS = (IMAGE, SPARSE, DENSE, META)
-MEMBER_ORDER = (IMAGE, SPARSE, DENSE, META, POINTS)
+MEMBER_ORDER = (IMAGE, SPARSE, DENSE, TEACHER, META, POINTS)
 
 POINT_FIELDS = ("x", "y", "z", "intensity", "ring")
 
@@ -57,6 +60,33 @@ def decode_depth_png(data: bytes) -> np.ndarray:
             raise ValueError(f"depth PNG must be 16-bit grayscale, got mode {image.mode!r}")
         encoded = np.asarray(image).astype(np.float32)
     return encoded / np.float32(DEPTH_SCALE)
+
+
+def encode_relative_png(values: np.ndarray, valid: np.ndarray) -> tuple[bytes, float, float]:
+    """Encode an (H, W) relative map (a teacher's disparity: unknown scale and shift)
+    as a 16-bit PNG of its per-image min-max normalisation: 0 = no value, 1..65535 =
+    0..1. Returns (png bytes, min, max) of the valid values, to record in the json.
+    Scale- and shift-invariant losses lose nothing by the normalisation."""
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool) & np.isfinite(values)
+    encoded = np.zeros(values.shape, dtype=np.uint16)
+    low = float(values[valid].min()) if valid.any() else 0.0
+    high = float(values[valid].max()) if valid.any() else 0.0
+    span = high - low if high > low else 1.0
+    encoded[valid] = 1 + np.round((values[valid] - low) / span * 65534).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(encoded).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue(), low, high
+
+
+def decode_relative_png(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a relative-map PNG into ((H, W) float32 in 0..1, (H, W) bool valid)."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise ValueError(f"relative PNG must be 16-bit grayscale, got mode {image.mode!r}")
+        encoded = np.asarray(image).astype(np.float32)
+    valid = encoded > 0
+    return np.where(valid, (encoded - 1) / np.float32(65534), np.float32(0)), valid
 
 
 def is_valid_key(key: str) -> bool:

@@ -4,6 +4,7 @@ inputs, never on which process runs it or in what order."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -14,15 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from simlidar.sensors import MOUNTS, load_sensor, mount_pose, sample_mount_jitter
+from simlidar.sensors import MOUNTS, mount_pose, sample_mount_jitter
+from simlidar.sensors.effects import luma
 from simlidar.sensors.raycast import MeshScene
-from simlidar.teachers import IntrinsicsError, SidecarTeacher, TeacherError, TeacherInput, resolve_intrinsics
+from simlidar.teachers import (
+    IntrinsicsError,
+    Teacher,
+    TeacherError,
+    TeacherInput,
+    depth_conversion,
+    parse_fov_range,
+    parse_policy,
+    resolve_intrinsics,
+    to_metric,
+)
 
 from . import schema
 from .config import GenerateConfig
 from .mesh import depth_to_mesh
 from .reader import BadImage, LoadedImage, SourceItem, load_image
 from .simulate import simulate_scan
+from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
 from .timing import StageTimes
 from .writer import ShardWriter
 
@@ -63,12 +76,25 @@ def sample_rng(seed: int, key: str, view: int, sensor_name: str) -> np.random.Ge
     return np.random.default_rng(np.random.SeedSequence([seed, _stable_int(key), view, _stable_int(sensor_name)]))
 
 
+def image_rng(seed: int, key: str, purpose: str = "teacher") -> np.random.Generator:
+    """The generator of a (run seed, source key) draw shared by every view and sensor:
+    the teacher's depth conversion, the random intrinsics; `purpose` keeps them apart."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _stable_int(key), _stable_int(purpose)]))
+
+
 class ShardWorker:
-    def __init__(self, config: GenerateConfig, cast_threads: int = 0):
+    def __init__(self, config: GenerateConfig, cast_threads: int = 0, teacher: Teacher | None = None):
+        """teacher: one to use instead of the config's own (e.g. a proxy to shared GPU actors)."""
         self.config = config
-        self.sensor = load_sensor(config.sensor)
+        self.sensor = config.sensor_model()
         self.mount = MOUNTS[config.mount or self.sensor.default_mount]
-        self.teacher = SidecarTeacher()
+        self.jitter = config.jitter
+        self.teacher = teacher or build_teacher(config)
+        self.conversion = depth_conversion(
+            config.depth_range, config.disparity_percentiles, config.sky_threshold, config.metric_scale
+        )
+        self.intrinsics_policy = parse_policy(config.intrinsics_policy, config.fov_deg)
+        self.fov_range_deg = parse_fov_range(config.fov_range)
         self.cast_threads = cast_threads
 
     def run(self, plan: ShardPlan, out_dir: Path, on_input: Callable[[], None] = lambda: None) -> dict:
@@ -79,6 +105,7 @@ class ShardWorker:
         point_counts: list[int] = []
         sparse_pixels: list[int] = []
         batch_size = self.config.teacher_batch_size
+        teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, out_dir)))
         with ShardWriter(tar_path(out_dir, plan)) as writer:
             for start in range(0, len(plan.items), batch_size):
                 loaded: list[tuple[SourceItem, LoadedImage]] = []
@@ -90,11 +117,13 @@ class ShardWorker:
                             errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
                             on_input()
                 with times.stage("teacher"):
-                    predictions = self.teacher.predict([TeacherInput(item.path, image.rgb) for item, image in loaded])
+                    predictions = teacher.predict([TeacherInput(item.path, image.rgb) for item, image in loaded])
                 for (item, image), prediction in zip(loaded, predictions, strict=False):
                     try:
                         if isinstance(prediction, TeacherError):
                             raise prediction
+                        with times.stage("teacher"):
+                            prediction = to_metric(prediction, self.conversion, image_rng(self.config.seed, item.key))
                         for counts in self._write_samples(item, image, prediction, writer, times):
                             point_counts.append(counts["points"])
                             sparse_pixels.append(counts["sparse_pixels"])
@@ -124,19 +153,31 @@ class ShardWorker:
     def _write_samples(self, item, image, prediction, writer: ShardWriter, times: StageTimes):
         config, sensor = self.config, self.sensor
         height, width = image.rgb.shape[:2]
-        K, intrinsics_source = resolve_intrinsics(item.path, width, height, config.intrinsics, config.fov_deg)
+        K, intrinsics_source = resolve_intrinsics(
+            item.path,
+            width,
+            height,
+            config.intrinsics,
+            config.fov_deg,
+            policy=self.intrinsics_policy,
+            fov_range_deg=self.fov_range_deg,
+            teacher_focal_px=prediction.focal_px,
+            rng=image_rng(config.seed, item.key, "intrinsics"),
+        )
         with times.stage("mesh"):
             mesh = depth_to_mesh(prediction.depth, K, config.mesh_options)
         with times.stage("scene"):
             scene = MeshScene(mesh.vertices_cam, mesh.triangles)
         with times.stage("encode"):
             dense_png = schema.encode_depth_png(prediction.depth)
+        reflectance = luma(image.rgb) if config.reflectance == "luma" else None
         for view in range(config.views):
             rng = sample_rng(config.seed, item.key, view, sensor.name)
-            translation_jitter, rotation_jitter = sample_mount_jitter(config.jitter, rng)
-            azimuth_phase = float(rng.uniform(0.0, np.deg2rad(sensor.azimuth_step_deg)))
+            translation_jitter, rotation_jitter = sample_mount_jitter(self.jitter, rng)
             T_cam_lidar = mount_pose(self.mount, translation_jitter, rotation_jitter)
-            scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, azimuth_phase, times, self.cast_threads)
+            scan = simulate_scan(
+                scene, K, width, height, sensor, T_cam_lidar, rng, times, self.cast_threads, reflectance
+            )
             key = f"{item.key}-v{view}"
             meta = {
                 "key": key,
@@ -145,14 +186,20 @@ class ShardWorker:
                 "K": K.tolist(),
                 "intrinsics_source": intrinsics_source,
                 "T_cam_lidar": T_cam_lidar.tolist(),
-                "sensor": {"name": sensor.name, "spec_hash": sensor.spec_hash()},
+                "sensor": {
+                    "name": sensor.name,
+                    "kind": sensor.kind,
+                    "spec_hash": sensor.spec_hash(),
+                    "effects": dataclasses.asdict(sensor.effects),
+                    "reflectance": config.reflectance,
+                },
                 "mount": {
                     "name": self.mount.name,
                     "jitter_translation_m": translation_jitter.tolist(),
                     "jitter_roll_pitch_yaw_deg": np.rad2deg(rotation_jitter).tolist(),
                 },
-                "azimuth_phase_deg": float(np.rad2deg(azimuth_phase)),
-                "teacher": {"id": self.teacher.name, "output": prediction.kind, "conversion": prediction.conversion},
+                **scan.phase,
+                "teacher": prediction.describe(),
                 "seed": config.seed,
                 "view": view,
                 "mesh": mesh.summary(),

@@ -34,7 +34,9 @@ def photos(tmp_path):
 
 
 def generate(cli, photos, out, *extra):
-    return cli("generate", "--images", photos, "--out", out, "--fov", "90", "--quiet", *extra)
+    """An in-process run (--workers 1), so that tests can patch the writer; Ray runs are in test_runner.py."""
+    options = ("--fov", "90", "--teacher", "sidecar", "--quiet", "--workers", "1")
+    return cli("generate", "--images", photos, "--out", out, *options, *extra)
 
 
 def tar_members(path):
@@ -108,7 +110,10 @@ def test_resume_redoes_only_missing_shards(cli, photos, tmp_path):
     (out / "shard-000001.stats.json").unlink()
     (out / "shard-000002.tar").unlink()
     (out / "shard-000001.tar.tmp").write_bytes(b"partial")
-    code, out_text, _ = cli("generate", "--images", photos, "--out", out, "--fov", "90", "--shard-size", "1")
+    code, out_text, _ = cli(
+        "generate", "--images", photos, "--out", out, "--fov", "90", "--shard-size", "1", "--workers", "1",
+        "--teacher", "sidecar",
+    )
     assert code == 0 and "(1 already done)" in out_text
     assert {path.name: path.read_bytes() for path in out.glob("shard-*.tar")} == reference
     assert kept.stat().st_mtime_ns == kept_mtime
@@ -170,7 +175,7 @@ def test_exif_rotated_photo_is_stored_upright(cli, tmp_path):
 def test_unknown_sensor_lists_known_sensors(cli, photos, tmp_path):
     code, _, err = generate(cli, photos, tmp_path / "out", "--sensor", "hdl65")
     assert code == 2
-    assert err.count("\n") == 1 and "unknown sensor 'hdl65'" in err and "hdl64, vlp16" in err
+    assert err.count("\n") == 1 and "unknown sensor 'hdl65'" in err and "hdl64, mid40" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -185,10 +190,13 @@ def test_missing_folder_and_missing_depth_are_one_line_errors(cli, tmp_path):
 
 
 def test_photo_without_intrinsics_says_which_option_to_use(cli, photos, tmp_path):
-    code, _, err = cli("generate", "--images", photos, "--out", tmp_path / "out", "--quiet")
+    code, _, err = cli(
+        "generate", "--images", photos, "--out", tmp_path / "out", "--quiet", "--intrinsics-policy", "exif,teacher"
+    )
     assert code == 2 and "no sample could be made" in err
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "out" / "errors.jsonl").open()]
-    assert len(reasons) == 3 and all("--fov DEG or --intrinsics" in reason for reason in reasons)
+    assert len(reasons) == 3
+    assert all("no EXIF" in reason and "--fov DEG or --intrinsics" in reason for reason in reasons)
 
 
 def test_a_different_run_in_the_output_is_refused_unless_overwrite(cli, photos, tmp_path):
@@ -228,7 +236,10 @@ def test_full_disk_keeps_finished_shards_and_leaves_no_partial_file(cli, photos,
     assert (out / "shard-000000.tar").is_file() and (out / "shard-000000.stats.json").is_file()
     assert not list(out.glob("shard-000001*"))
     monkeypatch.setattr(ShardWriter, "write", original_write)
-    code, text, _ = cli("generate", "--images", photos, "--out", out, "--fov", "90", "--shard-size", "1")
+    code, text, _ = cli(
+        "generate", "--images", photos, "--out", out, "--fov", "90", "--shard-size", "1", "--workers", "1",
+        "--teacher", "sidecar",
+    )
     assert code == 0 and "(1 already done)" in text
 
 
@@ -252,7 +263,7 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(cli, photos, tmp_path
     code, _, err = generate(cli, photos, out, "--shard-size", "1")
     assert code == 130 and "interrupted" in err and "re-run the same command" in err
     left = sorted(path.name for path in out.iterdir())
-    assert left == ["manifest.json", "shard-000000.stats.json", "shard-000000.tar"]
+    assert left == ["generate.log", "manifest.json", "shard-000000.stats.json", "shard-000000.tar"]
     monkeypatch.setattr(ShardWriter, "write", original_write)
     assert generate(cli, photos, out, "--shard-size", "1")[0] == 0
     assert json.loads((out / "manifest.json").read_text())["totals"]["samples"] == 3

@@ -1,0 +1,209 @@
+"""Distributors: run the per-shard worker over the pending shards, either in this
+process (one worker) or as Ray tasks on every core of this machine or a cluster.
+
+On Ray with a depth model for a teacher and GPUs in the cluster, the model runs in a
+pool of GPU actors (one per GPU, each with its own teacher cache handle); every
+shard task sends its batches there, so one model copy per GPU serves all shards.
+
+Both report progress per input and return the shards that failed; a shard that
+fails leaves nothing behind but its reason, so a re-run retries exactly those.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import ray
+from simlidar.teachers import DepthPrediction, TeacherError, TeacherInput
+
+from .config import GenerateConfig
+from .errors import PipelineError
+from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
+from .worker import ShardPlan, ShardWorker
+
+log = logging.getLogger("simlidar.generate")
+
+# A Ray worker process that dies (OOM kill, node lost) has its shard rerun this often.
+RAY_RETRIES = 3
+POLL_SECONDS = 0.5
+
+
+class Progress(Protocol):
+    def inputs_done(self, count: int) -> None: ...
+
+    def shard_done(self) -> None: ...
+
+
+@dataclass
+class ShardFailure:
+    shard: str
+    reason: str
+
+
+def disk_error(error: OSError, out_dir: Path, plan: ShardPlan) -> PipelineError:
+    what = "disk full" if error.errno == errno.ENOSPC else f"cannot write ({error})"
+    return PipelineError(
+        f"{what} while writing {out_dir / plan.name}.tar; finished shards are kept: "
+        "free space or fix the folder, then re-run the same command to resume"
+    )
+
+
+def run_in_process(
+    config: GenerateConfig, plans: list[ShardPlan], out_dir: Path, progress: Progress
+) -> list[ShardFailure]:
+    """Run shards one after another here; Open3D still casts on every core."""
+    worker = ShardWorker(config)
+    failures = []
+    for plan in plans:
+        started = time.perf_counter()
+        try:
+            stats = worker.run(plan, out_dir, on_input=lambda: progress.inputs_done(1))
+        except OSError as error:
+            raise disk_error(error, out_dir, plan) from None
+        except Exception as error:
+            log.error("%s failed:\n%s", plan.name, traceback.format_exc())
+            failures.append(ShardFailure(plan.name, f"{type(error).__name__}: {error}"))
+            continue
+        log.info("%s done: %d samples in %.1f s", plan.name, stats["samples"], time.perf_counter() - started)
+        progress.shard_done()
+    return failures
+
+
+def run_on_ray(
+    config: GenerateConfig,
+    plans: list[ShardPlan],
+    out_dir: Path,
+    progress: Progress,
+    workers: int,
+    address: str | None,
+    teacher_actors: int | None = None,
+) -> list[ShardFailure]:
+    """Run shards as Ray tasks, one CPU each, at most `workers` at a time (0: one per
+    CPU of the cluster), so the images in flight stay bounded (concurrency x teacher
+    batch) whatever the input count. `address` joins a running cluster; with none, a
+    local Ray starts with `workers` CPUs and stops at the end. teacher_actors: size of
+    the teacher actor pool (None: one per GPU for a model teacher, none for sidecars;
+    0: each task runs its own teacher)."""
+    started_here = not ray.is_initialized()
+    if started_here:
+        quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=workers or os.cpu_count(), **quiet)
+    try:
+        cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        concurrency = min(workers, cluster_cpus) if workers else cluster_cpus
+        log.info("ray at %s: %d shards at a time", ray.get_runtime_context().gcs_address, concurrency)
+        counter = InputCounter.remote()
+        actors = _teacher_pool(config, out_dir, teacher_actors)
+        if actors:
+            log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
+        run_shard = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_run_shard)
+        queue = list(plans)
+        running: dict = {}
+        reported = 0
+        failures = []
+        while queue or running:
+            while queue and len(running) < concurrency:
+                plan = queue.pop(0)
+                running[run_shard.remote(config.to_dict(), plan, str(out_dir), counter, actors)] = plan
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+            for reference in finished:
+                plan = running.pop(reference)
+                try:
+                    stats = ray.get(reference)
+                    log.info("%s done: %d samples in %.1f s", plan.name, stats["samples"], stats["seconds"]["total"])
+                    progress.shard_done()
+                except ray.exceptions.RayTaskError as error:
+                    cause = error.cause
+                    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+                        raise disk_error(cause, out_dir, plan) from None
+                    log.error("%s failed:\n%s", plan.name, error)
+                    failures.append(ShardFailure(plan.name, f"{type(cause).__name__}: {cause}"))
+                except ray.exceptions.RayError as error:
+                    log.error("%s failed after %d retries: %s", plan.name, RAY_RETRIES, error)
+                    failures.append(ShardFailure(plan.name, f"worker lost {RAY_RETRIES + 1} times ({error})"))
+            done = ray.get(counter.total.remote())
+            progress.inputs_done(done - reported)
+            reported = done
+        return failures
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_shard(config_record: dict, plan: ShardPlan, out_dir: str, counter, actors: list) -> dict:
+    """One Ray task: one shard, casting on this task's single CPU."""
+    teacher = RemoteTeacher(actors, plan.index) if actors else None
+    worker = ShardWorker(GenerateConfig.from_dict(config_record), cast_threads=1, teacher=teacher)
+    done = 0
+
+    def report() -> None:
+        nonlocal done
+        done += 1
+        counter.report.remote(plan.index, done)
+
+    counter.report.remote(plan.index, 0)
+    return worker.run(plan, Path(out_dir), on_input=report)
+
+
+@ray.remote(num_cpus=0)
+class InputCounter:
+    """Inputs done per shard; a retried shard restarts its own count from zero."""
+
+    def __init__(self):
+        self.done_per_shard: dict[int, int] = {}
+
+    def report(self, shard_index: int, done: int) -> None:
+        self.done_per_shard[shard_index] = done
+
+    def total(self) -> int:
+        return sum(self.done_per_shard.values())
+
+
+def _cluster_gpus() -> int:
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def _teacher_pool(config: GenerateConfig, out_dir: Path, size: int | None) -> list:
+    gpus = _cluster_gpus()
+    if size is None:
+        size = gpus if config.teacher != "sidecar" else 0
+    actor_class = TeacherActor.options(num_gpus=1 if gpus else 0)
+    return [actor_class.remote(config.to_dict(), str(out_dir)) for _ in range(size)]
+
+
+@ray.remote(num_cpus=1)
+class TeacherActor:
+    """The run's teacher behind its cache, loaded once, serving batches from every shard."""
+
+    def __init__(self, config_record: dict, out_dir: str):
+        config = GenerateConfig.from_dict(config_record)
+        cache = TeacherCache(teacher_cache_dir(config.teacher_cache, Path(out_dir)))
+        self.teacher = CachedTeacher(build_teacher(config), cache)
+
+    def name(self) -> str:
+        return self.teacher.name
+
+    def predict(self, batch: list[TeacherInput]) -> list[DepthPrediction | TeacherError]:
+        return self.teacher.predict(batch)
+
+
+class RemoteTeacher:
+    """The Teacher protocol over the actor pool; shard i sends its batches to actor
+    i mod pool size, so the load spreads and a shard's results never depend on which."""
+
+    def __init__(self, actors: list, shard_index: int):
+        self.actor = actors[shard_index % len(actors)]
+        self.name = ray.get(self.actor.name.remote())
+
+    def predict(self, batch: list[TeacherInput]) -> list[DepthPrediction | TeacherError]:
+        return ray.get(self.actor.predict.remote(list(batch)))

@@ -1,0 +1,201 @@
+"""`simlidar inspect`: check every shard of an output against its manifest, gather
+statistics, and draw a contact sheet of samples a person can look at."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import schema
+from .errors import PipelineError
+from .manifest import MANIFEST
+from .preview import sample_panel
+
+PREVIEWS = "previews"
+CONTACT_SHEET = "contact_sheet.png"
+STATS_FILE = "stats.json"
+DEPTH_BIN_EDGES_M = (0, 5, 10, 20, 30, 40, 60, 80, 120, 256)
+PANEL_WIDTH = 400
+
+
+@dataclass
+class Inspection:
+    """What `inspect_output` found: problems (one line each) and statistics."""
+
+    out_dir: Path
+    manifest: dict
+    problems: list[str] = field(default_factory=list)
+    samples: int = 0
+    points_per_sample: list[int] = field(default_factory=list)
+    sparse_density: list[float] = field(default_factory=list)
+    dense_coverage: list[float] = field(default_factory=list)
+    sparse_depth_histogram: np.ndarray = field(default_factory=lambda: np.zeros(len(DEPTH_BIN_EDGES_M) - 1, np.int64))
+    per_sensor: Counter = field(default_factory=Counter)
+    image_sizes: Counter = field(default_factory=Counter)
+    preview_keys: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    member_sets: set[frozenset[str]] = field(default_factory=set)
+
+    def stats(self) -> dict:
+        def summary(values):
+            return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
+        return {
+            "samples": self.samples,
+            "shards": len(self.manifest.get("shards", [])),
+            "points_per_sample": summary(self.points_per_sample) if self.samples else None,
+            "sparse_density": summary(self.sparse_density) if self.samples else None,
+            "dense_coverage": summary(self.dense_coverage) if self.samples else None,
+            "sparse_depth_histogram": {
+                f"{low}-{high} m": int(count)
+                for low, high, count in zip(
+                    DEPTH_BIN_EDGES_M[:-1], DEPTH_BIN_EDGES_M[1:], self.sparse_depth_histogram, strict=True
+                )
+            },
+            "per_sensor": dict(sorted(self.per_sensor.items())),
+            "image_sizes": {f"{w}x{h}": count for (w, h), count in sorted(self.image_sizes.items())},
+            "problems": len(self.problems),
+        }
+
+
+def read_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        raise PipelineError(f"{out_dir} has no {MANIFEST}: not a simlidar output (make one with `simlidar generate`)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise PipelineError(f"{path} is unreadable ({error}); re-run `simlidar generate` on this folder") from None
+
+
+def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
+    """Check every shard listed in the manifest (present, checksum, members, decodable,
+    counts) and write `previews/` (a contact sheet of up to `previews` samples and stats.json)."""
+    manifest = read_manifest(out_dir)
+    report = Inspection(out_dir, manifest)
+    if manifest.get("status") != "complete":
+        report.problems.append(
+            f"the run is {manifest.get('status', 'unknown')}: re-run `simlidar generate` to finish it"
+        )
+    with_points = bool(manifest.get("config", {}).get("save_points"))
+    total_samples = sum(shard["samples"] for shard in manifest.get("shards", []))
+    preview_every = max(1, total_samples // max(previews, 1))
+    panels = []
+    for shard in manifest.get("shards", []):
+        for key, members in _check_shard(out_dir, shard, with_points, report):
+            if previews and len(panels) < previews and (report.samples - 1) % preview_every == 0:
+                panels.append(sample_panel(members[schema.IMAGE], members[schema.SPARSE], members[schema.DENSE], key))
+                report.preview_keys.append(key)
+    preview_dir = out_dir / PREVIEWS
+    preview_dir.mkdir(exist_ok=True)
+    if panels:
+        contact_sheet(panels).save(preview_dir / CONTACT_SHEET, optimize=True)
+    (preview_dir / STATS_FILE).write_text(json.dumps(report.stats(), indent=2))
+    return report
+
+
+def _check_shard(out_dir: Path, shard: dict, with_points: bool, report: Inspection):
+    """Yield (key, decoded members) of each good sample of one shard; record problems."""
+    path = out_dir / shard["shard"]
+    if not path.is_file():
+        report.problems.append(f"{shard['shard']}: missing")
+        return
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+        report.problems.append(f"{shard['shard']}: checksum differs from the manifest (changed or damaged)")
+    samples = defaultdict(dict)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                key, _, name = member.name.partition(".")
+                samples[key][name] = tar.extractfile(member).read()
+    except tarfile.TarError as error:
+        report.problems.append(f"{shard['shard']}: not a readable tar ({error})")
+        return
+    if len(samples) != shard["samples"]:
+        report.problems.append(f"{shard['shard']}: {len(samples)} samples, the manifest says {shard['samples']}")
+    required = schema.REQUIRED_MEMBERS + ((schema.POINTS,) if with_points else ())
+    for key, members in samples.items():
+        report.keys.append(key)
+        report.member_sets.add(frozenset(members))
+        problem = _check_sample(key, members, required, report)
+        if problem:
+            report.problems.append(f"{shard['shard']}: {key}: {problem}")
+            continue
+        yield key, members
+
+
+def _check_sample(key: str, members: dict, required: tuple[str, ...], report: Inspection) -> str | None:
+    """Decode one sample in place and add it to the statistics; the problem, if any."""
+    if not schema.is_valid_key(key):
+        return "invalid key"
+    missing = [name for name in required if name not in members]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        meta = json.loads(members[schema.META])
+        with Image.open(io.BytesIO(members[schema.IMAGE])) as image:
+            image_size = image.size
+        sparse = schema.decode_depth_png(members[schema.SPARSE])
+        dense = schema.decode_depth_png(members[schema.DENSE])
+    except (ValueError, OSError) as error:
+        return f"undecodable ({error})"
+    width, height = meta["image_size"]
+    if image_size != (width, height) or sparse.shape != (height, width) or dense.shape != (height, width):
+        return f"sizes differ: image {image_size}, sparse {sparse.shape}, dense {dense.shape}, json {[width, height]}"
+    valid = np.count_nonzero(sparse)
+    if valid != meta["counts"]["sparse_pixels"]:
+        return f"{valid} sparse pixels, its json says {meta['counts']['sparse_pixels']}"
+    members[schema.SPARSE], members[schema.DENSE] = sparse, dense
+    report.samples += 1
+    report.points_per_sample.append(meta["counts"]["points"])
+    report.sparse_density.append(valid / sparse.size)
+    report.dense_coverage.append(np.count_nonzero(dense) / dense.size)
+    report.sparse_depth_histogram += np.histogram(sparse[sparse > 0], bins=DEPTH_BIN_EDGES_M)[0]
+    report.per_sensor[meta["sensor"]["name"]] += 1
+    report.image_sizes[(width, height)] += 1
+    return None
+
+
+def contact_sheet(panels: list[Image.Image], columns: int = 3) -> Image.Image:
+    """Panels scaled to one width and laid out in a grid, row by row."""
+    scaled = [panel.resize((PANEL_WIDTH, round(panel.height * PANEL_WIDTH / panel.width))) for panel in panels]
+    columns = min(columns, len(scaled))
+    rows = [scaled[start : start + columns] for start in range(0, len(scaled), columns)]
+    row_heights = [max(panel.height for panel in row) for row in rows]
+    sheet = Image.new("RGB", (columns * PANEL_WIDTH, sum(row_heights)), (24, 24, 24))
+    top = 0
+    for row, row_height in zip(rows, row_heights, strict=True):
+        for column, panel in enumerate(row):
+            sheet.paste(panel, (column * PANEL_WIDTH, top))
+        top += row_height
+    return sheet
+
+
+def format_report(report: Inspection) -> list[str]:
+    """The statistics as lines for a terminal."""
+    stats = report.stats()
+    lines = [f"{report.out_dir}: {stats['samples']} samples in {stats['shards']} shards"]
+    if report.samples:
+        points, density = stats["points_per_sample"], stats["sparse_density"]
+        lines += [
+            f"points per sample: {points['mean']:.0f} (min {points['min']:.0f}, max {points['max']:.0f})",
+            f"sparse valid pixels: {100 * density['mean']:.2f}% (min {100 * density['min']:.2f}%, "
+            f"max {100 * density['max']:.2f}%)",
+            f"dense coverage: {100 * stats['dense_coverage']['mean']:.1f}%",
+            "per sensor: " + ", ".join(f"{name} {count}" for name, count in stats["per_sensor"].items()),
+            "image sizes: " + ", ".join(f"{size} {count}" for size, count in stats["image_sizes"].items()),
+            "sparse depth histogram:",
+        ]
+        peak = max(stats["sparse_depth_histogram"].values()) or 1
+        for label, count in stats["sparse_depth_histogram"].items():
+            lines.append(f"  {label:>9} {'#' * round(40 * count / peak):<40} {count}")
+    return lines

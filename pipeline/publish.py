@@ -1,0 +1,285 @@
+"""`simlidar publish`: check an output as `inspect` does, stage it in the Hub's layout
+(shards under data/SPLIT/, a dataset card, the preview picture) and upload it with
+huggingface_hub's upload_folder.
+
+Staging goes to OUT/hub.tmp and is renamed to OUT/hub when complete, so a failed or
+interrupted run never leaves a half-written staging folder. Shards are hard-linked
+when the file system allows (no copy of a large dataset). The upload sends only what
+the Hub does not already hold, so re-running an interrupted upload resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+from . import schema
+from .errors import PipelineError
+from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
+from .manifest import MANIFEST
+
+STAGING = "hub"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SPLIT = re.compile(r"^[A-Za-z0-9_]+$")
+# Member names the `datasets` webdataset builder turns into columns: lowercase parts
+# separated by dots; the last part picks the decoder (image, json, npy).
+_MEMBER = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
+_SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
+
+CITATION = """@inproceedings{liang2025dmd3c,
+  title     = {Distilling Monocular Foundation Model for Fine-grained Depth Completion},
+  author    = {Liang, Yingping and Hu, Yutao and Shao, Wenqi and Fu, Ying},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2025}
+}"""
+
+
+class PublishError(PipelineError):
+    """The output cannot be published as it is, or the Hub cannot be reached."""
+
+
+def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train") -> Path:
+    """Check `out_dir` and write OUT/hub (data/SPLIT/*.tar, README.md, manifest.json,
+    previews/). Returns the staging folder."""
+    if not _REPO_ID.match(repo_id):
+        raise PublishError(f"--repo {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
+    if not _SPLIT.match(split):
+        raise PublishError(f"--split {split!r}: use letters, digits and underscores (train, validation, test)")
+    report = inspect_output(out_dir)
+    if report.problems:
+        raise PublishError(
+            f"{out_dir} has {len(report.problems)} problems (first: {report.problems[0]}); "
+            "run `simlidar inspect` on it and fix them before publishing"
+        )
+    refused = hub_name_problems(report)
+    if refused:
+        raise PublishError(f"the Hub or `datasets` would reject {refused[0]}; regenerate with simlidar {_version()}")
+    staging, temporary = out_dir / STAGING, out_dir / f"{STAGING}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    (temporary / "data" / split).mkdir(parents=True)
+    for shard in report.manifest["shards"]:
+        _link_or_copy(out_dir / shard["shard"], temporary / "data" / split / shard["shard"])
+    (temporary / PREVIEWS).mkdir()
+    preview = out_dir / PREVIEWS / CONTACT_SHEET
+    if preview.is_file():
+        shutil.copy2(preview, temporary / PREVIEWS / CONTACT_SHEET)
+    shutil.copy2(out_dir / MANIFEST, temporary / MANIFEST)
+    (temporary / "README.md").write_text(dataset_card(report, repo_id, licence, split, preview.is_file()))
+    shutil.rmtree(staging, ignore_errors=True)
+    os.replace(temporary, staging)
+    return staging
+
+
+def hub_name_problems(report: Inspection) -> list[str]:
+    """Keys or member names that the Hub's viewer or `datasets` would refuse or
+    misread, and samples whose members differ (every sample must have the same columns)."""
+    problems = [f"sample key {key!r} (keys are [A-Za-z0-9_-]+)" for key in report.keys if not schema.is_valid_key(key)]
+    names = sorted({name for members in report.member_sets for name in members})
+    problems += [
+        f"member name {name!r} (members are lowercase, dot-separated)" for name in names if not _MEMBER.match(name)
+    ]
+    if len(report.member_sets) > 1:
+        variants = " vs ".join(",".join(sorted(members)) for members in report.member_sets)
+        problems.append(f"samples with different members ({variants})")
+    return problems
+
+
+def dataset_card(report: Inspection, repo_id: str, licence: str, split: str, with_preview: bool) -> str:
+    """A Hugging Face dataset card: YAML metadata the Hub and `datasets` read, and a body
+    made from the manifest."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    manifest, stats = report.manifest, report.stats()
+    config, sensor, totals = manifest["config"], manifest["sensor"], manifest["totals"]
+    samples = totals["samples"]
+    size_category = next((label for limit, label in _SIZE_CATEGORIES if samples < limit), "1M<n<10M")
+    data = DatasetCardData(
+        license=licence,
+        task_categories=["depth-estimation"],
+        size_categories=[size_category],
+        tags=["lidar", "depth-completion", "webdataset", "simulated", sensor["name"]],
+        pretty_name=f"{repo_id.split('/')[1]} (simlidar, {sensor['name']})",
+        configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}/*.tar"}]}],
+    )
+    teacher = config.get("teacher", "")
+    shard_pattern = _shard_pattern([shard["shard"] for shard in manifest["shards"]])
+    preview = f"![samples: RGB, simulated LiDAR, dense depth]({PREVIEWS}/{CONTACT_SHEET})\n\n" if with_preview else ""
+    density = stats["sparse_density"]["mean"] if samples else 0.0
+    made_with = "\n".join(
+        f"| {name} | {value} |"
+        for name, value in (
+            (
+                "samples",
+                f"{samples} from {totals['images_written']} photos ({totals['images_skipped']} skipped), "
+                f"{len(manifest['shards'])} shards",
+            ),
+            ("teacher", f"`{teacher}` ({_teacher_licence(teacher)})"),
+            (
+                "sensor",
+                f"`{sensor['name']}`: {sensor['channels']} channels, {sensor['points_per_frame']} points "
+                f"per frame, spec hash `{sensor['spec_hash']}`",
+            ),
+            ("mount", f"`{config.get('mount') or 'the sensor default'}` with per-view jitter"),
+            ("intrinsics", _intrinsics_policy(config)),
+            ("views per photo", config["views"]),
+            ("points per sample", f"{totals['points_per_sample']:.0f}; {100 * density:.2f}% of pixels get a depth"),
+            ("seed", config["seed"]),
+        )
+    )
+    body = f"""# {repo_id.split("/")[1]}
+
+LiDAR depth-completion training pairs made by [simlidar](https://pypi.org/project/simlidar/) {_version()}
+from ordinary photos: a depth teacher predicts dense depth for each photo, the depth becomes a
+triangle mesh, a simulated **{sensor["name"]}** LiDAR is ray-cast into it and its returns are
+projected into the camera. Each sample pairs the photo with the *sparse* simulated LiDAR depth
+and the *dense* teacher depth.
+
+{preview}## How it was made
+
+| | |
+| --- | --- |
+{made_with}
+
+The full run config and per-shard checksums are in `manifest.json`; each sample's `json`
+records its intrinsics `K`, `T_cam_lidar`, the teacher's depth conversion and its seed.
+
+## Sample layout
+
+| member | content |
+| --- | --- |
+| `jpg` | the photo |
+| `sparse.png` | simulated LiDAR depth: uint16, metres = value / 256, 0 = no return |
+| `dense.png` | teacher depth, same encoding |
+| `json` | K, image size, T_cam_lidar, sensor, teacher, depth conversion, seed, source path, counts |
+| `points.npy` | when present: N x 5 float32 (x, y, z, intensity, ring) in the LiDAR frame |
+
+Camera frame: OpenCV (x right, y down, z forward). LiDAR frame: x forward, y left, z up.
+
+## Loading
+
+With `datasets`:
+
+```python
+import numpy as np
+from datasets import load_dataset
+
+dataset = load_dataset("{repo_id}", split="{split}", streaming=True)
+sample = next(iter(dataset))
+sparse_m = np.asarray(sample["sparse.png"], dtype=np.float32) / 256.0
+dense_m = np.asarray(sample["dense.png"], dtype=np.float32) / 256.0
+print(sample["__key__"], (sparse_m > 0).sum(), "LiDAR pixels", sample["json"]["sensor"]["name"])
+```
+
+With `webdataset` (streaming the tars over HTTP):
+
+```python
+import io, json
+import numpy as np
+import webdataset as wds
+from huggingface_hub import get_token
+from PIL import Image
+
+def depth_m(png_bytes):
+    return np.asarray(Image.open(io.BytesIO(png_bytes)), dtype=np.float32) / 256.0
+
+url = "https://huggingface.co/datasets/{repo_id}/resolve/main/data/{split}/{shard_pattern}"
+dataset = wds.WebDataset(f"pipe:curl -s -L {{url}} -H 'Authorization:Bearer {{get_token()}}'", shardshuffle=False)
+for sample in dataset:
+    sparse_m, dense_m = depth_m(sample["sparse.png"]), depth_m(sample["dense.png"])
+    print(sample["__key__"], (sparse_m > 0).sum(), json.loads(sample["json"])["sensor"]["name"])
+```
+
+## Citation
+
+The data generation follows DMD3C:
+
+```bibtex
+{CITATION}
+```
+"""
+    return str(DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body))
+
+
+def upload(staging: Path, repo_id: str, private: bool, revision: str | None) -> str:
+    """Upload the staging folder to the dataset repo (created if missing); returns the
+    commit URL. The token comes from HF_TOKEN or `hf auth login` and is never shown."""
+    import httpx2
+    from huggingface_hub import DatasetCard, HfApi, constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise PublishError(
+            "HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it where the network is, "
+            f"or look at the staged dataset in {staging}"
+        )
+    token = get_token()
+    if not token:
+        raise PublishError(
+            "not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN, "
+            f"or use --dry-run to stage only (staged in {staging})"
+        )
+    api = HfApi(token=token)
+    samples = json.loads((staging / MANIFEST).read_text())["totals"]["samples"]
+    try:
+        DatasetCard.load(staging / "README.md", repo_type="dataset").validate(repo_type="dataset")
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=staging,
+            repo_type="dataset",
+            revision=revision,
+            commit_message=f"simlidar {_version()}: {samples} samples",
+        )
+    except (httpx2.HTTPError, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PublishError(
+            f"upload to {repo_id} failed ({reason}); the staged dataset is kept in {staging}: "
+            "re-run the same command to resume"
+        ) from None
+    return commit.commit_url
+
+
+def _shard_pattern(names: list[str]) -> str:
+    """shard-{000000..000041}.tar for consecutive shards (webdataset's brace notation)."""
+    if len(names) == 1:
+        return names[0]
+    first, last = (
+        names[0].removeprefix("shard-").removesuffix(".tar"),
+        names[-1].removeprefix("shard-").removesuffix(".tar"),
+    )
+    return f"shard-{{{first}..{last}}}.tar"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _teacher_licence(teacher: str) -> str:
+    from simlidar.teachers.registry import MODELS
+
+    if teacher in MODELS:
+        return f"weights licence: {MODELS[teacher].licence}"
+    if teacher == "sidecar":
+        return "depth supplied beside each photo"
+    return "see the model card for its licence"
+
+
+def _intrinsics_policy(config: dict) -> str:
+    if config.get("intrinsics"):
+        return "fixed: fx, fy, cx, cy = " + ", ".join(f"{value:g}" for value in config["intrinsics"])
+    return "per photo, as recorded in each sample's json (`intrinsics_source`)"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("simlidar")
+    except metadata.PackageNotFoundError:
+        return "(development)"

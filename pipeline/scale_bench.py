@@ -1,0 +1,117 @@
+"""`simlidar bench --scaling`: how the runner scales. Parallel efficiency of N Ray
+workers against one on the same shards, and peak memory of a run over 100 and over
+1000 photos (it must not grow with the input count)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import ray
+from PIL import Image
+
+from . import schema
+from .config import GenerateConfig
+from .distributor import run_on_ray
+from .manifest import prepare_output
+from .reader import list_inputs
+from .worker import plan_shards
+
+MEMORY_PROBE = """
+import resource, sys
+from simlidar.pipeline.config import GenerateConfig
+from simlidar.pipeline.runner import generate
+generate(GenerateConfig(images=sys.argv[1], shard_size=50), __import__("pathlib").Path(sys.argv[2]), progress=False,
+         workers=1)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def copy_scene(source: Path, folder: Path, copies: int, scale: int = 1) -> None:
+    """`copies` photos made from one bundled scene (photo, depth and intrinsics sidecars),
+    downsampled by `scale`, each with its own name (and so its own key and seed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = Image.open(source)
+    depth = schema.decode_depth_png(source.with_suffix(".depth.png").read_bytes())
+    intrinsics = json.loads(source.with_suffix(".json").read_text())
+    if scale > 1:
+        rgb = rgb.resize((rgb.width // scale, rgb.height // scale))
+        depth = depth[::scale, ::scale]
+        intrinsics = {name: value / scale for name, value in intrinsics.items()}
+    rgb.save(folder / "scene.jpg", quality=90)
+    (folder / "scene.depth.png").write_bytes(schema.encode_depth_png(depth))
+    (folder / "scene.json").write_text(json.dumps(intrinsics))
+    for index in range(copies):
+        for suffix in (".jpg", ".depth.png", ".json"):
+            os.link(folder / f"scene{suffix}", folder / f"{source.stem}_{index:05d}{suffix}")
+    for suffix in (".jpg", ".depth.png", ".json"):
+        (folder / f"scene{suffix}").unlink()
+
+
+class _Silent:
+    def inputs_done(self, count: int) -> None:
+        pass
+
+    def shard_done(self) -> None:
+        pass
+
+
+def parallel_efficiency(scene: Path, workers: int, photos: int, work_dir: Path) -> dict:
+    """Seconds to make the same shards on Ray with 1 worker and with `workers`
+    (Ray already started, so start-up is not counted)."""
+    copy_scene(scene, work_dir / "photos", photos)
+    config = GenerateConfig(images=str(work_dir / "photos"), shard_size=max(1, photos // (4 * workers)))
+    plans = plan_shards(list_inputs(config.images)[0], config.shard_size)
+    seconds = {}
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        for count in (1, workers):
+            out_dir = work_dir / f"out-{count}"
+            prepare_output(out_dir, config, overwrite=True)
+            started = time.perf_counter()
+            failures = run_on_ray(config, plans, out_dir, _Silent(), count, None)
+            seconds[count] = time.perf_counter() - started
+            if failures:
+                raise RuntimeError(f"bench run failed: {failures[0].reason}")
+    finally:
+        ray.shutdown()
+    return {"workers": workers, "photos": photos, "shards": len(plans), "seconds": seconds}
+
+
+def peak_memory(scene: Path, photos: int, work_dir: Path) -> int:
+    """Peak resident bytes of an in-process run over `photos` photos."""
+    copy_scene(scene, work_dir / f"photos-{photos}", photos, scale=2)
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(work_dir / f"photos-{photos}"), str(work_dir / f"out-{photos}")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout.split()[-1])
+
+
+def print_scaling(images: Path, workers: int) -> None:
+    workers = workers or os.cpu_count() or 1
+    street, yard = images / "street_kitti.jpg", images / "yard.jpg"
+    with tempfile.TemporaryDirectory(prefix="simlidar-bench-") as work:
+        result = parallel_efficiency(street, workers, 8 * workers, Path(work) / "parallel")
+        one, many = result["seconds"][1], result["seconds"][workers]
+        speedup = one / many
+        click.echo(
+            f"parallel: {result['photos']} KITTI-size HDL-64 frames in {result['shards']} shards: "
+            f"1 worker {one:.1f} s ({result['photos'] / one:.2f} frames/s), {workers} workers {many:.1f} s "
+            f"({result['photos'] / many:.2f} frames/s); speed-up {speedup:.2f}x, "
+            f"efficiency {speedup / workers:.2f}"
+        )
+        small, large = (peak_memory(yard, count, Path(work) / "memory") for count in (100, 1000))
+        click.echo(
+            f"peak memory (one worker, 320x240 photos): 100 photos {small / 2**20:.0f} MiB, "
+            f"1000 photos {large / 2**20:.0f} MiB; ratio {large / small:.3f}"
+        )
+    click.echo(f"on {os.cpu_count()} cores")
