@@ -37,4 +37,6 @@ class TrainConfig:
 
 
 # Options that do not change what a run computes: a run may resume with others.
-FREE_TO_CHANGE = {"workers", "log_every", "save_every", "device"}
+# Not --workers: each loader worker reads its own shards, so the count sets which
+# samples make up each batch.
+FREE_TO_CHANGE = {"log_every", "save_every", "device"}
