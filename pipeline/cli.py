@@ -15,7 +15,7 @@ from .errors import USER_ERRORS
 from .mesh import METHODS, MeshOptions
 from .sensors_cli import sensors
 from .teachers_cli import teachers
-from .train_cli import bench_train, convert, evaluate, train
+from .train_cli import bench_student, bench_train, convert, evaluate, train
 
 
 def _parse_intrinsics_option(context, parameter, value):
@@ -27,6 +27,11 @@ def _parse_intrinsics_option(context, parameter, value):
         return parse_intrinsics(value)
     except IntrinsicsError as error:
         raise click.BadParameter(str(error)) from None
+
+
+def _absolute_rig(rig: str) -> str:
+    """A rig file made absolute (presets stay names), for the same reason as --images."""
+    return os.path.abspath(rig) if rig.endswith(".toml") else rig
 
 
 def _absolute_source(images: str) -> str:
@@ -125,6 +130,14 @@ def cli() -> None:
 @click.option("--limit", default=None, type=int, help="Use only the first N photos (sorted by path).")
 @click.option("--shard-size", default=500, type=int, help="Photos per shard (the unit of work and resume).")
 @click.option("--views", default=1, type=int, help="Samples per photo, each with its own LiDAR pose jitter.")
+@click.option(
+    "--rig",
+    default="",
+    show_default=False,
+    callback=lambda context, parameter, value: _absolute_rig(value),
+    help="Split each photo into the overlapping virtual cameras of a rig (one LiDAR scan serves them all): "
+    "virtual (3 cameras of half the photo's field of view), virtual2, virtual5, or a rig .toml file [default: none].",
+)
 @click.option(
     "--fov", "fov_deg", default=None, type=float, help="Horizontal field of view (deg) for photos with no intrinsics."
 )
@@ -365,6 +378,7 @@ cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(convert)
 cli.add_command(bench_train)
+cli.add_command(bench_student)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from simlidar.teachers import check_teacher_name, depth_conversion, known_teache
 
 from .errors import PipelineError
 from .mesh import METHODS, MeshOptions
+from .rig import load_rig
 
 TEACHERS = known_teachers()
 # Where a return's reflectance comes from: the photo's luma, or one value everywhere.
@@ -40,6 +41,7 @@ class GenerateConfig:
     limit: int | None = None
     shard_size: int = 500
     views: int = 1
+    rig: str = ""
     fov_deg: float | None = None
     intrinsics: tuple[float, float, float, float] | None = None
     save_points: bool = False
@@ -79,6 +81,7 @@ class GenerateConfig:
         checks = [
             (self.shard_size >= 1, "--shard-size must be at least 1"),
             (self.views >= 1, "--views must be at least 1"),
+            (self.rig == "" or self.views == 1, "--rig makes one LiDAR scan per photo for all views: keep --views 1"),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
             (self.seed >= 0, "--seed must not be negative"),
             (self.max_depth_jump > 0, "--max-depth-jump must be positive"),
@@ -116,6 +119,8 @@ class GenerateConfig:
         depth_conversion(self.depth_range, self.disparity_percentiles, self.sky_threshold, self.metric_scale)
         parse_policy(self.intrinsics_policy, self.fov_deg)
         parse_fov_range(self.fov_range)
+        if self.rig:
+            load_rig(self.rig)
 
     @property
     def mesh_options(self) -> MeshOptions:

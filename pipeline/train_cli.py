@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import click
-from simlidar.train.config import LOSS_NAMES, STAGES, TrainConfig
+from simlidar.train.config import LOSS_NAMES, OBJECTIVES, STAGES, STUDENTS, TrainConfig
 
 from .errors import PipelineError
 
@@ -31,7 +31,10 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
 @click.option("--batch-size", default=DEFAULTS["batch_size"], type=int, help="Samples per step.")
 @click.option("--crop", default=DEFAULTS["crop"], type=(int, int), help="Random crop H W (smaller images are padded).")
 @click.option(
-    "--width", default=None, type=int, help="Model width (channels of the first stage) [default: 32, or --init's]."
+    "--width",
+    default=None,
+    type=int,
+    help="Model width (channels of the first stage) [default: 32, 16 for bins-kd students, or --init's].",
 )
 @click.option("--lr", default=DEFAULTS["lr"], type=float, help="Peak learning rate of the one-cycle schedule (AdamW).")
 @click.option("--weight-decay", default=DEFAULTS["weight_decay"], type=float, help="AdamW weight decay.")
@@ -57,6 +60,45 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     type=float,
     help="finetune: share of largest SSI residuals left out per image (0 = least-squares MSE; MiDaS: 0.2).",
 )
+@click.option(
+    "--objective",
+    default=DEFAULTS["objective"],
+    type=click.Choice(OBJECTIVES),
+    help="completion: the depth-completion network; bins-kd: distil the teacher into a light student with a "
+    "depth-bin head (metric bins from the ground truth, bin probabilities from the teacher's teacher.png).",
+)
+@click.option(
+    "--student",
+    default=DEFAULTS["student"],
+    type=click.Choice(STUDENTS),
+    help="bins-kd: completion (RGB + sparse LiDAR) or mono (RGB only).",
+)
+@click.option("--bins", default=DEFAULTS["bins"], type=int, help="bins-kd: depth bins per image (at least 2).")
+@click.option(
+    "--bin-range", default=DEFAULTS["bin_range"], type=(float, float), help="bins-kd: MIN MAX metres of the bins."
+)
+@click.option(
+    "--temperature",
+    default=DEFAULTS["temperature"],
+    type=float,
+    help="bins-kd: softness of the teacher's bin probabilities (in normalised disparity, 0..1).",
+)
+@click.option(
+    "--chamfer-weight", default=DEFAULTS["chamfer_weight"], type=float, help="bins-kd: weight of the chamfer term."
+)
+@click.option("--kd-weight", default=DEFAULTS["kd_weight"], type=float, help="bins-kd: weight of the KL term.")
+@click.option(
+    "--view-relational",
+    is_flag=True,
+    help="bins-kd: also match the relations of adjacent views to the teacher's; batches whole scenes "
+    "(--batch-size counts scenes) of shards made with `simlidar generate --rig`.",
+)
+@click.option(
+    "--relational-weight",
+    default=DEFAULTS["relational_weight"],
+    type=float,
+    help="bins-kd --view-relational: weight of the view-relational term.",
+)
 @click.option("--seed", default=DEFAULTS["seed"], type=int, help="Seed of weights, data order and augmentation.")
 @click.option("--workers", default=DEFAULTS["workers"], type=int, help="Data-loader processes (at most one per shard).")
 @click.option("--shuffle-buffer", default=DEFAULTS["shuffle_buffer"], type=int, help="Samples in the shuffle buffer.")
@@ -64,16 +106,17 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
 @click.option("--save-every", default=DEFAULTS["save_every"], type=int, help="Steps between checkpoints.")
 @click.option("--device", default=DEFAULTS["device"], help="auto (cuda, then mps, then cpu), or a torch device.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(stop_at, quiet, crop, out, **options) -> None:
+def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
     """Train the depth-completion model on shards; re-running the same command resumes.
 
     \b
     simlidar train --shards out/ --stage pretrain
     simlidar train --stage finetune --shards kitti_shards/ --init runs/pretrain/last.pt
+    simlidar train --shards rig_shards/ --objective bins-kd --view-relational --out runs/student
     """
     from simlidar.train.loop import train as run_train
 
-    config = TrainConfig(crop=tuple(crop), out=out or f"runs/{options['stage']}", **options)
+    config = TrainConfig(crop=tuple(crop), bin_range=tuple(bin_range), out=out or f"runs/{options['stage']}", **options)
     row = run_train(config, stop_at=stop_at, progress=not quiet)
     click.echo(f"step {row.get('step')}: loss {row.get('loss')}; checkpoint {Path(config.out) / 'last.pt'}")
 
@@ -157,4 +200,17 @@ def bench_train(shards, width, batch_size, crop, steps, samples, device) -> None
     from simlidar.train.bench import run_bench
 
     for line in run_bench(shards, width, batch_size, tuple(crop), steps, samples, device):
+        click.echo(line)
+
+
+@click.command("bench-student")
+@click.option("--width", default=16, type=int, help="Student width (channels of the first stage).")
+@click.option("--bins", default=64, type=int, help="Depth bins of the students.")
+@click.option("--frames", default=5, type=int, help="Timed frames per model (after 2 warm-up frames).")
+@click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
+def bench_student(width, bins, frames, device) -> None:
+    """Parameters and frames/s of the bin students next to Depth Anything V2 small (random weights), at 350x1218."""
+    from simlidar.train.bench import run_student_bench
+
+    for line in run_student_bench(width, bins, frames, device):
         click.echo(line)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from simlidar.sensors import MOUNTS, mount_pose, sample_mount_jitter
 from simlidar.sensors.effects import luma
 from simlidar.sensors.raycast import MeshScene
@@ -34,6 +35,7 @@ from . import schema
 from .config import GenerateConfig
 from .mesh import depth_to_mesh
 from .reader import BadImage, LoadedImage, SourceItem, load_image
+from .rig import load_rig, render_view, rig_cameras
 from .simulate import simulate_scan
 from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
 from .timing import StageTimes
@@ -96,6 +98,7 @@ class ShardWorker:
         self.intrinsics_policy = parse_policy(config.intrinsics_policy, config.fov_deg)
         self.fov_range_deg = parse_fov_range(config.fov_range)
         self.cast_threads = cast_threads
+        self.rig = load_rig(config.rig) if config.rig else None
 
     def run(self, plan: ShardPlan, out_dir: Path, on_input: Callable[[], None] = lambda: None) -> dict:
         """Write `plan`'s tar and then its stats file (the pair marks the shard done)."""
@@ -168,6 +171,11 @@ class ShardWorker:
             mesh = depth_to_mesh(prediction.depth, K, config.mesh_options)
         with times.stage("scene"):
             scene = MeshScene(mesh.vertices_cam, mesh.triangles)
+        if self.rig is not None:
+            yield from self._write_rig_samples(
+                item, image, prediction, K, intrinsics_source, mesh, scene, writer, times
+            )
+            return
         with times.stage("encode"):
             dense_png = schema.encode_depth_png(prediction.depth)
         reflectance = luma(image.rgb) if config.reflectance == "luma" else None
@@ -186,18 +194,8 @@ class ShardWorker:
                 "K": K.tolist(),
                 "intrinsics_source": intrinsics_source,
                 "T_cam_lidar": T_cam_lidar.tolist(),
-                "sensor": {
-                    "name": sensor.name,
-                    "kind": sensor.kind,
-                    "spec_hash": sensor.spec_hash(),
-                    "effects": dataclasses.asdict(sensor.effects),
-                    "reflectance": config.reflectance,
-                },
-                "mount": {
-                    "name": self.mount.name,
-                    "jitter_translation_m": translation_jitter.tolist(),
-                    "jitter_roll_pitch_yaw_deg": np.rad2deg(rotation_jitter).tolist(),
-                },
+                "sensor": self._sensor_meta(),
+                "mount": self._mount_meta(translation_jitter, rotation_jitter),
                 **scan.phase,
                 "teacher": prediction.describe(),
                 "seed": config.seed,
@@ -218,6 +216,102 @@ class ShardWorker:
             with times.stage("write"):
                 writer.write(key, members)
             yield scan.counts
+
+    def _sensor_meta(self) -> dict:
+        sensor = self.sensor
+        return {
+            "name": sensor.name,
+            "kind": sensor.kind,
+            "spec_hash": sensor.spec_hash(),
+            "effects": dataclasses.asdict(sensor.effects),
+            "reflectance": self.config.reflectance,
+        }
+
+    def _mount_meta(self, translation_jitter: np.ndarray, rotation_jitter: np.ndarray) -> dict:
+        return {
+            "name": self.mount.name,
+            "jitter_translation_m": translation_jitter.tolist(),
+            "jitter_roll_pitch_yaw_deg": np.rad2deg(rotation_jitter).tolist(),
+        }
+
+    def _write_rig_samples(self, item, image, prediction, K, intrinsics_source, mesh, scene, writer, times):
+        """--rig: ONE LiDAR scan in the photo's camera serves every view of the rig. Per view
+        a sample `<key>-r<index>`: the photo's RGB and dense depth resampled into the view,
+        the scan's points re-projected with the view's own z-buffer, and the teacher's
+        relative disparity in the view (teacher.png, for distillation). The json carries
+        the scene (the photo's key), the view's own K and T_cam_lidar, and the rig."""
+        config, sensor = self.config, self.sensor
+        height, width = image.rgb.shape[:2]
+        rng = sample_rng(config.seed, item.key, 0, sensor.name)
+        translation_jitter, rotation_jitter = sample_mount_jitter(self.jitter, rng)
+        T_cam_lidar = mount_pose(self.mount, translation_jitter, rotation_jitter)
+        reflectance = luma(image.rgb) if config.reflectance == "luma" else None
+        scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, rng, times, self.cast_threads, reflectance)
+        points_cam = scan.points_lidar[:, :3].astype(np.float64) @ T_cam_lidar[:3, :3].T + T_cam_lidar[:3, 3]
+        cameras = rig_cameras(self.rig, K, width, height)
+        for camera in cameras:
+            with times.stage("rig"):
+                view = render_view(camera, K, image.rgb, prediction.depth, points_cam)
+            R_view_photo = camera.R_photo_view.T
+            T_view_lidar = np.eye(4)
+            T_view_lidar[:3] = R_view_photo @ T_cam_lidar[:3]
+            key = f"{item.key}-r{camera.index}"
+            counts = {**scan.counts, "sparse_pixels": int(np.count_nonzero(view.sparse_m))}
+            valid = view.dense_m > 0
+            disparity = np.where(valid, 1.0 / np.where(valid, view.dense_m, 1.0), 0.0)
+            with times.stage("encode"):
+                teacher_png, low, high = schema.encode_relative_png(disparity, valid)
+                buffer = io.BytesIO()
+                Image.fromarray(view.rgb).save(buffer, format="JPEG", quality=config.jpeg_quality)
+            meta = {
+                "key": key,
+                "scene": item.key,
+                "source_path": item.relpath,
+                "image_size": [camera.width, camera.height],
+                "K": camera.K.tolist(),
+                "intrinsics_source": intrinsics_source,
+                "photo": {"image_size": [width, height], "K": K.tolist()},
+                "rig": {
+                    "name": self.rig.name,
+                    "view": camera.index,
+                    "views": len(cameras),
+                    "yaw_deg": float(np.rad2deg(camera.yaw_rad)),
+                    "R_view_photo": R_view_photo.tolist(),
+                    "neighbours": list(camera.neighbours),
+                    "outside_pixels": view.outside_pixels,
+                },
+                "T_cam_lidar": T_view_lidar.tolist(),
+                "sensor": self._sensor_meta(),
+                "mount": self._mount_meta(translation_jitter, rotation_jitter),
+                **scan.phase,
+                "teacher": prediction.describe(),
+                "teacher_relative": {
+                    "teacher": prediction.teacher,
+                    "stored": "disparity",
+                    "from": "1 / dense: the teacher's depth resampled into the view",
+                    "normalisation": "min-max per image, 1..65535 = 0..1, 0 = none",
+                    "min": low,
+                    "max": high,
+                },
+                "seed": config.seed,
+                "view": 0,
+                "mesh": mesh.summary(),
+                "counts": counts,
+                "image_reencoded": True,
+            }
+            with times.stage("encode"):
+                members = {
+                    schema.IMAGE: buffer.getvalue(),
+                    schema.SPARSE: schema.encode_depth_png(view.sparse_m),
+                    schema.DENSE: schema.encode_depth_png(view.dense_m),
+                    schema.TEACHER: teacher_png,
+                    schema.META: json.dumps(meta, sort_keys=True).encode(),
+                }
+                if config.save_points:
+                    members[schema.POINTS] = _npy_bytes(scan.points_lidar)
+            with times.stage("write"):
+                writer.write(key, members)
+            yield counts
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -1,8 +1,12 @@
 """The shard loader: 16-bit decoding, identical crop and flip, determinism, bad input."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from simlidar.pipeline import schema
 from simlidar.train import data
 from simlidar.train.errors import TrainError
 
@@ -68,3 +72,25 @@ def test_samples_without_a_teacher_have_an_empty_teacher_mask(tmp_path):
     urls = data.list_shards(write_ramp_shards(tmp_path / "shards", teacher=False))
     sample = next(iter(data.eval_stream(urls)))
     assert sample["teacher_valid"].sum() == 0 and np.all(sample["teacher"].numpy() == 0)
+
+
+def test_a_generated_sample_without_teacher_png_takes_its_dense_teacher_depth():
+    dense = np.tile(np.array([2.0, 4.0, 8.0, 0.0], np.float32), (3, 1))
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    sample = {
+        "__key__": "photo-v0",
+        schema.IMAGE: jpeg_bytes(rgb),
+        schema.SPARSE: schema.encode_depth_png(np.zeros_like(dense)),
+        schema.DENSE: schema.encode_depth_png(dense),
+        schema.META: b'{"teacher": {"id": "depth-anything-v2-small", "output": "disparity"}}',
+    }
+    maps = data.decode_sample(sample)
+    # 1/2, 1/4, 1/8 m^-1 normalised to 0..1 on the valid pixels; no depth, no teacher.
+    assert np.allclose(maps["teacher"][0], [1.0, 1 / 3, 0.0, 0.0])
+    assert maps["teacher_valid"][0].tolist() == [True, True, True, False]
+
+
+def jpeg_bytes(rgb):
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    return buffer.getvalue()

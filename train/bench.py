@@ -99,3 +99,59 @@ def run_bench(shards, width, batch_size, crop_hw, steps, samples, device_name="a
     yield f"training:  {training:8.1f} samples/s (batch {batch_size}, crop {crop_hw[0]}x{crop_hw[1]})"
     yield f"workers needed to keep up: {math.ceil(training / per_worker)}"
     yield f"inference: {inference_fps(width, device):8.1f} frames/s at {KITTI_HW[0]}x{KITTI_HW[1]}, batch 1"
+
+
+# DA-V2 takes sides that are multiples of its 14-pixel patches: a KITTI-like frame.
+STUDENT_BENCH_HW = (350, 1218)
+
+
+def depth_anything_v2_small() -> torch.nn.Module:
+    """The Depth Anything V2 small architecture (ViT-S/14 DINOv2 backbone, DPT head; V2
+    takes the backbone's layers 3, 6, 9 and 12) with random weights: enough for timing."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+
+    backbone = {
+        "model_type": "dinov2",
+        "image_size": 518,
+        "hidden_size": 384,
+        "num_attention_heads": 6,
+        "out_indices": [3, 6, 9, 12],
+        "reshape_hidden_states": False,
+    }
+    return DepthAnythingForDepthEstimation(DepthAnythingConfig(backbone_config=backbone))
+
+
+@torch.inference_mode()
+def frames_per_second(forward, device: torch.device, frames: int) -> float:
+    """Frames/s of forward() (batch 1) after two warm-up calls."""
+    on_cuda = device.type == "cuda"
+    with torch.autocast(device.type, dtype=torch.float16, enabled=on_cuda):
+        for _ in range(2):
+            forward()
+        _synchronize(device)
+        started = time.perf_counter()
+        for _ in range(frames):
+            forward()
+        _synchronize(device)
+    return frames / (time.perf_counter() - started)
+
+
+def run_student_bench(width: int, bins: int, frames: int, device_name: str = "auto"):
+    """Parameters and frames/s of both bin students and of Depth Anything V2 small, side
+    by side at STUDENT_BENCH_HW, batch 1, one line at a time."""
+    from .student import BinStudent, StudentConfig
+
+    device = pick_device(device_name)
+    height, width_px = STUDENT_BENCH_HW
+    rgb = torch.rand(1, 3, height, width_px, device=device)
+    sparse = torch.rand(1, 1, height, width_px, device=device) * 80
+    yield f"device {device} ({torch.get_num_threads()} CPU threads); {height}x{width_px}, batch 1, {frames} frames"
+    yield f"{'model':40s} {'params (M)':>10s} {'frames/s':>9s}"
+    for student in ("mono", "completion"):
+        model = BinStudent(StudentConfig(student, width, bins=bins)).to(device).eval()
+        fps = frames_per_second(lambda model=model: model(rgb, sparse), device, frames)
+        name = f"student {student} (width {width}, {bins} bins)"
+        yield f"{name:40s} {parameter_count(model) / 1e6:10.2f} {fps:9.2f}"
+    teacher = depth_anything_v2_small().to(device).eval()
+    fps = frames_per_second(lambda: teacher(pixel_values=rgb), device, frames)
+    yield f"{'Depth Anything V2 small (random)':40s} {parameter_count(teacher) / 1e6:10.2f} {fps:9.2f}"

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 STAGES = ("pretrain", "finetune")
 LOSS_NAMES = ("l1", "l2")
+# completion: the depth-completion network (stage 1 / 2); bins-kd: a light student with a
+# depth-bin head, cross-interaction KD from the teacher (and view-relational KD).
+OBJECTIVES = ("completion", "bins-kd")
+STUDENTS = ("completion", "mono")
 DEFAULT_WIDTH = 32
 
 
@@ -28,6 +32,15 @@ class TrainConfig:
     ssi_weight: float = 0.1
     gradient_weight: float = 0.5
     trim: float = 0.0
+    objective: str = "completion"
+    student: str = "completion"
+    bins: int = 64
+    bin_range: tuple[float, float] = (0.5, 100.0)
+    temperature: float = 0.05
+    chamfer_weight: float = 0.1
+    kd_weight: float = 1.0
+    view_relational: bool = False
+    relational_weight: float = 1.0
     seed: int = 0
     workers: int = 4
     shuffle_buffer: int = 256

@@ -77,7 +77,8 @@ def check_shards(urls: list[str]) -> None:
 def decode_sample(sample: dict) -> dict:
     """Raw WebDataset sample (member name -> bytes) -> numpy maps: rgb (H, W, 3) uint8,
     sparse and dense (H, W) float32 metres, teacher (H, W) float32 0..1 and teacher_valid
-    (H, W) bool (all zero when the sample has no teacher), and the key."""
+    (H, W) bool (from teacher.png; for a generated sample without it, from its dense
+    teacher depth; all zero for real data with no teacher), and the key."""
     missing = [member for member in schema.REQUIRED_MEMBERS if member not in sample]
     if missing:
         raise TrainError(f"{sample.get('__url__', '?')}: sample {sample['__key__']!r} has no {', '.join(missing)}")
@@ -85,13 +86,15 @@ def decode_sample(sample: dict) -> dict:
         rgb = np.asarray(image.convert("RGB"))
     sparse = schema.decode_depth_png(sample[schema.SPARSE])
     dense = schema.decode_depth_png(sample[schema.DENSE])
+    meta = json.loads(sample[schema.META])
     if schema.TEACHER in sample:
         teacher, teacher_valid = schema.decode_relative_png(sample[schema.TEACHER])
+    elif isinstance(meta.get("teacher"), dict):
+        teacher, teacher_valid = relative_from_dense(dense)
     else:
         teacher, teacher_valid = np.zeros_like(dense), np.zeros(dense.shape, bool)
     if not (rgb.shape[:2] == sparse.shape == dense.shape == teacher.shape):
         raise TrainError(f"sample {sample['__key__']!r}: image and depth maps differ in size")
-    meta = json.loads(sample[schema.META])
     return {
         "key": sample["__key__"],
         "rgb": rgb,
@@ -101,6 +104,20 @@ def decode_sample(sample: dict) -> dict:
         "teacher_valid": teacher_valid,
         "meta": meta,
     }
+
+
+def relative_from_dense(dense_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's relative disparity of a generated sample, whose dense map is the
+    teacher's own depth in metres (a relative disparity mapped affinely, or a metric
+    depth scaled): 1 / dense, min-max normalised on valid pixels as in teacher.png.
+    Returns ((H, W) float32 in 0..1, (H, W) bool valid)."""
+    valid = dense_m > 0
+    disparity = np.where(valid, 1.0 / np.where(valid, dense_m, 1.0), 0.0)
+    if not valid.any():
+        return np.zeros_like(dense_m), valid
+    low, high = disparity[valid].min(), disparity[valid].max()
+    relative = np.where(valid, (disparity - low) / (high - low if high > low else 1.0), 0.0)
+    return relative.astype(np.float32), valid
 
 
 def crop_and_flip(maps: dict, crop_hw: tuple[int, int], rng: np.random.Generator) -> dict:
@@ -160,6 +177,90 @@ def _skip_and_augment(
         yield to_tensors(crop_and_flip({name: maps[name] for name in MAP_NAMES}, crop_hw, rng))
 
 
+def _scene_views(sample: dict) -> tuple[str | None, int]:
+    """(scene id, view index) from a sample's json; scene None for samples of no rig."""
+    meta = json.loads(sample[schema.META])
+    return meta.get("scene"), int(meta.get("rig", {}).get("view", 0))
+
+
+def _group_scenes(samples: Iterator[dict]) -> Iterator[list[dict]]:
+    """Consecutive samples of one scene (the writer puts a photo's rig views next to each
+    other) -> one list per scene, in view order. A scene of one view is an error: it has
+    no neighbour to relate to."""
+    group: list[dict] = []
+    scene = None
+
+    def finished() -> list[dict]:
+        if len(group) < 2:
+            raise TrainError(_one_view_message(group[0]["__key__"], scene, group[0].get("__url__", "?")))
+        return sorted(group, key=lambda sample: _scene_views(sample)[1])
+
+    for sample in samples:
+        sample_scene, _ = _scene_views(sample)
+        if sample_scene is None:
+            raise TrainError(_one_view_message(sample["__key__"], None, sample.get("__url__", "?")))
+        if group and sample_scene != scene:
+            yield finished()
+            group = []
+        group.append(sample)
+        scene = sample_scene
+    if group:
+        yield finished()
+
+
+def _one_view_message(key: str, scene: str | None, url: str) -> str:
+    where = f"scene {scene!r}" if scene is not None else f"sample {key!r} (no scene id)"
+    return (
+        f"{url}: {where} has a single view; --view-relational needs scenes of 2+ adjacent views: "
+        "make shards with `simlidar generate --rig virtual`"
+    )
+
+
+def check_scenes(urls: list[str]) -> None:
+    """Read the json members of the first local shard and fail on the first scene with a
+    single view (or a sample with no scene id): better now than inside a loader worker."""
+    local = [url for url in urls if Path(url).is_file()]
+    if not local:
+        return
+    with tarfile.open(local[0]) as tar:
+        samples = [
+            {
+                "__key__": Path(member.name).name.partition(".")[0],
+                "__url__": local[0],
+                schema.META: tar.extractfile(member).read(),
+            }
+            for member in tar.getmembers()
+            if member.name.endswith("." + schema.META)
+        ]
+    for _ in _group_scenes(iter(samples)):
+        pass
+
+
+def _skip_and_augment_scenes(
+    scenes: Iterator[list[dict]], batch_size: int, batches_done: int, crop_hw: tuple[int, int], seed: int
+) -> Iterator[dict]:
+    """_skip_and_augment for whole scenes: every view of a scene gets the same crop window
+    and flip; maps are stacked (V, C, H, W) and `neighbours` (V, V) marks adjacent views."""
+    rank, _, worker, num_workers = wds.utils.pytorch_worker_info()
+    skipped = len(range(worker, batches_done, num_workers)) * batch_size
+    for index, scene in enumerate(islice(scenes, skipped, None), start=skipped):
+        views = []
+        neighbours = torch.zeros(len(scene), len(scene))
+        for position, sample in enumerate(scene):
+            maps = decode_sample(sample)
+            rng = np.random.default_rng([seed, rank, worker, index])
+            views.append(to_tensors(crop_and_flip({name: maps[name] for name in MAP_NAMES}, crop_hw, rng)))
+            for other in maps["meta"]["rig"].get("neighbours", []):
+                if other < len(scene):
+                    neighbours[position, other] = neighbours[other, position] = 1
+        yield {**{name: torch.stack([view[name] for view in views]) for name in MAP_NAMES}, "neighbours": neighbours}
+
+
+def flatten_scenes(batch: dict) -> dict:
+    """A batch of scenes (S, V, C, H, W) -> views (S * V, C, H, W); neighbours stay (S, V, V)."""
+    return {name: tensor if name == "neighbours" else tensor.flatten(0, 1) for name, tensor in batch.items()}
+
+
 def train_stream(
     urls: list[str],
     batch_size: int,
@@ -167,8 +268,20 @@ def train_stream(
     seed: int,
     batches_done: int = 0,
     shuffle_buffer: int = 256,
+    scenes: bool = False,
 ) -> wds.DataPipeline:
-    """The endless training pipeline, one sample at a time (the DataLoader batches)."""
+    """The endless training pipeline, one sample at a time (the DataLoader batches);
+    scenes: one scene (all its views) at a time instead, for view-relational training."""
+    if scenes:
+        return wds.DataPipeline(
+            partial(_endless_shards, urls, seed),
+            wds.split_by_node,
+            wds.split_by_worker,
+            wds.tarfile_to_samples(),
+            wds.pipelinefilter(_group_scenes)(),
+            wds.shuffle(shuffle_buffer, min(shuffle_buffer, 64), seed=seed),
+            wds.pipelinefilter(_skip_and_augment_scenes)(batch_size, batches_done, tuple(crop_hw), seed),
+        )
     return wds.DataPipeline(
         partial(_endless_shards, urls, seed),
         wds.split_by_node,
@@ -204,12 +317,13 @@ def train_loader(
     workers: int,
     batches_done: int = 0,
     shuffle_buffer: int = 256,
+    scenes: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """Batches of cropped samples, forever. At most one worker per shard of this node,
-    so that no worker is left without data."""
+    """Batches of cropped samples (scenes: of batch_size whole scenes), forever. At most
+    one worker per shard of this node, so that no worker is left without data."""
     rank, world_size, _, _ = wds.utils.pytorch_worker_info()
     workers = max(0, min(workers, len(urls[rank::world_size])))
-    stream = train_stream(urls, batch_size, crop_hw, seed, batches_done, shuffle_buffer)
+    stream = train_stream(urls, batch_size, crop_hw, seed, batches_done, shuffle_buffer, scenes)
     return torch.utils.data.DataLoader(
         stream,
         batch_size=batch_size,

@@ -4,6 +4,10 @@
     finetune: the same on the real (semi-dense) ground truth
               + ssi_weight * SSI(1 / prediction, teacher disparity) where the ground
               truth is missing and the teacher has a value.
+    --objective bins-kd (a light student with a depth-bin head, see student.py):
+              L1 (or L2) on the dense target + chamfer_weight * chamfer(centres, target)
+              + kd_weight * KL(teacher bin probabilities || student's) (distill.py)
+              [+ relational_weight * view relations of adjacent views, --view-relational].
 
 A run lives in one folder: config.json, log.csv, last.pt. Running the same command
 again resumes from last.pt, exactly where it stopped (Ctrl-C saves first).
@@ -23,14 +27,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import data
+from .bins import chamfer_loss, check_bins
 from .checkpoint import EMA, load_checkpoint, model_from_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import DEFAULT_WIDTH, FREE_TO_CHANGE, STAGES, TrainConfig
+from .config import DEFAULT_WIDTH, FREE_TO_CHANGE, OBJECTIVES, STAGES, STUDENTS, TrainConfig
+from .distill import cross_interaction_kd, teacher_features, view_relational_loss
 from .errors import TrainError
 from .losses import SSILoss, depth_to_disparity, masked_l1, masked_l2, multiscale
 from .metrics import image_metrics, mean_metrics
 from .model import DepthCompletionNet, ModelConfig
+from .student import DEFAULT_STUDENT_WIDTH, BinStudent, StudentConfig, is_student_checkpoint, student_from_checkpoint
 
 LOSSES = {"l1": masked_l1, "l2": masked_l2}
+# The loss parts each objective logs (log.csv columns).
+LOSS_PARTS = {"completion": ("supervised", "ssi"), "bins-kd": ("supervised", "chamfer", "kd", "relational")}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -54,10 +63,24 @@ def _check(config: TrainConfig) -> None:
         raise TrainError("--steps, --batch-size and --crop must be positive")
     if not 0 <= config.trim < 1 or not 0 <= config.ema < 1:
         raise TrainError("--trim and --ema must lie in [0, 1)")
+    if config.objective not in OBJECTIVES:
+        raise TrainError(f"unknown objective {config.objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if config.student not in STUDENTS:
+        raise TrainError(f"unknown student {config.student!r}: use one of {', '.join(STUDENTS)}")
+    if config.view_relational and config.objective != "bins-kd":
+        raise TrainError("--view-relational distils into a bin student: add --objective bins-kd")
+    if config.objective == "bins-kd":
+        check_bins(config.bins)
+        if not 0 < config.bin_range[0] < config.bin_range[1]:
+            raise TrainError(f"--bin-range must be 0 < MIN < MAX metres (got {config.bin_range})")
+        if config.temperature <= 0:
+            raise TrainError(f"--temperature must be positive (got {config.temperature})")
 
 
-def compute_loss(config: TrainConfig, outputs: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict]:
-    """The stage's loss and its parts (floats, for the log)."""
+def compute_loss(config: TrainConfig, outputs, batch: dict) -> tuple[torch.Tensor, dict]:
+    """The stage's (or objective's) loss and its parts (floats, for the log)."""
+    if config.objective == "bins-kd":
+        return bins_kd_loss(config, outputs, batch)
     target = batch["dense"]
     mask = (target > 0).to(target.dtype)
     supervised = multiscale(LOSSES[config.loss], outputs, target, mask)
@@ -66,6 +89,62 @@ def compute_loss(config: TrainConfig, outputs: list[torch.Tensor], batch: dict) 
     ssi_mask = batch["teacher_valid"] * (1 - mask)
     ssi = SSILoss(config.trim, config.gradient_weight)(depth_to_disparity(outputs[0]), batch["teacher"], ssi_mask)
     return supervised + config.ssi_weight * ssi, {"supervised": supervised.item(), "ssi": ssi.item()}
+
+
+def bins_kd_loss(config: TrainConfig, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict]:
+    """A bin student's loss: metric depth and centres from the ground truth, bin
+    probabilities from the teacher, relations of adjacent views (batch["neighbours"]
+    (S, V, V): the S * V samples are S scenes of V views)."""
+    target = batch["dense"]
+    mask = (target > 0).to(target.dtype)
+    centres, logits = outputs["centres"], outputs["logits"]
+    parts = {
+        "supervised": LOSSES[config.loss](outputs["depth"][0], target, mask),
+        "chamfer": chamfer_loss(centres, target, mask),
+        "kd": cross_interaction_kd(logits, centres, batch["teacher"], batch["teacher_valid"], config.temperature),
+        "relational": target.new_zeros(()),
+    }
+    if config.view_relational:
+        scene_views = batch["neighbours"].shape[:2]
+        teacher = teacher_features(batch["teacher"], batch["teacher_valid"], centres, config.temperature)
+        parts["relational"] = view_relational_loss(
+            outputs["features"].unflatten(0, scene_views), teacher.unflatten(0, scene_views), batch["neighbours"]
+        )
+    loss = (
+        parts["supervised"]
+        + config.chamfer_weight * parts["chamfer"]
+        + config.kd_weight * parts["kd"]
+        + config.relational_weight * parts["relational"]
+    )
+    return loss, {name: part.item() for name, part in parts.items()}
+
+
+def new_model(config: TrainConfig) -> torch.nn.Module:
+    """A freshly initialised model for the run's objective."""
+    if config.objective == "bins-kd":
+        width = config.width or DEFAULT_STUDENT_WIDTH
+        low, high = config.bin_range
+        return BinStudent(StudentConfig(config.student, width, bins=config.bins, min_depth=low, max_depth=high))
+    return DepthCompletionNet(ModelConfig(width=config.width or DEFAULT_WIDTH))
+
+
+def load_model(checkpoint: dict, path, width: int | None = None, ema: bool = True) -> torch.nn.Module:
+    """A checkpoint's model, completion network or bin student."""
+    if is_student_checkpoint(checkpoint):
+        return student_from_checkpoint(checkpoint, path, width, ema)
+    return model_from_checkpoint(checkpoint, path, width, ema)
+
+
+def predicted_depth(outputs) -> torch.Tensor:
+    """The full-resolution depth (B, 1, H, W) of either model's outputs."""
+    return outputs["depth"][0] if isinstance(outputs, dict) else outputs[0]
+
+
+def _as_float(outputs):
+    """Depth maps in float32 for the loss (autocast may have made them half)."""
+    if isinstance(outputs, dict):
+        return {**outputs, "depth": [o.float() for o in outputs["depth"]]}
+    return [o.float() for o in outputs]
 
 
 def _resolve_start(config: TrainConfig, out: Path):
@@ -79,17 +158,17 @@ def _resolve_start(config: TrainConfig, out: Path):
             for field in fields(config)
             if field.name not in FREE_TO_CHANGE
             and field.name != "width"
-            and _jsonable(saved.get(field.name)) != _jsonable(getattr(config, field.name))
+            and _jsonable(saved.get(field.name, field.default)) != _jsonable(getattr(config, field.name))
         ]
         if changed:
             raise TrainError(
                 f"{out} holds a run with other options ({'; '.join(changed)}): "
                 "use the same options to resume, or another --out"
             )
-        return model_from_checkpoint(checkpoint, last, config.width, ema=False), checkpoint
+        return load_model(checkpoint, last, config.width, ema=False), checkpoint
     if config.init is not None:
-        return model_from_checkpoint(load_checkpoint(config.init), config.init, config.width), None
-    return DepthCompletionNet(ModelConfig(width=config.width or DEFAULT_WIDTH)), None
+        return load_model(load_checkpoint(config.init), config.init, config.width), None
+    return new_model(config), None
 
 
 def _jsonable(value):
@@ -103,6 +182,8 @@ def train(config: TrainConfig, stop_at: int | None = None, progress: bool = True
     out = Path(config.out)
     urls = data.list_shards(config.shards)
     data.check_shards(urls)
+    if config.view_relational:
+        data.check_scenes(urls)
     device = pick_device(config.device)
     on_cuda = device.type == "cuda"
     torch.manual_seed(config.seed)
@@ -144,10 +225,17 @@ def train(config: TrainConfig, stop_at: int | None = None, progress: bool = True
 
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     loader = data.train_loader(
-        urls, config.batch_size, config.crop, config.seed, config.workers, step, config.shuffle_buffer
+        urls,
+        config.batch_size,
+        config.crop,
+        config.seed,
+        config.workers,
+        step,
+        config.shuffle_buffer,
+        scenes=config.view_relational,
     )
     log_path = out / "log.csv"
-    columns = ["step", "loss", "supervised", "ssi", "lr", "samples_per_s", "elapsed_s"]
+    columns = ["step", "loss", *LOSS_PARTS[config.objective], "lr", "samples_per_s", "elapsed_s"]
     new_log = not log_path.is_file() or resume is None
     row: dict = {}
     with (
@@ -162,11 +250,13 @@ def train(config: TrainConfig, stop_at: int | None = None, progress: bool = True
         try:
             while step < end:
                 batch = {name: tensor.to(device, non_blocking=True) for name, tensor in next(batches).items()}
+                if config.view_relational:
+                    batch = data.flatten_scenes(batch)
                 rgb = batch["rgb"].contiguous(memory_format=memory_format)
                 sparse = batch["sparse"].contiguous(memory_format=memory_format)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=on_cuda):
                     outputs = model(rgb, sparse)
-                loss, parts = compute_loss(config, [o.float() for o in outputs], batch)
+                loss, parts = compute_loss(config, _as_float(outputs), batch)
                 if not torch.isfinite(loss):
                     raise TrainError(f"loss became {loss.item()} at step {step}: lower --lr or check the shards")
                 optimizer.zero_grad(set_to_none=True)
@@ -179,15 +269,14 @@ def train(config: TrainConfig, stop_at: int | None = None, progress: bool = True
                 if ema is not None:
                     ema.update(model)
                 step += 1
-                window_samples += config.batch_size
+                window_samples += len(batch["rgb"])
                 bar.update(1)
                 if step % config.log_every == 0 or step == end:
                     now = time.perf_counter()
                     row = {
                         "step": step,
                         "loss": f"{loss.item():.6g}",
-                        "supervised": f"{parts['supervised']:.6g}",
-                        "ssi": f"{parts['ssi']:.6g}",
+                        **{name: f"{parts[name]:.6g}" for name in LOSS_PARTS[config.objective]},
                         "lr": f"{scheduler.get_last_lr()[0]:.6g}",
                         "samples_per_s": f"{window_samples / (now - window_start):.2f}",
                         "elapsed_s": f"{now - started:.1f}",
@@ -220,14 +309,14 @@ def evaluate(
     data.check_shards(urls)
     device = pick_device(device_name)
     checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, checkpoint_path, ema=use_ema).to(device).eval()
+    model = load_model(checkpoint, checkpoint_path, ema=use_ema).to(device).eval()
     out_dir = Path(out)
     (out_dir / "previews").mkdir(parents=True, exist_ok=True)
     per_image = []
     loader = torch.utils.data.DataLoader(data.eval_stream(urls), batch_size=None)
     with torch.inference_mode():
         for sample in tqdm(loader, disable=not progress, unit="image"):
-            prediction = model(sample["rgb"][None].to(device), sample["sparse"][None].to(device))[0]
+            prediction = predicted_depth(model(sample["rgb"][None].to(device), sample["sparse"][None].to(device)))
             prediction_m = prediction[0, 0].float().cpu().numpy()
             gt_m = sample["dense"][0].numpy()
             metrics = image_metrics(prediction_m, gt_m)
