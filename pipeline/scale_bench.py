@@ -1,6 +1,6 @@
-"""`simlidar bench --scaling`: how the runner scales. Parallel efficiency of N Ray
-workers against one on the same shards, and peak memory of a run over 100 and over
-1000 photos (it must not grow with the input count)."""
+"""`simlidar bench --scaling`: how the runner scales. Listing a million input paths,
+parallel efficiency of N Ray workers against one on the same shards, and peak memory
+of a run over 100 and over 1000 photos (it must not grow with the input count)."""
 
 from __future__ import annotations
 
@@ -96,10 +96,24 @@ def peak_memory(scene: Path, photos: int, work_dir: Path) -> int:
     return int(result.stdout.split()[-1])
 
 
+def listing_seconds(work_dir: Path, count: int = 1_000_000) -> float:
+    """Seconds to list `count` inputs from a text file of paths (sorted, keys made)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    listing = work_dir / "inputs.txt"
+    listing.write_text("".join(f"set{index % 997:03d}/photo_{index:07d}.jpg\n" for index in range(count)))
+    started = time.perf_counter()
+    items, _ = list_inputs(str(listing))
+    seconds = time.perf_counter() - started
+    if len(items) != count:
+        raise RuntimeError(f"listed {len(items)} of {count} paths")
+    return seconds
+
+
 def print_scaling(images: Path, workers: int) -> None:
     workers = workers or os.cpu_count() or 1
     street, yard = images / "street_kitti.jpg", images / "yard.jpg"
     with tempfile.TemporaryDirectory(prefix="simlidar-bench-") as work:
+        click.echo(f"listing: 1,000,000 paths from a list file in {listing_seconds(Path(work) / 'listing'):.1f} s")
         result = parallel_efficiency(street, workers, 8 * workers, Path(work) / "parallel")
         one, many = result["seconds"][1], result["seconds"][workers]
         speedup = one / many

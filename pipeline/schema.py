@@ -34,6 +34,8 @@ DEPTH_SCALE = 256.0
 MAX_DEPTH_M = np.iinfo(np.uint16).max / DEPTH_SCALE
 
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+_SEPARATORS = re.compile(r"[\\/]")
+_OTHER_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def encode_depth_png(depth_m: np.ndarray) -> bytes:
@@ -97,5 +99,5 @@ def is_valid_key(key: str) -> bool:
 def sanitize_key(text: str) -> str:
     """Map a relative path (without its extension) to a key: path separators become
     '__', every other character outside [A-Za-z0-9_-] becomes '_'."""
-    parts = [re.sub(r"[^A-Za-z0-9_-]", "_", part) for part in re.split(r"[\\/]", text) if part]
-    return "__".join(parts) or "_"
+    parts = [part for part in _SEPARATORS.split(text) if part]
+    return _OTHER_CHARACTERS.sub("_", "__".join(parts)) or "_"
