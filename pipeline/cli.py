@@ -31,7 +31,7 @@ def _parse_intrinsics_option(context, parameter, value):
 
 def _absolute_rig(rig: str) -> str:
     """A rig file made absolute (presets stay names), for the same reason as --images."""
-    return os.path.abspath(rig) if rig.endswith(".toml") else rig
+    return os.path.abspath(rig) if rig.endswith((".toml", ".json")) else rig
 
 
 def _absolute_source(images: str) -> str:
@@ -136,7 +136,9 @@ def cli() -> None:
     show_default=False,
     callback=lambda context, parameter, value: _absolute_rig(value),
     help="Split each photo into the overlapping virtual cameras of a rig (one LiDAR scan serves them all): "
-    "virtual (3 cameras of half the photo's field of view), virtual2, virtual5, or a rig .toml file [default: none].",
+    "virtual (3 cameras of half the photo's field of view), virtual2, virtual5, or a rig .toml file; or a real "
+    "rig's calibration .json (cameras' K, image_size, T_rig_cam and the LiDAR's T_rig_lidar), --images being its "
+    "folder of CAMERA/FRAME.jpg: one scan per frame for all cameras [default: none].",
 )
 @click.option(
     "--fov", "fov_deg", default=None, type=float, help="Horizontal field of view (deg) for photos with no intrinsics."

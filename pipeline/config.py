@@ -22,6 +22,7 @@ from simlidar.teachers import check_teacher_name, depth_conversion, known_teache
 
 from .errors import PipelineError
 from .mesh import METHODS, MeshOptions
+from .real_rig import is_calibration, load_calibration
 from .rig import load_rig
 
 TEACHERS = known_teachers()
@@ -82,6 +83,10 @@ class GenerateConfig:
             (self.shard_size >= 1, "--shard-size must be at least 1"),
             (self.views >= 1, "--views must be at least 1"),
             (self.rig == "" or self.views == 1, "--rig makes one LiDAR scan per photo for all views: keep --views 1"),
+            (
+                not (is_calibration(self.rig) and (self.mount or self.intrinsics)),
+                "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop --mount and --intrinsics",
+            ),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
             (self.seed >= 0, "--seed must not be negative"),
             (self.max_depth_jump > 0, "--max-depth-jump must be positive"),
@@ -120,7 +125,7 @@ class GenerateConfig:
         parse_policy(self.intrinsics_policy, self.fov_deg)
         parse_fov_range(self.fov_range)
         if self.rig:
-            load_rig(self.rig)
+            (load_calibration if is_calibration(self.rig) else load_rig)(self.rig)
 
     @property
     def mesh_options(self) -> MeshOptions:

@@ -62,11 +62,11 @@ def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
     if glob.has_magic(source):
         root = _glob_root(source)
         matches = glob.iglob(source, recursive=True)
-        return _items(root, [m for m in matches if _is_image_name(os.path.basename(m)) and os.path.isfile(m)]), root
+        return _items(root, [m for m in matches if is_image_name(os.path.basename(m)) and os.path.isfile(m)]), root
     if path.is_dir():
         return list_images(path), path
     if path.is_file():
-        if _is_image_name(path.name):
+        if is_image_name(path.name):
             raise PipelineError(f"--images {path} is one photo; give its folder, a glob or a text file of paths")
         return _items(path.parent, _paths_from_list(path)), path.parent
     raise PipelineError(f"--images {source} does not exist (give a folder, a glob or a text file of paths)")
@@ -84,12 +84,12 @@ def list_images(root: Path) -> list[SourceItem]:
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         relfolder = os.path.relpath(folder, root)
         for name in files:
-            if _is_image_name(name):
+            if is_image_name(name):
                 relpaths.append(name if relfolder == "." else f"{relfolder}/{name}".replace(os.sep, "/"))
     return _items_from_relpaths(root, relpaths)
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
     lowered = name.lower()
     return (
         not name.startswith(".")
@@ -129,10 +129,10 @@ def _items(root: Path, paths: list[str]) -> list[SourceItem]:
 
 def _items_from_relpaths(root: Path, relpaths: list[str]) -> list[SourceItem]:
     relpaths = sorted(relpaths)
-    return [SourceItem(str(root), relpath, key) for relpath, key in zip(relpaths, _unique_keys(relpaths), strict=True)]
+    return [SourceItem(str(root), relpath, key) for relpath, key in zip(relpaths, unique_keys(relpaths), strict=True)]
 
 
-def _unique_keys(relpaths: list[str]) -> list[str]:
+def unique_keys(relpaths: list[str]) -> list[str]:
     """Sanitised keys; paths whose keys would collide get a hash of the path appended."""
     keys = [sanitize_key(os.path.splitext(relpath)[0]) for relpath in relpaths]
     owners = defaultdict(list)

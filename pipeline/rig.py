@@ -107,7 +107,9 @@ def load_rig(spec: str) -> Rig:
         return check_rig(PRESETS[spec])
     path = Path(spec)
     if path.suffix != ".toml":
-        raise PipelineError(f"unknown rig {spec!r}; presets: {', '.join(PRESETS)} (or a path to a .toml file)")
+        raise PipelineError(
+            f"unknown rig {spec!r}; presets: {', '.join(PRESETS)} (or a rig .toml, or a real rig's calibration .json)"
+        )
     try:
         record = tomllib.loads(path.read_text())
     except OSError as error:

@@ -17,6 +17,7 @@ from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
 from .manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
 from .reader import IMAGE_SUFFIXES, list_inputs
+from .real_rig import is_calibration, list_frames, load_calibration
 from .teacher_cache import build_teacher
 from .worker import plan_shards
 
@@ -49,7 +50,11 @@ def generate(
     """
     started = time.time()
     sensor = config.sensor_model()
-    items, root = list_inputs(config.images)
+    if is_calibration(config.rig):
+        root = Path(config.images)
+        items = list_frames(root, load_calibration(config.rig))
+    else:
+        items, root = list_inputs(config.images)
     items = items[: config.limit]
     if not items:
         raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")

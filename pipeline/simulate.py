@@ -24,7 +24,8 @@ from .timing import StageTimes
 class Scan:
     """sparse_depth_m: (H, W) float32 camera z (m), 0 = no return.
     points_lidar: (N, 5) float32 (x, y, z, intensity, ring) in the LiDAR frame.
-    counts: rays fired, rays that can reach the image, rays cast (with sub-rays), beams
+    points_scene: (N, 3) float64 the same returns in the scene's frame (m).
+    counts: rays fired, rays that can reach an image, rays cast (with sub-rays), beams
     with a hit in range, points returned after the return effects, pixels filled.
     phase: the frame's random start (azimuth phase or start time), for the sample json."""
 
@@ -32,21 +33,54 @@ class Scan:
     points_lidar: np.ndarray
     counts: dict[str, int]
     phase: dict[str, float]
+    points_scene: np.ndarray
 
 
-def sample_reflectance(points_cam: np.ndarray, reflectance: np.ndarray | None, K: np.ndarray) -> np.ndarray:
-    """Reflectance (N,) in [0, 1] at the pixels where points (N, 3, camera frame, m)
-    project in the (H, W) reflectance image; UNIFORM_REFLECTANCE outside it or without one."""
-    values = np.full(len(points_cam), UNIFORM_REFLECTANCE)
-    if reflectance is None or not len(points_cam):
-        return values
-    height, width = reflectance.shape
+@dataclass(frozen=True)
+class ScanCamera:
+    """A camera a scan serves: K (3, 3) pixels, its size, T_cam_scene (4, 4) from the
+    scene's frame into its own (None: the scene's frame is this camera's) and the
+    reflectance (H, W) in [0, 1] its image gives (None: uniform)."""
+
+    K: np.ndarray
+    width: int
+    height: int
+    T_cam_scene: np.ndarray | None = None
+    reflectance: np.ndarray | None = None
+
+    def from_scene(self, points_scene: np.ndarray) -> np.ndarray:
+        """(N, 3) points in the scene's frame (m) -> in this camera's."""
+        if self.T_cam_scene is None:
+            return points_scene
+        return points_scene @ self.T_cam_scene[:3, :3].T + self.T_cam_scene[:3, 3]
+
+    def directions_from_scene(self, directions_scene: np.ndarray) -> np.ndarray:
+        """(N, 3) directions in the scene's frame -> in this camera's."""
+        return directions_scene if self.T_cam_scene is None else directions_scene @ self.T_cam_scene[:3, :3].T
+
+
+def _pixels(points_cam: np.ndarray, K: np.ndarray, width: int, height: int):
+    """Pixel (u, v) (N,) float of points (N, 3, camera frame) and which land in the image in front."""
     z = points_cam[:, 2]
     safe_z = np.where(z > 1e-6, z, 1.0)
     u = np.floor(K[0, 0] * points_cam[:, 0] / safe_z + K[0, 2] + 0.5)
     v = np.floor(K[1, 1] * points_cam[:, 1] / safe_z + K[1, 2] + 0.5)
-    inside = (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    values[inside] = reflectance[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    return u, v, (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+
+
+def sample_reflectance(points_scene: np.ndarray, cameras: list[ScanCamera]) -> np.ndarray:
+    """Reflectance (N,) in [0, 1] of points (N, 3, scene frame, m): at the pixel where
+    each lands in the first camera (in order) whose image holds it; UNIFORM_REFLECTANCE
+    outside every image or where the cameras give none."""
+    values = np.full(len(points_scene), UNIFORM_REFLECTANCE)
+    unseen = np.ones(len(points_scene), dtype=bool)
+    for camera in cameras:
+        if camera.reflectance is None or not unseen.any():
+            continue
+        u, v, inside = _pixels(camera.from_scene(points_scene), camera.K, camera.width, camera.height)
+        take = inside & unseen
+        values[take] = camera.reflectance[v[take].astype(np.int64), u[take].astype(np.int64)]
+        unseen &= ~take
     return values
 
 
@@ -69,37 +103,64 @@ def simulate_scan(
     effect model). reflectance: (H, W) in [0, 1], e.g. the photo's luma; the intensity of a
     point is its reflectance x cos(incidence) / range^2, normalised by intensity_from_signal.
     """
+    return simulate_rig_scan(
+        scene, [ScanCamera(K, width, height, reflectance=reflectance)], sensor, T_cam_lidar, rng, times, threads
+    )
+
+
+def simulate_rig_scan(
+    scene: MeshScene,
+    cameras: list[ScanCamera],
+    sensor: Sensor,
+    T_scene_lidar: np.ndarray,
+    rng: np.random.Generator,
+    times: StageTimes | None = None,
+    threads: int = 0,
+) -> Scan:
+    """One frame of `sensor` placed at `T_scene_lidar` (4, 4) in `scene` (any frame, m)
+    serving several cameras: only beams that can reach one of the cameras' images are
+    cast; a hit's reflectance comes from the first camera that sees it. sparse_depth_m is
+    the first camera's; the others project points_scene themselves (own z-buffer)."""
     times = times or StageTimes()
     effects = sensor.effects
     with times.stage("rays"):
         firing = sensor.fire(rng)
-        rotation_cam_lidar, origin_cam = T_cam_lidar[:3, :3], T_cam_lidar[:3, 3]
-        directions_cam = firing.directions_lidar @ rotation_cam_lidar.T
-        toward_image = rays_reaching_frustum(
-            origin_cam, directions_cam, K, width, height, sensor.min_range_m, sensor.max_range_m
-        )
-        beams_cam = directions_cam[toward_image]
-        sub_rays_cam = sub_ray_directions(beams_cam, effects.divergence_mrad * 1e-3, effects.active_sub_rays)
-        beams, sub_rays = sub_rays_cam.shape[:2]
-        flat_cam = sub_rays_cam.reshape(-1, 3)
+        rotation_scene_lidar, origin_scene = T_scene_lidar[:3, :3], T_scene_lidar[:3, 3]
+        directions_scene = firing.directions_lidar @ rotation_scene_lidar.T
+        toward_image = np.zeros(len(directions_scene), dtype=bool)
+        for camera in cameras:
+            toward_image |= rays_reaching_frustum(
+                camera.from_scene(origin_scene[None])[0],
+                camera.directions_from_scene(directions_scene),
+                camera.K,
+                camera.width,
+                camera.height,
+                sensor.min_range_m,
+                sensor.max_range_m,
+            )
+        beams_scene = directions_scene[toward_image]
+        sub_rays_scene = sub_ray_directions(beams_scene, effects.divergence_mrad * 1e-3, effects.active_sub_rays)
+        beams, sub_rays = sub_rays_scene.shape[:2]
+        flat_scene = sub_rays_scene.reshape(-1, 3)
     with times.stage("cast"):
-        hits = scene.cast(origin_cam, flat_cam, threads=threads)
+        hits = scene.cast(origin_scene, flat_scene, threads=threads)
     with times.stage("project"):
         in_range = np.isfinite(hits.t) & (hits.t >= sensor.min_range_m) & (hits.t <= sensor.max_range_m)
         range_m = np.where(in_range, hits.t, np.inf)
-        hit_points_cam = origin_cam + flat_cam[in_range] * hits.t[in_range, None]
-        signal = np.zeros(len(flat_cam))
+        hit_points_scene = origin_scene + flat_scene[in_range] * hits.t[in_range, None]
+        signal = np.zeros(len(flat_scene))
         signal[in_range] = signal_strength(
-            sample_reflectance(hit_points_cam, reflectance, K),
-            np.abs(np.einsum("ij,ij->i", hits.normals[in_range], flat_cam[in_range])),
+            sample_reflectance(hit_points_scene, cameras),
+            np.abs(np.einsum("ij,ij->i", hits.normals[in_range], flat_scene[in_range])),
             hits.t[in_range],
         )
         returns = resolve_returns(range_m.reshape(beams, sub_rays), signal.reshape(beams, sub_rays), effects, rng)
         kept = np.isfinite(returns.range_m)
         distance = returns.range_m[kept]
         # A sensor reports every return along its beam's axis.
-        points_cam = origin_cam + beams_cam[kept] * distance[:, None]
-        sparse_depth_m, _ = sparse_depth_image(points_cam, K, width, height)
+        points_scene = origin_scene + beams_scene[kept] * distance[:, None]
+        first = cameras[0]
+        sparse_depth_m, _ = sparse_depth_image(first.from_scene(points_scene), first.K, first.width, first.height)
         points_lidar = np.column_stack(
             [
                 firing.directions_lidar[toward_image][kept] * distance[:, None],
@@ -110,9 +171,9 @@ def simulate_scan(
     counts = {
         "rays": int(len(firing.directions_lidar)),
         "rays_toward_image": int(toward_image.sum()),
-        "rays_cast": int(len(flat_cam)),
+        "rays_cast": int(len(flat_scene)),
         "hits": int(in_range.reshape(beams, sub_rays).any(axis=1).sum()),
         "points": int(kept.sum()),
         "sparse_pixels": int(np.count_nonzero(sparse_depth_m)),
     }
-    return Scan(sparse_depth_m=sparse_depth_m, points_lidar=points_lidar, counts=counts, phase=firing.phase)
+    return Scan(sparse_depth_m, points_lidar, counts, firing.phase, points_scene)

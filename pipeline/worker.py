@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from simlidar.sensors import MOUNTS, mount_pose, sample_mount_jitter
+from simlidar.sensors.camera import sparse_depth_image
 from simlidar.sensors.effects import luma
+from simlidar.sensors.mount import jittered_pose
 from simlidar.sensors.raycast import MeshScene
 from simlidar.teachers import (
     IntrinsicsError,
@@ -35,8 +37,9 @@ from . import schema
 from .config import GenerateConfig
 from .mesh import depth_to_mesh
 from .reader import BadImage, LoadedImage, SourceItem, load_image
+from .real_rig import Calibration, RigFrame, is_calibration, load_calibration, load_frame, merge_meshes
 from .rig import load_rig, render_view, rig_cameras
-from .simulate import simulate_scan
+from .simulate import ScanCamera, simulate_rig_scan, simulate_scan
 from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
 from .timing import StageTimes
 from .writer import ShardWriter
@@ -98,7 +101,9 @@ class ShardWorker:
         self.intrinsics_policy = parse_policy(config.intrinsics_policy, config.fov_deg)
         self.fov_range_deg = parse_fov_range(config.fov_range)
         self.cast_threads = cast_threads
-        self.rig = load_rig(config.rig) if config.rig else None
+        real = bool(config.rig) and is_calibration(config.rig)
+        self.rig = load_rig(config.rig) if config.rig and not real else None
+        self.calibration: Calibration | None = load_calibration(config.rig) if real else None
 
     def run(self, plan: ShardPlan, out_dir: Path, on_input: Callable[[], None] = lambda: None) -> dict:
         """Write `plan`'s tar and then its stats file (the pair marks the shard done)."""
@@ -111,23 +116,36 @@ class ShardWorker:
         teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, out_dir)))
         with ShardWriter(tar_path(out_dir, plan)) as writer:
             for start in range(0, len(plan.items), batch_size):
-                loaded: list[tuple[SourceItem, LoadedImage]] = []
+                loaded: list[tuple[SourceItem | RigFrame, list[tuple[Path, LoadedImage]]]] = []
                 for item in plan.items[start : start + batch_size]:
                     with times.stage("read"):
                         try:
-                            loaded.append((item, load_image(item.path, self.config.jpeg_quality)))
+                            loaded.append((item, self._load(item)))
                         except BadImage as error:
                             errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
                             on_input()
                 with times.stage("teacher"):
-                    predictions = teacher.predict([TeacherInput(item.path, image.rgb) for item, image in loaded])
-                for (item, image), prediction in zip(loaded, predictions, strict=False):
+                    predictions = teacher.predict(
+                        [TeacherInput(path, image.rgb) for _, images in loaded for path, image in images]
+                    )
+                position = 0
+                for item, images in loaded:
+                    item_predictions = predictions[position : position + len(images)]
+                    position += len(images)
                     try:
-                        if isinstance(prediction, TeacherError):
-                            raise prediction
-                        with times.stage("teacher"):
-                            prediction = to_metric(prediction, self.conversion, image_rng(self.config.seed, item.key))
-                        for counts in self._write_samples(item, image, prediction, writer, times):
+                        # Every camera of a frame draws the same conversion: one scale for the scene.
+                        metric = []
+                        for prediction in item_predictions:
+                            if isinstance(prediction, TeacherError):
+                                raise prediction
+                            with times.stage("teacher"):
+                                rng = image_rng(self.config.seed, item.key)
+                                metric.append(to_metric(prediction, self.conversion, rng))
+                        if self.calibration is not None:
+                            samples = self._write_frame_samples(item, images, metric, writer, times)
+                        else:
+                            samples = self._write_samples(item, images[0][1], metric[0], writer, times)
+                        for counts in samples:
                             point_counts.append(counts["points"])
                             sparse_pixels.append(counts["sparse_pixels"])
                     except (TeacherError, IntrinsicsError) as error:
@@ -152,6 +170,12 @@ class ShardWorker:
         }
         write_json_atomically(stats_path(out_dir, plan), stats)
         return stats
+
+    def _load(self, item: SourceItem | RigFrame) -> list[tuple[Path, LoadedImage]]:
+        """(path, image) of a photo, or of every camera of a real rig's frame."""
+        if self.calibration is not None:
+            return load_frame(item, self.calibration, self.config.jpeg_quality)
+        return [(item.path, load_image(item.path, self.config.jpeg_quality))]
 
     def _write_samples(self, item, image, prediction, writer: ShardWriter, times: StageTimes):
         config, sensor = self.config, self.sensor
@@ -249,22 +273,18 @@ class ShardWorker:
         scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, rng, times, self.cast_threads, reflectance)
         points_cam = scan.points_lidar[:, :3].astype(np.float64) @ T_cam_lidar[:3, :3].T + T_cam_lidar[:3, 3]
         cameras = rig_cameras(self.rig, K, width, height)
+        mount = self._mount_meta(translation_jitter, rotation_jitter)
         for camera in cameras:
             with times.stage("rig"):
                 view = render_view(camera, K, image.rgb, prediction.depth, points_cam)
             R_view_photo = camera.R_photo_view.T
             T_view_lidar = np.eye(4)
             T_view_lidar[:3] = R_view_photo @ T_cam_lidar[:3]
-            key = f"{item.key}-r{camera.index}"
-            counts = {**scan.counts, "sparse_pixels": int(np.count_nonzero(view.sparse_m))}
-            valid = view.dense_m > 0
-            disparity = np.where(valid, 1.0 / np.where(valid, view.dense_m, 1.0), 0.0)
             with times.stage("encode"):
-                teacher_png, low, high = schema.encode_relative_png(disparity, valid)
                 buffer = io.BytesIO()
                 Image.fromarray(view.rgb).save(buffer, format="JPEG", quality=config.jpeg_quality)
             meta = {
-                "key": key,
+                "key": f"{item.key}-r{camera.index}",
                 "scene": item.key,
                 "source_path": item.relpath,
                 "image_size": [camera.width, camera.height],
@@ -281,37 +301,122 @@ class ShardWorker:
                     "outside_pixels": view.outside_pixels,
                 },
                 "T_cam_lidar": T_view_lidar.tolist(),
+                "mount": mount,
+                "mesh": mesh.summary(),
+                "image_reencoded": True,
+            }
+            jpeg = buffer.getvalue()
+            yield self._write_rig_view(meta, jpeg, view.dense_m, view.sparse_m, scan, prediction, writer, times)
+
+    def _write_frame_samples(self, frame: RigFrame, images, predictions, writer: ShardWriter, times: StageTimes):
+        """A real rig's frame: every camera's teacher depth meshed and moved into the rig
+        frame, all of them ONE scene; ONE LiDAR scan from the calibration's T_rig_lidar
+        (plus the mount jitter) cast into it; per camera a sample `<frame key>-r<index>`
+        with its own image, dense depth and the scan's points in its own z-buffer."""
+        config, calibration = self.config, self.calibration
+        with times.stage("mesh"):
+            meshes = [
+                depth_to_mesh(prediction.depth, camera.K, config.mesh_options)
+                for camera, prediction in zip(calibration.cameras, predictions, strict=True)
+            ]
+        with times.stage("scene"):
+            scene = MeshScene(
+                *merge_meshes(
+                    [
+                        (mesh.vertices_cam, mesh.triangles, camera.T_rig_cam)
+                        for camera, mesh in zip(calibration.cameras, meshes, strict=True)
+                    ]
+                )
+            )
+        rng = sample_rng(config.seed, frame.key, 0, self.sensor.name)
+        translation_jitter, rotation_jitter = sample_mount_jitter(self.jitter, rng)
+        T_rig_lidar = jittered_pose(calibration.T_rig_lidar, translation_jitter, rotation_jitter)
+        scan_cameras = [
+            ScanCamera(
+                camera.K,
+                camera.width,
+                camera.height,
+                camera.T_cam_rig,
+                luma(image.rgb) if config.reflectance == "luma" else None,
+            )
+            for camera, (_, image) in zip(calibration.cameras, images, strict=True)
+        ]
+        scan = simulate_rig_scan(scene, scan_cameras, self.sensor, T_rig_lidar, rng, times, self.cast_threads)
+        mount = {**self._mount_meta(translation_jitter, rotation_jitter), "name": "calibration"}
+        for index, camera in enumerate(calibration.cameras):
+            scan_camera, (_, image), prediction = scan_cameras[index], images[index], predictions[index]
+            with times.stage("rig"):
+                sparse_m, _ = sparse_depth_image(
+                    scan_camera.from_scene(scan.points_scene), camera.K, camera.width, camera.height
+                )
+            R_rig_cam = camera.T_rig_cam[:3, :3]
+            neighbours = calibration.neighbours[index]
+            meta = {
+                "key": f"{frame.key}-r{index}",
+                "scene": frame.key,
+                "source_path": frame.images[index],
+                "image_size": [camera.width, camera.height],
+                "K": camera.K.tolist(),
+                "intrinsics_source": "calibration",
+                "rig": {
+                    "name": calibration.name,
+                    "camera": camera.name,
+                    "view": index,
+                    "views": len(calibration.cameras),
+                    "T_rig_cam": camera.T_rig_cam.tolist(),
+                    "T_rig_lidar": T_rig_lidar.tolist(),
+                    "neighbours": list(neighbours),
+                    # Directions of each neighbour's frame in this camera's, in the order of neighbours.
+                    "R_cam_neighbours": [
+                        (R_rig_cam.T @ calibration.cameras[other].T_rig_cam[:3, :3]).tolist() for other in neighbours
+                    ],
+                },
+                "T_cam_lidar": (scan_camera.T_cam_scene @ T_rig_lidar).tolist(),
+                "mount": mount,
+                "mesh": meshes[index].summary(),
+                "image_reencoded": image.reencoded,
+            }
+            yield self._write_rig_view(meta, image.jpeg, prediction.depth, sparse_m, scan, prediction, writer, times)
+
+    def _write_rig_view(self, meta: dict, jpeg: bytes, dense_m, sparse_m, scan, prediction, writer, times) -> dict:
+        """One camera of a rig (virtual or real) as a sample: `meta` (its own fields: key,
+        scene, K, rig, T_cam_lidar, ...) completed with the scan's counts and phase, the
+        sensor and teacher records; dense_m and sparse_m (H, W) metres; teacher.png, the
+        teacher's relative disparity in the view (for distillation). Returns the counts."""
+        counts = {**scan.counts, "sparse_pixels": int(np.count_nonzero(sparse_m))}
+        valid = dense_m > 0
+        disparity = np.where(valid, 1.0 / np.where(valid, dense_m, 1.0), 0.0)
+        with times.stage("encode"):
+            teacher_png, low, high = schema.encode_relative_png(disparity, valid)
+            meta = {
+                **meta,
                 "sensor": self._sensor_meta(),
-                "mount": self._mount_meta(translation_jitter, rotation_jitter),
                 **scan.phase,
                 "teacher": prediction.describe(),
                 "teacher_relative": {
                     "teacher": prediction.teacher,
                     "stored": "disparity",
-                    "from": "1 / dense: the teacher's depth resampled into the view",
+                    "from": "1 / dense: the teacher's depth in the view",
                     "normalisation": "min-max per image, 1..65535 = 0..1, 0 = none",
                     "min": low,
                     "max": high,
                 },
-                "seed": config.seed,
+                "seed": self.config.seed,
                 "view": 0,
-                "mesh": mesh.summary(),
                 "counts": counts,
-                "image_reencoded": True,
             }
-            with times.stage("encode"):
-                members = {
-                    schema.IMAGE: buffer.getvalue(),
-                    schema.SPARSE: schema.encode_depth_png(view.sparse_m),
-                    schema.DENSE: schema.encode_depth_png(view.dense_m),
-                    schema.TEACHER: teacher_png,
-                    schema.META: json.dumps(meta, sort_keys=True).encode(),
-                }
-                if config.save_points:
-                    members[schema.POINTS] = _npy_bytes(scan.points_lidar)
-            with times.stage("write"):
-                writer.write(key, members)
-            yield counts
+            members = {
+                schema.IMAGE: jpeg,
+                schema.SPARSE: schema.encode_depth_png(sparse_m),
+                schema.DENSE: schema.encode_depth_png(dense_m),
+                schema.TEACHER: teacher_png,
+                schema.META: json.dumps(meta, sort_keys=True).encode(),
+            }
+            if self.config.save_points:
+                members[schema.POINTS] = _npy_bytes(scan.points_lidar)
+        with times.stage("write"):
+            writer.write(meta["key"], members)
+        return counts
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -133,3 +133,16 @@ def mount_pose(
     T_cam_lidar[:3, :3] = R_CAM_LIDAR_NOMINAL @ rotation_from_roll_pitch_yaw(*roll_pitch_yaw_rad)
     T_cam_lidar[:3, 3] = position_cam_m
     return T_cam_lidar
+
+
+def jittered_pose(
+    T_frame_lidar: np.ndarray, translation_jitter_cam_m: np.ndarray, roll_pitch_yaw_jitter_rad: np.ndarray
+) -> np.ndarray:
+    """T_frame_lidar (4, 4) of a LiDAR mounted by calibration (e.g. in a rig's frame),
+    perturbed in its own frame by a sample_mount_jitter draw: the horizontal jitter on its
+    x and y axes, the height jitter on z, roll, pitch and yaw about x, y, z (as mount_pose
+    does for a camera mount)."""
+    jitter = np.eye(4)
+    jitter[:3, :3] = rotation_from_roll_pitch_yaw(*roll_pitch_yaw_jitter_rad)
+    jitter[:3, 3] = R_CAM_LIDAR_NOMINAL.T @ translation_jitter_cam_m
+    return T_frame_lidar @ jitter
