@@ -65,7 +65,8 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     default=DEFAULTS["objective"],
     type=click.Choice(OBJECTIVES),
     help="completion: the depth-completion network; bins-kd: distil the teacher into a light student with a "
-    "depth-bin head (metric bins from the ground truth, bin probabilities from the teacher's teacher.png).",
+    "depth-bin head (metric bins from the ground truth, bin probabilities from the teacher: teacher.png, "
+    "or a generated sample's dense teacher depth).",
 )
 @click.option(
     "--student",
