@@ -51,10 +51,10 @@ def generate(
     started = time.time()
     sensor = config.sensor_model()
     if is_calibration(config.rig):
-        root = Path(config.images)
+        root, unit = Path(config.images), "frame"
         items = list_frames(root, load_calibration(config.rig))
     else:
-        items, root = list_inputs(config.images)
+        (items, root), unit = list_inputs(config.images), "img"
     items = items[: config.limit]
     if not items:
         raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -77,7 +77,10 @@ def generate(
         "teacher_actors": teacher_actors,
     }
 
-    with _log_to(out_dir / LOG), _ProgressBar(len(items), finished_inputs, len(plans), len(pending), progress) as bar:
+    with (
+        _log_to(out_dir / LOG),
+        _ProgressBar(len(items), finished_inputs, len(plans), len(pending), progress, unit) as bar,
+    ):
         log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(plans), len(pending), run_info)
         if on_ray:
             failures = run_on_ray(config, pending, out_dir, bar, workers, address, teacher_actors)
@@ -98,11 +101,11 @@ def generate(
 
 
 class _ProgressBar:
-    """Images done (rate, ETA) with shards done as a postfix."""
+    """Inputs (photos or rig frames) done, with rate and ETA, and shards done as a postfix."""
 
-    def __init__(self, inputs: int, inputs_done: int, shards: int, pending_shards: int, enabled: bool):
+    def __init__(self, inputs: int, inputs_done: int, shards: int, pending_shards: int, enabled: bool, unit: str):
         self._bar = tqdm(
-            total=inputs, initial=inputs_done, unit="img", desc="generate", disable=not enabled, dynamic_ncols=True
+            total=inputs, initial=inputs_done, unit=unit, desc="generate", disable=not enabled, dynamic_ncols=True
         )
         self._shards_total = shards
         self._shards_done = shards - pending_shards

@@ -190,7 +190,8 @@ class HFTeacher:
         self._processor = None
 
     def cache_id(self, item: TeacherInput) -> str:
-        return f"{self.name}@{self.revision}:max{self.max_size}"
+        precision = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype is not None else "float32"
+        return f"{self.name}@{self.revision}:max{self.max_size}:{precision}"
 
     def load(self) -> None:
         """Load the image processor and the model onto the device (once)."""

@@ -62,9 +62,11 @@ def test_second_pass_reads_the_cache_and_calls_the_model_zero_times(teacher, for
         assert np.array_equal(fresh.depth, hit.depth) and hit.depth.dtype == np.float32
         assert (hit.kind, hit.teacher, hit.revision) == ("disparity", "depth-anything-v2-small", COMMIT)
         assert hit.conversion == fresh.conversion
-    # The entry is keyed by the file's bytes and the teacher: name, revision, --max-size.
+    # The entry is keyed by the file's bytes and the teacher: name, revision, --max-size, precision.
     entry = TeacherCache.entry_path(file_sha256(batch[0].path), teacher.cache_id(batch[0]))
-    assert entry.startswith(f"depth-anything-v2-small_{COMMIT}_max1536-") and entry.endswith(file_sha256(batch[0].path))
+    assert entry.startswith(f"depth-anything-v2-small_{COMMIT}_max1536_float32-") and entry.endswith(
+        file_sha256(batch[0].path)
+    )
     chunk = next((tmp_path / "cache" / entry).rglob("c/*/*"))
     assert chunk.stat().st_size < 48 * 64 * 4  # compressed
 

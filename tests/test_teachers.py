@@ -76,6 +76,8 @@ def test_hf_model_id_and_local_folder_with_declared_output(hub_cache, tmp_path):
     processor.save_pretrained(local)
     from_folder = load_teacher(f"hf:{local}", output="metric", device="cpu")
     assert from_folder.revision.startswith("local-") and from_folder.cache_id(None).startswith(f"hf:{local}@local-")
+    # fp16 and fp32 outputs differ, so the precision is part of what the cache is keyed by.
+    assert from_folder.cache_id(None).endswith(":max1536:float32")
     np.testing.assert_allclose(from_folder.predict(inputs((48, 80)))[0].depth, prediction.depth, rtol=1e-5)
 
 
