@@ -210,6 +210,13 @@ def cli() -> None:
     "unnamed keys are 0, 'none' turns it off.",
 )
 @click.option(
+    "--calibration-error",
+    default="none",
+    help="Per-view error of the recorded LiDAR-camera extrinsics, same keys as --mount-jitter: the scan is cast "
+    "from the true pose but projected (and recorded) with a pose off by up to these ranges, as in real datasets "
+    "(KITTI-like: roll=0.2,pitch=0.2,yaw=0.2,horizontal=0.02,height=0.02); 'none' = exact.",
+)
+@click.option(
     "--range-noise",
     "range_noise_m",
     default=None,

@@ -55,6 +55,7 @@ class GenerateConfig:
     poisson_depth: int = MeshOptions.poisson_depth
     poisson_trim_px: float = MeshOptions.poisson_trim_px
     mount_jitter: str = DEFAULT_MOUNT_JITTER
+    calibration_error: str = "none"
     range_noise_m: float | None = None
     drop_rate: float | None = None
     detection_range_m: float | None = None
@@ -117,8 +118,11 @@ class GenerateConfig:
                 raise PipelineError(message)
         try:
             parse_mount_jitter(self.mount_jitter)
+            calibration_error = parse_mount_jitter(self.calibration_error, "--calibration-error")
         except ValueError as error:
             raise PipelineError(str(error)) from None
+        if self.rig and any(asdict(calibration_error).values()):
+            raise PipelineError("--calibration-error is for single cameras; drop it or --rig")
         self.sensor_model()
         check_teacher_name(self.teacher, self.teacher_output)
         depth_conversion(self.depth_range, self.disparity_percentiles, self.sky_threshold, self.metric_scale)
@@ -143,6 +147,12 @@ class GenerateConfig:
     @property
     def jitter(self) -> MountJitter:
         return parse_mount_jitter(self.mount_jitter)
+
+    @property
+    def calibration_error_ranges(self) -> MountJitter | None:
+        """Ranges of the error of the recorded extrinsics, or None when they are exact."""
+        ranges = parse_mount_jitter(self.calibration_error, "--calibration-error")
+        return ranges if any(asdict(ranges).values()) else None
 
     def sensor_model(self) -> Sensor:
         """The sensor from --sensor with this run's return-effect and integration-time overrides."""

@@ -3,6 +3,7 @@ beam divergence), return effects, projection."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,3 +178,18 @@ def simulate_rig_scan(
         "sparse_pixels": int(np.count_nonzero(sparse_depth_m)),
     }
     return Scan(sparse_depth_m, points_lidar, counts, firing.phase, points_scene)
+
+
+def with_calibration_error(
+    scan: Scan, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int, T_error: np.ndarray
+) -> tuple[Scan, np.ndarray]:
+    """The scan as a real dataset records it: its extrinsic calibration is off by
+    `T_error` (4, 4, in the LiDAR's frame), so the returns, cast from the true pose
+    `T_cam_lidar` (4, 4), are projected into the (width x height) camera K (3, 3) with
+    the recorded pose T_cam_lidar @ T_error. Returns (scan with the recorded sparse
+    depth and pixel count, recorded T_cam_lidar (4, 4))."""
+    T_cam_lidar_recorded = T_cam_lidar @ T_error
+    points_cam = scan.points_lidar[:, :3].astype(np.float64) @ T_cam_lidar_recorded[:3, :3].T
+    sparse_depth_m, _ = sparse_depth_image(points_cam + T_cam_lidar_recorded[:3, 3], K, width, height)
+    counts = {**scan.counts, "sparse_pixels": int(np.count_nonzero(sparse_depth_m))}
+    return dataclasses.replace(scan, sparse_depth_m=sparse_depth_m, counts=counts), T_cam_lidar_recorded

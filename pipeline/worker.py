@@ -39,7 +39,7 @@ from .mesh import depth_to_mesh
 from .reader import BadImage, LoadedImage, SourceItem, load_image
 from .real_rig import Calibration, RigFrame, is_calibration, load_calibration, load_frame, merge_meshes
 from .rig import load_rig, render_view, rig_cameras
-from .simulate import ScanCamera, simulate_rig_scan, simulate_scan
+from .simulate import ScanCamera, simulate_rig_scan, simulate_scan, with_calibration_error
 from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
 from .timing import StageTimes
 from .writer import ShardWriter
@@ -94,6 +94,7 @@ class ShardWorker:
         self.sensor = config.sensor_model()
         self.mount = MOUNTS[config.mount or self.sensor.default_mount]
         self.jitter = config.jitter
+        self.calibration_error = config.calibration_error_ranges
         self.teacher = teacher or build_teacher(config)
         self.conversion = depth_conversion(
             config.depth_range, config.disparity_percentiles, config.sky_threshold, config.metric_scale
@@ -210,6 +211,11 @@ class ShardWorker:
             scan = simulate_scan(
                 scene, K, width, height, sensor, T_cam_lidar, rng, times, self.cast_threads, reflectance
             )
+            calibration = {}
+            if self.calibration_error is not None:
+                T_error = jittered_pose(np.eye(4), *sample_mount_jitter(self.calibration_error, rng))
+                calibration = {"T_cam_lidar_true": T_cam_lidar.tolist()}
+                scan, T_cam_lidar = with_calibration_error(scan, T_cam_lidar, K, width, height, T_error)
             key = f"{item.key}-v{view}"
             meta = {
                 "key": key,
@@ -218,6 +224,7 @@ class ShardWorker:
                 "K": K.tolist(),
                 "intrinsics_source": intrinsics_source,
                 "T_cam_lidar": T_cam_lidar.tolist(),
+                **calibration,
                 "sensor": self._sensor_meta(),
                 "mount": self._mount_meta(translation_jitter, rotation_jitter),
                 **scan.phase,

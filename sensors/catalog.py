@@ -271,9 +271,7 @@ def _spinning(spec: dict, path: Path, common: dict) -> SpinningLidar:
 def _risley(spec: dict, path: Path, common: dict) -> RisleyLidar:
     rotor_rpm = _numbers(spec, "prisms.rotor_rpm", path, -100_000.0, 100_000.0, 2)
     _check(0 not in rotor_rpm, path, "prisms.rotor_rpm", "must not hold a stopped rotor (0 rpm)")
-    _check(
-        rotor_rpm[0] != rotor_rpm[1], path, "prisms.rotor_rpm", "must differ (equal speeds trace a single circle)"
-    )
+    _check(rotor_rpm[0] != rotor_rpm[1], path, "prisms.rotor_rpm", "must differ (equal speeds trace a single circle)")
     wedges = _numbers(spec, "prisms.wedge_deg", path, 0.0, 60.0, 2)
     index = _field(spec, "prisms.refractive_index", float, path)
     _check(1.0 < index < 4.0, path, "prisms.refractive_index", f"must be in (1, 4), got {index}")

@@ -72,10 +72,11 @@ _JITTER_KEYS = {
 DEFAULT_MOUNT_JITTER = MountJitter().describe()
 
 
-def parse_mount_jitter(text: str) -> MountJitter:
+def parse_mount_jitter(text: str, option: str = "--mount-jitter") -> MountJitter:
     """'height=0.05,pitch=1' -> MountJitter (unnamed ranges are 0; 'none' is no jitter).
 
-    Raises ValueError with a one-line reason for an unknown key, a bad or negative value.
+    Raises ValueError with a one-line reason, naming `option`, for an unknown key, a bad
+    or negative value.
     """
     ranges = dict.fromkeys(_JITTER_KEYS.values(), 0.0)
     if text.strip().lower() in ("none", "0", ""):
@@ -85,15 +86,15 @@ def parse_mount_jitter(text: str) -> MountJitter:
         key = key.strip().lower()
         if key not in _JITTER_KEYS or not equals:
             raise ValueError(
-                f"--mount-jitter: {part.strip()!r} is not KEY=VALUE with KEY one of {', '.join(_JITTER_KEYS)} "
+                f"{option}: {part.strip()!r} is not KEY=VALUE with KEY one of {', '.join(_JITTER_KEYS)} "
                 "(metres for horizontal and height, degrees for roll, pitch, yaw), e.g. height=0.05,pitch=1"
             )
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"--mount-jitter: {key} must be a number, got {value.strip()!r}") from None
+            raise ValueError(f"{option}: {key} must be a number, got {value.strip()!r}") from None
         if not 0.0 <= number < 90.0:
-            raise ValueError(f"--mount-jitter: {key} must be a range in [0, 90), got {number}")
+            raise ValueError(f"{option}: {key} must be a range in [0, 90), got {number}")
         ranges[_JITTER_KEYS[key]] = number
     return MountJitter(**ranges)
 

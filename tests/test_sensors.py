@@ -181,3 +181,48 @@ def test_generate_refuses_effect_options_that_do_not_apply(cli, tmp_path):
     assert code == 2 and "--drop-rate must be in [0, 1)" in err
     code, _, err = cli(*base, "--mount-jitter", "tilt=3")
     assert code == 2 and "--mount-jitter" in err and "height" in err
+
+
+def test_a_yaw_calibration_error_shifts_a_point_ahead_by_f_tan_yaw():
+    from simlidar.pipeline.simulate import Scan, with_calibration_error
+    from simlidar.sensors.mount import jittered_pose
+
+    from .helpers import KITTI_K
+
+    ahead = np.array([[10.0, 0.0, 0.0, 1.0, 0.0]], np.float32)  # 10 m along the LiDAR's x
+    scan = Scan(np.zeros((375, 1242), np.float32), ahead, {"sparse_pixels": 0}, {}, np.zeros((1, 3)))
+    T_cam_lidar = mount_pose(MOUNTS["camera"])
+    T_error = jittered_pose(np.eye(4), np.zeros(3), np.deg2rad([0.0, 0.0, 1.0]))
+    recorded, T_recorded = with_calibration_error(scan, T_cam_lidar, KITTI_K, 1242, 375, T_error)
+    # Yaw turns toward the LiDAR's +y (left), the camera's -x: the point moves left by f tan(1 deg).
+    (v,), (u,) = np.nonzero(recorded.sparse_depth_m)
+    assert u == np.floor(KITTI_K[0, 2] - KITTI_K[0, 0] * np.tan(np.deg2rad(1.0)) + 0.5)
+    assert v == np.floor(KITTI_K[1, 2] + 0.5)
+    assert np.isclose(recorded.sparse_depth_m[v, u], 10 * np.cos(np.deg2rad(1.0)), atol=1e-5)
+    assert recorded.counts["sparse_pixels"] == 1 and np.allclose(T_recorded, T_cam_lidar @ T_error)
+
+
+def test_generate_records_the_erroneous_and_the_true_extrinsics(cli, tmp_path):
+    from .helpers import write_photo
+
+    photos = tmp_path / "photos"
+    write_photo(photos, "wall.jpg", np.full((96, 160), 8.0, np.float32))
+    options = ["--images", photos, "--fov", "90", "--teacher", "sidecar", "--quiet", "--workers", "1"]
+    error = ["--calibration-error", "yaw=0.5"]
+    assert cli("generate", *options, "--out", tmp_path / "a", *error)[0] == 0
+    assert cli("generate", *options, "--out", tmp_path / "b")[0] == 0
+    metas = []
+    for name in "ab":
+        with tarfile.open(tmp_path / name / "shard-000000.tar") as tar:
+            metas.append(json.loads(tar.extractfile("wall-v0.json").read()))
+    with_error, exact = metas
+    assert with_error["T_cam_lidar_true"] == exact["T_cam_lidar"] and "T_cam_lidar_true" not in exact
+    R_true, R_recorded = (np.array(with_error[name])[:3, :3] for name in ("T_cam_lidar_true", "T_cam_lidar"))
+    angle = np.degrees(np.arccos(np.clip((np.trace(R_true.T @ R_recorded) - 1) / 2, -1, 1)))
+    assert 0 < angle <= 0.5 + 1e-9
+    code, _, err = cli("generate", *options, "--out", tmp_path / "c", "--calibration-error", "twist=1")
+    assert code == 2 and err.count("\n") == 1 and "--calibration-error: 'twist=1' is not KEY=VALUE" in err
+    code, _, err = cli(
+        "generate", *options, "--out", tmp_path / "c", "--calibration-error", "yaw=1", "--rig", "virtual"
+    )
+    assert code == 2 and "--calibration-error is for single cameras" in err
