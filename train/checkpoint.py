@@ -78,10 +78,15 @@ def model_from_checkpoint(checkpoint: dict, path: str | Path, width: int | None 
             f"{path} holds a model of width {config.width}, not {width}: pass --width {config.width} "
             f"or a checkpoint of width {width}"
         )
-    model = DepthCompletionNet(config)
+    return load_weights(DepthCompletionNet(config), checkpoint, path, ema, f"the model of width {config.width}")
+
+
+def load_weights(model: nn.Module, checkpoint: dict, path: str | Path, ema: bool, what: str) -> nn.Module:
+    """`model` with the checkpoint's EMA weights when it has them and ema is set, else
+    its trained weights; a mismatch is a one-line error naming `what` was expected."""
     weights = checkpoint["ema"] if ema and checkpoint.get("ema") is not None else checkpoint["model"]
     try:
         model.load_state_dict(weights)
     except RuntimeError:
-        raise TrainError(f"{path}: weights do not match the model of width {config.width}; is it corrupt?") from None
+        raise TrainError(f"{path}: weights do not match {what}; is it corrupt?") from None
     return model

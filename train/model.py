@@ -58,21 +58,52 @@ class ResBlock(nn.Module):
         return F.relu(self.body(x) + self.skip(x))
 
 
+def encoder_channels(width: int, levels: int) -> list[int]:
+    """Channels at each scale: width * 2**i, capped at 8 * width."""
+    return [min(width * 2**i, 8 * width) for i in range(levels + 1)]
+
+
+class FusionEncoder(nn.Module):
+    """An RGB branch and, with_depth, a sparse-depth branch (seeing depth / DEPTH_NORM_M
+    and the validity mask) of `len(channels) - 1` stride-2 stages, fused at every scale
+    by concatenation and a 1x1 convolution. forward -> the skips [(B, channels[i],
+    H / (stem_stride * 2**i), W / ...)], finest first."""
+
+    def __init__(self, channels: list[int], stem_stride: int = 1, with_depth: bool = True):
+        super().__init__()
+        levels = len(channels) - 1
+        self.with_depth = with_depth
+        self.rgb_stem = conv_bn_relu(3, channels[0], stem_stride)
+        self.rgb_down = nn.ModuleList(ResBlock(channels[i], channels[i + 1], 2) for i in range(levels))
+        if with_depth:
+            self.depth_stem = conv_bn_relu(2, channels[0], stem_stride)
+            self.depth_down = nn.ModuleList(ResBlock(channels[i], channels[i + 1], 2) for i in range(levels))
+            self.fuse = nn.ModuleList(
+                nn.Sequential(nn.Conv2d(2 * c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+                for c in channels
+            )
+
+    def forward(self, rgb: torch.Tensor, sparse: torch.Tensor) -> list[torch.Tensor]:
+        x_rgb = self.rgb_stem(rgb)
+        if not self.with_depth:
+            skips = [x_rgb]
+            for block in self.rgb_down:
+                skips.append(block(skips[-1]))
+            return skips
+        x_depth = self.depth_stem(torch.cat([sparse / DEPTH_NORM_M, (sparse > 0).to(sparse.dtype)], 1))
+        skips = [self.fuse[0](torch.cat([x_rgb, x_depth], 1))]
+        for rgb_down, depth_down, fuse in zip(self.rgb_down, self.depth_down, self.fuse[1:], strict=True):
+            x_rgb, x_depth = rgb_down(x_rgb), depth_down(x_depth)
+            skips.append(fuse(torch.cat([x_rgb, x_depth], 1)))
+        return skips
+
+
 class DepthCompletionNet(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config
-        channels = [min(config.width * 2**i, 8 * config.width) for i in range(config.levels + 1)]
-        self.rgb_stem = conv_bn_relu(3, channels[0])
-        # The depth branch sees depth / DEPTH_NORM_M and the validity mask.
-        self.depth_stem = conv_bn_relu(2, channels[0])
-        self.rgb_down = nn.ModuleList(ResBlock(channels[i], channels[i + 1], 2) for i in range(config.levels))
-        self.depth_down = nn.ModuleList(ResBlock(channels[i], channels[i + 1], 2) for i in range(config.levels))
-        # Fusion: concatenate the two branches at a scale, back to that scale's width.
-        self.fuse = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(2 * c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
-            for c in channels
-        )
+        channels = encoder_channels(config.width, config.levels)
+        self.encoder = FusionEncoder(channels)
         self.up = nn.ModuleList(
             ResBlock(channels[i + 1] + channels[i], channels[i]) for i in reversed(range(config.levels))
         )
@@ -88,13 +119,7 @@ class DepthCompletionNet(nn.Module):
         pad = (0, -width % multiple, 0, -height % multiple)
         rgb = F.pad(rgb, pad, mode="replicate")
         sparse = F.pad(sparse, pad)
-        x_rgb = self.rgb_stem(rgb)
-        x_depth = self.depth_stem(torch.cat([sparse / DEPTH_NORM_M, (sparse > 0).to(sparse.dtype)], 1))
-        skips = [self.fuse[0](torch.cat([x_rgb, x_depth], 1))]
-        for level in range(self.config.levels):
-            x_rgb = self.rgb_down[level](x_rgb)
-            x_depth = self.depth_down[level](x_depth)
-            skips.append(self.fuse[level + 1](torch.cat([x_rgb, x_depth], 1)))
+        skips = self.encoder(rgb, sparse)
         x = skips.pop()
         outputs = []
         for block in self.up:
