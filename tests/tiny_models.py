@@ -20,16 +20,15 @@ from transformers import (
 )
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+# The size of every tiny backbone: 4 layers, 32 wide, 2 heads.
+TINY_TRANSFORMER = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def tiny_depth_anything(depth_estimation_type: str = "relative"):
     """A 4-layer, 32-wide Depth Anything (DINOv2 backbone, patch 14) and its processor:
     keep the aspect ratio, short side near 56 px, multiple of 14 (the real one: 518)."""
     backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_TRANSFORMER,
         patch_size=14,
         image_size=56,
         out_features=["stage1", "stage2", "stage3", "stage4"],
@@ -56,10 +55,7 @@ def tiny_depth_anything(depth_estimation_type: str = "relative"):
 def tiny_dpt():
     """A 4-layer ViT DPT with a fixed 64 x 64 input (like Intel/dpt-large's 384 x 384)."""
     config = DPTConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_TRANSFORMER,
         image_size=64,
         patch_size=16,
         backbone_out_indices=[0, 1, 2, 3],
@@ -76,10 +72,7 @@ def tiny_dpt():
 def tiny_zoedepth():
     """A ZoeDepth with a 4-layer, 32-wide BEiT backbone and one metric bin head."""
     backbone = BeitConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_TRANSFORMER,
         image_size=64,
         patch_size=16,
         out_features=["stage1", "stage2", "stage3", "stage4"],
