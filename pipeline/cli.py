@@ -11,11 +11,11 @@ from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, availab
 
 from .bench import bench
 from .config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from .convert_cli import convert
 from .errors import USER_ERRORS
 from .mesh import METHODS, MeshOptions
 from .sensors_cli import sensors
 from .teachers_cli import teachers
-from .train_cli import bench_student, bench_train, convert, evaluate, train
 
 
 def _parse_intrinsics_option(context, parameter, value):
@@ -383,14 +383,20 @@ def publish(out: Path, repo: str, private: bool, revision: str | None, licence: 
 cli.add_command(bench)
 cli.add_command(sensors)
 cli.add_command(teachers)
-cli.add_command(train)
-cli.add_command(evaluate)
 cli.add_command(convert)
-cli.add_command(bench_train)
-cli.add_command(bench_student)
+
+
+def add_training_commands() -> None:
+    """The training commands come from `simlidar.train.cli`, imported here rather than at module
+    level so that the data pipeline never depends on the training package."""
+    from simlidar.train.cli import bench_student, bench_train, evaluate, train
+
+    for command in (train, evaluate, bench_train, bench_student):
+        cli.add_command(command)
 
 
 def main() -> None:
+    add_training_commands()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -1,4 +1,4 @@
-"""`simlidar train`, `simlidar eval`, `simlidar convert kitti` and `simlidar bench-train`.
+"""`simlidar train`, `simlidar eval`, `simlidar bench-train` and `simlidar bench-student`.
 
 torch and the training code are imported inside the commands, so `simlidar --help`
 stays fast; only the torch-free run options (`simlidar.train.config`) load up front."""
@@ -9,9 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import click
-from simlidar.train.config import LOSS_NAMES, OBJECTIVES, STAGES, STUDENTS, TrainConfig
 
-from .errors import PipelineError
+from .config import LOSS_NAMES, OBJECTIVES, STAGES, STUDENTS, TrainConfig
 
 DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.name != "shards"}
 
@@ -115,7 +114,7 @@ def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
     simlidar train --stage finetune --shards kitti_shards/ --init runs/pretrain/last.pt
     simlidar train --shards rig_shards/ --objective bins-kd --view-relational --out runs/student
     """
-    from simlidar.train.loop import train as run_train
+    from .loop import train as run_train
 
     config = TrainConfig(crop=tuple(crop), bin_range=tuple(bin_range), out=out or f"runs/{options['stage']}", **options)
     row = run_train(config, stop_at=stop_at, progress=not quiet)
@@ -132,7 +131,7 @@ def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(checkpoint, shards, out, previews, no_ema, device, quiet) -> None:
     """KITTI depth-completion metrics (RMSE, MAE in mm; iRMSE, iMAE in 1/km; REL; delta<1.25)."""
-    from simlidar.train.loop import evaluate as run_evaluate
+    from .loop import evaluate as run_evaluate
 
     out = out or str(Path(checkpoint).parent / "eval")
     result = run_evaluate(checkpoint, shards, out, device, previews, use_ema=not no_ema, progress=not quiet)
@@ -142,50 +141,6 @@ def evaluate(checkpoint, shards, out, previews, no_ema, device, quiet) -> None:
         f"iRMSE {mean['irmse_per_km']:.2f} 1/km, iMAE {mean['imae_per_km']:.2f} 1/km, REL {mean['rel']:.4f}, "
         f"delta<1.25 {mean['delta1']:.4f}; written to {out}/metrics.json"
     )
-
-
-@click.group()
-def convert() -> None:
-    """Turn real datasets into shards of the simlidar schema."""
-
-
-@convert.command()
-@click.argument("root", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder for the shards.")
-@click.option(
-    "--split",
-    default="train",
-    type=click.Choice(("train", "val", "val_selection_cropped")),
-    help="Which part of the benchmark to convert.",
-)
-@click.option("--raw", default=None, type=click.Path(path_type=Path), help="KITTI raw images [default: ROOT/raw].")
-@click.option(
-    "--teacher",
-    default=None,
-    help="Teacher whose relative disparity goes in teacher.png: a name of `simlidar teachers list`, hf:ORG/NAME "
-    "or sidecar (photo.depth.png beside each raw image) [default: none].",
-)
-@click.option(
-    "--teacher-output",
-    default=None,
-    type=click.Choice(("metric", "disparity", "depth")),
-    help="What an hf:ORG/NAME teacher predicts.",
-)
-@click.option("--shard-size", default=1000, type=int, help="Frames per shard.")
-@click.option("--limit", default=None, type=int, help="Convert only the first N frames (sorted).")
-@click.option("--overwrite", is_flag=True, help="Replace shards already in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def kitti(root, out, split, raw, teacher, teacher_output, shard_size, limit, overwrite, quiet) -> None:
-    """KITTI depth completion (ROOT holds data_depth_velodyne, data_depth_annotated, raw, depth_selection)."""
-    from simlidar.teachers import load_teacher
-
-    from .kitti import convert_kitti
-
-    if shard_size < 1:
-        raise PipelineError("--shard-size must be at least 1")
-    teacher_model = load_teacher(teacher, output=teacher_output) if teacher else None
-    manifest = convert_kitti(root, out, split, teacher_model, raw, shard_size, limit, overwrite, progress=not quiet)
-    click.echo(f"wrote {manifest['samples']} {split} frames in {len(manifest['shards'])} shards to {out}/")
 
 
 @click.command("bench-train")
@@ -198,7 +153,7 @@ def kitti(root, out, split, raw, teacher, teacher_output, shard_size, limit, ove
 @click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
 def bench_train(shards, width, batch_size, crop, steps, samples, device) -> None:
     """Training samples/s, data-loader samples/s per worker, and the model's size and FPS at KITTI's 352x1216."""
-    from simlidar.train.bench import run_bench
+    from .bench import run_bench
 
     for line in run_bench(shards, width, batch_size, tuple(crop), steps, samples, device):
         click.echo(line)
@@ -211,7 +166,7 @@ def bench_train(shards, width, batch_size, crop, steps, samples, device) -> None
 @click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
 def bench_student(width, bins, frames, device) -> None:
     """Parameters and frames/s of the bin students next to Depth Anything V2 small (random weights), at 350x1218."""
-    from simlidar.train.bench import run_student_bench
+    from .bench import run_student_bench
 
     for line in run_student_bench(width, bins, frames, device):
         click.echo(line)
