@@ -28,6 +28,8 @@ from .raycast import Hits
 # OpenMP first: thread-safe, and it spares the warning numba gives for an old TBB.
 numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
+# Quads per side of the tiles whose depth ranges let a ray skip them whole.
+TILE = 8
 # A ray in the grid's depth range, slightly widened so that hits on a quad's nearest or
 # farthest corner survive rounding.
 _DEPTH_MARGIN = 1e-6
@@ -67,8 +69,13 @@ class DepthGridScene:
         self.max_depth_jump = float(max_depth_jump)
         self.cos_grazing = float(np.cos(np.deg2rad(max_grazing_deg)))
         self.T_scene_cam = None if T_scene_cam is None else np.asarray(T_scene_cam, dtype=np.float64)
-        present = np.concatenate([self.depth_m[self.depth_m > 0], self.hidden_depth_m[self.hidden_depth_m > 0]])
-        self.depth_range_m = (float(present.min()), float(present.max())) if present.size else None
+        self.tile_nearest_m, self.tile_farthest_m = _tile_depth_ranges(self.depth_m, self.hidden_depth_m)
+        present = np.isfinite(self.tile_nearest_m)
+        self.depth_range_m = (
+            (float(self.tile_nearest_m[present].min()), float(self.tile_farthest_m[present].max()))
+            if present.any()
+            else None
+        )
 
     def cast(self, origins: np.ndarray, directions: np.ndarray, threads: int = 0) -> Hits:
         """First hits along rays, as MeshScene.cast on the grid mesh gives them.
@@ -103,6 +110,8 @@ class DepthGridScene:
         _cast_rays(
             self.depth_m,
             self.hidden_depth_m,
+            self.tile_nearest_m,
+            self.tile_farthest_m,
             camera,
             np.ascontiguousarray(origins),
             np.ascontiguousarray(directions),
@@ -133,6 +142,30 @@ class SceneUnion:
             best.normals[nearer] = hits.normals[nearer]
             best.triangle_ids[nearer] = hits.triangle_ids[nearer]
         return best
+
+
+def _tile_depth_ranges(depth_m: np.ndarray, hidden_depth_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest and farthest depth (m) of both layers over the corners of each tile of
+    TILE x TILE quads: (ceil((H - 1) / TILE), ceil((W - 1) / TILE)) each; inf and 0 for
+    a tile with none."""
+    nearest = np.minimum(np.where(depth_m > 0, depth_m, np.inf), np.where(hidden_depth_m > 0, hidden_depth_m, np.inf))
+    farthest = np.maximum(depth_m, hidden_depth_m)
+    return _tile_reduce(nearest, np.minimum, np.inf), _tile_reduce(farthest, np.maximum, 0.0)
+
+
+def _tile_reduce(corner_values: np.ndarray, reduce: np.ufunc, fill: float) -> np.ndarray:
+    """reduce over each tile's (TILE + 1) x (TILE + 1) corners of corner_values (H, W)."""
+    height, width = corner_values.shape
+    rows, cols = -(-(height - 1) // TILE), -(-(width - 1) // TILE)
+    if rows <= 0 or cols <= 0:
+        return np.full((max(rows, 0), max(cols, 0)), fill)
+    padded = np.full((rows * TILE + 1, cols * TILE + 1), fill)
+    padded[:height, :width] = corner_values
+    # A tile's corners are its TILE x TILE block plus the first row and column of the next.
+    blocks = reduce.reduce(reduce.reduce(padded[:-1, :-1].reshape(rows, TILE, cols, TILE), axis=3), axis=1)
+    below = reduce.reduce(padded[TILE::TILE, :-1].reshape(rows, cols, TILE), axis=2)
+    right = reduce.reduce(padded[:-1, TILE::TILE].reshape(rows, TILE, cols), axis=1)
+    return reduce(reduce(blocks, below), reduce(right, padded[TILE::TILE, TILE::TILE]))
 
 
 def _usable(depth_m: np.ndarray) -> np.ndarray:
@@ -278,10 +311,10 @@ def _image_of(camera, origin, direction, t) -> tuple:
 
 
 @numba.njit(cache=True)
-def _first_hit(depth, hidden, camera, origin, direction) -> tuple:
+def _first_hit(depth, hidden, tile_nearest, tile_farthest, camera, origin, direction) -> tuple:
     """(t, nx, ny, nz, triangle id) of the ray's first hit in the grid mesh: walk its image
-    quad by quad from near to far (inverse depth is affine along it) and stop at the first
-    quad with a hit."""
+    from near to far through the tiles, and through the quads of each tile whose depth
+    range the ray is in (inverse depth is affine along the image); stop at the first hit."""
     height, width = depth.shape
     miss = (np.inf, 0.0, 0.0, 0.0, -1)
     t_start, t_end = _segment_in_grid(camera, origin, direction, height, width)
@@ -289,26 +322,67 @@ def _first_hit(depth, hidden, camera, origin, direction) -> tuple:
         return miss
     u_start, v_start, w_start = _image_of(camera, origin, direction, t_start)
     u_end, v_end, w_end = _image_of(camera, origin, direction, t_end)
-    col = min(max(int(np.floor(u_start)), 0), width - 2)
-    row = min(max(int(np.floor(v_start)), 0), height - 2)
-    col_step, col_next, col_delta = _grid_steps(u_start, u_end, col)
-    row_step, row_next, row_delta = _grid_steps(v_start, v_end, row)
+    segment = (u_start, v_start, w_start, u_end, v_end, w_end)
+    tile_rows, tile_cols = tile_nearest.shape
+    col = min(max(int(np.floor(u_start / TILE)), 0), tile_cols - 1)
+    row = min(max(int(np.floor(v_start / TILE)), 0), tile_rows - 1)
+    col_step, col_next, col_delta = _grid_steps(u_start / TILE, u_end / TILE, col)
+    row_step, row_next, row_delta = _grid_steps(v_start / TILE, v_end / TILE, row)
     s_in = 0.0
     while True:
         s_out = min(col_next, row_next, 1.0)
-        w_in, w_out = w_start + s_in * (w_end - w_start), w_start + s_out * (w_end - w_start)
-        hit = _hit_in_quad(
-            depth, hidden, camera, row, col, origin, direction, 1.0 / max(w_in, w_out), 1.0 / min(w_in, w_out)
-        )
-        if hit[0] < np.inf or s_out >= 1.0:
+        z_near, z_far = _depth_span(w_start, w_end, s_in, s_out)
+        if z_far >= tile_nearest[row, col] * (1 - _DEPTH_MARGIN) and z_near <= tile_farthest[row, col] * (
+            1 + _DEPTH_MARGIN
+        ):
+            hit = _first_hit_in_tile(depth, hidden, camera, origin, direction, segment, s_in, s_out, row, col)
+            if hit[0] < np.inf:
+                return hit
+        if s_out >= 1.0:
+            return miss
+        if col_next < row_next:
+            col, col_next = col + col_step, col_next + col_delta
+        else:
+            row, row_next = row + row_step, row_next + row_delta
+        if col < 0 or col >= tile_cols or row < 0 or row >= tile_rows:
+            return miss
+        s_in = s_out
+
+
+@numba.njit(cache=True)
+def _first_hit_in_tile(depth, hidden, camera, origin, direction, segment, s_from, s_to, tile_row, tile_col) -> tuple:
+    """The first hit among the quads of tile (tile_row, tile_col) that the ray's image
+    segment (u, v, 1 / z at s = 0, then at s = 1) crosses between s_from and s_to."""
+    height, width = depth.shape
+    u_start, v_start, w_start, u_end, v_end, w_end = segment
+    first_col, last_col = tile_col * TILE, min((tile_col + 1) * TILE, width - 1) - 1
+    first_row, last_row = tile_row * TILE, min((tile_row + 1) * TILE, height - 1) - 1
+    col = min(max(int(np.floor(u_start + s_from * (u_end - u_start))), first_col), last_col)
+    row = min(max(int(np.floor(v_start + s_from * (v_end - v_start))), first_row), last_row)
+    col_step, col_next, col_delta = _grid_steps(u_start, u_end, col)
+    row_step, row_next, row_delta = _grid_steps(v_start, v_end, row)
+    s_in = s_from
+    while True:
+        s_out = min(col_next, row_next, s_to)
+        z_near, z_far = _depth_span(w_start, w_end, s_in, s_out)
+        hit = _hit_in_quad(depth, hidden, camera, row, col, origin, direction, z_near, z_far)
+        if hit[0] < np.inf or s_out >= s_to:
             return hit
         if col_next < row_next:
             col, col_next = col + col_step, col_next + col_delta
         else:
             row, row_next = row + row_step, row_next + row_delta
-        if col < 0 or col > width - 2 or row < 0 or row > height - 2:
-            return miss
+        if col < first_col or col > last_col or row < first_row or row > last_row:
+            return hit
         s_in = s_out
+
+
+@numba.njit(cache=True, inline="always")
+def _depth_span(w_start: float, w_end: float, s_in: float, s_out: float) -> tuple:
+    """(nearest, farthest) depth (m) of the ray between s_in and s_out along its image,
+    from its inverse depth w_start at s = 0 and w_end at s = 1 (affine in s)."""
+    w_in, w_out = w_start + s_in * (w_end - w_start), w_start + s_out * (w_end - w_start)
+    return 1.0 / max(w_in, w_out), 1.0 / min(w_in, w_out)
 
 
 @numba.njit(cache=True)
@@ -324,12 +398,14 @@ def _grid_steps(start: float, end: float, cell: int) -> tuple:
 
 
 @numba.njit(cache=True, parallel=True)
-def _cast_rays(depth, hidden, camera, origins, directions, t_hit, normals, triangle_ids) -> None:
+def _cast_rays(
+    depth, hidden, tile_nearest, tile_farthest, camera, origins, directions, t_hit, normals, triangle_ids
+) -> None:
     """Fill t_hit (N,), normals (N, 3) and triangle_ids (N,) with each ray's first hit."""
     for ray in numba.prange(len(origins)):
         origin = (origins[ray, 0], origins[ray, 1], origins[ray, 2])
         direction = (directions[ray, 0], directions[ray, 1], directions[ray, 2])
-        t, nx, ny, nz, triangle = _first_hit(depth, hidden, camera, origin, direction)
+        t, nx, ny, nz, triangle = _first_hit(depth, hidden, tile_nearest, tile_farthest, camera, origin, direction)
         if t < np.inf:
             t_hit[ray], triangle_ids[ray] = t, triangle
             normals[ray, 0], normals[ray, 1], normals[ray, 2] = nx, ny, nz
