@@ -144,28 +144,28 @@ class SceneUnion:
         return best
 
 
-def _tile_depth_ranges(depth_m: np.ndarray, hidden_depth_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@numba.njit(cache=True)
+def _tile_depth_ranges(depth_m: np.ndarray, hidden_depth_m: np.ndarray) -> tuple:
     """Nearest and farthest depth (m) of both layers over the corners of each tile of
     TILE x TILE quads: (ceil((H - 1) / TILE), ceil((W - 1) / TILE)) each; inf and 0 for
     a tile with none."""
-    nearest = np.minimum(np.where(depth_m > 0, depth_m, np.inf), np.where(hidden_depth_m > 0, hidden_depth_m, np.inf))
-    farthest = np.maximum(depth_m, hidden_depth_m)
-    return _tile_reduce(nearest, np.minimum, np.inf), _tile_reduce(farthest, np.maximum, 0.0)
-
-
-def _tile_reduce(corner_values: np.ndarray, reduce: np.ufunc, fill: float) -> np.ndarray:
-    """reduce over each tile's (TILE + 1) x (TILE + 1) corners of corner_values (H, W)."""
-    height, width = corner_values.shape
-    rows, cols = -(-(height - 1) // TILE), -(-(width - 1) // TILE)
-    if rows <= 0 or cols <= 0:
-        return np.full((max(rows, 0), max(cols, 0)), fill)
-    padded = np.full((rows * TILE + 1, cols * TILE + 1), fill)
-    padded[:height, :width] = corner_values
-    # A tile's corners are its TILE x TILE block plus the first row and column of the next.
-    blocks = reduce.reduce(reduce.reduce(padded[:-1, :-1].reshape(rows, TILE, cols, TILE), axis=3), axis=1)
-    below = reduce.reduce(padded[TILE::TILE, :-1].reshape(rows, cols, TILE), axis=2)
-    right = reduce.reduce(padded[:-1, TILE::TILE].reshape(rows, TILE, cols), axis=1)
-    return reduce(reduce(blocks, below), reduce(right, padded[TILE::TILE, TILE::TILE]))
+    height, width = depth_m.shape
+    rows, cols = max(-(-(height - 1) // TILE), 0), max(-(-(width - 1) // TILE), 0)
+    nearest = np.full((rows, cols), np.inf)
+    farthest = np.zeros((rows, cols))
+    for row in range(height):
+        # A pixel is a corner of the quads before and after it, so of up to two tiles per axis.
+        first_tile_row, last_tile_row = max(row - 1, 0) // TILE, min(row, height - 2) // TILE
+        for col in range(width):
+            first_tile_col, last_tile_col = max(col - 1, 0) // TILE, min(col, width - 2) // TILE
+            for value in (depth_m[row, col], hidden_depth_m[row, col]):
+                if value <= 0:
+                    continue
+                for tile_row in range(first_tile_row, last_tile_row + 1):
+                    for tile_col in range(first_tile_col, last_tile_col + 1):
+                        nearest[tile_row, tile_col] = min(nearest[tile_row, tile_col], value)
+                        farthest[tile_row, tile_col] = max(farthest[tile_row, tile_col], value)
+    return nearest, farthest
 
 
 def _usable(depth_m: np.ndarray) -> np.ndarray:
