@@ -124,6 +124,18 @@ class DepthGridScene:
         return Hits(t_hit, normals, triangle_ids)
 
 
+def hidden_background_layer(depth_m: np.ndarray, fill_px: int, max_depth_jump: float) -> np.ndarray:
+    """The grid mesh's hidden background layer of a depth map (H, W, m, 0 = none): for a
+    pixel within fill_px (square window) of one markedly deeper than itself (by more than
+    max_depth_jump of its own depth), the deepest such depth; 0 elsewhere. (H, W) float32."""
+    depth = _usable(depth_m)
+    if fill_px <= 0 or depth.size == 0:
+        return np.zeros_like(depth)
+    deepest_nearby = _max_filter(depth, int(fill_px))
+    hidden = (depth > 0) & (deepest_nearby > depth * (1.0 + max_depth_jump))
+    return np.where(hidden, deepest_nearby, np.float32(0.0))
+
+
 class SceneUnion:
     """Several scenes in one frame cast as one: each ray's nearest hit among them (the
     first hit in the union of their meshes). Used for a rig of cameras, one DepthGridScene each."""
@@ -166,6 +178,41 @@ def _tile_depth_ranges(depth_m: np.ndarray, hidden_depth_m: np.ndarray) -> tuple
                         nearest[tile_row, tile_col] = min(nearest[tile_row, tile_col], value)
                         farthest[tile_row, tile_col] = max(farthest[tile_row, tile_col], value)
     return nearest, farthest
+
+
+def _max_filter(image: np.ndarray, radius: int) -> np.ndarray:
+    """Maximum of image (H, W, values >= 0) over the (2 radius + 1)-square window around
+    each pixel, clipped to the image; separable: along rows, then along columns."""
+    along_rows = _max_filter_rows(image, radius)
+    return _max_filter_rows(np.ascontiguousarray(along_rows.T), radius).T
+
+
+@numba.njit(cache=True)
+def _max_filter_rows(image: np.ndarray, radius: int) -> np.ndarray:
+    """out[r, i] = max(image[r, i - radius : i + radius + 1]) (clipped), values >= 0, by
+    van Herk / Gil-Werman: a prefix and a suffix maximum per window-long block, so three
+    comparisons a pixel whatever the radius."""
+    window = 2 * radius + 1
+    rows, length = image.shape
+    padded_length = -(-(length + 2 * radius) // window) * window
+    out = np.empty_like(image)
+    # Zero padding is neutral: every value is >= 0.
+    prefix = np.zeros(padded_length, dtype=image.dtype)
+    suffix = np.zeros(padded_length, dtype=image.dtype)
+    for row in range(rows):
+        prefix[radius : radius + length] = image[row]
+        suffix[radius : radius + length] = image[row]
+        for start in range(0, padded_length, window):
+            for i in range(start + 1, start + window):
+                prefix[i] = max(prefix[i], prefix[i - 1])
+            for i in range(start + window - 2, start - 1, -1):
+                suffix[i] = max(suffix[i], suffix[i + 1])
+        for i in range(length):
+            out[row, i] = max(suffix[i], prefix[i + 2 * radius])
+        # The padding must read as zero again for the next row.
+        prefix[:] = 0
+        suffix[:] = 0
+    return out
 
 
 def _usable(depth_m: np.ndarray) -> np.ndarray:

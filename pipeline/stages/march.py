@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from simlidar.pipeline.mesh import MeshOptions, _background_behind_edges, _subsample
-from simlidar.sensors.depth_grid import DepthGridScene
+from simlidar.pipeline.mesh import MeshOptions, _subsample
+from simlidar.sensors.depth_grid import DepthGridScene, hidden_background_layer
 from simlidar.sensors.raycast import Hits
 
 
@@ -30,14 +30,10 @@ def depth_grid_scene(
         fill_px = -(-options.occlusion_fill_px // options.stride)
     else:
         fill_px = options.occlusion_fill_px
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    depth_visible = np.where(valid, depth_m, 0.0).astype(np.float32)
-    fill_options = MeshOptions(max_depth_jump=options.max_depth_jump, occlusion_fill_px=fill_px)
-    depth_layer, hidden = _background_behind_edges(depth_visible, valid, fill_options)
     return DepthGridScene(
-        depth_visible,
+        depth_m,
         K,
-        hidden_depth_m=np.where(hidden, depth_layer, np.float32(0.0)),
+        hidden_depth_m=hidden_background_layer(depth_m, fill_px, options.max_depth_jump),
         max_depth_jump=options.max_depth_jump,
         max_grazing_deg=options.max_grazing_deg,
         T_scene_cam=T_scene_cam,
