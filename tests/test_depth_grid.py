@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from numpy.random import default_rng
 from simlidar.pipeline import schema
-from simlidar.pipeline.mesh import MeshOptions, depth_to_mesh
+from simlidar.pipeline.mesh import MeshOptions, _background_behind_edges, depth_to_mesh
 from simlidar.pipeline.simulate import simulate_scan
 from simlidar.pipeline.sources.kitti_scan_depth import densified_scan_depth, read_object_calibration
 from simlidar.pipeline.stages.march import depth_grid_scene, hit_fidelity
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import rays_reaching_frustum
-from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion
+from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion, hidden_background_layer
 from simlidar.sensors.raycast import MeshScene
 
 from .helpers import KITTI_K, REPO
@@ -227,3 +227,15 @@ def test_bad_shapes_name_the_parameter():
         DepthGridScene(np.zeros((4, 4)), np.eye(4))
     with pytest.raises(ValueError, match="calib"):
         read_object_calibration(REPO / "pyproject.toml")
+
+
+@pytest.mark.parametrize("fill_px", [0, 1, 16, 1000])
+def test_hidden_layer_is_the_grid_meshs(fill_px):
+    depth = schema.decode_depth_png((REPO / "examples" / "scenes" / "corridor.depth.png").read_bytes())
+    depth[:40, :40] = np.nan
+    valid = np.isfinite(depth) & (depth > 0)
+    visible = np.where(valid, depth, 0.0).astype(np.float32)
+    layer, hidden = _background_behind_edges(visible, valid, MeshOptions(occlusion_fill_px=fill_px))
+    compiled = hidden_background_layer(depth, fill_px, MeshOptions.max_depth_jump)
+    assert np.array_equal(compiled, np.where(hidden, layer, 0.0))
+    assert (compiled > 0).sum() == hidden.sum() and (fill_px == 0 or hidden.sum() > 100)
