@@ -11,11 +11,11 @@ from simlidar.pipeline import schema
 from simlidar.pipeline.mesh import MeshOptions, _background_behind_edges, depth_to_mesh
 from simlidar.pipeline.simulate import simulate_scan
 from simlidar.pipeline.sources.kitti_scan_depth import densified_scan_depth, read_object_calibration
-from simlidar.pipeline.stages.march import depth_grid_scene, hit_fidelity
+from simlidar.pipeline.stages.march import depth_grid_scene, fidelity_against_grid, hit_fidelity
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion, hidden_background_layer
-from simlidar.sensors.raycast import MeshScene
+from simlidar.sensors.raycast import Hits, MeshScene
 
 from .helpers import KITTI_K, REPO
 
@@ -100,12 +100,8 @@ def test_scan_equals_the_grid_mesh_scan(mount):
 
 def assert_fidelity(depth, K, T_cam_lidar, options=MeshOptions()):
     """The march hits reach the issue's bounds against the grid mesh's on one frame's rays."""
-    height, width = depth.shape
-    origin, directions = frame_rays(T_cam_lidar, K, width, height)
-    grid = grid_scene(depth, K, options).cast(origin, directions)
-    march = depth_grid_scene(depth, K, options).cast(origin, directions)
-    figures = hit_fidelity(grid, march, lambda t: origin + directions * t[:, None], depth, K)
-    assert np.isfinite(grid.t).sum() > 5_000
+    figures = fidelity_against_grid(depth, K, load_sensor("hdl64"), T_cam_lidar, options)
+    assert figures["grid_hits"] > 5_000
     assert figures["present"] >= 0.99 and figures["within_1pct"] >= 0.99
     assert figures["invented"] == 0
     reference = figures["see_through_reference"]
@@ -239,3 +235,21 @@ def test_hidden_layer_is_the_grid_meshs(fill_px):
     compiled = hidden_background_layer(depth, fill_px, MeshOptions.max_depth_jump)
     assert np.array_equal(compiled, np.where(hidden, layer, 0.0))
     assert (compiled > 0).sum() == hidden.sum() and (fill_px == 0 or hidden.sum() > 100)
+
+
+def test_hit_fidelity_counts_missing_moved_invented_and_see_through_returns():
+    """Five rays straight down the optical axis onto a wall at 10 m (visible depth 10 m)."""
+    depth = np.full((3, 3), 10.0)
+    K = np.array([[10.0, 0.0, 1.0], [0.0, 10.0, 1.0], [0.0, 0.0, 1.0]])
+    no_normals, ids = np.zeros((5, 3)), np.zeros(5, dtype=np.int64)
+    grid = Hits(np.array([10.0, 10.0, 10.0, 20.0, np.inf]), no_normals, ids)
+    march = Hits(np.array([10.0, 10.5, np.inf, 20.0, 5.0]), no_normals, ids)
+    directions = np.tile([0.0, 0.0, 1.0], (5, 1))
+    figures = hit_fidelity(grid, march, lambda t: directions * t[:, None], depth, K)
+    assert figures["present"] == 0.75
+    assert figures["within_1pct"] == pytest.approx(2 / 3)
+    # Ray 5 hits where the grid has nothing; ray 2 is behind the grid, not in front.
+    assert figures["invented"] == 1
+    assert figures["see_through_reference"] == 0.25
+    # Ray 2 lands 0.5 m behind the wall: see-through for the march only.
+    assert figures["see_through_candidate"] == 0.5

@@ -11,11 +11,14 @@ grid's BVH build, which dominated the post-teacher time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
-from simlidar.pipeline.mesh import MeshOptions, _subsample
+from simlidar.pipeline.mesh import MeshOptions, _subsample, depth_to_mesh
+from simlidar.sensors import Sensor
+from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.depth_grid import DepthGridScene, hidden_background_layer
-from simlidar.sensors.raycast import Hits
+from simlidar.sensors.raycast import Hits, MeshScene
 
 
 def depth_grid_scene(
@@ -38,6 +41,25 @@ def depth_grid_scene(
         max_grazing_deg=options.max_grazing_deg,
         T_scene_cam=T_scene_cam,
     )
+
+
+def fidelity_against_grid(
+    depth_m: np.ndarray, K: np.ndarray, sensor: Sensor, T_cam_lidar: np.ndarray, options: MeshOptions = MeshOptions()
+) -> dict:
+    """hit_fidelity of the march method against the grid mesh (same options otherwise) on
+    one frame of `sensor` (phase from seed 0) placed at T_cam_lidar (4, 4): the rays that
+    can reach the (H, W) depth map's image with intrinsics K (3, 3); plus the ray and the
+    grid's hit counts."""
+    height, width = depth_m.shape
+    origin = T_cam_lidar[:3, 3]
+    directions = sensor.fire(np.random.default_rng(0)).directions_lidar @ T_cam_lidar[:3, :3].T
+    ranges = (sensor.min_range_m, sensor.max_range_m)
+    directions = directions[rays_reaching_frustum(origin, directions, K, width, height, *ranges)]
+    grid_mesh = depth_to_mesh(depth_m, K, replace(options, method="grid"))
+    grid = MeshScene(grid_mesh.vertices_cam, grid_mesh.triangles).cast(origin, directions)
+    march = depth_grid_scene(depth_m, K, options).cast(origin, directions)
+    figures = hit_fidelity(grid, march, lambda t: origin + directions * t[:, None], depth_m, K)
+    return {"rays": len(directions), "grid_hits": int(np.isfinite(grid.t).sum()), **figures}
 
 
 def hit_fidelity(
@@ -66,18 +88,21 @@ def hit_fidelity(
         "present": float(both.sum() / max(hit_reference.sum(), 1)),
         "within_1pct": float(agree.mean()) if agree.size else 1.0,
         "invented": int(invented.sum()),
-        "see_through_reference": _see_through_share(points_at(reference.t), hit_reference, depth_m, K, margin_m),
-        "see_through_candidate": _see_through_share(points_at(candidate.t), hit_candidate, depth_m, K, margin_m),
+        "see_through_reference": _see_through_share(points_at, reference.t, depth_m, K, margin_m),
+        "see_through_candidate": _see_through_share(points_at, candidate.t, depth_m, K, margin_m),
     }
 
 
-def _see_through_share(points_cam: np.ndarray, hit: np.ndarray, depth_m: np.ndarray, K: np.ndarray, margin_m: float):
-    """Share of the hits (points_cam (N, 3) where hit (N,)) deeper than the visible depth
-    (H, W) at their pixel by more than margin_m."""
+def _see_through_share(
+    points_at: Callable[[np.ndarray], np.ndarray], t: np.ndarray, depth_m: np.ndarray, K: np.ndarray, margin_m: float
+) -> float:
+    """Share of the hits (t (N,) finite; points_at(t) their camera-frame points (N, 3))
+    deeper than the visible depth (H, W) at their pixel by more than margin_m."""
     height, width = depth_m.shape
-    points = points_cam[hit]
-    if not len(points):
+    hit = np.isfinite(t)
+    if not hit.any():
         return 0.0
+    points = points_at(np.where(hit, t, 0.0))[hit]
     u = np.clip(np.floor(K[0, 0] * points[:, 0] / points[:, 2] + K[0, 2] + 0.5), 0, width - 1).astype(np.int64)
     v = np.clip(np.floor(K[1, 1] * points[:, 1] / points[:, 2] + K[1, 2] + 0.5), 0, height - 1).astype(np.int64)
     return float(np.mean(points[:, 2] > depth_m[v, u] + margin_m))
