@@ -21,9 +21,9 @@ from simlidar.sensors import (
 from simlidar.teachers import check_teacher_name, depth_conversion, known_teachers, parse_fov_range, parse_policy
 
 from .errors import PipelineError
-from .mesh import METHODS, MeshOptions
-from .real_rig import is_calibration, load_calibration
-from .rig import load_rig
+from .sources.calibrated_rig import is_calibration, load_calibration
+from .sources.virtual_rig import load_rig
+from .stages.mesh import METHODS, MeshOptions
 
 TEACHERS = known_teachers()
 # Where a return's reflectance comes from: the photo's luma, or one value everywhere.

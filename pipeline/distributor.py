@@ -25,7 +25,7 @@ from simlidar.teachers import DepthPrediction, TeacherError, TeacherInput
 
 from .config import GenerateConfig
 from .errors import PipelineError
-from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
+from .stages.teacher import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
 from .worker import ShardPlan, ShardWorker
 
 log = logging.getLogger("simlidar.generate")

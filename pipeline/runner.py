@@ -15,10 +15,10 @@ from tqdm import tqdm
 from .config import GenerateConfig
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
-from .reader import IMAGE_SUFFIXES, list_inputs
-from .real_rig import is_calibration, list_frames, load_calibration
-from .teacher_cache import build_teacher
+from .output.manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
+from .sources.calibrated_rig import is_calibration, list_frames, load_calibration
+from .sources.photos import IMAGE_SUFFIXES, list_inputs
+from .stages.teacher import build_teacher
 from .worker import plan_shards
 
 log = logging.getLogger("simlidar.generate")

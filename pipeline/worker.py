@@ -35,13 +35,13 @@ from simlidar.teachers import (
 
 from . import schema
 from .config import GenerateConfig
-from .mesh import depth_to_mesh
-from .reader import BadImage, LoadedImage, SourceItem, load_image
-from .real_rig import Calibration, RigFrame, is_calibration, load_calibration, load_frame, merge_meshes
-from .rig import load_rig, render_view, rig_cameras
-from .simulate import ScanCamera, simulate_rig_scan, simulate_scan, with_calibration_error
-from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
-from .timing import StageTimes
+from .sources.calibrated_rig import Calibration, RigFrame, is_calibration, load_calibration, load_frame, merge_meshes
+from .sources.photos import BadImage, LoadedImage, SourceItem, load_image
+from .sources.virtual_rig import load_rig, render_view, rig_cameras
+from .stages.mesh import depth_to_mesh
+from .stages.scan import ScanCamera, simulate_rig_scan, simulate_scan, with_calibration_error
+from .stages.teacher import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
+from .stages.timing import StageTimes
 from .writer import ShardWriter
 
 

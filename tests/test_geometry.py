@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from numpy.random import default_rng
-from simlidar.pipeline.mesh import MeshOptions, depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan
+from simlidar.pipeline.stages.mesh import MeshOptions, depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import backproject_depth
 from simlidar.sensors.raycast import MeshScene, render_depth

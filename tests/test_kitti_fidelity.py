@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.config import GenerateConfig
-from simlidar.pipeline.mesh import depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan, with_calibration_error
+from simlidar.pipeline.stages.mesh import depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan, with_calibration_error
 from simlidar.pipeline.worker import sample_rng
 from simlidar.sensors import MOUNTS, mount_pose, sample_mount_jitter
 from simlidar.sensors.effects import luma

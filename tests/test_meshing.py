@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from simlidar.pipeline.config import GenerateConfig
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.mesh import METHODS, MeshOptions, depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan
+from simlidar.pipeline.stages.mesh import METHODS, MeshOptions, depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import backproject_depth
 from simlidar.sensors.raycast import MeshScene, render_depth

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from simlidar.pipeline import schema
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.real_rig import load_calibration
+from simlidar.pipeline.sources.calibrated_rig import load_calibration
 from simlidar.sensors.mount import R_CAM_LIDAR_NOMINAL
 from simlidar.sensors.rig_geometry import yaw_rotation
 from simlidar.train.data import check_scenes, train_stream

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from simlidar.pipeline import schema
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.rig import PRESETS, Rig, RigView, check_rig, load_rig, render_view, rig_cameras
+from simlidar.pipeline.sources.virtual_rig import PRESETS, Rig, RigView, check_rig, load_rig, render_view, rig_cameras
 
 from .helpers import write_photo
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.reader import list_inputs
+from simlidar.pipeline.sources.photos import list_inputs
 from simlidar.pipeline.worker import ShardWorker
 
 from .helpers import write_photo

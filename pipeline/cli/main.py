@@ -9,13 +9,13 @@ from pathlib import Path
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
-from .bench import bench
-from .config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
-from .convert_cli import convert
-from .errors import USER_ERRORS
-from .mesh import METHODS, MeshOptions
-from .sensors_cli import sensors
-from .teachers_cli import teachers
+from ..bench.frame import bench
+from ..config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..errors import USER_ERRORS
+from ..stages.mesh import METHODS, MeshOptions
+from .convert import convert
+from .sensors import sensors
+from .teachers import teachers
 
 
 def _parse_intrinsics_option(context, parameter, value):
@@ -307,7 +307,7 @@ def generate(
     Re-running the same command resumes: finished shards are kept, unfinished ones redone.
     The run's config is in OUT/manifest.json, its log in OUT/generate.log.
     """
-    from .runner import generate as run_generate
+    from ..runner import generate as run_generate
 
     config = GenerateConfig(images=_absolute_source(images), **options)
     summary = run_generate(
@@ -342,8 +342,8 @@ def generate(
 def inspect_command(out: Path, previews: int) -> None:
     """Check every shard in OUT against its manifest, print statistics, and write OUT/previews/
     (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
-    from .errors import PipelineError
-    from .inspect import format_report, inspect_output
+    from ..errors import PipelineError
+    from ..output.inspect import format_report, inspect_output
 
     report = inspect_output(out, previews)
     for line in format_report(report):
@@ -371,7 +371,7 @@ def publish(out: Path, repo: str, private: bool, revision: str | None, licence: 
     OUT is checked first (as `simlidar inspect` does). The token comes from HF_TOKEN or
     `hf auth login`; re-running after an interrupted upload resumes it.
     """
-    from .publish import stage, upload
+    from ..output.publish import stage, upload
 
     staging = stage(out, repo, licence, split)
     click.echo(f"staged {out / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")

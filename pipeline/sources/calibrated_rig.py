@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError
-from .reader import BadImage, LoadedImage, is_image_name, load_image, unique_keys
+from ..errors import PipelineError
+from .photos import BadImage, LoadedImage, is_image_name, load_image, unique_keys
 
 # Pixels per side of the grid whose rays test whether two cameras' fields of view overlap.
 OVERLAP_GRID = 33

@@ -30,7 +30,7 @@ import tomllib
 from simlidar.sensors.camera import sparse_depth_image
 from simlidar.sensors.rig_geometry import horizontal_fov, view_pixels_in_photo, yaw_rotation
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 # Bilinear interpolation of disparity (exact on planes) only where the four photo pixels
 # around a sample agree within this depth ratio; across a depth edge, the nearest pixel

@@ -16,12 +16,12 @@ from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.raycast import MeshScene, render_depth
 from simlidar.teachers import SidecarTeacher, TeacherInput, resolve_intrinsics
 
-from . import schema
-from .mesh import METHODS, MeshOptions, depth_to_mesh
-from .reader import list_images, load_image
-from .simulate import simulate_scan
-from .timing import StageTimes
-from .writer import ShardWriter
+from .. import schema
+from ..sources.photos import list_images, load_image
+from ..stages.mesh import METHODS, MeshOptions, depth_to_mesh
+from ..stages.scan import simulate_scan
+from ..stages.timing import StageTimes
+from ..writer import ShardWriter
 
 STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode", "write")
 # A LiDAR return nearer than the camera-visible surface by more than this is invented.
@@ -204,7 +204,7 @@ def bench(
     or with --meshes each mesh method's time, size and fidelity, or with --scaling how
     the runner scales with workers and input count."""
     if teacher:
-        from .teacher_bench import print_teacher_bench
+        from .teacher import print_teacher_bench
 
         print_teacher_bench(teacher, repeats=repeats, **teacher_bench)
         return
@@ -212,7 +212,7 @@ def bench(
         _print_mesh_table(images, sensor, repeats)
         return
     if scaling:
-        from .scale_bench import print_scaling
+        from .scaling import print_scaling
 
         print_scaling(images, workers)
         return

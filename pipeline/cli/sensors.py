@@ -13,13 +13,13 @@ from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, loa
 from simlidar.sensors.effects import luma
 from simlidar.sensors.raycast import MeshScene
 
-from .bench import _read_frame
-from .errors import PipelineError
-from .mesh import depth_to_mesh
-from .preview import colorize_depth, spread_points
-from .reader import load_image
-from .simulate import simulate_scan
-from .timing import StageTimes
+from ..bench.frame import _read_frame
+from ..errors import PipelineError
+from ..output.preview import colorize_depth, spread_points
+from ..sources.photos import load_image
+from ..stages.mesh import depth_to_mesh
+from ..stages.scan import simulate_scan
+from ..stages.timing import StageTimes
 
 DEFAULT_SCENE = Path(__file__).resolve().parent.parent / "examples" / "scenes" / "street_kitti.jpg"
 PATTERN_SIZE = (1200, 300)

@@ -26,9 +26,9 @@ from PIL import Image
 from simlidar.teachers import TeacherInput
 from tqdm import tqdm
 
-from . import schema
-from .errors import PipelineError
-from .writer import ShardWriter
+from .. import schema
+from ..errors import PipelineError
+from ..writer import ShardWriter
 
 SPLITS = ("train", "val", "val_selection_cropped")
 CAMERAS = ("image_02", "image_03")

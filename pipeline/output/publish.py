@@ -17,8 +17,8 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from . import schema
-from .errors import PipelineError
+from .. import schema
+from ..errors import PipelineError
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST
 
