@@ -14,8 +14,7 @@ from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.sources.photos import list_inputs
 from simlidar.pipeline.worker import ShardWorker
 
-from .helpers import write_photo
-from .test_generate import tar_members
+from .helpers import tar_members, write_photo
 
 SIZE = (240, 320)
 

@@ -128,7 +128,7 @@ def test_mount_jitter_text_is_parsed_and_drawn_within_its_ranges():
 
 @pytest.mark.parametrize("text", ["height=-1", "tilt=1", "pitch", "yaw=lots"])
 def test_bad_mount_jitter_says_what_is_expected(text):
-    with pytest.raises(ValueError, match="--mount-jitter"):
+    with pytest.raises(ValueError, match="`mount_jitter`"):
         parse_mount_jitter(text)
 
 

@@ -21,7 +21,7 @@ from ..config import GenerateConfig
 from ..distributor import run_on_ray
 from ..output.manifest import prepare_output
 from ..sources.photos import list_inputs
-from ..worker import plan_shards
+from ..writer import plan_shards
 
 MEMORY_PROBE = """
 import resource, sys

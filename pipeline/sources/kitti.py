@@ -31,7 +31,6 @@ from ..errors import PipelineError
 from ..writer import ShardWriter
 
 SPLITS = ("train", "val", "val_selection_cropped")
-CAMERAS = ("image_02", "image_03")
 JPEG_QUALITY = 95
 
 

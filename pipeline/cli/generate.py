@@ -1,0 +1,325 @@
+"""`simlidar generate`: every option of a run, as a GenerateConfig for the runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
+
+from ..config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..stages.mesh import METHODS, MeshOptions
+from .errors import with_flags
+
+
+def _parse_intrinsics_option(context, parameter, value):
+    if value is None:
+        return None
+    from simlidar.teachers import IntrinsicsError, parse_intrinsics
+
+    try:
+        return parse_intrinsics(value)
+    except IntrinsicsError as error:
+        raise click.BadParameter(with_flags(str(error))) from None
+
+
+def _absolute_rig(rig: str) -> str:
+    """A rig file made absolute (presets stay names), for the same reason as --images."""
+    return os.path.abspath(rig) if rig.endswith((".toml", ".json")) else rig
+
+
+def _absolute_source(images: str) -> str:
+    """--images made absolute, so that the recorded config does not depend on the working folder."""
+    return os.path.join(os.path.abspath(os.curdir), images) if not os.path.isabs(images) else images
+
+
+@click.command()
+@click.option(
+    "--images",
+    required=True,
+    help="Photos: a folder (searched recursively), a quoted glob ('photos/**/*.jpg') or a text file of paths.",
+)
+@click.option(
+    "--sensor",
+    default="hdl64",
+    help=f"LiDAR to simulate: {', '.join(available_sensors())}, or a path to a sensor .toml file.",
+)
+@click.option(
+    "--out", default=Path("out"), type=click.Path(path_type=Path), help="Output folder for shards and manifest."
+)
+@click.option(
+    "--mount", default="", show_default=False, help=f"LiDAR placement: {', '.join(MOUNTS)} [default: the sensor's own]."
+)
+@click.option(
+    "--teacher",
+    default="auto",
+    help="Where dense depth comes from: auto (a photo's .depth.png/.npy sidecar, else depth-anything-v2-small), "
+    f"sidecar, a model of `simlidar teachers list` ({', '.join(TEACHERS[2:5])}, ...) or hf:ORG/NAME.",
+)
+@click.option(
+    "--teacher-output",
+    default="",
+    show_default=False,
+    help="For hf:ORG/NAME: what the model predicts, metric, disparity (relative, larger = nearer) or depth (relative).",
+)
+@click.option(
+    "--teacher-revision",
+    default="",
+    show_default=False,
+    help="Branch, tag or commit of the teacher's weights [default: the registry's pin, else main].",
+)
+@click.option(
+    "--device", "teacher_device", default="auto", help="Teacher device: auto (CUDA, then MPS, then CPU), cpu, cuda:N."
+)
+@click.option(
+    "--dtype",
+    "teacher_dtype",
+    default="auto",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    help="Teacher precision (autocast); auto: fp16 on CUDA, fp32 elsewhere.",
+)
+@click.option("--batch-size", "teacher_batch_size", default=4, type=int, help="Photos per teacher batch.")
+@click.option(
+    "--max-size",
+    "teacher_max_size",
+    default=1536,
+    type=int,
+    help="Photos whose long side exceeds this (px) are shrunk before the teacher; depth still comes back at "
+    "the photo's size (0: never shrink).",
+)
+@click.option(
+    "--cache",
+    "teacher_cache",
+    default="",
+    show_default=False,
+    help="Teacher cache folder (zarr), shareable between runs [default: OUT/teacher-cache].",
+)
+@click.option(
+    "--depth-range",
+    default="street",
+    help="Relative teachers: ranges the per-photo near and far distances are drawn from: street (2-5 m, "
+    "40-80 m), indoor (0.5-1.5 m, 4-10 m) or NEAR_LO,NEAR_HI,FAR_LO,FAR_HI in metres.",
+)
+@click.option(
+    "--disparity-percentiles",
+    default="2,98",
+    help="Relative teachers: LOW,HIGH percentiles of the output pinned to the far and near distances.",
+)
+@click.option(
+    "--sky-threshold",
+    default=0.02,
+    type=float,
+    help="Disparity teachers: pixels below this fraction of the near disparity (sky, far background) get no return.",
+)
+@click.option(
+    "--metric-scale", default="1,1", help="Metric teachers: LOW,HIGH range of a random global scale per photo."
+)
+@click.option("--seed", default=0, type=int, help="Run seed; the same seed gives byte-identical shards.")
+@click.option("--limit", default=None, type=int, help="Use only the first N photos (sorted by path).")
+@click.option("--shard-size", default=500, type=int, help="Photos per shard (the unit of work and resume).")
+@click.option("--views", default=1, type=int, help="Samples per photo, each with its own LiDAR pose jitter.")
+@click.option(
+    "--rig",
+    default="",
+    show_default=False,
+    callback=lambda context, parameter, value: _absolute_rig(value),
+    help="Split each photo into the overlapping virtual cameras of a rig (one LiDAR scan serves them all): "
+    "virtual (3 cameras of half the photo's field of view), virtual2, virtual5, or a rig .toml file; or a real "
+    "rig's calibration .json (cameras' K, image_size, T_rig_cam and the LiDAR's T_rig_lidar), --images being its "
+    "folder of CAMERA/FRAME.jpg: one scan per frame for all cameras [default: none].",
+)
+@click.option(
+    "--fov", "fov_deg", default=None, type=float, help="Horizontal field of view (deg) for photos with no intrinsics."
+)
+@click.option(
+    "--intrinsics",
+    default=None,
+    callback=_parse_intrinsics_option,
+    help="fx,fy,cx,cy in pixels for every photo (overrides photo.json and --fov).",
+)
+@click.option(
+    "--intrinsics-policy",
+    default="auto",
+    help="Intrinsics of photos with no --intrinsics or photo.json: sources tried in order, from exif "
+    "(35 mm-equivalent focal length), teacher (its own estimate: depth-pro), fov (--fov), random (--fov-range); "
+    "auto: fov when --fov is given, else random.",
+)
+@click.option("--fov-range", default="50,80", help="MIN,MAX horizontal field of view (deg) of the random policy.")
+@click.option("--save-points", is_flag=True, help="Also store each scan's N x 5 points (x, y, z, intensity, ring).")
+@click.option(
+    "--max-depth-jump",
+    default=MeshOptions.max_depth_jump,
+    type=float,
+    help="Mesh: cut triangles whose relative depth range exceeds this (no rubber sheets).",
+)
+@click.option(
+    "--max-grazing-deg",
+    default=MeshOptions.max_grazing_deg,
+    type=float,
+    help="Mesh: cut triangles seen more obliquely.",
+)
+@click.option(
+    "--occlusion-fill",
+    "occlusion_fill_px",
+    default=MeshOptions.occlusion_fill_px,
+    type=int,
+    help="Mesh: pixels the background extends behind occluding edges (see-through points; 0 = off).",
+)
+@click.option(
+    "--mesh",
+    default=MeshOptions.method,
+    type=click.Choice(METHODS),
+    help="Mesh method: grid (a triangle pair per pixel quad), decimated (grid simplified, edges kept), "
+    "poisson (screened Poisson surface, trimmed to the input points).",
+)
+@click.option(
+    "--mesh-stride", default=MeshOptions.stride, type=int, help="Mesh: use every K-th pixel in both directions."
+)
+@click.option(
+    "--mesh-faces",
+    default=MeshOptions.target_faces,
+    type=float,
+    help="Mesh decimated: visible faces to keep, a count, or a fraction of the grid's when below 1.",
+)
+@click.option(
+    "--poisson-depth", default=MeshOptions.poisson_depth, type=int, help="Mesh poisson: octree depth (detail)."
+)
+@click.option(
+    "--poisson-trim",
+    "poisson_trim_px",
+    default=MeshOptions.poisson_trim_px,
+    type=float,
+    help="Mesh poisson: drop surface further than this many pixel footprints from the input points.",
+)
+@click.option(
+    "--mount-jitter",
+    default=DEFAULT_MOUNT_JITTER,
+    help="Per-view uniform mount jitter ranges: horizontal and height in +- metres, roll, pitch, yaw in +- deg; "
+    "unnamed keys are 0, 'none' turns it off.",
+)
+@click.option(
+    "--calibration-error",
+    default="none",
+    help="Per-view error of the recorded LiDAR-camera extrinsics, same keys as --mount-jitter: the scan is cast "
+    "from the true pose but projected (and recorded) with a pose off by up to these ranges, as in real datasets "
+    "(KITTI-like: roll=0.2,pitch=0.2,yaw=0.2,horizontal=0.02,height=0.02); 'none' = exact.",
+)
+@click.option(
+    "--range-noise",
+    "range_noise_m",
+    default=None,
+    type=float,
+    help="Return effect: Gaussian range noise sigma in metres, 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--drop-rate",
+    default=None,
+    type=float,
+    help="Return effect: share of beams lost at random, 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--detection-range",
+    "detection_range_m",
+    default=None,
+    type=float,
+    help="Return effect: range (m) at which a facing 10%-reflectance target returns 90% of the time; weaker "
+    "(farther, grazing, darker) returns drop more; 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--divergence",
+    "divergence_mrad",
+    default=None,
+    type=float,
+    help="Return effect: beam divergence (full angle, mrad), cast as --sub-rays rays per beam so that a beam "
+    "on an edge returns near, far or mixed; 0 = off [default: the sensor file's].",
+)
+@click.option(
+    "--sub-rays",
+    default=None,
+    type=int,
+    help="Rays cast per beam when it diverges (1 = centre only; cost grows with it) [default: the sensor file's].",
+)
+@click.option(
+    "--returns",
+    default=None,
+    type=click.Choice(RETURN_MODES),
+    help="Which echo a beam reports: first (nearest), strongest, last (farthest) [default: the sensor file's].",
+)
+@click.option(
+    "--reflectance",
+    default="luma",
+    type=click.Choice(REFLECTANCE_SOURCES),
+    help="Reflectance of a hit, for intensity and weak-return drop: the photo's luma there, or uniform 0.5.",
+)
+@click.option(
+    "--integration-time",
+    "integration_time_s",
+    default=None,
+    type=float,
+    help="Risley (Livox) sensors: seconds of firing per frame; coverage grows with it [default: the sensor file's].",
+)
+@click.option(
+    "--workers",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Shards made at a time, as Ray tasks (0: one per CPU core; 1: in this process, without Ray).",
+)
+@click.option(
+    "--address",
+    default=None,
+    envvar="RAY_ADDRESS",
+    help="Ray cluster to join (also RAY_ADDRESS); --out must be on storage every node can reach "
+    "[default: a local Ray].",
+)
+@click.option(
+    "--teacher-actors",
+    default=None,
+    type=click.IntRange(min=0),
+    help="On Ray: model copies serving every shard's teacher batches (0: one per task) "
+    "[default: one per GPU, none without GPUs].",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def generate(
+    out: Path,
+    overwrite: bool,
+    quiet: bool,
+    images: str,
+    workers: int,
+    address: str | None,
+    teacher_actors: int | None,
+    **options,
+) -> None:
+    """Simulate a LiDAR over every photo in --images and write WebDataset shards to --out.
+
+    Re-running the same command resumes: finished shards are kept, unfinished ones redone.
+    The run's config is in OUT/manifest.json, its log in OUT/generate.log.
+    """
+    from ..runner import generate as run_generate
+
+    config = GenerateConfig(images=_absolute_source(images), **options)
+    summary = run_generate(
+        config,
+        out,
+        overwrite=overwrite,
+        progress=not quiet,
+        workers=workers,
+        address=address,
+        teacher_actors=teacher_actors,
+    )
+    if quiet:
+        return
+    totals = summary.manifest["totals"]
+    click.echo(
+        f"read {totals['images_written']} of {totals['inputs']} images"
+        + (f" ({totals['images_skipped']} skipped, see {out / 'errors.jsonl'})" if totals["images_skipped"] else "")
+    )
+    click.echo(
+        f"wrote {totals['samples']} samples in {summary.shards_total} shards"
+        + (f" ({summary.shards_resumed} already done)" if summary.shards_resumed else "")
+        + f": {totals['points_per_sample']:.0f} points per sample "
+        f"({totals['points_min']}-{totals['points_max']}), "
+        f"{totals['sparse_pixels_per_sample']:.0f} sparse pixels per sample"
+    )
+    click.echo(f"took {summary.elapsed_s:.1f} s; output in {out}/")
