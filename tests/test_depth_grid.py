@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from numpy.random import default_rng
 from simlidar.pipeline import schema
-from simlidar.pipeline.mesh import MeshOptions, _background_behind_edges, depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan
 from simlidar.pipeline.sources.kitti_scan_depth import densified_scan_depth, read_object_calibration
 from simlidar.pipeline.stages.march import depth_grid_scene, fidelity_against_grid, hit_fidelity
+from simlidar.pipeline.stages.mesh import MeshOptions, _background_behind_edges, depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion, hidden_background_layer

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from simlidar.pipeline.mesh import MeshOptions, _subsample, depth_to_mesh
+from simlidar.pipeline.stages.mesh import MeshOptions, _subsample, depth_to_mesh
 from simlidar.sensors import Sensor
 from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.depth_grid import DepthGridScene, hidden_background_layer
