@@ -136,6 +136,14 @@ def hidden_background_layer(depth_m: np.ndarray, fill_px: int, max_depth_jump: f
     return np.where(hidden, deepest_nearby, np.float32(0.0))
 
 
+def load_kernels() -> None:
+    """Load the compiled kernels now (compiling them on a machine's first use, a few
+    seconds), so that the first cast does not pay for it: for benchmarks."""
+    depth = np.ones((2, 2), np.float32)
+    scene = DepthGridScene(depth, np.eye(3), hidden_background_layer(depth, 1, 0.1))
+    scene.cast(np.zeros(3), np.array([[0.0, 0.0, 1.0]]))
+
+
 class SceneUnion:
     """Several scenes in one frame cast as one: each ray's nearest hit among them (the
     first hit in the union of their meshes). Used for a rig of cameras, one DepthGridScene each."""
