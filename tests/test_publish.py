@@ -40,8 +40,10 @@ def test_the_staged_dataset_loads_with_datasets_and_the_card_snippet(cli, out, t
 
     import datasets
 
+    # datasets reads HF_DATASETS_CACHE once, at import: give the cache explicitly, or an earlier
+    # run's dataset at a reused pytest tmp path can be loaded instead of this one.
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    dataset = datasets.load_dataset(str(staging), split="train")
+    dataset = datasets.load_dataset(str(staging), split="train", cache_dir=str(tmp_path / "datasets-cache"))
     assert set(dataset.column_names) == {"__key__", "__url__", "jpg", "sparse.png", "dense.png", "json", "points.npy"}
     members = tar_members(out / "shard-000000.tar")
     for row in dataset:
