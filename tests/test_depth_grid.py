@@ -17,7 +17,7 @@ from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion, hidden_background_layer
 from simlidar.sensors.raycast import Hits, MeshScene
 
-from .helpers import KITTI_K, REPO
+from .helpers import KITTI_K, REPO, write_photo
 
 WIDTH, HEIGHT = 1242, 375
 KITTI_OBJECT = Path(__file__).parents[2] / "shared" / "data" / "kitti_object"
@@ -253,3 +253,23 @@ def test_hit_fidelity_counts_missing_moved_invented_and_see_through_returns():
     assert figures["see_through_reference"] == 0.25
     # Ray 2 lands 0.5 m behind the wall: see-through for the march only.
     assert figures["see_through_candidate"] == 0.5
+
+
+def test_bench_prints_march_beside_grid_with_full_fidelity(cli, tmp_path):
+    depth = np.full((96, 160), 20.0, np.float32)
+    depth[30:70, 50:110] = 5.0
+    K = np.array([[100.0, 0.0, 79.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]])
+    write_photo(tmp_path / "photos", "box.jpg", depth, K)
+    code, out, err = cli(
+        "bench", "--images", tmp_path / "photos", "--kitti-scan", tmp_path / "none.bin", "--repeats", "1"
+    )
+    assert code == 0, err
+    march, grid = (line.split() for line in out.splitlines() if line.startswith("box.jpg"))
+    assert march[2] == "march" and grid[2] == "grid"
+    # The march's row ends with its ratio to the grid and its fidelity: every grid return
+    # present, all within 1%, none invented, the same see-through share.
+    ratio, present, within, invented, see_through = march[-5:]
+    assert float(ratio) > 0 and present == "100.000%" and within == "100.00%" and invented == "0"
+    grid_share, march_share = see_through.split(">")
+    assert grid_share == march_share != "0.00%"
+    assert f"(no KITTI frame: {tmp_path / 'none.bin'} is absent)" in out

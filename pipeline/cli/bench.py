@@ -9,20 +9,18 @@ import click
 from ..bench.frame import print_frame_table, print_mesh_table
 
 
+def _path_option(flag: str, default: str, help_text: str):
+    return click.option(flag, default=Path(default), type=click.Path(path_type=Path), show_default=True, help=help_text)
+
+
 @click.command()
-@click.option(
-    "--images",
-    default=Path("examples/scenes"),
-    type=click.Path(path_type=Path),
-    show_default=True,
-    help="Photos with sidecar depth and intrinsics (the bundled scenes by default).",
+@_path_option(
+    "--images", "examples/scenes", "Photos with sidecar depth and intrinsics (the bundled scenes by default)."
 )
-@click.option(
+@_path_option(
     "--kitti-scan",
-    default=Path("../shared/data/kitti_object/000134.bin"),
-    type=click.Path(path_type=Path),
-    show_default=True,
-    help="A KITTI object scan (beside its .png and .calib.txt) densified into a real-depth frame; skipped if absent.",
+    "../shared/data/kitti_object/000134.bin",
+    "A KITTI object scan (beside its .png and .calib.txt) densified into a real-depth frame; skipped if absent.",
 )
 @click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
 @click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
