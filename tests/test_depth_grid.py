@@ -1,6 +1,7 @@
 """The march method: the grid mesh's returns, cast through the depth map's pixel grid
 without building the mesh (sensors/depth_grid.py, pipeline/stages/march.py)."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion, hidden_background_layer
 from simlidar.sensors.raycast import Hits, MeshScene
 
-from .helpers import KITTI_K, REPO, write_photo
+from .helpers import KITTI_K, REPO, generate, tar_members, write_photo
 
 WIDTH, HEIGHT = 1242, 375
 KITTI_OBJECT = Path(__file__).parents[2] / "shared" / "data" / "kitti_object"
@@ -273,3 +274,22 @@ def test_bench_prints_march_beside_grid_with_full_fidelity(cli, tmp_path):
     grid_share, march_share = see_through.split(">")
     assert grid_share == march_share != "0.00%"
     assert f"(no KITTI frame: {tmp_path / 'none.bin'} is absent)" in out
+
+
+def test_generate_defaults_to_march_with_the_grids_returns(cli, photos, tmp_path):
+    """The default run and `--mesh grid` write the same LiDAR pixels (ranges agree to float
+    rounding, so a depth may differ by one PNG step); the json names the method."""
+    assert generate(cli, photos, tmp_path / "march")[0] == 0
+    assert generate(cli, photos, tmp_path / "grid", "--mesh", "grid")[0] == 0
+    march, grid = (tar_members(tmp_path / name / "shard-000000.tar") for name in ("march", "grid"))
+    assert march.keys() == grid.keys()
+    for name in sorted(name for name in march if name.endswith(".sparse.png")):
+        march_sparse, grid_sparse = (schema.decode_depth_png(members[name]) for members in (march, grid))
+        assert np.count_nonzero(grid_sparse) > 100
+        assert np.array_equal(march_sparse > 0, grid_sparse > 0)
+        assert np.abs(march_sparse - grid_sparse).max() <= 1 / 256
+    record = json.loads(march["img0-v0.json"])
+    depth = schema.decode_depth_png(march["img0-v0.dense.png"])
+    assert record["mesh"]["method"] == "march" and record["mesh"]["vertices"] == np.count_nonzero(depth)
+    assert 0 < record["mesh"]["hidden_vertices"] < record["mesh"]["vertices"]
+    assert json.loads(grid["img0-v0.json"])["mesh"]["method"] == "grid"
