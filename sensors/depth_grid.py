@@ -63,6 +63,8 @@ class DepthGridScene:
             raise ValueError(f"hidden_depth_m must have depth_m's shape {depth_m.shape}, got {hidden_depth_m.shape}")
         if np.shape(K) != (3, 3):
             raise ValueError(f"K must be (3, 3), got shape {np.shape(K)}")
+        if not (K[0][0] > 0 and K[1][1] > 0):
+            raise ValueError(f"K must have positive focal lengths, got fx={K[0][0]}, fy={K[1][1]}")
         self.depth_m = _usable(depth_m)
         self.hidden_depth_m = np.zeros_like(self.depth_m) if hidden_depth_m is None else _usable(hidden_depth_m)
         self.K = np.asarray(K, dtype=np.float64)

@@ -222,6 +222,8 @@ def test_bad_shapes_name_the_parameter():
         DepthGridScene(np.zeros((4, 4)), np.eye(3), hidden_depth_m=np.zeros((4, 5)))
     with pytest.raises(ValueError, match="K must be"):
         DepthGridScene(np.zeros((4, 4)), np.eye(4))
+    with pytest.raises(ValueError, match="positive focal lengths"):
+        DepthGridScene(np.zeros((4, 4)), np.diag([0.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="calib"):
         read_object_calibration(REPO / "pyproject.toml")
 
