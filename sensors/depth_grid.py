@@ -30,6 +30,11 @@ numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 # Quads per side of the tiles whose depth ranges let a ray skip them whole.
 TILE = 8
+# Barycentric slack: a ray through a shared vertex or edge hits the triangles there
+# whatever the rounding (pixel-centre rays from the camera pass exactly through vertices).
+_EDGE = 1e-9
+# An image segment shorter than this (pixels) is a point: a ray through the camera centre.
+_POINT_PX = 1e-6
 # A ray in the grid's depth range, slightly widened so that hits on a quad's nearest or
 # farthest corner survive rounding.
 _DEPTH_MARGIN = 1e-6
@@ -267,11 +272,11 @@ def _intersect(origin: tuple, direction: tuple, p0: tuple, p1: tuple, p2: tuple)
     inverse = 1.0 / determinant
     sx, sy, sz = origin[0] - p0[0], origin[1] - p0[1], origin[2] - p0[2]
     b1 = (sx * px + sy * py + sz * pz) * inverse
-    if b1 < 0.0 or b1 > 1.0:
+    if b1 < -_EDGE or b1 > 1.0 + _EDGE:
         return (np.inf, 0.0, 0.0, 0.0)
     qx, qy, qz = sy * e1z - sz * e1y, sz * e1x - sx * e1z, sx * e1y - sy * e1x
     b2 = (dx * qx + dy * qy + dz * qz) * inverse
-    if b2 < 0.0 or b1 + b2 > 1.0:
+    if b2 < -_EDGE or b1 + b2 > 1.0 + _EDGE:
         return (np.inf, 0.0, 0.0, 0.0)
     t = (e2x * qx + e2y * qy + e2z * qz) * inverse
     if t < 0.0:
@@ -379,6 +384,8 @@ def _first_hit(depth, hidden, tile_nearest, tile_farthest, camera, origin, direc
         return miss
     u_start, v_start, w_start = _image_of(camera, origin, direction, t_start)
     u_end, v_end, w_end = _image_of(camera, origin, direction, t_end)
+    if abs(u_end - u_start) < _POINT_PX and abs(v_end - v_start) < _POINT_PX:
+        return _hit_at_point(depth, hidden, camera, origin, direction, u_start, v_start, w_start, w_end)
     segment = (u_start, v_start, w_start, u_end, v_end, w_end)
     tile_rows, tile_cols = tile_nearest.shape
     col = min(max(int(np.floor(u_start / TILE)), 0), tile_cols - 1)
@@ -404,6 +411,24 @@ def _first_hit(depth, hidden, tile_nearest, tile_farthest, camera, origin, direc
         if col < 0 or col >= tile_cols or row < 0 or row >= tile_rows:
             return miss
         s_in = s_out
+
+
+@numba.njit(cache=True)
+def _hit_at_point(depth, hidden, camera, origin, direction, u, v, w_start, w_end) -> tuple:
+    """The nearest hit of a ray whose image is the point (u, v) (it passes through the
+    camera centre) among the quads that hold the point, up to four when it lies on their
+    shared edges or corner; w_start, w_end: its inverse depth range (1/m)."""
+    height, width = depth.shape
+    best = (np.inf, 0.0, 0.0, 0.0, -1)
+    z_near, z_far = _depth_span(w_start, w_end, 0.0, 1.0)
+    first_col, last_col = max(int(np.floor(u - _POINT_PX)), 0), min(int(np.floor(u + _POINT_PX)), width - 2)
+    first_row, last_row = max(int(np.floor(v - _POINT_PX)), 0), min(int(np.floor(v + _POINT_PX)), height - 2)
+    for row in range(first_row, last_row + 1):
+        for col in range(first_col, last_col + 1):
+            hit = _hit_in_quad(depth, hidden, camera, row, col, origin, direction, z_near, z_far)
+            if hit[0] < best[0]:
+                best = hit
+    return best
 
 
 @numba.njit(cache=True)

@@ -16,7 +16,7 @@ from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion, hidden_background_layer
-from simlidar.sensors.raycast import Hits, MeshScene
+from simlidar.sensors.raycast import Hits, MeshScene, render_depth
 
 from .helpers import KITTI_K, REPO, generate, tar_members, write_photo
 
@@ -295,3 +295,15 @@ def test_generate_defaults_to_march_with_the_grids_returns(cli, photos, tmp_path
     assert record["mesh"]["method"] == "march" and record["mesh"]["vertices"] == np.count_nonzero(depth)
     assert 0 < record["mesh"]["hidden_vertices"] < record["mesh"]["vertices"]
     assert json.loads(grid["img0-v0.json"])["mesh"]["method"] == "grid"
+
+
+def test_pixel_rays_from_the_camera_render_back_the_depth():
+    """Rays from the camera centre through pixel centres pass exactly through the mesh's
+    vertices: every pixel with a kept triangle at its vertex returns its own depth (the
+    visible layer, never the hidden one behind it at the same vertex)."""
+    depth = schema.decode_depth_png((REPO / "examples" / "scenes" / "street_kitti.depth.png").read_bytes())
+    rendered = render_depth(depth_grid_scene(depth, KITTI_K), KITTI_K, WIDTH, HEIGHT)
+    valid = depth > 0
+    covered = valid & (rendered > 0)
+    assert covered.sum() > 0.998 * valid.sum() and not (rendered[~valid] > 0).any()
+    assert np.abs(rendered[covered] - depth[covered]).max() < 1e-3
