@@ -169,6 +169,7 @@ def print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
     """One row per photo and mesh method: time, faces and render-back fidelity."""
     header = f"{'photo':<18}{'size':>10}{'method':>11}{'mesh':>9}{'bld+cast':>9}{'faces':>9}"
     click.echo(header + f"{'cover':>8}{'med mm':>8}{'p95 mm':>8}{'>5%':>8}{'invented':>10}")
+    load_kernels()
     for item in list_images(images):
         for row in bench_meshes(item.path, sensor, repeats):
             click.echo(
