@@ -126,12 +126,13 @@ def simulate_rig_scan(
     effects = sensor.effects
     with times.stage("rays"):
         firing = sensor.fire(rng)
-        rotation_scene_lidar, origin_scene = T_scene_lidar[:3, :3], T_scene_lidar[:3, 3]
+        rotation_scene_lidar = T_scene_lidar[:3, :3]
         directions_scene = firing.directions_lidar @ rotation_scene_lidar.T
+        origins_scene = firing.origins_lidar @ rotation_scene_lidar.T + T_scene_lidar[:3, 3]
         toward_image = np.zeros(len(directions_scene), dtype=bool)
         for camera in cameras:
             toward_image |= rays_reaching_frustum(
-                camera.from_scene(origin_scene[None])[0],
+                camera.from_scene(origins_scene),
                 camera.directions_from_scene(directions_scene),
                 camera.K,
                 camera.width,
@@ -140,15 +141,17 @@ def simulate_rig_scan(
                 sensor.max_range_m,
             )
         beams_scene = directions_scene[toward_image]
+        beam_origins_scene = origins_scene[toward_image]
         sub_rays_scene = sub_ray_directions(beams_scene, effects.divergence_mrad * 1e-3, effects.active_sub_rays)
         beams, sub_rays = sub_rays_scene.shape[:2]
         flat_scene = sub_rays_scene.reshape(-1, 3)
+        flat_origins_scene = np.repeat(beam_origins_scene, sub_rays, axis=0)
     with times.stage("cast"):
-        hits = scene.cast(origin_scene, flat_scene, threads=threads)
+        hits = scene.cast(flat_origins_scene, flat_scene, threads=threads)
     with times.stage("project"):
         in_range = np.isfinite(hits.t) & (hits.t >= sensor.min_range_m) & (hits.t <= sensor.max_range_m)
         range_m = np.where(in_range, hits.t, np.inf)
-        hit_points_scene = origin_scene + flat_scene[in_range] * hits.t[in_range, None]
+        hit_points_scene = flat_origins_scene[in_range] + flat_scene[in_range] * hits.t[in_range, None]
         signal = np.zeros(len(flat_scene))
         signal[in_range] = signal_strength(
             sample_reflectance(hit_points_scene, cameras),
@@ -159,14 +162,15 @@ def simulate_rig_scan(
         kept = np.isfinite(returns.range_m)
         distance = returns.range_m[kept]
         # A sensor reports every return along its beam's axis.
-        points_scene = origin_scene + beams_scene[kept] * distance[:, None]
+        points_scene = beam_origins_scene[kept] + beams_scene[kept] * distance[:, None]
+        returned = np.flatnonzero(toward_image)[kept]
         first = cameras[0]
         sparse_depth_m, _ = sparse_depth_image(first.from_scene(points_scene), first.K, first.width, first.height)
         points_lidar = np.column_stack(
             [
-                firing.directions_lidar[toward_image][kept] * distance[:, None],
+                firing.origins_lidar[returned] + firing.directions_lidar[returned] * distance[:, None],
                 intensity_from_signal(returns.signal[kept]),
-                firing.ring[toward_image][kept],
+                firing.ring[returned],
             ]
         ).astype(np.float32)
     counts = {
