@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline import schema
-from simlidar.pipeline.fidelity import (
+from simlidar.pipeline.output.fidelity import (
     RealFrame,
     densify,
     fidelity_picture,
@@ -19,8 +19,8 @@ from simlidar.pipeline.fidelity import (
     profile_correlation,
     read_kitti_object_frame,
 )
-from simlidar.pipeline.mesh import depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan
+from simlidar.pipeline.stages.mesh import depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, Calibration, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.mount import Mount
 from simlidar.sensors.raycast import MeshScene

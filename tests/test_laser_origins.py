@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from simlidar.pipeline.simulate import simulate_scan
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, SensorSpecError, SpinningLidar, load_sensor, mount_pose
 from simlidar.sensors.camera import rays_reaching_frustum
 from simlidar.sensors.catalog import sensor_from_dict

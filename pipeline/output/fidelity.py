@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from simlidar.sensors import Calibration, Sensor, read_calibration
-from simlidar.sensors.camera import backproject_depth, sparse_depth_image
+from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image, transform_points
 from simlidar.sensors.effects import luma
 from simlidar.sensors.raycast import MeshScene
 
-from .mesh import MeshOptions, depth_to_mesh
+from ..stages.mesh import MeshOptions, depth_to_mesh
+from ..stages.scan import simulate_scan
 from .preview import colorize_depth, spread_points
-from .simulate import simulate_scan
 
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
 PROFILE_BINS = (1, 2, 4)
@@ -92,8 +92,7 @@ def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
 def project_scan(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int):
     """(H, W) float32 sparse camera-z depth (m) of points (N, 3, LiDAR frame) seen with
     T_cam_lidar (4, 4) by K (3, 3); nearest point per pixel."""
-    points_cam = points_lidar @ T_cam_lidar[:3, :3].T + T_cam_lidar[:3, 3]
-    return sparse_depth_image(points_cam, K, width, height)[0]
+    return sparse_depth_image(transform_points(T_cam_lidar, points_lidar), K, width, height)[0]
 
 
 def _shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
@@ -196,8 +195,7 @@ def naive_line_sampler(dense_m: np.ndarray, K: np.ndarray, T_cam_lidar: np.ndarr
     whose direction from the LiDAR (T_cam_lidar, 4x4) lies within half a pixel of one of
     `sensor.channels` evenly spaced pitch lines between its top and bottom beam, and of a
     multiple of its azimuth step; no ray is cast, so nothing is hidden or seen through."""
-    points_cam = backproject_depth(dense_m, K).reshape(-1, 3)
-    points_lidar = (points_cam - T_cam_lidar[:3, 3]) @ T_cam_lidar[:3, :3]
+    points_lidar = transform_points(invert_pose(T_cam_lidar), backproject(dense_m, K).reshape(-1, 3))
     pitch = np.arctan2(points_lidar[:, 2], np.hypot(points_lidar[:, 0], points_lidar[:, 1]))
     azimuth = np.arctan2(points_lidar[:, 1], points_lidar[:, 0])
     top, bottom = np.deg2rad(sensor.vertical_fov_deg)
