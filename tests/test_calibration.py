@@ -10,6 +10,8 @@ from simlidar.sensors import MOUNTS, mount_pose
 from simlidar.sensors.calibration import CalibrationError, mount_from_calibration, read_calibration
 from simlidar.sensors.mount import rotation_from_roll_pitch_yaw
 
+from .helpers import generate, tar_members
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KITTI_OBJECT = DATA / "kitti_object"
 needs_kitti = pytest.mark.skipif(not KITTI_OBJECT.is_dir(), reason="needs ../shared/data/kitti_object/")
@@ -127,3 +129,19 @@ def test_missing_file_and_bad_camera(tmp_path):
         read_calibration(tmp_path / "nope.txt")
     with pytest.raises(CalibrationError, match=r"camera must be one of \(0, 1, 2, 3\)"):
         read_calibration(tmp_path / "nope.txt", camera=5)
+
+
+def test_generate_places_the_lidar_by_a_calibration_file(cli, photos, tmp_path):
+    """`generate --mount FILE`: the sample records the file's T_cam_lidar (no jitter)."""
+    (tmp_path / "calib_velo_to_cam.txt").write_text(VELO_TO_CAM_2011_09_26)
+    (tmp_path / "calib_cam_to_cam.txt").write_text(CAM_TO_CAM_2011_09_26)
+    code, _, err = generate(
+        cli, photos, tmp_path / "out", "--mount", tmp_path / "calib_velo_to_cam.txt", "--mount-jitter", "none"
+    )
+    assert code == 0, err
+    meta = json.loads(tar_members(tmp_path / "out" / "shard-000000.tar")["img0-v0.json"])
+    np.testing.assert_allclose(meta["T_cam_lidar"], mount_pose(MOUNTS["kitti"]), atol=1e-6)
+    code, _, err = generate(cli, photos, tmp_path / "bad", "--mount", tmp_path / "calib_cam_to_cam.txt")
+    assert code == 2 and err.count("\n") == 1 and "--mount: " in err and "not a calibration this reader knows" in err
+    code, _, err = generate(cli, photos, tmp_path / "bad", "--mount", tmp_path / "nope.txt")
+    assert code == 2 and "unknown mount" in err and "or a calibration file" in err

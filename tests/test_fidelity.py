@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline import schema
+from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output.fidelity import (
     RealFrame,
     densify,
@@ -121,5 +122,26 @@ def test_hdl64_kitti_follows_the_real_kitti_scan():
 
 
 def test_missing_kitti_files_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"000001.bin does not exist"):
+    with pytest.raises(PipelineError, match=r"000001.bin does not exist"):
         read_kitti_object_frame(tmp_path / "000001")
+
+
+def test_fidelity_command_on_a_synthetic_kitti_object_frame(cli, synthetic_frame, tmp_path):
+    """The synthetic frame written as KITTI writes an object frame: the command prints the
+    table (real against itself: 1.000) and draws the picture."""
+    stem = tmp_path / "000000"
+    np.column_stack([synthetic_frame.points_lidar, np.zeros(len(synthetic_frame.points_lidar))]).astype(
+        np.float32
+    ).tofile(stem.with_suffix(".bin"))
+    Image.fromarray(synthetic_frame.rgb).save(stem.with_suffix(".png"))
+    P2 = np.column_stack([KITTI_K, np.zeros(3)])
+    rows = {"P2": P2, "R0_rect": np.eye(3), "Tr_velo_to_cam": synthetic_frame.calibration.T_cam_lidar[:3]}
+    stem.with_suffix(".calib.txt").write_text(
+        "".join(f"{key}: {' '.join(f'{value:.12e}' for value in matrix.ravel())}\n" for key, matrix in rows.items())
+    )
+    code, out, err = cli("fidelity", "--kitti-object", stem, "--detection-range", "0", "--plot", tmp_path / "f.png")
+    assert code == 0, err
+    lines = {line[:36].strip(): line[36:].split() for line in out.splitlines()}
+    assert lines["row-profile correlation, 1 row(s)"][0] == "1.000"
+    assert float(lines["row-profile correlation, 2 row(s)"][1]) > 0.95
+    assert Image.open(tmp_path / "f.png").size == (1242, 3 * 375 + 260)

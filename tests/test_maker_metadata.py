@@ -119,3 +119,25 @@ def test_bad_ouster_metadata_names_the_field():
         ouster_spec({**metadata, "lidar_mode": "fast"}, "x", label="meta.json")
     with pytest.raises(SensorSpecError, match="must be lists of one length"):
         ouster_spec({**metadata, "beam_azimuth_angles": [0.0, 1.0], "lidar_mode": "512x20"}, "x", label="meta.json")
+
+
+@pytest.mark.skipif(not OUSTER.is_file(), reason="needs ../shared/data/ouster/OS-1-128_v2.3.0_1024x10.json")
+def test_sensors_import_commands_write_sensor_files(cli, tmp_path):
+    code, out, err = cli("sensors", "import", "ouster", OUSTER, "--out", tmp_path / "unit.toml")
+    assert code == 0, err
+    assert "unit, 128 beams, 1024 columns" in out and load_sensor(str(tmp_path / "unit.toml")).channels == 128
+    code, _, err = cli("sensors", "import", "ouster", tmp_path / "unit.toml", "--out", tmp_path / "x.toml")
+    assert code == 2 and err.count("\n") == 1 and "cannot read it as JSON" in err
+    table = tmp_path / "lasers.toml"
+    table.write_text(
+        'name = "mine"\ndescription = "one laser"\nsource = "hand"\n[[laser]]\nvert_correction_deg = -3.0\n'
+        "vert_offset_m = 0.2\n"
+    )
+    code, out, err = cli("sensors", "import", "velodyne", table, "--out", tmp_path / "v.toml")
+    assert code == 0, err
+    sensor = load_sensor(str(tmp_path / "v.toml"))
+    assert sensor.elevations_deg == (-3.0,) and sensor.laser_origins_m[0][2] == pytest.approx(
+        0.2 * np.cos(np.deg2rad(3))
+    )
+    code, out, err = cli("sensors", "show", tmp_path / "v.toml")
+    assert "per-laser origins (forward, left, up), up to 0.200 m" in out

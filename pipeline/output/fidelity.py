@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from simlidar.sensors import Calibration, Sensor, read_calibration
+from simlidar.sensors import Calibration, CalibrationError, Sensor, read_calibration
 from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image, transform_points
 from simlidar.sensors.effects import luma
 from simlidar.sensors.raycast import MeshScene
 
+from ..errors import PipelineError
 from ..stages.mesh import MeshOptions, depth_to_mesh
-from ..stages.scan import simulate_scan
+from ..stages.scan import simulate_scan, with_calibration_error
 from .preview import colorize_depth, spread_points
 
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
@@ -66,8 +67,8 @@ class RealFrame:
 
 def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
     """KITTI object frame DIR/NAME: NAME.bin (N x 4 float32 scan), NAME.png (the image of
-    `camera`), NAME.calib.txt or DIR/../calib/NAME.txt. Raises FileNotFoundError naming
-    what is missing, ValueError (CalibrationError) for a bad calibration."""
+    `camera`), NAME.calib.txt or DIR/../calib/NAME.txt. Raises PipelineError naming what is
+    missing or wrong."""
     stem = Path(stem)
     scan_path, image_path = stem.with_suffix(".bin"), stem.with_suffix(".png")
     calib_path = next(
@@ -80,12 +81,17 @@ def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
     )
     for path in (scan_path, image_path, calib_path):
         if not path.is_file():
-            raise FileNotFoundError(f"KITTI object frame {stem}: {path} does not exist")
+            raise PipelineError(f"KITTI object frame {stem}: {path} does not exist")
     raw = np.fromfile(scan_path, dtype=np.float32)
     if raw.size == 0 or raw.size % 4:
-        raise ValueError(f"{scan_path}: not a KITTI scan (N x 4 float32), {raw.size} values")
-    rgb = np.asarray(Image.open(image_path).convert("RGB"))
-    calibration = read_calibration(calib_path, camera)
+        raise PipelineError(f"{scan_path}: not a KITTI scan (N x 4 float32), {raw.size} values")
+    try:
+        rgb = np.asarray(Image.open(image_path).convert("RGB"))
+        calibration = read_calibration(calib_path, camera)
+    except (OSError, CalibrationError) as error:
+        raise PipelineError(f"KITTI object frame {stem}: {error}") from None
+    if calibration.K is None:
+        raise PipelineError(f"{calib_path}: gives no intrinsics for camera {camera}")
     return RealFrame(rgb, raw.reshape(-1, 4)[:, :3].astype(np.float64), calibration, stem.name)
 
 
@@ -267,9 +273,11 @@ def fidelity_report(
     T_cam_lidar: np.ndarray,
     rng: np.random.Generator,
     mesh_options: MeshOptions | None = None,
+    T_error: np.ndarray | None = None,
 ) -> FidelityReport:
-    """Real scan, simulation of `sensor` at T_cam_lidar (4, 4) into the densified real scan,
-    and the naive sampler, with their figures (map_figures)."""
+    """Real scan, simulation of `sensor` at T_cam_lidar (4, 4) into the densified real scan
+    (recorded with a calibration error T_error (4, 4, LiDAR frame) when given), and the
+    naive sampler, with their figures (map_figures)."""
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
     real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, K, width, height)
@@ -277,6 +285,8 @@ def fidelity_report(
     mesh = depth_to_mesh(dense_m, K, mesh_options or MeshOptions())
     scene = MeshScene(mesh.vertices_cam, mesh.triangles)
     scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(frame.rgb))
+    if T_error is not None:
+        scan, _ = with_calibration_error(scan, T_cam_lidar, K, width, height, T_error)
     maps = {
         "real": real,
         "simulated": scan.sparse_depth_m,
@@ -300,9 +310,9 @@ _ROWS = (
 def format_table(figures: dict[str, dict]) -> str:
     """The figures of each map side by side, one figure per line."""
     names = list(figures)
-    lines = [f"{'':32s}" + "".join(f"{name:>12s}" for name in names)]
+    lines = [f"{'':36s}" + "".join(f"{name:>12s}" for name in names)]
     for label, key, pattern in _ROWS:
-        lines.append(f"{label:32s}" + "".join(f"{pattern.format(figures[name][key]):>12s}" for name in names))
+        lines.append(f"{label:36s}" + "".join(f"{pattern.format(figures[name][key]):>12s}" for name in names))
     return "\n".join(lines)
 
 
