@@ -65,20 +65,21 @@ class RealFrame:
     name: str
 
 
+def _kitti_file(stem: Path, flat_suffix: str, folder: str, suffix: str) -> Path:
+    """A frame's file in the flat layout (DIR/NAME.bin) or KITTI's tree (ROOT/velodyne/NAME.bin
+    beside ROOT/image_2/, ROOT/calib/); the flat one where neither exists (for the error)."""
+    tree = stem.parent.parent / folder / f"{stem.name}{suffix}"
+    return tree if not stem.with_suffix(flat_suffix).is_file() and tree.is_file() else stem.with_suffix(flat_suffix)
+
+
 def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
     """KITTI object frame DIR/NAME: NAME.bin (N x 4 float32 scan), NAME.png (the image of
-    `camera`), NAME.calib.txt or DIR/../calib/NAME.txt. Raises PipelineError naming what is
-    missing or wrong."""
+    `camera`) and NAME.calib.txt, or KITTI's tree ROOT/velodyne/NAME.bin, ROOT/image_2/NAME.png
+    and ROOT/calib/NAME.txt. Raises PipelineError naming what is missing or wrong."""
     stem = Path(stem)
-    scan_path, image_path = stem.with_suffix(".bin"), stem.with_suffix(".png")
-    calib_path = next(
-        (
-            path
-            for path in (stem.with_suffix(".calib.txt"), stem.parent.parent / "calib" / f"{stem.name}.txt")
-            if path.is_file()
-        ),
-        stem.with_suffix(".calib.txt"),
-    )
+    scan_path = _kitti_file(stem, ".bin", "velodyne", ".bin")
+    image_path = _kitti_file(stem, ".png", f"image_{camera}", ".png")
+    calib_path = _kitti_file(stem, ".calib.txt", "calib", ".txt")
     for path in (scan_path, image_path, calib_path):
         if not path.is_file():
             raise PipelineError(f"KITTI object frame {stem}: {path} does not exist")

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from simlidar.sensors import Sensor
+from simlidar.sensors import Firing, Sensor
 from simlidar.sensors.camera import (
     pixels_in_image,
     rays_reaching_frustum,
@@ -125,6 +125,14 @@ def _toward_images(
     return toward_image
 
 
+def _points_lidar(firing: Firing, returned: np.ndarray, distance_m: np.ndarray, signal: np.ndarray) -> np.ndarray:
+    """(N, 5) float32 points.npy rows (x, y, z, intensity, ring) in the LiDAR frame of the
+    returned rays (N,) indices into `firing`: each from its own origin, distance_m (N,) along
+    its beam, with the intensity of its signal (N,)."""
+    ray_points = firing.origins_lidar[returned] + firing.directions_lidar[returned] * distance_m[:, None]
+    return np.column_stack([ray_points, intensity_from_signal(signal), firing.ring[returned]]).astype(np.float32)
+
+
 def simulate_rig_scan(
     scene: MeshScene,
     cameras: list[ScanCamera],
@@ -171,13 +179,7 @@ def simulate_rig_scan(
         returned = np.flatnonzero(toward_image)[kept]
         first = cameras[0]
         sparse_depth_m, _ = sparse_depth_image(first.from_scene(points_scene), first.K, first.width, first.height)
-        points_lidar = np.column_stack(
-            [
-                firing.origins_lidar[returned] + firing.directions_lidar[returned] * distance[:, None],
-                intensity_from_signal(returns.signal[kept]),
-                firing.ring[returned],
-            ]
-        ).astype(np.float32)
+        points_lidar = _points_lidar(firing, returned, distance, returns.signal[kept])
     counts = {
         "rays": int(len(firing.directions_lidar)),
         "rays_toward_image": int(toward_image.sum()),
