@@ -51,7 +51,7 @@ def preset_spec(name: str) -> dict:
     """The parsed TOML of catalog preset `name` (a dict, as in the file)."""
     path = CATALOG_DIR / f"{name}.toml"
     if not path.is_file():
-        raise SensorSpecError(f"like must name a catalog sensor, got {name!r}")
+        raise SensorSpecError(f"`like` must name a catalog sensor, got {name!r}")
     return tomllib.loads(path.read_text())
 
 
@@ -98,9 +98,12 @@ def velodyne_table_spec(table: dict, label: str = "Velodyne table") -> dict:
     for key in ("name", "description", "source"):
         if not isinstance(table.get(key), str) or not table[key]:
             raise SensorSpecError(f"{label}: missing field '{key}' (a string)")
+    like = table.get("like", "hdl64")
+    if not isinstance(like, str) or not (CATALOG_DIR / f"{like}.toml").is_file():
+        raise SensorSpecError(f"{label}: field 'like' must name a catalog sensor, got {like!r}")
     rows = [_velodyne_laser(laser, index, label) for index, laser in enumerate(lasers)]
     rows.sort(key=lambda row: -row[0])
-    spec = _base(preset_spec(str(table.get("like", "hdl64"))))
+    spec = _base(preset_spec(like))
     spec.update(name=table["name"], description=table["description"], source=table["source"])
     spec["beams"] = {
         "elevation_deg": [row[0] for row in rows],

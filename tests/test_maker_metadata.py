@@ -96,7 +96,7 @@ def test_velodyne_table_lasers_fire_from_where_velodynes_formula_puts_them(tmp_p
         (velodyne_table([{"vert_correction_deg": 1.0, "tilt": 2}]), r"laser\[0\] has unknown field 'tilt'"),
         (velodyne_table([]), r"needs one \[\[laser\]\] table per laser"),
         ({"laser": LASERS}, "missing field 'name'"),
-        ({**velodyne_table(), "like": "nope"}, "like must name a catalog sensor, got 'nope'"),
+        ({**velodyne_table(), "like": "nope"}, "t.toml: field 'like' must name a catalog sensor, got 'nope'"),
     ],
 )
 def test_bad_velodyne_tables_are_one_line_errors(table, message):
@@ -115,6 +115,8 @@ def test_bad_ouster_metadata_names_the_field():
     with pytest.raises(SensorSpecError, match="meta.json: missing field 'beam_altitude_angles'"):
         ouster_spec({"lidar_mode": "1024x10"}, "x", label="meta.json")
     metadata = {"beam_altitude_angles": [1.0], "beam_azimuth_angles": [0.0], "lidar_origin_to_beam_origin_mm": 15.8}
+    with pytest.raises(SensorSpecError, match="`like` must name a catalog sensor, got 'os9'"):
+        ouster_spec({**metadata, "lidar_mode": "1024x10"}, "x", like="os9")
     with pytest.raises(SensorSpecError, match="lidar_mode must read COLUMNSxHZ"):
         ouster_spec({**metadata, "lidar_mode": "fast"}, "x", label="meta.json")
     with pytest.raises(SensorSpecError, match="must be lists of one length"):
