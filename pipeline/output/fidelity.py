@@ -39,7 +39,6 @@ from .preview import colorize_depth, spread_points
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
 PROFILE_BINS = (1, 2, 4)
 SEE_THROUGH_M = (0.3, 1.0)
-MAPS = ("real", "simulated", "naive")
 # Densifying: a point is set aside when a neighbour within HIDDEN_WINDOW_PX is nearer by
 # more than HIDDEN_RATIO of its depth and SEE_THROUGH_M[0]; gaps up to ROW_GAP_PX along a
 # row and COLUMN_GAP_PX along a column are filled, interpolated unless the two sides differ
@@ -149,7 +148,7 @@ def fill_gaps(depth_m: np.ndarray, max_gap: int) -> np.ndarray:
 def smooth_surface(depth_m: np.ndarray) -> np.ndarray:
     """Mean inverse depth over each pixel's 3 x 3 neighbours on the same surface (within
     EDGE_RATIO of its depth): takes out the scan's range noise and ring-to-ring steps, which
-    would otherwise tilt the mesh's triangles past the grazing limit. (H, W) m, 0 = none."""
+    would otherwise break the mesh into speckled holes. (H, W) m, 0 = none."""
     valid = depth_m > 0
     inverse = np.where(valid, 1.0 / np.where(valid, depth_m, 1.0), 0.0)
     total, count = np.zeros_like(inverse), np.zeros_like(inverse)
