@@ -2,14 +2,15 @@
 without building the mesh (sensors/depth_grid.py, pipeline/stages/march.py)."""
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.random import default_rng
 from simlidar.pipeline import schema
-from simlidar.pipeline.sources.kitti_scan_depth import densified_scan_depth, read_object_calibration
+from simlidar.pipeline.bench.frame import densified_depth
+from simlidar.pipeline.output.fidelity import read_kitti_object_frame
 from simlidar.pipeline.stages.march import depth_grid_scene, fidelity_against_grid, hit_fidelity
 from simlidar.pipeline.stages.mesh import MeshOptions, _background_behind_edges, depth_to_mesh
 from simlidar.pipeline.stages.scan import simulate_scan
@@ -110,21 +111,23 @@ def assert_fidelity(depth, K, T_cam_lidar, options=MeshOptions()):
     return figures
 
 
+@dataclass(frozen=True)
+class KittiFrame:
+    depth_m: np.ndarray
+    K: np.ndarray
+    T_cam_lidar: np.ndarray
+
+
 @pytest.fixture(scope="module")
 def kitti_frame():
-    scan = KITTI_OBJECT / "000134.bin"
-    if not scan.is_file():
-        pytest.skip(f"{scan} is absent (the shared reference data, see ../shared/data/README.md)")
-    return densified_scan_depth(scan)
-
-
-def test_densified_kitti_frame_is_kitti_sized_real_depth(kitti_frame):
-    depth = kitti_frame.depth_m
-    assert depth.shape == (370, 1224)
-    assert 0.5 < (depth > 0).mean() < 0.7
-    assert 4.0 < depth[depth > 0].min() and 60.0 < depth.max() < 90.0
-    # The Velodyne sits about 0.27 m behind and 0.08 m above the left colour camera.
-    assert np.allclose(kitti_frame.T_cam_lidar[:3, 3], [0.04, -0.06, -0.33], atol=0.02)
+    """KITTI object frame 000134: its densified real scan at 1224 x 370, its calibration."""
+    stem = KITTI_OBJECT / "000134"
+    if not stem.with_suffix(".bin").is_file():
+        pytest.skip(f"{stem}.bin is absent (the shared reference data, see ../shared/data/README.md)")
+    frame = read_kitti_object_frame(stem)
+    depth = densified_depth(frame)
+    assert depth.shape == (370, 1224) and (depth > 0).mean() > 0.5
+    return KittiFrame(depth, frame.calibration.K, frame.calibration.T_cam_lidar)
 
 
 def test_fidelity_on_real_kitti_depth_from_its_own_calibration(kitti_frame):
@@ -224,8 +227,6 @@ def test_bad_shapes_name_the_parameter():
         DepthGridScene(np.zeros((4, 4)), np.eye(4))
     with pytest.raises(ValueError, match="positive focal lengths"):
         DepthGridScene(np.zeros((4, 4)), np.diag([0.0, 1.0, 1.0]))
-    with pytest.raises(ValueError, match="calib"):
-        read_object_calibration(REPO / "pyproject.toml")
 
 
 @pytest.mark.parametrize("fill_px", [0, 1, 16, 1000])
@@ -264,7 +265,7 @@ def test_bench_prints_march_beside_grid_with_full_fidelity(cli, tmp_path):
     K = np.array([[100.0, 0.0, 79.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]])
     write_photo(tmp_path / "photos", "box.jpg", depth, K)
     code, out, err = cli(
-        "bench", "--images", tmp_path / "photos", "--kitti-scan", tmp_path / "none.bin", "--repeats", "1"
+        "bench", "--images", tmp_path / "photos", "--kitti-object", tmp_path / "none", "--repeats", "1"
     )
     assert code == 0, err
     march, grid = (line.split() for line in out.splitlines() if line.startswith("box.jpg"))
@@ -275,7 +276,7 @@ def test_bench_prints_march_beside_grid_with_full_fidelity(cli, tmp_path):
     assert float(ratio) > 0 and present == "100.000%" and within == "100.00%" and invented == "0"
     grid_share, march_share = see_through.split(">")
     assert grid_share == march_share != "0.00%"
-    assert f"(no KITTI frame: {tmp_path / 'none.bin'} is absent)" in out
+    assert f"(no KITTI frame: {tmp_path / 'none'}.bin is absent)" in out
 
 
 def test_generate_defaults_to_march_with_the_grids_returns(cli, photos, tmp_path):

@@ -20,7 +20,7 @@ from simlidar.teachers import DepthPrediction
 
 from .. import schema
 from ..config import GenerateConfig
-from ..sources.kitti_scan_depth import densified_scan_depth, read_object_calibration
+from ..output.fidelity import RealFrame, densify, project_scan, read_kitti_object_frame
 from ..sources.photos import list_images, load_image
 from ..stages.march import fidelity_against_grid
 from ..stages.mesh import METHODS, MeshOptions
@@ -49,24 +49,34 @@ class BenchInput:
     T_cam_lidar: np.ndarray | None = None
 
 
-def bench_inputs(images: Path, kitti_scan: Path) -> list[BenchInput]:
-    """The photos with sidecar depth and intrinsics in `images`, then the densified KITTI
-    scan `kitti_scan` (NNNNNN.bin beside its .png and .calib.txt) if it exists."""
+def bench_inputs(images: Path, kitti_object: Path) -> list[BenchInput]:
+    """The photos with sidecar depth and intrinsics in `images`, then the KITTI object frame
+    `kitti_object` (DIR/NAME: NAME.bin, .png, .calib.txt) with its densified real scan as
+    depth, if it exists."""
     inputs = [BenchInput(item.path.name, partial(sidecar_camera, item.path)) for item in list_images(images)]
-    if kitti_scan.is_file():
-        _, T_cam_lidar = read_object_calibration(kitti_scan.with_suffix(".calib.txt"))
-        inputs.append(BenchInput(f"kitti {kitti_scan.stem}", partial(kitti_scan_camera, kitti_scan), T_cam_lidar))
+    if kitti_object.with_suffix(".bin").is_file():
+        T_cam_lidar = read_kitti_object_frame(kitti_object).calibration.T_cam_lidar
+        inputs.append(BenchInput(f"kitti {kitti_object.name}", partial(kitti_camera, kitti_object), T_cam_lidar))
     return inputs
 
 
-def kitti_scan_camera(scan_path: Path, times: StageTimes) -> SceneCamera:
+def densified_depth(frame: RealFrame) -> np.ndarray:
+    """(H, W) float32 depth (m, 0 = none) of a real frame's scene: its scan projected into
+    its image and densified as `simlidar fidelity` does."""
+    height, width = frame.rgb.shape[:2]
+    calibration = frame.calibration
+    return densify(project_scan(frame.points_lidar, calibration.T_cam_lidar, calibration.K, width, height))
+
+
+def kitti_camera(kitti_object: Path, times: StageTimes) -> SceneCamera:
     """A KITTI object frame as a scene's one camera, its densified real scan standing in
     for the teacher's depth (timed as 'teacher')."""
     with times.stage("read"):
-        image = load_image(scan_path.with_suffix(".png"), 95)
+        frame = read_kitti_object_frame(kitti_object)
+        image = load_image(kitti_object.with_suffix(".png"), 95)
     with times.stage("teacher"):
-        frame = densified_scan_depth(scan_path)
-    return SceneCamera(image, frame.K, "calibration", DepthPrediction(frame.depth_m, "metric"), scan_path.name)
+        prediction = DepthPrediction(densified_depth(frame), "metric")
+    return SceneCamera(image, frame.calibration.K, "calibration", prediction, kitti_object.name)
 
 
 def bench_methods(bench_input: BenchInput, sensor_name: str, repeats: int) -> dict:
@@ -184,13 +194,13 @@ def print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
     )
 
 
-def print_frame_table(images: Path, kitti_scan: Path, sensor: str, repeats: int) -> None:
+def print_frame_table(images: Path, kitti_object: Path, sensor: str, repeats: int) -> None:
     """Per frame, a row per COMPARED method: milliseconds per stage and after the teacher;
     on the march's row its ratio to the grid and its fidelity to the grid's returns."""
     header = f"{'frame':<18}{'size':>10}{'method':>7}" + "".join(f"{s:>8}" for s in STAGES)
     click.echo(header + f"{'post':>8}{'ratio':>7}{'present':>9}{'<=1%':>8}{'invented':>9}{'see-through':>15}")
     load_kernels()
-    for bench_input in bench_inputs(images, kitti_scan):
+    for bench_input in bench_inputs(images, kitti_object):
         result = bench_methods(bench_input, sensor, repeats)
         post = {method: post_teacher_seconds(result["stages"][method]) for method in COMPARED}
         for method in COMPARED:
@@ -201,8 +211,8 @@ def print_frame_table(images: Path, kitti_scan: Path, sensor: str, repeats: int)
             if method == COMPARED[0]:
                 row += f"{post[method] / post[COMPARED[-1]]:>7.2f}" + _fidelity_columns(result["fidelity"])
             click.echo(row)
-    if not kitti_scan.is_file():
-        click.echo(f"(no KITTI frame: {kitti_scan} is absent)")
+    if not kitti_object.with_suffix(".bin").is_file():
+        click.echo(f"(no KITTI frame: {kitti_object}.bin is absent)")
     click.echo(
         "ms per frame, median, one view per photo; post: after the teacher (mesh to write); ratio: march / grid. "
         "Fidelity of the march to the grid on one frame's rays: present: the grid's returns it has; <=1%: of "

@@ -18,9 +18,10 @@ def _path_option(flag: str, default: str, help_text: str):
     "--images", "examples/scenes", "Photos with sidecar depth and intrinsics (the bundled scenes by default)."
 )
 @_path_option(
-    "--kitti-scan",
-    "../shared/data/kitti_object/000134.bin",
-    "A KITTI object scan (beside its .png and .calib.txt) densified into a real-depth frame; skipped if absent.",
+    "--kitti-object",
+    "../shared/data/kitti_object/000134",
+    "A KITTI object frame DIR/NAME (NAME.bin, .png, .calib.txt): its densified scan is a real-depth frame; "
+    "skipped if absent.",
 )
 @click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
 @click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
@@ -41,7 +42,7 @@ def _path_option(flag: str, default: str, help_text: str):
 @click.option("--image-size", default="640x480", show_default=True, help="--teacher: WxH of the synthetic photos.")
 def bench(
     images: Path,
-    kitti_scan: Path,
+    kitti_object: Path,
     sensor: str,
     repeats: int,
     meshes: bool,
@@ -67,4 +68,4 @@ def bench(
 
         print_scaling(images, workers)
         return
-    print_frame_table(images, kitti_scan, sensor, repeats)
+    print_frame_table(images, kitti_object, sensor, repeats)
