@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from simlidar.pipeline.stages.mesh import MeshOptions, _subsample, depth_to_mesh
 from simlidar.sensors import Sensor
-from simlidar.sensors.camera import rays_reaching_frustum
+from simlidar.sensors.camera import rays_reaching_frustum, transform_directions, transform_points
 from simlidar.sensors.depth_grid import DepthGridScene, hidden_background_layer
 from simlidar.sensors.raycast import Hits, MeshScene
 
@@ -63,18 +63,20 @@ def fidelity_against_grid(
     depth_m: np.ndarray, K: np.ndarray, sensor: Sensor, T_cam_lidar: np.ndarray, options: MeshOptions = MeshOptions()
 ) -> dict:
     """hit_fidelity of the march method against the grid mesh (same options otherwise) on
-    one frame of `sensor` (phase from seed 0) placed at T_cam_lidar (4, 4): the rays that
+    one frame of `sensor` (phase from seed 0, per-laser origins) placed at T_cam_lidar (4, 4): the rays that
     can reach the (H, W) depth map's image with intrinsics K (3, 3); plus the ray and the
     grid's hit counts."""
     height, width = depth_m.shape
-    origin = T_cam_lidar[:3, 3]
-    directions = sensor.fire(np.random.default_rng(0)).directions_lidar @ T_cam_lidar[:3, :3].T
+    firing = sensor.fire(np.random.default_rng(0))
+    origins = transform_points(T_cam_lidar, firing.origins_lidar)
+    directions = transform_directions(T_cam_lidar, firing.directions_lidar)
     ranges = (sensor.min_range_m, sensor.max_range_m)
-    directions = directions[rays_reaching_frustum(origin, directions, K, width, height, *ranges)]
+    toward = rays_reaching_frustum(origins, directions, K, width, height, *ranges)
+    origins, directions = origins[toward], directions[toward]
     grid_mesh = depth_to_mesh(depth_m, K, replace(options, method="grid"))
-    grid = MeshScene(grid_mesh.vertices_cam, grid_mesh.triangles).cast(origin, directions)
-    march = depth_grid_scene(depth_m, K, options).cast(origin, directions)
-    figures = hit_fidelity(grid, march, lambda t: origin + directions * t[:, None], depth_m, K)
+    grid = MeshScene(grid_mesh.vertices_cam, grid_mesh.triangles).cast(origins, directions)
+    march = depth_grid_scene(depth_m, K, options).cast(origins, directions)
+    figures = hit_fidelity(grid, march, lambda t: origins + directions * t[:, None], depth_m, K)
     return {"rays": len(directions), "grid_hits": int(np.isfinite(grid.t).sum()), **figures}
 
 
