@@ -35,6 +35,11 @@ MEMBER_ORDER = (IMAGE, IMAGE_PNG, SPARSE, DENSE, TEACHER, META, POINTS)
 POINT_FIELDS = ("x", "y", "z", "intensity", "ring")
 
 DEPTH_SCALE = 256.0
+MAX_DEPTH_M = np.iinfo(np.uint16).max / DEPTH_SCALE
+
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+_SEPARATORS = re.compile(r"[\\/]")
+_OTHER_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def missing_members(present) -> list[str]:
@@ -47,11 +52,6 @@ def missing_members(present) -> list[str]:
 def image_bytes(members: dict) -> bytes:
     """The encoded image of a sample (member name -> bytes), JPEG or PNG."""
     return members[IMAGE] if IMAGE in members else members[IMAGE_PNG]
-MAX_DEPTH_M = np.iinfo(np.uint16).max / DEPTH_SCALE
-
-_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
-_SEPARATORS = re.compile(r"[\\/]")
-_OTHER_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def encode_depth_png(depth_m: np.ndarray) -> bytes:

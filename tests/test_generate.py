@@ -111,19 +111,8 @@ def test_resume_redoes_only_missing_shards(cli, photos, tmp_path):
     (out / "shard-000002.tar").unlink()
     (out / "shard-000001.tar.tmp").write_bytes(b"partial")
     code, out_text, _ = cli(
-        "generate",
-        "--images",
-        photos,
-        "--out",
-        out,
-        "--fov",
-        "90",
-        "--shard-size",
-        "1",
-        "--workers",
-        "1",
-        "--teacher",
-        "sidecar",
+        "generate", "--images", photos, "--out", out, "--fov", "90", "--shard-size", "1", "--workers", "1",
+        "--teacher", "sidecar",
     )
     assert code == 0 and "(1 already done)" in out_text
     assert {path.name: path.read_bytes() for path in out.glob("shard-*.tar")} == reference
@@ -248,19 +237,8 @@ def test_full_disk_keeps_finished_shards_and_leaves_no_partial_file(cli, photos,
     assert not list(out.glob("shard-000001*"))
     monkeypatch.setattr(ShardWriter, "write", original_write)
     code, text, _ = cli(
-        "generate",
-        "--images",
-        photos,
-        "--out",
-        out,
-        "--fov",
-        "90",
-        "--shard-size",
-        "1",
-        "--workers",
-        "1",
-        "--teacher",
-        "sidecar",
+        "generate", "--images", photos, "--out", out, "--fov", "90", "--shard-size", "1", "--workers", "1",
+        "--teacher", "sidecar",
     )
     assert code == 0 and "(1 already done)" in text
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from simlidar.train import loop
 
+from .test_train_checkpoint import assert_same_run
 from .train_shards import write_ramp_shards
 
 TINY = ["--batch-size", "2", "--crop", "16", "16", "--width", "4", "--workers", "0", "--quiet"]
@@ -56,6 +57,9 @@ def test_a_finished_run_ctrl_c_and_the_same_shards_named_two_ways(cli, tmp_path,
     monkeypatch.setattr(loop, "compute_loss", real_loss)
     code, out, err = cli("train", "--shards", "./K16", "--steps", "2", "--out", "run", *TINY)
     assert code == 0 and out.startswith("step 2: loss ") and "holds a run with other options" not in err
+    code, _, _ = cli("train", "--shards", "K16", "--steps", "2", "--out", "straight", *TINY)
+    assert code == 0
+    assert_same_run(torch.load("run/last.pt", weights_only=True), torch.load("straight/last.pt", weights_only=True))
     code, out, err = cli("train", "--shards", str(tmp_path / "K16"), "--steps", "2", "--out", "run", *TINY)
     assert code == 0 and out == "" and "already at step 2: nothing to do (raise --steps" in err
     assert "None" not in out + err

@@ -54,12 +54,7 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     "--decay", default=DEFAULTS["decay"], type=click.Choice(DECAYS), help="Shape of the decay after the warm-up."
 )
 @click.option("--weight-decay", default=DEFAULTS["weight_decay"], type=float, help="AdamW weight decay.")
-@click.option(
-    "--warmup",
-    default=DEFAULTS["warmup"],
-    type=float,
-    help="Share of the steps spent warming up linearly (0..1, rounded to whole steps).",
-)
+@click.option("--warmup", default=DEFAULTS["warmup"], type=float, help="Share of the steps warming up (0..1).")
 @click.option("--clip", default=DEFAULTS["clip"], type=float, help="Gradient-norm clipping (0 = off).")
 @click.option(
     "--ema",
@@ -160,7 +155,7 @@ def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
                 err=True,
             )
         else:
-            click.echo("interrupted before the first step: nothing was saved", err=True)
+            click.echo("interrupted before training started: nothing new was saved", err=True)
         sys.exit(130)
     if not result["done_before"]:
         click.echo(f"step {result['step']}: loss {result['loss']}; checkpoint {Path(config.out) / 'last.pt'}")

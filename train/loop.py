@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -166,6 +169,24 @@ def bins_kd_loss(config: TrainConfig, outputs: dict, batch: dict) -> tuple[torch
         + config.relational_weight * parts["relational"]
     )
     return loss, {name: part.item() for name, part in parts.items()}
+
+
+def copy_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: buffer.clone() for name, buffer in model.named_buffers()}
+
+
+@contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) waits until the block is done: the weights, optimizer, EMA and step
+    counter change together, so the checkpoint saved on Ctrl-C is one consistent step."""
+    can_block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if can_block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if can_block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _as_float(outputs):
@@ -336,11 +357,14 @@ def _train(config: TrainConfig, stop_at, progress: bool, device: torch.device, r
     started = window_start = time.perf_counter()
     window_samples = 0
     batches = iter(loader)
+    buffers_before = copy_buffers(model)
     try:
         while step < end:
             lr = get_lr(step, config.steps, config.lr, config.warmup, config.min_lr, config.decay)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            # The forward pass moves batch-norm statistics: a step cut short by Ctrl-C puts them back.
+            buffers_before = copy_buffers(model)
             batch = {name: tensor.to(device, non_blocking=True) for name, tensor in next(batches).items()}
             if config.view_relational:
                 batch = data.flatten_scenes(batch)
@@ -356,11 +380,12 @@ def _train(config: TrainConfig, stop_at, progress: bool, device: torch.device, r
             scaler.unscale_(optimizer)
             if config.clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update(model, step)
-            step += 1
+            with interrupts_deferred():
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    ema.update(model, step)
+                step += 1
             window_samples += len(batch["rgb"]) * ranks.world_size
             bar.update(1)
             if step % config.log_every == 0 or step == end:
@@ -383,6 +408,8 @@ def _train(config: TrainConfig, stop_at, progress: bool, device: torch.device, r
             if ranks.is_main and (step % config.save_every == 0 or step == end):
                 save_checkpoint(out / "last.pt", **checkpoint_state())
     except KeyboardInterrupt:
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers_before[name])
         if ranks.is_main:
             save_checkpoint(out / "last.pt", **checkpoint_state())
         raise TrainingInterrupted(step, out / "last.pt") from None

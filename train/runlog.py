@@ -44,7 +44,9 @@ class RunLog:
         columns = ["step", "loss", *loss_parts, "lr", "samples_per_s", "elapsed_s"]
         self.train = CsvLog(out / "log.csv", columns, resume_step)
         self.val = CsvLog(out / "val.csv", ["step", *METRIC_NAMES, "images", "best"], resume_step)
-        self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step)
+        # Events at steps after the checkpoint's are dropped (those at its step are its own).
+        purge_step = resume_step + 1 if resume_step is not None else None
+        self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
 
     def step(self, step: int, loss: float, parts: dict, lr: float, samples_per_s: float, elapsed_s: float) -> dict:
         """Write one training row; returns it as logged (strings)."""
