@@ -143,10 +143,10 @@ def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
     simlidar train --shards rig_shards/ --objective bins-kd --view-relational --out runs/student
     torchrun --nproc_per_node 8 --no-python simlidar train --shards out/   # DDP: a GPU per rank
     """
-    from .loop import train as run_train
-
     config = TrainConfig(crop=tuple(crop), bin_range=tuple(bin_range), out=out or f"runs/{options['stage']}", **options)
     try:
+        from .loop import train as run_train
+
         result = run_train(config, stop_at=stop_at, progress=not quiet)
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, TrainingInterrupted):

@@ -128,8 +128,8 @@ def check_shards(urls: list[str]) -> None:
 def _shard_samples(url: str, with_meta: bool) -> dict[str, tuple[set[str], dict | None]]:
     """key -> (member names, parsed json or None) of one shard, in file order."""
     samples: dict[str, tuple[set[str], dict | None]] = {}
+    local, stream = Path(url).is_file(), None
     try:
-        local = Path(url).is_file()
         stream = None if local else wds.gopen(url, "rb")
         with tarfile.open(url) if local else tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
@@ -142,6 +142,9 @@ def _shard_samples(url: str, with_meta: bool) -> dict[str, tuple[set[str], dict 
                     samples[key] = (present, json.loads(tar.extractfile(member).read()))
     except (tarfile.TarError, OSError, ValueError) as error:
         raise TrainError(f"{url} is not a readable tar shard ({error}); regenerate it") from None
+    finally:
+        if stream is not None:
+            stream.close()
     return samples
 
 
@@ -279,10 +282,14 @@ class AddressShuffle:
     out is a random pick among the buffered ones, replaced by the next item in. Fed
     addresses instead of samples, it can be replayed without reading any data."""
 
+    # Uniform draws are taken from the generator this many at a time (replay speed).
+    DRAWS = 4096
+
     def __init__(self, items: Iterator[Address], size: int, rng: np.random.Generator):
         self.items, self.size, self.rng = items, size, rng
         self.buffer: list[Address] = []
         self.last_in: Address | None = None
+        self.draws: list[float] = []
 
     def __iter__(self):
         return self
@@ -291,7 +298,9 @@ class AddressShuffle:
         while len(self.buffer) < self.size:
             self.last_in = next(self.items)
             self.buffer.append(self.last_in)
-        pick = int(self.rng.integers(len(self.buffer)))
+        if not self.draws:
+            self.draws = self.rng.random(self.DRAWS).tolist()[::-1]
+        pick = int(self.draws.pop() * len(self.buffer))
         self.buffer[pick], self.buffer[-1] = self.buffer[-1], self.buffer[pick]
         return self.buffer.pop()
 
@@ -303,8 +312,11 @@ class AddressShuffle:
 
 
 class TrainStream(torch.utils.data.IterableDataset):
-    """The endless training stream of one rank: units (samples, or whole scenes)
-    decoded, cropped and flipped, in the order the module docstring describes.
+    """The endless training stream of one rank, in the order the module docstring
+    describes. Each item is one unit decoded, cropped and flipped: for samples, a dict of
+    MAP_NAMES tensors (C, H, W); for scenes (index.scenes), the same stacked per view
+    (V, C, H, W) plus `neighbours` (V, V), 1 where two views are adjacent (the DataLoader
+    adds the batch dimension; `flatten_scenes` turns S scenes into S * V samples).
     batches_done: batches this rank's loader already gave (a resumed run's step)."""
 
     def __init__(
