@@ -26,12 +26,11 @@ from PIL import Image
 from simlidar.teachers import TeacherInput
 from tqdm import tqdm
 
-from . import schema
-from .errors import PipelineError
-from .writer import ShardWriter
+from .. import schema
+from ..errors import PipelineError
+from ..writer import ShardWriter
 
 SPLITS = ("train", "val", "val_selection_cropped")
-CAMERAS = ("image_02", "image_03")
 # The image member that keeps a file's own bytes, by the format Pillow reads.
 IMAGE_MEMBER_OF_FORMAT = {"PNG": schema.IMAGE_PNG, "JPEG": schema.IMAGE}
 
