@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import torch
+from simlidar.train.factory import pick_device
 
 from .helpers import REPO
 from .train_shards import write_ramp_shards
@@ -29,3 +30,11 @@ def test_torchrun_two_ranks_see_disjoint_samples_and_rank0_writes(tmp_path):
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
     with open(run / "log.csv") as log:
         assert [row["step"] for row in csv.DictReader(log)] == ["1", "2"]
+
+
+def test_each_rank_picks_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert pick_device("cuda", local_rank=3) == torch.device("cuda", 3)
+    assert pick_device("cuda:0", local_rank=3) == torch.device("cuda", 0)
+    assert pick_device("cpu", local_rank=3) == torch.device("cpu")

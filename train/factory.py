@@ -11,9 +11,11 @@ from .student import DEFAULT_STUDENT_WIDTH, BinStudent, StudentConfig, is_studen
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """auto: this rank's GPU (cuda:LOCAL_RANK), then mps, then the CPU; else the named device."""
+    """auto: this rank's GPU (cuda:LOCAL_RANK), then mps, then the CPU; else the named
+    device, a bare "cuda" being this rank's GPU too."""
     if name != "auto":
-        return torch.device(name)
+        device = torch.device(name)
+        return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     if torch.backends.mps.is_available():
