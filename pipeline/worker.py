@@ -35,7 +35,7 @@ from simlidar.teachers import (
 
 from . import schema
 from .config import GenerateConfig
-from .mesh import depth_to_mesh
+from .mesh import UnusableDepth, check_depth_usable, depth_to_mesh
 from .reader import BadImage, LoadedImage, SourceItem, load_image
 from .real_rig import Calibration, RigFrame, is_calibration, load_calibration, load_frame, merge_meshes
 from .rig import load_rig, render_view, rig_cameras
@@ -142,6 +142,7 @@ class ShardWorker:
                             with times.stage("teacher"):
                                 rng = image_rng(self.config.seed, item.key)
                                 metric.append(to_metric(prediction, self.conversion, rng))
+                            check_depth_usable(metric[-1].depth, self.sensor.min_range_m, self.sensor.max_range_m)
                         if self.calibration is not None:
                             samples = self._write_frame_samples(item, images, metric, writer, times)
                         else:
@@ -149,8 +150,9 @@ class ShardWorker:
                         for counts in samples:
                             point_counts.append(counts["points"])
                             sparse_pixels.append(counts["sparse_pixels"])
-                    except (TeacherError, IntrinsicsError) as error:
-                        stage = "teacher" if isinstance(error, TeacherError) else "intrinsics"
+                    except (TeacherError, IntrinsicsError, UnusableDepth) as error:
+                        stage = "depth" if isinstance(error, UnusableDepth) else "intrinsics"
+                        stage = "teacher" if isinstance(error, TeacherError) else stage
                         errors.append({"path": item.relpath, "stage": stage, "reason": str(error)})
                     on_input()
         stats = {
