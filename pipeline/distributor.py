@@ -56,10 +56,10 @@ def disk_error(error: OSError, out_dir: Path, plan: ShardPlan) -> PipelineError:
 
 
 def run_in_process(
-    config: GenerateConfig, plans: list[ShardPlan], out_dir: Path, progress: Progress
+    config: GenerateConfig, plans: list[ShardPlan], out_dir: Path, progress: Progress, lock_token: str = ""
 ) -> list[ShardFailure]:
     """Run shards one after another here; Open3D still casts on every core."""
-    worker = ShardWorker(config)
+    worker = ShardWorker(config, lock_token=lock_token)
     failures = []
     for plan in plans:
         started = time.perf_counter()
@@ -84,6 +84,7 @@ def run_on_ray(
     workers: int,
     address: str | None,
     teacher_actors: int | None = None,
+    lock_token: str = "",
 ) -> list[ShardFailure]:
     """Run shards as Ray tasks, one CPU each, at most `workers` at a time (0: one per
     CPU of the cluster), so the images in flight stay bounded (concurrency x teacher
@@ -114,7 +115,7 @@ def run_on_ray(
         while queue or running:
             while queue and len(running) < concurrency:
                 plan = queue.pop(0)
-                running[run_shard.remote(config.to_dict(), plan, str(out_dir), counter, actors)] = plan
+                running[run_shard.remote(config.to_dict(), plan, str(out_dir), counter, actors, lock_token)] = plan
             finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
             for reference in finished:
                 plan = running.pop(reference)
@@ -140,10 +141,11 @@ def run_on_ray(
             ray.shutdown()
 
 
-def _run_shard(config_record: dict, plan: ShardPlan, out_dir: str, counter, actors: list) -> dict:
+def _run_shard(config_record: dict, plan: ShardPlan, out_dir: str, counter, actors: list, lock_token: str) -> dict:
     """One Ray task: one shard, casting on this task's single CPU."""
     teacher = RemoteTeacher(actors, plan.index) if actors else None
-    worker = ShardWorker(GenerateConfig.from_dict(config_record), cast_threads=1, teacher=teacher)
+    config = GenerateConfig.from_dict(config_record)
+    worker = ShardWorker(config, cast_threads=1, teacher=teacher, lock_token=lock_token)
     done = 0
 
     def report() -> None:

@@ -21,6 +21,7 @@ from . import schema
 from .errors import PipelineError
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST
+from .output import store
 
 STAGING = "hub"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -59,9 +60,24 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train") -> Pa
     if refused:
         raise PublishError(f"the Hub or `datasets` would reject {refused[0]}; regenerate with simlidar {_version()}")
     staging, temporary = out_dir / STAGING, out_dir / f"{STAGING}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
+    if store.exists(staging):
+        raise PublishError(f"{staging} is a file, not a staging folder; move it away and publish again")
+    _remove_tree(temporary)
+    try:
+        _write_staging(out_dir, temporary, report, repo_id, licence, split)
+    except BaseException as error:
+        _remove_tree(temporary)
+        if isinstance(error, OSError):
+            raise PublishError(f"cannot stage {staging} ({error.strerror or error}); fix {out_dir} and retry") from None
+        raise
+    _remove_tree(staging)
+    os.replace(temporary, staging)
+    return staging
+
+
+def _write_staging(out_dir: Path, temporary: Path, report: Inspection, repo_id: str, licence: str, split: str) -> None:
     (temporary / "data" / split).mkdir(parents=True)
-    for shard in report.manifest["shards"]:
+    for shard in report.shards:
         _link_or_copy(out_dir / shard["shard"], temporary / "data" / split / shard["shard"])
     (temporary / PREVIEWS).mkdir()
     preview = out_dir / PREVIEWS / CONTACT_SHEET
@@ -69,9 +85,14 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train") -> Pa
         shutil.copy2(preview, temporary / PREVIEWS / CONTACT_SHEET)
     shutil.copy2(out_dir / MANIFEST, temporary / MANIFEST)
     (temporary / "README.md").write_text(dataset_card(report, repo_id, licence, split, preview.is_file()))
-    shutil.rmtree(staging, ignore_errors=True)
-    os.replace(temporary, staging)
-    return staging
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a folder or a file left at `path`, if any."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        store.remove(path)
 
 
 def hub_name_problems(report: Inspection) -> list[str]:
@@ -106,7 +127,7 @@ def dataset_card(report: Inspection, repo_id: str, licence: str, split: str, wit
         configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}/*.tar"}]}],
     )
     teacher = config.get("teacher", "")
-    shard_pattern = _shard_pattern([shard["shard"] for shard in manifest["shards"]])
+    shard_pattern = _shard_pattern([shard["shard"] for shard in report.shards])
     preview = f"![samples: RGB, simulated LiDAR, dense depth]({PREVIEWS}/{CONTACT_SHEET})\n\n" if with_preview else ""
     density = stats["sparse_density"]["mean"] if samples else 0.0
     made_with = "\n".join(
@@ -115,7 +136,7 @@ def dataset_card(report: Inspection, repo_id: str, licence: str, split: str, wit
             (
                 "samples",
                 f"{samples} from {totals['images_written']} photos ({totals['images_skipped']} skipped), "
-                f"{len(manifest['shards'])} shards",
+                f"{len(report.shards)} shards",
             ),
             ("teacher", f"`{teacher}` ({_teacher_licence(teacher)})"),
             (

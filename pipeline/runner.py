@@ -15,22 +15,37 @@ from tqdm import tqdm
 from .config import GenerateConfig
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
+from .manifest import (
+    ERRORS,
+    LOG,
+    MANIFEST,
+    check_shard,
+    finalize_output,
+    forget_shard,
+    prepare_output,
+    read_stats,
+    remove_temporaries,
+)
+from .output import store
+from .output.lock import OutputLock
 from .reader import IMAGE_SUFFIXES, list_inputs
 from .real_rig import is_calibration, list_frames, load_calibration
 from .teacher_cache import build_teacher
-from .worker import plan_shards
+from .worker import ShardPlan, plan_shards
 
 log = logging.getLogger("simlidar.generate")
 
 
 @dataclass
 class RunSummary:
+    """shards_remade: (shard, why) of finished shards found damaged and made again."""
+
     out_dir: Path
     manifest: dict
     shards_total: int
     shards_resumed: int
     elapsed_s: float
+    shards_remade: list[tuple[str, str]]
 
 
 def generate(
@@ -42,62 +57,110 @@ def generate(
     address: str | None = None,
     teacher_actors: int | None = None,
 ) -> RunSummary:
-    """Make every missing shard of `config` in `out_dir`.
+    """Make every missing shard of `config` in `out_dir`, holding its lock meanwhile.
 
     workers: shards at a time (0: every core); 1 runs in this process without Ray.
     address: a Ray cluster to join (else RAY_ADDRESS, else a local Ray).
     teacher_actors: on Ray, the teacher actor pool's size (None: one per GPU).
     """
     started = time.time()
-    sensor = config.sensor_model()
+    items, unit = _list_items(config)
+    build_teacher(config)  # finds the weights now: a missing model is one clear error, not a failed shard each
+    if store.exists(out_dir):
+        raise PipelineError(f"--out {out_dir} is a file; give a folder")
+    with OutputLock(out_dir) as lock:
+        prepare_output(out_dir, config, items, overwrite)
+        plans = plan_shards(items, config.shard_size)
+        with _log_to(out_dir / LOG):
+            if lock.taken_over:
+                log.warning("took over the lock of a run that is gone (%s)", lock.taken_over.describe())
+            remade = _verify_finished(out_dir, plans)
+            pending = [plan for plan in plans if not check_shard(out_dir, plan)[0]]
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            run_info = {
+                "distributor": "ray" if address is not None or (workers != 1 and len(pending) > 1) else "in-process",
+                "workers": workers,
+                "address": address,
+                "teacher_actors": teacher_actors,
+                "remade": [{"shard": name, "reason": why} for name, why in remade],
+            }
+            log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(plans), len(pending), run_info)
+            finished_inputs = sum(read_stats(out_dir, plan)["inputs"] for plan in plans if plan not in pending)
+            with _ProgressBar(len(items), finished_inputs, len(plans), len(pending), progress, unit) as bar:
+                failures = _make_shards(config, out_dir, plans, pending, bar, run_info, lock.token, started)
+            manifest = finalize_output(out_dir, config, config.sensor_model(), plans, started, run_info, failures)
+            log.info(
+                "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
+            )
+    _raise_for_failures(failures, plans, manifest, len(items), out_dir)
+    return RunSummary(out_dir, manifest, len(plans), len(plans) - len(pending), time.time() - started, remade)
+
+
+def _list_items(config: GenerateConfig) -> tuple[list, str]:
+    """The run's inputs (photos or rig frames), sorted, and their unit for the progress bar."""
     if is_calibration(config.rig):
-        root, unit = Path(config.images), "frame"
-        items = list_frames(root, load_calibration(config.rig))
+        items, unit = list_frames(Path(config.images), load_calibration(config.rig)), "frame"
     else:
-        (items, root), unit = list_inputs(config.images), "img"
+        items, unit = list_inputs(config.images)[0], "img"
     items = items[: config.limit]
     if not items:
         raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if config.teacher == "sidecar" and not any(find_depth_sidecar(item.path) for item in items):
         raise PipelineError(
-            f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
+            f"none of the {len(items)} photos in {config.images} has depth beside it (photo.depth.png or "
             "photo.depth.npy); add those files, or pass --teacher with a depth model"
         )
-    build_teacher(config)  # finds the weights now: a missing model is one clear error, not a failed shard each
-    prepare_output(out_dir, config, overwrite)
-    plans = plan_shards(items, config.shard_size)
-    pending = [plan for plan in plans if not shard_done(out_dir, plan)]
-    finished_inputs = sum(read_stats(out_dir, plan)["inputs"] for plan in plans if plan not in pending)
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    on_ray = address is not None or (workers != 1 and len(pending) > 1)
-    run_info = {
-        "distributor": "ray" if on_ray else "in-process",
-        "workers": workers,
-        "address": address,
-        "teacher_actors": teacher_actors,
-    }
+    return items, unit
 
-    with (
-        _log_to(out_dir / LOG),
-        _ProgressBar(len(items), finished_inputs, len(plans), len(pending), progress, unit) as bar,
-    ):
-        log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(plans), len(pending), run_info)
-        if on_ray:
-            failures = run_on_ray(config, pending, out_dir, bar, workers, address, teacher_actors)
-        else:
-            failures = run_in_process(config, pending, out_dir, bar)
-        manifest = finalize_output(out_dir, config, sensor, plans, started, run_info, failures)
-        log.info(
-            "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
-        )
+
+def _verify_finished(out_dir: Path, plans: list[ShardPlan]) -> list[tuple[str, str]]:
+    """Check every finished shard's tar against its stats; remove the damaged ones (they
+    are made again) and say so in the log. Returns (shard, why) of those."""
+    remade = []
+    for plan in plans:
+        done, why = check_shard(out_dir, plan)
+        if not done and why:
+            log.warning("%s: %s; making it again", plan.name, why)
+            forget_shard(out_dir, plan)
+            remade.append((plan.name, why))
+    return remade
+
+
+def _make_shards(config, out_dir, plans, pending, bar, run_info, lock_token, started) -> list:
+    """Run the pending shards; on a stop (disk full, interrupt) log why, clear temporaries
+    and record what is done as an incomplete run before letting the error through."""
+    try:
+        if run_info["distributor"] == "ray":
+            return run_on_ray(
+                config,
+                pending,
+                out_dir,
+                bar,
+                run_info["workers"],
+                run_info["address"],
+                run_info["teacher_actors"],
+                lock_token,
+            )
+        return run_in_process(config, pending, out_dir, bar, lock_token)
+    except BaseException as error:
+        why = str(error) or type(error).__name__
+        log.error("run stopped: %s", why)
+        remove_temporaries(out_dir)
+        try:
+            finalize_output(out_dir, config, config.sensor_model(), plans, started, run_info, [], stopped=why)
+        except OSError as manifest_error:
+            log.error("could not record the stop in %s: %s", MANIFEST, manifest_error)
+        raise
+
+
+def _raise_for_failures(failures: list, plans: list, manifest: dict, inputs: int, out_dir: Path) -> None:
     if failures:
         raise PipelineError(
             f"{len(failures)} of {len(plans)} shards failed (first: {failures[0].shard}: {failures[0].reason}); "
             f"finished shards are kept; see {out_dir / LOG}, then re-run the same command to retry"
         )
     if manifest["totals"]["samples"] == 0:
-        raise PipelineError(f"no sample could be made from {len(items)} inputs; see {out_dir / ERRORS} for why")
-    return RunSummary(out_dir, manifest, len(plans), len(plans) - len(pending), time.time() - started)
+        raise PipelineError(f"no sample could be made from {inputs} inputs; see {out_dir / ERRORS} for why")
 
 
 class _ProgressBar:

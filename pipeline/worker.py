@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ from simlidar.teachers import (
 from . import schema
 from .config import GenerateConfig
 from .mesh import UnusableDepth, check_depth_usable, depth_to_mesh
+from .output import store
+from .output.lock import still_held
 from .reader import BadImage, LoadedImage, SourceItem, load_image
 from .real_rig import Calibration, RigFrame, is_calibration, load_calibration, load_frame, merge_meshes
 from .rig import load_rig, render_view, rig_cameras
@@ -88,9 +89,13 @@ def image_rng(seed: int, key: str, purpose: str = "teacher") -> np.random.Genera
 
 
 class ShardWorker:
-    def __init__(self, config: GenerateConfig, cast_threads: int = 0, teacher: Teacher | None = None):
-        """teacher: one to use instead of the config's own (e.g. a proxy to shared GPU actors)."""
+    def __init__(
+        self, config: GenerateConfig, cast_threads: int = 0, teacher: Teacher | None = None, lock_token: str = ""
+    ):
+        """teacher: one to use instead of the config's own (e.g. a proxy to shared GPU actors);
+        lock_token: the run's output lock: a shard is renamed into place only while it holds."""
         self.config = config
+        self.lock_token = lock_token
         self.sensor = config.sensor_model()
         self.mount = MOUNTS[config.mount or self.sensor.default_mount]
         self.jitter = config.jitter
@@ -115,7 +120,8 @@ class ShardWorker:
         sparse_pixels: list[int] = []
         batch_size = self.config.teacher_batch_size
         teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, out_dir)))
-        with ShardWriter(tar_path(out_dir, plan)) as writer:
+        may_publish = (lambda: still_held(out_dir, self.lock_token)) if self.lock_token else (lambda: True)
+        with ShardWriter(tar_path(out_dir, plan), may_publish) as writer:
             for start in range(0, len(plan.items), batch_size):
                 loaded: list[tuple[SourceItem | RigFrame, list[tuple[Path, LoadedImage]]]] = []
                 for item in plan.items[start : start + batch_size]:
@@ -171,7 +177,7 @@ class ShardWorker:
             "errors": errors,
             "seconds": {"total": time.perf_counter() - started, **dict(times.seconds)},
         }
-        write_json_atomically(stats_path(out_dir, plan), stats)
+        store.write_json_atomically(stats_path(out_dir, plan), stats)
         return stats
 
     def _load(self, item: SourceItem | RigFrame) -> list[tuple[Path, LoadedImage]]:
@@ -432,9 +438,3 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def write_json_atomically(path: Path, record: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(temporary, path)

@@ -1,0 +1,391 @@
+"""Generation you can trust (issue 14): every odd input becomes one errors.jsonl line or one
+clear error, the good inputs are written, and one run at a time owns an output folder."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from simlidar.pipeline.config import GenerateConfig
+from simlidar.pipeline.errors import PipelineError
+from simlidar.pipeline.output.lock import LOCK, OutputLock, OutputLocked, read_holder, still_held
+from simlidar.pipeline.reader import list_inputs, load_image
+from simlidar.pipeline.runner import generate as run_generate
+from simlidar.sensors import SensorSpecError, load_sensor
+from simlidar.sensors.catalog import CATALOG_DIR
+
+from .helpers import write_photo
+
+SIZE = (96, 160)
+K_GOOD = {"fx": 100.0, "fy": 100.0, "cx": 79.5, "cy": 47.5}
+
+
+def wall_depth(seed=0):
+    """A wall at 12 m with a box at 4-6 m."""
+    depth = np.full(SIZE, 12.0, np.float32)
+    depth[30:70, 40 + seed % 20 : 90 + seed % 20] = 4.0 + seed * 0.5
+    return depth
+
+
+def write_npy_photo(folder, name, depth, seed=0):
+    """A JPEG with a float .depth.npy sidecar (any values, NaN included)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(40, 220, size=(*SIZE, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / name, quality=90)
+    np.save(folder / f"{name.rsplit('.', 1)[0]}.depth.npy", depth.astype(np.float32))
+
+
+def generate(cli, photos, out, *extra):
+    options = ("--fov", "90", "--teacher", "sidecar", "--quiet", "--workers", "1", "--shard-size", "2")
+    return cli("generate", "--images", photos, "--out", out, *options, *extra)
+
+
+def read_errors(out):
+    return {json.loads(line)["path"]: json.loads(line) for line in (out / "errors.jsonl").open()}
+
+
+def sample_keys(out):
+    keys = []
+    for shard in sorted(out.glob("shard-*.tar")):
+        with tarfile.open(shard) as tar:
+            keys += [name.removesuffix(".json") for name in tar.getnames() if name.endswith(".json")]
+    return sorted(keys)
+
+
+# Case 4: a quoted glob follows no symlinked folder (a loop listed 17 photos 861 times).
+def test_a_glob_never_enters_symlinked_folders_so_a_loop_lists_each_photo_once(tmp_path):
+    photos = tmp_path / "photos"
+    write_photo(photos, "a.jpg", wall_depth())
+    write_photo(photos / "sub", "b.jpg", wall_depth(1))
+    (photos / "loop").mkdir()
+    (photos / "loop" / "up").symlink_to("..")
+    (photos / "sub" / "again").symlink_to("../..")
+    for pattern in (f"{photos}/**/*.jpg", f"{photos}/**"):
+        items, root = list_inputs(pattern)
+        assert [item.relpath for item in items] == ["a.jpg", "sub/b.jpg"] and root == photos
+    assert [item.relpath for item in list_inputs(f"{photos}/*/*.jpg")[0]] == ["sub/b.jpg"]
+    assert [item.key for item in list_inputs(str(photos))[0]] == ["a", "sub__b"]
+
+
+# Case 7: a FIFO, a link to /dev/zero and an oversized file: one reason each, never read.
+def test_fifos_devices_and_huge_files_are_recorded_unread_and_the_rest_written(cli, tmp_path):
+    photos = tmp_path / "photos"
+    for index in range(3):
+        write_photo(photos, f"good{index}.jpg", wall_depth(index), seed=index)
+    os.mkfifo(photos / "pipe.jpg")
+    (photos / "zero.jpg").symlink_to("/dev/zero")
+    with open(photos / "huge.jpg", "wb") as huge:
+        huge.truncate(300 * 2**20)  # sparse: 300 MiB on paper, nothing on disk
+    out = tmp_path / "out"
+    code, _, err = generate(cli, photos, out)
+    assert code == 0, err
+    errors = read_errors(out)
+    assert {path: error["reason"] for path, error in errors.items()} == {
+        "pipe.jpg": "not a regular file (a FIFO); only regular files are read",
+        "zero.jpg": "not a regular file (a character device); only regular files are read",
+        "huge.jpg": "file is 300 MiB; inputs of at most 256 MiB are read",
+    }
+    assert {error["stage"] for error in errors.values()} == {"read"}
+    assert sample_keys(out) == ["good0-v0", "good1-v0", "good2-v0"]
+
+
+# Case 13: reasons are the same from run to run; a text file as .depth.npy says what it is.
+def test_reasons_are_deterministic_and_a_text_depth_file_is_named_as_such(cli, tmp_path):
+    photos = tmp_path / "photos"
+    write_photo(photos, "good.jpg", wall_depth())
+    (photos / "notes.jpg").write_text("not a picture")
+    write_npy_photo(photos, "textdepth.jpg", wall_depth())
+    (photos / "textdepth.depth.npy").write_text("12.0 12.0 12.0\n")
+    write_npy_photo(photos, "strings.jpg", wall_depth())
+    np.save(photos / "strings.depth.npy", np.full(SIZE, "far"))
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for out in runs:
+        assert generate(cli, photos, out)[0] == 0
+    assert (runs[0] / "errors.jsonl").read_bytes() == (runs[1] / "errors.jsonl").read_bytes()
+    errors = read_errors(runs[0])
+    assert errors["notes.jpg"]["reason"] == "not a readable image (not a format PIL knows)"
+    assert errors["textdepth.jpg"]["reason"] == (
+        "textdepth.depth.npy: not a NumPy .npy file; save depth with numpy.save (float32 metres)"
+    )
+    assert errors["strings.jpg"]["reason"] == (
+        "strings.depth.npy: depth must be real numbers (float32 metres), got dtype <U3"
+    )
+    assert sample_keys(runs[0]) == ["good-v0"]
+
+
+def test_a_truncated_photo_gives_a_reason_without_a_memory_address(tmp_path):
+    photo = write_photo(tmp_path, "a.jpg", wall_depth())
+    truncated = tmp_path / "cut.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    reasons = set()
+    for _ in range(2):
+        with pytest.raises(Exception) as caught:
+            load_image(truncated, 95)
+        reasons.add(str(caught.value))
+    assert len(reasons) == 1 and " at 0x" not in reasons.pop()
+    assert load_image(photo, 95).rgb.shape == (*SIZE, 3)
+
+
+# Case 8: intrinsics that are not finite, not numbers or not sane are recorded, not used.
+def test_bad_intrinsics_sidecars_are_recorded_and_good_ones_used(cli, tmp_path):
+    photos = tmp_path / "photos"
+    sidecars = {
+        "good": json.dumps(K_GOOD),
+        "nan": '{"fx": NaN, "fy": 100, "cx": 79.5, "cy": 47.5}',
+        "boolean": json.dumps({**K_GOOD, "fx": True}),
+        "tiny": json.dumps({**K_GOOD, "fx": 1e-9}),
+        "faraway": json.dumps({**K_GOOD, "cx": 1e12}),
+        "squashed": json.dumps({**K_GOOD, "fy": 1e-9}),
+        "listed": "[100, 100, 79.5, 47.5]",
+    }
+    for index, (name, text) in enumerate(sidecars.items()):
+        write_photo(photos, f"{name}.jpg", wall_depth(index), seed=index)
+        (photos / f"{name}.json").write_text(text)
+    out = tmp_path / "out"
+    code, _, err = generate(cli, photos, out)
+    assert code == 0, err
+    errors = read_errors(out)
+    assert {error["stage"] for error in errors.values()} == {"intrinsics"}
+    reasons = {path.removesuffix(".jpg"): error["reason"] for path, error in errors.items()}
+    assert reasons == {
+        "nan": "nan.json: not readable JSON (NaN is not a number in standard JSON); write fx, fy, cx, cy in pixels",
+        "boolean": "boolean.json: fx must be a number of pixels, got true",
+        "tiny": "tiny.json: fx = 1e-09 px is outside 7.0..9167 px, a field of view of 1-170 deg across this "
+        "photo's 160 px",
+        "faraway": "faraway.json: the principal point (cx, cy) = (1e+12, 47.5) px is outside the 160x96 photo",
+        "squashed": "squashed.json: fy = 1e-09 px is not within 4x of fx = 100 px",
+        "listed": "listed.json: must be a JSON object with fx, fy, cx, cy in pixels",
+    }
+    assert sample_keys(out) == ["good-v0"]
+    with tarfile.open(out / "shard-000001.tar") as tar:
+        meta = json.loads(tar.extractfile("good-v0.json").read())
+    assert meta["K"] == [[100.0, 0.0, 79.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]]
+    assert "NaN" not in (out / "errors.jsonl").read_text().replace("(NaN is", "")
+
+
+# Case 9: depth a LiDAR cannot return from is recorded with its count, not written empty.
+def test_unusable_depth_is_recorded_with_its_valid_pixel_count(cli, tmp_path):
+    photos = tmp_path / "photos"
+    one_valid = np.zeros(SIZE, np.float32)
+    one_valid[40, 80] = 10.0
+    depths = {
+        "zero": np.zeros(SIZE),
+        "nan": np.full(SIZE, np.nan),
+        "negative": np.full(SIZE, -5.0),
+        "far": np.full(SIZE, 1000.0),
+        "near": np.full(SIZE, 0.001),
+        "one": one_valid,
+        "good": wall_depth(),
+    }
+    for index, (name, depth) in enumerate(depths.items()):
+        write_npy_photo(photos, f"{name}.jpg", depth, seed=index)
+    out = tmp_path / "out"
+    assert generate(cli, photos, out)[0] == 0
+    errors = read_errors(out)
+    pixels = SIZE[0] * SIZE[1]
+    hdl64 = load_sensor("hdl64")
+    for name, valid in (("zero", 0), ("nan", 0), ("negative", 0), ("far", 0), ("near", 0), ("one", 1)):
+        assert errors[f"{name}.jpg"] == {
+            "path": f"{name}.jpg",
+            "stage": "depth",
+            "reason": f"depth has {valid} valid pixels within the sensor's {hdl64.min_range_m:g}-"
+            f"{hdl64.max_range_m:g} m range of {pixels}; at least 154 (1%) are needed",
+        }
+    assert sample_keys(out) == ["good-v0"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["images_skipped"] == 6 and manifest["totals"]["samples"] == 1
+
+
+# Case 13: a sensor file whose frame cannot fit in memory is refused when loaded.
+def test_a_sensor_with_too_many_rays_per_frame_is_refused_up_front(cli, tmp_path):
+    text = (CATALOG_DIR / "hdl64.toml").read_text()
+    assert "azimuth_step_deg" in text
+    fine = tmp_path / "fine.toml"
+    fine.write_text(_with_azimuth_step(text, 0.1))
+    assert load_sensor(str(fine)).points_per_frame == 64 * 3600
+    dense = tmp_path / "dense.toml"
+    dense.write_text(_with_azimuth_step(text, 1e-5))
+    with pytest.raises(SensorSpecError, match=r"casts 2,304,000,000 rays per frame .* at most 16,000,000 fit"):
+        load_sensor(str(dense))
+    photos = tmp_path / "photos"
+    write_photo(photos, "a.jpg", wall_depth())
+    code, _, err = generate(cli, photos, tmp_path / "out", "--sensor", dense)
+    assert code == 2 and err.count("\n") == 1 and "rays per frame" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _with_azimuth_step(text, step_deg):
+    lines = [line for line in text.splitlines() if not line.startswith(("columns", "azimuth_step_deg"))]
+    scan = lines.index("[scan]")
+    return "\n".join([*lines[: scan + 1], f"azimuth_step_deg = {step_deg}", *lines[scan + 1 :]]) + "\n"
+
+
+# Case 3: one run at a time per output folder.
+def test_a_live_lock_is_refused_naming_its_holder_and_released_after(tmp_path):
+    out = tmp_path / "out"
+    with OutputLock(out) as first:
+        holder = read_holder(out)
+        assert (holder.host, holder.pid, holder.token) == (socket.gethostname(), os.getpid(), first.token)
+        with pytest.raises(OutputLocked, match=rf"in use by another simlidar run \(pid {os.getpid()} on "):
+            OutputLock(out).acquire()
+        assert still_held(out, first.token)
+    assert not (out / LOCK).exists() and not still_held(out, first.token)
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = {"host": socket.gethostname(), "pid": dead.pid, "process_start": "1", "since": "then", "token": "old"}
+    (out / LOCK).write_text(json.dumps(stale))
+    lock = OutputLock(out)
+    lock.acquire()
+    assert lock.taken_over.pid == dead.pid and read_holder(out).token == lock.token
+    assert not still_held(out, "old")
+    lock.release()
+
+
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    reused = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": "1", "since": "", "token": "old"}
+    (out / LOCK).write_text(json.dumps(reused))
+    with OutputLock(out) as lock:
+        assert lock.taken_over.token == "old"
+    (out / LOCK).write_text("{not json")
+    with OutputLock(out) as lock:
+        assert lock.taken_over is None and read_holder(out) == lock.holder
+
+
+def test_a_lock_held_on_another_host_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = {"host": "node-7", "pid": 1234, "process_start": "99", "since": "2026-01-01", "token": "x"}
+    (out / LOCK).write_text(json.dumps(elsewhere))
+    with pytest.raises(OutputLocked, match=r"pid 1234 on node-7, since 2026-01-01\).*delete .*generate\.lock"):
+        OutputLock(out).acquire()
+    assert read_holder(out).token == "x"
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nothing can be written in: a read-only tmpfs when we are root (permissions
+    do not stop root), else a folder without write permission."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({mounted.stderr.decode().strip()})")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+# Case 11: --out on a read-only file system is one line.
+def test_an_output_folder_on_a_read_only_file_system_is_one_line(cli, tmp_path, read_only_folder):
+    photos = tmp_path / "photos"
+    write_photo(photos, "a.jpg", wall_depth())
+    code, _, err = generate(cli, photos, read_only_folder / "out")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: cannot write to {read_only_folder / 'out'} (")
+    assert "Traceback" not in err
+    with pytest.raises(PipelineError, match="choose an output folder you can write to"):
+        OutputLock(read_only_folder).acquire()
+
+
+# Case 12: damaged output folders are problems for inspect and refusals for publish.
+@pytest.fixture(scope="module")
+def finished_output(tmp_path_factory):
+    base = tmp_path_factory.mktemp("finished")
+    photos = base / "photos"
+    for index in range(4):
+        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    config = GenerateConfig(images=str(photos), fov_deg=90.0, teacher="sidecar", shard_size=1)
+    run_generate(config, base / "out", progress=False, workers=1)
+    return base / "out"
+
+
+def damaged_copy(finished_output, tmp_path, damage):
+    out = tmp_path / "out"
+    shutil.copytree(finished_output, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    damaged = damage(out, manifest)
+    if damaged is not None:
+        (out / "manifest.json").write_text(json.dumps(damaged))
+    return out
+
+
+def _drop_sha(out, manifest):
+    del manifest["shards"][1]["sha256"]
+    return manifest
+
+
+def _drop_last_entry(out, manifest):
+    manifest["shards"].pop()
+    return manifest
+
+
+def _drop_entry_and_tar(out, manifest):
+    (out / manifest["shards"].pop(2)["shard"]).unlink()
+    return manifest
+
+
+def _previews_file(out, manifest):
+    shutil.rmtree(out / "previews", ignore_errors=True)
+    (out / "previews").write_text("not a folder")
+
+
+DAMAGES = {
+    "a list": (lambda out, manifest: [manifest], "manifest.json is a JSON list, not a simlidar manifest"),
+    "no sha256": (_drop_sha, "manifest.json: shard entry 1 lacks sha256"),
+    "no shards key": (lambda out, m: {k: v for k, v in m.items() if k != "shards"}, "has no list of shards"),
+    "one entry missing": (_drop_last_entry, "shard-000003.tar: on disk but not in manifest.json"),
+    "entry and tar missing": (_drop_entry_and_tar, "lists 3 of 4 shards (first missing: shard-000002.tar)"),
+    "previews a file": (_previews_file, "previews is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_damaged_outputs_are_problems_for_inspect_and_refused_by_publish(cli, finished_output, tmp_path, damage):
+    change, expected = DAMAGES[damage]
+    out = damaged_copy(finished_output, tmp_path, change)
+    code, _, err = cli("inspect", out, "--previews", "0")
+    assert code == 2 and expected in err and "Traceback" not in err
+    code, _, err = cli("publish", out, "--repo", "me/data", "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert not (out / "hub").exists() and not (out / "hub.tmp").exists()
+
+
+def test_publish_refuses_a_hub_file_and_leaves_no_staging_behind(cli, finished_output, tmp_path):
+    out = damaged_copy(finished_output, tmp_path, lambda out, manifest: None)
+    (out / "hub").write_text("not a folder")
+    (out / "hub.tmp").write_text("left by someone")
+    code, _, err = cli("publish", out, "--repo", "me/data", "--dry-run")
+    assert (
+        code == 2 and err == f"error: {out / 'hub'} is a file, not a staging folder; move it away and publish again\n"
+    )
+    (out / "hub").unlink()
+    code, _, err = cli("publish", out, "--repo", "me/data", "--dry-run")
+    assert code == 0, err
+    assert sorted(path.name for path in (out / "hub" / "data" / "train").iterdir()) == [
+        f"shard-{index:06d}.tar" for index in range(4)
+    ]
+    assert not (out / "hub.tmp").exists()
+
+
+def test_an_intact_output_inspects_clean(cli, finished_output, tmp_path):
+    out = damaged_copy(finished_output, tmp_path, lambda out, manifest: None)
+    code, text, err = cli("inspect", out, "--previews", "2")
+    assert code == 0, err
+    assert f"{out}: 4 samples in 4 shards" in text
