@@ -10,7 +10,7 @@ import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
 from .bench import bench
-from .config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from .config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from .convert_cli import convert
 from .errors import USER_ERRORS
 from .mesh import METHODS, MeshOptions
@@ -35,8 +35,9 @@ def _absolute_rig(rig: str) -> str:
 
 
 def _absolute_source(images: str) -> str:
-    """--images made absolute, so that the recorded config does not depend on the working folder."""
-    return os.path.join(os.path.abspath(os.curdir), images) if not os.path.isabs(images) else images
+    """--images made absolute and normal (`dir/`, `./dir` and `dir` are one run), so that the
+    recorded config does not depend on the working folder or on how the path was typed."""
+    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -125,6 +126,13 @@ def cli() -> None:
 )
 @click.option(
     "--metric-scale", default="1,1", help="Metric teachers: LOW,HIGH range of a random global scale per photo."
+)
+@click.option(
+    "--max-pixels",
+    default=DEFAULT_MAX_PIXELS,
+    type=int,
+    help="Photos with more pixels are recorded in errors.jsonl, not made (meshing holds ~100 bytes per pixel); "
+    "shrink them first, or raise this where memory allows.",
 )
 @click.option("--seed", default=0, type=int, help="Run seed; the same seed gives byte-identical shards.")
 @click.option("--limit", default=None, type=int, help="Use only the first N photos (sorted by path).")
@@ -319,6 +327,8 @@ def generate(
         address=address,
         teacher_actors=teacher_actors,
     )
+    for shard, why in summary.shards_remade:
+        click.echo(f"made {shard} again: {why}", err=True)
     if quiet:
         return
     totals = summary.manifest["totals"]

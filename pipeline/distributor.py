@@ -33,6 +33,8 @@ log = logging.getLogger("simlidar.generate")
 # A Ray worker process that dies (OOM kill, node lost) has its shard rerun this often.
 RAY_RETRIES = 3
 POLL_SECONDS = 0.5
+# What _collect returns for a shard to run again.
+RETRY = object()
 
 
 class Progress(Protocol):
@@ -107,9 +109,10 @@ def run_on_ray(
         actors = _teacher_pool(config, out_dir, teacher_actors)
         if actors:
             log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
-        run_shard = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_run_shard)
+        run_shard = ray.remote(num_cpus=1, max_retries=0)(_run_shard)
         queue = list(plans)
         running: dict = {}
+        lost: dict[int, int] = {}
         reported = 0
         failures = []
         while queue or running:
@@ -119,19 +122,11 @@ def run_on_ray(
             finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
             for reference in finished:
                 plan = running.pop(reference)
-                try:
-                    stats = ray.get(reference)
-                    log.info("%s done: %d samples in %.1f s", plan.name, stats["samples"], stats["seconds"]["total"])
-                    progress.shard_done()
-                except ray.exceptions.RayTaskError as error:
-                    cause = error.cause
-                    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-                        raise disk_error(cause, out_dir, plan) from None
-                    log.error("%s failed:\n%s", plan.name, error)
-                    failures.append(ShardFailure(plan.name, f"{type(cause).__name__}: {cause}"))
-                except ray.exceptions.RayError as error:
-                    log.error("%s failed after %d retries: %s", plan.name, RAY_RETRIES, error)
-                    failures.append(ShardFailure(plan.name, f"worker lost {RAY_RETRIES + 1} times ({error})"))
+                failure = _collect(reference, plan, out_dir, progress, lost)
+                if failure is RETRY:
+                    queue.insert(0, plan)
+                elif failure is not None:
+                    failures.append(failure)
             done = ray.get(counter.total.remote())
             progress.inputs_done(done - reported)
             reported = done
@@ -139,6 +134,30 @@ def run_on_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _collect(reference, plan: ShardPlan, out_dir: Path, progress: Progress, lost: dict[int, int]):
+    """The outcome of one finished task: None (done), RETRY (its worker process died: run it
+    again, up to RAY_RETRIES times, each logged) or a ShardFailure. A full disk stops the run."""
+    try:
+        stats = ray.get(reference)
+    except ray.exceptions.RayTaskError as error:
+        cause = error.cause
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            raise disk_error(cause, out_dir, plan) from None
+        log.error("%s failed:\n%s", plan.name, error)
+        return ShardFailure(plan.name, f"{type(cause).__name__}: {cause}")
+    except ray.exceptions.RayError as error:
+        lost[plan.index] = lost.get(plan.index, 0) + 1
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if lost[plan.index] <= RAY_RETRIES:
+            log.warning("%s: worker lost (%s); retry %d of %d", plan.name, reason, lost[plan.index], RAY_RETRIES)
+            return RETRY
+        log.error("%s failed: worker lost %d times (%s)", plan.name, RAY_RETRIES + 1, reason)
+        return ShardFailure(plan.name, f"worker lost {RAY_RETRIES + 1} times ({reason})")
+    log.info("%s done: %d samples in %.1f s", plan.name, stats["samples"], stats["seconds"]["total"])
+    progress.shard_done()
+    return None
 
 
 def _run_shard(config_record: dict, plan: ShardPlan, out_dir: str, counter, actors: list, lock_token: str) -> dict:

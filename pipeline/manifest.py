@@ -48,11 +48,16 @@ def input_list(items: list) -> bytes:
     return b"".join(json.dumps(item.relpath).encode() + b"\n" for item in items)
 
 
+def input_record(items: list) -> dict:
+    """The manifest's record of the input list: how many, and the SHA-256 of inputs.jsonl."""
+    return {"count": len(items), "sha256": hashlib.sha256(input_list(items)).hexdigest()}
+
+
 def prepare_output(out_dir: Path, config: GenerateConfig, items: list, overwrite: bool) -> None:
     """Make `out_dir` (whose lock the caller holds) ready: new, the same run (same config
     and input list: resume), or replaced with overwrite."""
     listing = input_list(items)
-    fingerprint = hashlib.sha256(listing).hexdigest()
+    fingerprint = input_record(items)["sha256"]
     manifest_path = out_dir / MANIFEST
     store.make_folder(out_dir)
     if store.exists(manifest_path) and not overwrite:
@@ -70,7 +75,7 @@ def prepare_output(out_dir: Path, config: GenerateConfig, items: list, overwrite
     if not store.exists(manifest_path):
         store.write_atomically(out_dir / INPUTS, listing)
         record = {"format": FORMAT, "status": "running", "config": config.to_dict(), "versions": versions()}
-        store.write_json_atomically(manifest_path, {**record, "inputs": {"count": len(items), "sha256": fingerprint}})
+        store.write_json_atomically(manifest_path, {**record, "inputs": input_record(items)})
 
 
 def remove_temporaries(out_dir: Path) -> None:
@@ -177,6 +182,7 @@ def finalize_output(
         "stopped": stopped,
         "config": config.to_dict(),
         "versions": versions(),
+        "inputs": input_record([item for plan in plans for item in plan.items]),
         "run": run_info,
         "shards_planned": len(plans),
         "failed_shards": [{"shard": failure.shard, "reason": failure.reason} for failure in failures],

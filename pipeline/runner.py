@@ -3,9 +3,11 @@ distributor (this process, or Ray), then record the run in the manifest."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +162,9 @@ def _raise_for_failures(failures: list, plans: list, manifest: dict, inputs: int
             f"finished shards are kept; see {out_dir / LOG}, then re-run the same command to retry"
         )
     if manifest["totals"]["samples"] == 0:
-        raise PipelineError(f"no sample could be made from {inputs} inputs; see {out_dir / ERRORS} for why")
+        reasons = Counter(json.loads(line)["reason"] for line in store.read_bytes(out_dir / ERRORS).splitlines())
+        why = "".join(f" ({count} of them: {reason})" for reason, count in reasons.most_common(1))
+        raise PipelineError(f"no sample could be made from {inputs} inputs{why}; see {out_dir / ERRORS}")
 
 
 class _ProgressBar:

@@ -181,10 +181,20 @@ class ShardWorker:
         return stats
 
     def _load(self, item: SourceItem | RigFrame) -> list[tuple[Path, LoadedImage]]:
-        """(path, image) of a photo, or of every camera of a real rig's frame."""
+        """(path, image) of a photo, or of every camera of a real rig's frame; BadImage for
+        one with more than max_pixels (meshing it could exhaust memory)."""
         if self.calibration is not None:
-            return load_frame(item, self.calibration, self.config.jpeg_quality)
-        return [(item.path, load_image(item.path, self.config.jpeg_quality))]
+            images = load_frame(item, self.calibration, self.config.jpeg_quality)
+        else:
+            images = [(item.path, load_image(item.path, self.config.jpeg_quality))]
+        for path, image in images:
+            height, width = image.rgb.shape[:2]
+            if height * width > self.config.max_pixels:
+                raise BadImage(
+                    f"{path.name} is {width}x{height} ({height * width / 1e6:.1f} MP), above max_pixels "
+                    f"({self.config.max_pixels / 1e6:.1f} MP): shrink it, or raise --max-pixels where memory allows"
+                )
+        return images
 
     def _write_samples(self, item, image, prediction, writer: ShardWriter, times: StageTimes):
         config, sensor = self.config, self.sensor

@@ -389,3 +389,148 @@ def test_an_intact_output_inspects_clean(cli, finished_output, tmp_path):
     code, text, err = cli("inspect", out, "--previews", "2")
     assert code == 0, err
     assert f"{out}: 4 samples in 4 shards" in text
+
+
+# Case 1: a run's identity includes its input list.
+def test_inputs_added_after_a_kill_are_refused_with_what_changed(cli, tmp_path):
+    photos = tmp_path / "photos"
+    for index in range(4):
+        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    out = tmp_path / "out"
+    assert generate(cli, photos, out)[0] == 0
+    (out / "shard-000001.stats.json").unlink()  # as a kill leaves it
+    for index in (7, 8, 9, 10):
+        write_photo(photos, f"new{index}.jpg", wall_depth(index), seed=index)
+    (photos / "p0.jpg").unlink()
+    code, _, err = generate(cli, photos, out)
+    assert code == 2 and err.count("\n") == 1
+    assert err == (
+        f"error: {out} holds a different run (inputs changed since it started: 4 added (new10.jpg, new7.jpg, "
+        "new8.jpg and 1 more), 1 removed (p0.jpg)); use another --out, or pass --overwrite to replace it\n"
+    )
+    assert sorted(path.name for path in out.glob("shard-*")) == [
+        "shard-000000.stats.json",
+        "shard-000000.tar",
+        "shard-000001.tar",
+    ]
+    code, _, err = generate(cli, photos, out, "--overwrite")
+    assert code == 0, err
+    assert sample_keys(out) == ["new10-v0", "new7-v0", "new8-v0", "new9-v0", "p1-v0", "p2-v0", "p3-v0"]
+    assert json.loads((out / "manifest.json").read_text())["inputs"]["count"] == 7
+
+
+def test_the_same_folder_typed_with_a_trailing_slash_is_the_same_run(cli, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    for index in range(2):
+        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert generate(cli, "photos", out)[0] == 0
+    for typed in ("photos/", "./photos", str(photos) + "/"):
+        code, text, err = generate(cli, typed, out)
+        assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["config"]["images"] == str(photos)
+
+
+# Case 2: resume verifies finished shards and makes damaged ones again.
+def test_a_corrupted_or_truncated_finished_shard_is_made_again_and_said_so(cli, tmp_path):
+    photos = tmp_path / "photos"
+    for index in range(6):
+        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    out = tmp_path / "out"
+    assert generate(cli, photos, out)[0] == 0
+    reference = {path.name: path.read_bytes() for path in out.glob("shard-*.tar")}
+    flipped = bytearray(reference["shard-000001.tar"])
+    flipped[700] ^= 0x01
+    (out / "shard-000001.tar").write_bytes(bytes(flipped))
+    (out / "shard-000002.tar").write_bytes(reference["shard-000002.tar"][:1000])
+    code, _, err = generate(cli, photos, out)
+    assert code == 0
+    assert err == (
+        "made shard-000001 again: shard-000001.tar's SHA-256 differs from its stats\n"
+        f"made shard-000002 again: shard-000002.tar is 1000 bytes, its stats say {len(reference['shard-000002.tar'])}\n"
+    )
+    assert {path.name: path.read_bytes() for path in out.glob("shard-*.tar")} == reference
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [entry["shard"] for entry in manifest["run"]["remade"]] == ["shard-000001", "shard-000002"]
+    log = (out / "generate.log").read_text()
+    assert "shard-000001: shard-000001.tar's SHA-256 differs from its stats; making it again" in log
+    code, _, err = generate(cli, photos, out)
+    assert code == 0 and err == ""
+
+
+# Case 10: every option is checked before anything is written.
+@pytest.mark.parametrize("fov", ["0", "179", "nan"])
+def test_a_bad_fov_is_refused_before_the_output_folder_is_touched(cli, tmp_path, fov):
+    photos = tmp_path / "photos"
+    write_photo(photos, "a.jpg", wall_depth())
+    code, _, err = generate(cli, photos, tmp_path / "out", "--fov", fov)
+    assert code == 2 and err == f"error: --fov must be between 1 and 170 degrees, got {float(fov)}\n"
+    assert not (tmp_path / "out").exists()
+
+
+# Case 6: a photo above --max-pixels is recorded, the rest of its shard written.
+def test_a_photo_above_max_pixels_is_recorded_and_its_shard_written(cli, tmp_path):
+    photos = tmp_path / "photos"
+    write_photo(photos, "small.jpg", wall_depth())
+    write_photo(photos, "large.jpg", np.full((200, 300), 12.0, np.float32))
+    out = tmp_path / "out"
+    code, _, err = generate(cli, photos, out, "--max-pixels", "20000")
+    assert code == 0, err
+    assert read_errors(out)["large.jpg"] == {
+        "path": "large.jpg",
+        "stage": "read",
+        "reason": "large.jpg is 300x200 (0.1 MP), above max_pixels (0.0 MP): shrink it, or raise --max-pixels "
+        "where memory allows",
+    }
+    assert sample_keys(out) == ["small-v0"]
+    code, _, err = generate(cli, photos, tmp_path / "other", "--max-pixels", "63")
+    assert code == 2 and "--max-pixels must be at least 64" in err
+
+
+# Case 5: --teacher auto without the model's weights: photos without a sidecar are recorded.
+def test_auto_teacher_without_weights_records_photos_without_sidecar(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    photos = tmp_path / "photos"
+    for index in range(3):
+        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    Image.fromarray(np.full((*SIZE, 3), 128, np.uint8)).save(photos / "bare.jpg")
+    out = tmp_path / "out"
+    code, _, err = cli("generate", "--images", photos, "--out", out, "--fov", "90", "--quiet", "--workers", "1")
+    assert code == 0, err
+    reason = read_errors(out)["bare.jpg"]["reason"]
+    assert read_errors(out)["bare.jpg"]["stage"] == "teacher"
+    assert reason.startswith("no depth sidecar (photo.depth.png or photo.depth.npy) and teacher depth-anything-v2")
+    assert "run `simlidar teachers pull depth-anything-v2-small`" in reason
+    assert sample_keys(out) == ["p0-v0", "p1-v0", "p2-v0"]
+
+    only_bare = tmp_path / "bare"
+    only_bare.mkdir()
+    shutil.copy(photos / "bare.jpg", only_bare / "a.jpg")
+    shutil.copy(photos / "bare.jpg", only_bare / "b.jpg")
+    code, _, err = cli("generate", "--images", only_bare, "--out", tmp_path / "out2", "--fov", "90", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: no sample could be made from 2 inputs (2 of them: no depth sidecar")
+
+
+# Case 13: a Ray worker left over from a killed run cannot rename a shard into a folder
+# that a newer run has taken over.
+def test_a_writer_of_a_run_that_lost_the_lock_leaves_nothing(tmp_path):
+    from simlidar.pipeline.writer import LostOutputLock, ShardWriter
+
+    out = tmp_path / "out"
+    killed = OutputLock(out)
+    killed.acquire()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record = json.loads((out / LOCK).read_text())
+    (out / LOCK).write_text(json.dumps({**record, "pid": dead.pid}))
+    with OutputLock(out) as newer:
+        assert newer.taken_over.token == killed.token
+        with pytest.raises(LostOutputLock, match="now held by another run; shard-000000.tar not written"):
+            with ShardWriter(out / "shard-000000.tar", lambda: still_held(out, killed.token)) as writer:
+                writer.write("a-v0", {"json": b"{}"})
+        with ShardWriter(out / "shard-000001.tar", lambda: still_held(out, newer.token)) as writer:
+            writer.write("b-v0", {"json": b"{}"})
+        assert sorted(path.name for path in out.iterdir()) == [LOCK, "shard-000001.tar"]
