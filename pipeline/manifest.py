@@ -154,6 +154,14 @@ def read_stats(out_dir: Path, plan: ShardPlan) -> dict:
     return store.read_json(stats_path(out_dir, plan))
 
 
+def mark_stopped(out_dir: Path, why: str) -> None:
+    """Record in the manifest, in place, that the run stopped and why: when the disk is too
+    full for finalize_output, this still fits where the "running" manifest lies."""
+    manifest = store.read_json(out_dir / MANIFEST)
+    manifest.update(status="incomplete", stopped=why)
+    store.overwrite_in_place(out_dir / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+
+
 def _made(out_dir: Path, plan: ShardPlan) -> bool:
     return store.exists(tar_path(out_dir, plan)) and store.exists(stats_path(out_dir, plan))
 

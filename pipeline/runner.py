@@ -24,6 +24,7 @@ from .manifest import (
     check_shard,
     finalize_output,
     forget_shard,
+    mark_stopped,
     prepare_output,
     read_stats,
     remove_temporaries,
@@ -150,9 +151,16 @@ def _make_shards(config, out_dir, plans, pending, bar, run_info, lock_token, sta
         remove_temporaries(out_dir)
         try:
             finalize_output(out_dir, config, config.sensor_model(), plans, started, run_info, [], stopped=why)
-        except OSError as manifest_error:
-            log.error("could not record the stop in %s: %s", MANIFEST, manifest_error)
+        except OSError:
+            _mark_stopped_or_log(out_dir, why)
         raise
+
+
+def _mark_stopped_or_log(out_dir: Path, why: str) -> None:
+    try:
+        mark_stopped(out_dir, why)
+    except OSError as error:
+        log.error("could not record the stop in %s: %s", MANIFEST, error)
 
 
 def _raise_for_failures(failures: list, plans: list, manifest: dict, inputs: int, out_dir: Path) -> None:

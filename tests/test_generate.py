@@ -267,7 +267,8 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(cli, photos, tmp_path
         "errors.jsonl", "generate.log", "inputs.jsonl", "manifest.json", "shard-000000.stats.json", "shard-000000.tar"
     ]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "incomplete" and manifest["stopped"] == "KeyboardInterrupt" and manifest["totals"]["samples"] == 1
+    assert manifest["status"] == "incomplete" and manifest["stopped"] == "KeyboardInterrupt"
+    assert manifest["totals"]["samples"] == 1
     assert "run stopped: KeyboardInterrupt" in (out / "generate.log").read_text()
     monkeypatch.setattr(ShardWriter, "write", original_write)
     assert generate(cli, photos, out, "--shard-size", "1")[0] == 0

@@ -3,10 +3,14 @@ clear error, the good inputs are written, and one run at a time owns an output f
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -534,3 +538,87 @@ def test_a_writer_of_a_run_that_lost_the_lock_leaves_nothing(tmp_path):
         with ShardWriter(out / "shard-000001.tar", lambda: still_held(out, newer.token)) as writer:
             writer.write("b-v0", {"json": b"{}"})
         assert sorted(path.name for path in out.iterdir()) == [LOCK, "shard-000001.tar"]
+
+
+def shard_bytes(out):
+    return {path.name: path.read_bytes() for path in sorted(out.glob("shard-*.tar"))}
+
+
+def generate_command(photos, out, *extra):
+    command = [sys.executable, "-c", "from simlidar.pipeline.cli import main; main()", "generate"]
+    options = ["--fov", "90", "--teacher", "sidecar", "--quiet", "--shard-size", "1"]
+    return [*command, "--images", str(photos), "--out", str(out), *options, *map(str, extra)]
+
+
+def writing_pids(out):
+    """Pids of the processes writing a shard into `out` now (its temporary name holds host and pid)."""
+    names = os.listdir(out) if out.is_dir() else []
+    return [int(match.group(1)) for name in names if (match := re.search(r"\.tar\..+-(\d+)\.tmp$", name))]
+
+
+# Case 13: a Ray worker that dies has its shard retried, and each retry is in generate.log.
+@pytest.mark.slow
+def test_a_killed_ray_worker_is_retried_logged_and_the_shards_are_identical(cli, tmp_path):
+    photos = tmp_path / "photos"
+    for index in range(6):
+        write_photo(photos, f"p{index}.jpg", np.full((240, 320), 8.0 + index, np.float32), seed=index)
+    reference = tmp_path / "reference"
+    assert generate(cli, photos, reference, "--shard-size", "1")[0] == 0
+    out = tmp_path / "out"
+    process = subprocess.Popen(generate_command(photos, out, "--workers", "2"), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (pids := writing_pids(out)):
+        assert process.poll() is None and time.monotonic() < deadline, "no shard was ever seen being written"
+        time.sleep(0.002)
+    assert pids[0] != process.pid
+    os.kill(pids[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err.decode()
+    assert shard_bytes(out) == shard_bytes(reference)
+    log = (out / "generate.log").read_text()
+    assert re.search(r"shard-00000\d: worker lost \(.+\); retry 1 of 3", log), log
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """mount(size_bytes) -> a folder on a tmpfs of that size; resize(size_bytes) grows it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    folder = tmp_path / "small"
+    folder.mkdir()
+
+    def mount(size_bytes, remount=False):
+        options = f"{'remount,' if remount else ''}size={size_bytes}"
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+        return folder
+
+    yield mount
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+# Case 13: a disk that fills up under Ray: no temporary left, the stop in the manifest and the log.
+@pytest.mark.slow
+def test_a_full_disk_on_ray_leaves_no_temporary_and_records_the_stop(cli, tmp_path, small_tmpfs):
+    photos = tmp_path / "photos"
+    for index in range(8):
+        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    reference = tmp_path / "reference"
+    assert generate(cli, photos, reference, "--shard-size", "1")[0] == 0
+    shard_size = max(len(data) for data in shard_bytes(reference).values())
+    disk = small_tmpfs(3 * shard_size + 64 * 1024)
+    out = disk / "out"
+    code, _, err = generate(cli, photos, out, "--shard-size", "1", "--workers", "2")
+    assert code == 2 and err.splitlines()[-1].startswith(f"error: disk full while writing {out}/shard-0000")
+    assert not [path.name for path in out.iterdir() if path.name.endswith(".tmp")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and manifest["stopped"].startswith("disk full while writing")
+    assert "ERROR run stopped: disk full while writing" in (out / "generate.log").read_text()
+    kept = shard_bytes(out)
+    assert kept and all(reference_bytes == shard_bytes(reference)[name] for name, reference_bytes in kept.items())
+
+    small_tmpfs(64 * 2**20, remount=True)
+    code, _, err = generate(cli, photos, out, "--shard-size", "1", "--workers", "2")
+    assert code == 0, err
+    assert shard_bytes(out) == shard_bytes(reference)

@@ -94,6 +94,16 @@ def write_json_atomically(path: Path, record) -> None:
     write_atomically(path, json.dumps(record, indent=2, sort_keys=True).encode())
 
 
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """Replace a file's bytes where they lie: not atomic, but it needs no room for a second
+    copy, so it works on a full disk (for a last record of why a run stopped)."""
+    with open(path, "r+b") as handle:
+        handle.write(data)
+        handle.truncate()
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def rename(source: Path, target: Path) -> None:
     """Move `source` over `target` in one step."""
     os.replace(source, target)
