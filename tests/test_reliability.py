@@ -36,6 +36,14 @@ def wall_depth(seed=0):
     return depth
 
 
+def photo_folder(tmp_path, count, name="photos"):
+    """`count` photos p0.jpg ... with depth sidecars (a wall and a box that moves)."""
+    folder = tmp_path / name
+    for index in range(count):
+        write_photo(folder, f"p{index}.jpg", wall_depth(index), seed=index)
+    return folder
+
+
 def write_npy_photo(folder, name, depth, seed=0):
     """A JPEG with a float .depth.npy sidecar (any values, NaN included)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -397,9 +405,7 @@ def test_an_intact_output_inspects_clean(cli, finished_output, tmp_path):
 
 # Case 1: a run's identity includes its input list.
 def test_inputs_added_after_a_kill_are_refused_with_what_changed(cli, tmp_path):
-    photos = tmp_path / "photos"
-    for index in range(4):
-        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    photos = photo_folder(tmp_path, 4)
     out = tmp_path / "out"
     assert generate(cli, photos, out)[0] == 0
     (out / "shard-000001.stats.json").unlink()  # as a kill leaves it
@@ -424,9 +430,7 @@ def test_inputs_added_after_a_kill_are_refused_with_what_changed(cli, tmp_path):
 
 
 def test_the_same_folder_typed_with_a_trailing_slash_is_the_same_run(cli, tmp_path, monkeypatch):
-    photos = tmp_path / "photos"
-    for index in range(2):
-        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    photos = photo_folder(tmp_path, 2)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     assert generate(cli, "photos", out)[0] == 0
@@ -438,9 +442,7 @@ def test_the_same_folder_typed_with_a_trailing_slash_is_the_same_run(cli, tmp_pa
 
 # Case 2: resume verifies finished shards and makes damaged ones again.
 def test_a_corrupted_or_truncated_finished_shard_is_made_again_and_said_so(cli, tmp_path):
-    photos = tmp_path / "photos"
-    for index in range(6):
-        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    photos = photo_folder(tmp_path, 6)
     out = tmp_path / "out"
     assert generate(cli, photos, out)[0] == 0
     reference = {path.name: path.read_bytes() for path in out.glob("shard-*.tar")}
@@ -496,9 +498,7 @@ def test_a_photo_above_max_pixels_is_recorded_and_its_shard_written(cli, tmp_pat
 def test_auto_teacher_without_weights_records_photos_without_sidecar(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    photos = tmp_path / "photos"
-    for index in range(3):
-        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    photos = photo_folder(tmp_path, 3)
     Image.fromarray(np.full((*SIZE, 3), 128, np.uint8)).save(photos / "bare.jpg")
     out = tmp_path / "out"
     code, _, err = cli("generate", "--images", photos, "--out", out, "--fov", "90", "--quiet", "--workers", "1")
@@ -601,9 +601,7 @@ def small_tmpfs(tmp_path):
 # Case 13: a disk that fills up under Ray: no temporary left, the stop in the manifest and the log.
 @pytest.mark.slow
 def test_a_full_disk_on_ray_leaves_no_temporary_and_records_the_stop(cli, tmp_path, small_tmpfs):
-    photos = tmp_path / "photos"
-    for index in range(8):
-        write_photo(photos, f"p{index}.jpg", wall_depth(index), seed=index)
+    photos = photo_folder(tmp_path, 8)
     reference = tmp_path / "reference"
     assert generate(cli, photos, reference, "--shard-size", "1")[0] == 0
     shard_size = max(len(data) for data in shard_bytes(reference).values())
@@ -622,3 +620,24 @@ def test_a_full_disk_on_ray_leaves_no_temporary_and_records_the_stop(cli, tmp_pa
     code, _, err = generate(cli, photos, out, "--shard-size", "1", "--workers", "2")
     assert code == 0, err
     assert shard_bytes(out) == shard_bytes(reference)
+
+
+# Case 3: a second run on a folder in use is refused naming the first; the first is unharmed.
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_output_is_refused_and_the_first_finishes_clean(cli, tmp_path):
+    photos = photo_folder(tmp_path, 24)  # enough work for the first run to outlast the second's start
+    out = tmp_path / "out"
+    first = subprocess.Popen(generate_command(photos, out, "--workers", "1"), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not writing_pids(out):
+        assert first.poll() is None and time.monotonic() < deadline, "the first run never started a shard"
+        time.sleep(0.005)
+    code, _, err = generate(cli, photos, out, "--shard-size", "1")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"in use by another simlidar run (pid {first.pid} on {socket.gethostname()}, since " in err
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["totals"]["samples"] == 24
+    assert not (out / LOCK).exists() and not list(out.glob("*.tmp"))
+    code, _, err = cli("inspect", out, "--previews", "0")
+    assert code == 0, err
