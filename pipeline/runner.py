@@ -11,13 +11,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from simlidar.teachers import find_depth_sidecar
+from simlidar.teachers import Teacher, find_depth_sidecar
 from tqdm import tqdm
 
-from .config import GenerateConfig
+from .config import GenerateConfig, RunPlan
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .manifest import (
+from .output import store
+from .output.lock import OutputLock
+from .output.manifest import (
     ERRORS,
     LOG,
     MANIFEST,
@@ -29,12 +31,10 @@ from .manifest import (
     read_stats,
     remove_temporaries,
 )
-from .output import store
-from .output.lock import OutputLock
-from .reader import IMAGE_SUFFIXES, list_inputs
-from .real_rig import is_calibration, list_frames, load_calibration
-from .teacher_cache import build_teacher
-from .worker import ShardPlan, plan_shards
+from .sources.calibrated_rig import list_frames
+from .sources.photos import IMAGE_SUFFIXES, list_inputs
+from .stages.teacher import build_teacher
+from .writer import ShardPlan, plan_shards
 
 log = logging.getLogger("simlidar.generate")
 
@@ -49,6 +49,20 @@ class RunSummary:
     shards_resumed: int
     elapsed_s: float
     shards_remade: list[tuple[str, str]]
+
+
+@dataclass
+class _Run:
+    """What making the pending shards needs: the plan and its teacher, the folder, the
+    shards, how they are distributed (run_info, as recorded) and the lock's token."""
+
+    plan: RunPlan
+    teacher: Teacher
+    out_dir: Path
+    shards: list[ShardPlan]
+    run_info: dict
+    lock_token: str
+    started: float
 
 
 def generate(
@@ -67,18 +81,19 @@ def generate(
     teacher_actors: on Ray, the teacher actor pool's size (None: one per GPU).
     """
     started = time.time()
-    items, unit = _list_items(config)
-    build_teacher(config)  # finds the weights now: a missing model is one clear error, not a failed shard each
+    plan = config.resolve()
+    items, unit = list_items(plan)
+    teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
     if store.exists(out_dir):
         raise PipelineError(f"--out {out_dir} is a file; give a folder")
     with OutputLock(out_dir) as lock:
         prepare_output(out_dir, config, items, overwrite)
-        plans = plan_shards(items, config.shard_size)
+        shards = plan_shards(items, config.shard_size)
         with _log_to(out_dir / LOG):
             if lock.taken_over:
                 log.warning("took over the lock of a run that is gone (%s)", lock.taken_over.describe())
-            remade = _verify_finished(out_dir, plans)
-            pending = [plan for plan in plans if not check_shard(out_dir, plan)[0]]
+            remade = _verify_finished(out_dir, shards)
+            pending = [shard for shard in shards if not check_shard(out_dir, shard)[0]]
             address = address or os.environ.get("RAY_ADDRESS") or None
             run_info = {
                 "distributor": "ray" if address is not None or (workers != 1 and len(pending) > 1) else "in-process",
@@ -87,72 +102,78 @@ def generate(
                 "teacher_actors": teacher_actors,
                 "remade": [{"shard": name, "reason": why} for name, why in remade],
             }
-            log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(plans), len(pending), run_info)
-            finished_inputs = sum(read_stats(out_dir, plan)["inputs"] for plan in plans if plan not in pending)
-            with _ProgressBar(len(items), finished_inputs, len(plans), len(pending), progress, unit) as bar:
-                failures = _make_shards(config, out_dir, plans, pending, bar, run_info, lock.token, started)
-            manifest = finalize_output(out_dir, config, config.sensor_model(), plans, started, run_info, failures)
+            log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(shards), len(pending), run_info)
+            run = _Run(plan, teacher, out_dir, shards, run_info, lock.token, started)
+            finished_inputs = sum(read_stats(out_dir, shard)["inputs"] for shard in shards if shard not in pending)
+            with _ProgressBar(len(items), finished_inputs, len(shards), len(pending), progress, unit) as bar:
+                failures = _make_shards(run, pending, bar)
+            manifest = finalize_output(out_dir, config, plan.sensor, shards, started, run_info, failures)
             log.info(
                 "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
             )
-    _raise_for_failures(failures, plans, manifest, len(items), out_dir)
-    return RunSummary(out_dir, manifest, len(plans), len(plans) - len(pending), time.time() - started, remade)
+    _raise_for_failures(failures, shards, manifest, len(items), out_dir)
+    return RunSummary(out_dir, manifest, len(shards), len(shards) - len(pending), time.time() - started, remade)
 
 
-def _list_items(config: GenerateConfig) -> tuple[list, str]:
-    """The run's inputs (photos or rig frames), sorted, and their unit for the progress bar."""
-    if is_calibration(config.rig):
-        items, unit = list_frames(Path(config.images), load_calibration(config.rig)), "frame"
+def list_items(plan: RunPlan) -> tuple[list, str]:
+    """The run's inputs (photos, or a calibrated rig's frames), sorted and limited, and
+    the progress bar's unit; PipelineError when there are none, or no depth sidecars
+    for --teacher sidecar."""
+    config = plan.config
+    if plan.calibration is not None:
+        root, unit = Path(config.images), "frame"
+        items = list_frames(root, plan.calibration)
     else:
-        items, unit = list_inputs(config.images)[0], "img"
+        (items, root), unit = list_inputs(config.images), "img"
     items = items[: config.limit]
     if not items:
         raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if config.teacher == "sidecar" and not any(find_depth_sidecar(item.path) for item in items):
         raise PipelineError(
-            f"none of the {len(items)} photos in {config.images} has depth beside it (photo.depth.png or "
+            f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
             "photo.depth.npy); add those files, or pass --teacher with a depth model"
         )
     return items, unit
 
 
-def _verify_finished(out_dir: Path, plans: list[ShardPlan]) -> list[tuple[str, str]]:
+def _verify_finished(out_dir: Path, shards: list[ShardPlan]) -> list[tuple[str, str]]:
     """Check every finished shard's tar against its stats; remove the damaged ones (they
     are made again) and say so in the log. Returns (shard, why) of those."""
     remade = []
-    for plan in plans:
-        done, why = check_shard(out_dir, plan)
+    for shard in shards:
+        done, why = check_shard(out_dir, shard)
         if not done and why:
-            log.warning("%s: %s; making it again", plan.name, why)
-            forget_shard(out_dir, plan)
-            remade.append((plan.name, why))
+            log.warning("%s: %s; making it again", shard.name, why)
+            forget_shard(out_dir, shard)
+            remade.append((shard.name, why))
     return remade
 
 
-def _make_shards(config, out_dir, plans, pending, bar, run_info, lock_token, started) -> list:
+def _make_shards(run: _Run, pending: list[ShardPlan], bar: _ProgressBar) -> list:
     """Run the pending shards; on a stop (disk full, interrupt) log why, clear temporaries
     and record what is done as an incomplete run before letting the error through."""
+    info = run.run_info
     try:
-        if run_info["distributor"] == "ray":
+        if info["distributor"] == "ray":
             return run_on_ray(
-                config,
+                run.plan,
                 pending,
-                out_dir,
+                run.out_dir,
                 bar,
-                run_info["workers"],
-                run_info["address"],
-                run_info["teacher_actors"],
-                lock_token,
+                info["workers"],
+                info["address"],
+                info["teacher_actors"],
+                run.lock_token,
             )
-        return run_in_process(config, pending, out_dir, bar, lock_token)
+        return run_in_process(run.plan, pending, run.out_dir, bar, run.teacher, run.lock_token)
     except BaseException as error:
         why = str(error) or type(error).__name__
         log.error("run stopped: %s", why)
-        remove_temporaries(out_dir)
+        remove_temporaries(run.out_dir)
         try:
-            finalize_output(out_dir, config, config.sensor_model(), plans, started, run_info, [], stopped=why)
+            finalize_output(run.out_dir, run.plan.config, run.plan.sensor, run.shards, run.started, info, [], why)
         except OSError:
-            _mark_stopped_or_log(out_dir, why)
+            _mark_stopped_or_log(run.out_dir, why)
         raise
 
 
@@ -163,10 +184,10 @@ def _mark_stopped_or_log(out_dir: Path, why: str) -> None:
         log.error("could not record the stop in %s: %s", MANIFEST, error)
 
 
-def _raise_for_failures(failures: list, plans: list, manifest: dict, inputs: int, out_dir: Path) -> None:
+def _raise_for_failures(failures: list, shards: list, manifest: dict, inputs: int, out_dir: Path) -> None:
     if failures:
         raise PipelineError(
-            f"{len(failures)} of {len(plans)} shards failed (first: {failures[0].shard}: {failures[0].reason}); "
+            f"{len(failures)} of {len(shards)} shards failed (first: {failures[0].shard}: {failures[0].reason}); "
             f"finished shards are kept; see {out_dir / LOG}, then re-run the same command to retry"
         )
     if manifest["totals"]["samples"] == 0:

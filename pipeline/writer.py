@@ -1,5 +1,6 @@
 """The writer: one WebDataset tar per shard, written under a temporary name and
-renamed when complete, with deterministic headers so equal samples give equal bytes."""
+renamed when complete, with deterministic headers so equal samples give equal bytes;
+and the shards' file names (shard-NNNNNN.tar and its .stats.json)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import io
 import os
 import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import PipelineError
 from .output import store
@@ -18,6 +21,34 @@ from .schema import MEMBER_ORDER, is_valid_key
 class LostOutputLock(PipelineError):
     """The run that started this writer no longer holds the output folder (a newer run took
     it over after this one was killed): what it made must not land there."""
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Shard `index` holds inputs [index * n, (index + 1) * n) of the sorted list
+    (photos or a rig's frames)."""
+
+    index: int
+    items: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:06d}"
+
+
+def plan_shards(items: list, shard_size: int) -> list[ShardPlan]:
+    return [
+        ShardPlan(index, tuple(items[start : start + shard_size]))
+        for index, start in enumerate(range(0, len(items), shard_size))
+    ]
+
+
+def tar_path(out_dir: Path, plan: ShardPlan) -> Path:
+    return out_dir / f"{plan.name}.tar"
+
+
+def stats_path(out_dir: Path, plan: ShardPlan) -> Path:
+    return out_dir / f"{plan.name}.stats.json"
 
 
 class _HashingFile(io.RawIOBase):

@@ -18,8 +18,8 @@ from PIL import Image
 from simlidar.pipeline.config import GenerateConfig
 from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output.lock import LOCK, OutputLock, OutputLocked, read_holder, still_held
-from simlidar.pipeline.reader import list_inputs, load_image
 from simlidar.pipeline.runner import generate as run_generate
+from simlidar.pipeline.sources.photos import list_inputs, load_image
 from simlidar.sensors import SensorSpecError, load_sensor
 from simlidar.sensors.catalog import CATALOG_DIR
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from simlidar.sensors import SpinningLidar
 
-from .config import GenerateConfig
-from .errors import PipelineError
-from .output import store
-from .output.lock import LOCK
-from .worker import ShardPlan, stats_path, tar_path
+from ..config import GenerateConfig
+from ..errors import PipelineError
+from ..writer import ShardPlan, stats_path, tar_path
+from . import store
+from .lock import LOCK
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
