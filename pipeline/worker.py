@@ -12,11 +12,12 @@ from pathlib import Path
 from simlidar.teachers import IntrinsicsError, Teacher, TeacherError, TeacherInput, resolve_intrinsics, to_metric
 
 from .config import RunPlan
+from .errors import UnusableDepth, error_stage
 from .output import store
 from .output.lock import still_held
 from .sources.calibrated_rig import RigFrame, load_frame
 from .sources.photos import BadImage, LoadedImage, SourceItem, load_image
-from .stages.mesh import UnusableDepth, check_depth_usable
+from .stages.mesh import check_depth_usable
 from .stages.scene import Scene, SceneCamera, ViewMaker, image_rng, simulate_scene
 from .stages.teacher import CachedTeacher, TeacherCache, teacher_cache_dir
 from .stages.timing import StageTimes
@@ -66,7 +67,7 @@ class ShardWorker:
                             writer.write(key, members)
                             counts.append(sample_counts)
                     except (TeacherError, IntrinsicsError, UnusableDepth) as error:
-                        errors.append({"path": item.relpath, "stage": _stage_of(error), "reason": str(error)})
+                        errors.append({"path": item.relpath, "stage": error_stage(error), "reason": str(error)})
                     on_input()
         stats = shard_stats(shard, writer, counts, errors, times, time.perf_counter() - started)
         store.write_json_atomically(stats_path(out_dir, shard), stats)
@@ -78,26 +79,15 @@ class ShardWorker:
         for item in items:
             with times.stage("read"):
                 try:
+                    quality, max_pixels = self.config.jpeg_quality, self.config.max_pixels
                     if self.plan.calibration is not None:
-                        images = load_frame(item, self.plan.calibration, self.config.jpeg_quality)
+                        loaded.append((item, load_frame(item, self.plan.calibration, quality, max_pixels)))
                     else:
-                        images = [(item.path, load_image(item.path, self.config.jpeg_quality))]
-                    loaded.append((item, self._within_max_pixels(images)))
+                        loaded.append((item, [(item.path, load_image(item.path, quality, max_pixels))]))
                 except BadImage as error:
                     errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
                     on_input()
         return loaded
-
-    def _within_max_pixels(self, images: list[tuple[Path, LoadedImage]]) -> list[tuple[Path, LoadedImage]]:
-        """The images, unless one has more than max_pixels (meshing it could exhaust memory): BadImage."""
-        for path, image in images:
-            height, width = image.rgb.shape[:2]
-            if height * width > self.config.max_pixels:
-                raise BadImage(
-                    f"{path.name} is {width}x{height} ({height * width / 1e6:.1f} MP), above max_pixels "
-                    f"({self.config.max_pixels / 1e6:.1f} MP): shrink it, or raise --max-pixels where memory allows"
-                )
-        return images
 
     def _scene(self, item, images: list[tuple[Path, LoadedImage]], predictions: list, times: StageTimes) -> Scene:
         """The input as a Scene: its teacher depth made metric (one conversion draw for
@@ -133,13 +123,6 @@ class ShardWorker:
         )
         camera = SceneCamera(image, K, intrinsics_source, prediction, item.relpath)
         return Scene(item.key, (camera,), self.views, self.config.views if self.plan.rig is None else 1)
-
-
-def _stage_of(error: Exception) -> str:
-    """The errors.jsonl stage of an input's error."""
-    if isinstance(error, TeacherError):
-        return "teacher"
-    return "intrinsics" if isinstance(error, IntrinsicsError) else "depth"
 
 
 def shard_stats(shard: ShardPlan, writer: ShardWriter, counts: list[dict], errors: list, times, seconds) -> dict:

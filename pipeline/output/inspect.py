@@ -17,8 +17,8 @@ from PIL import Image
 
 from .. import schema
 from ..errors import PipelineError
+from . import store
 from .manifest import MANIFEST
-from .output import store
 from .preview import sample_panel
 
 PREVIEWS = "previews"

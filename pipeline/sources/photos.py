@@ -225,6 +225,15 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """Meshing holds ~100 bytes per pixel: a photo above `max_pixels` could exhaust memory."""
+    if max_pixels and width * height > max_pixels:
+        raise BadImage(
+            f"{path.name} is {width}x{height} ({width * height / 1e6:.1f} MP), above max_pixels "
+            f"({max_pixels / 1e6:.1f} MP): shrink it, or raise --max-pixels where memory allows"
+        )
+
+
 def _decode_problem(error: Exception) -> str:
     """Why PIL could not decode, in words that do not change from run to run (PIL puts
     the address of its buffer object in some messages)."""
@@ -233,13 +242,15 @@ def _decode_problem(error: Exception) -> str:
     return f"not a readable image ({_OBJECT_REPR.sub('', str(error)).strip()})"
 
 
-def load_image(path: Path, jpeg_quality: int) -> LoadedImage:
-    """Decode a photo; raise BadImage with the reason when it cannot be used."""
+def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImage:
+    """Decode a photo; raise BadImage with the reason when it cannot be used, or when it
+    has more than `max_pixels` (0: no bound), before it is decoded."""
     data = read_input_file(path)
     if not data:
         raise BadImage("empty file")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(path, *image.size, max_pixels)
             image.load()
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
             unchanged = image.format == "JPEG" and image.mode == "RGB" and orientation == 1

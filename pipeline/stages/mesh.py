@@ -28,14 +28,12 @@ import open3d as o3d
 import pymeshlab
 from simlidar.sensors.camera import backproject
 
+from ..errors import UnusableDepth
+
 METHODS = ("grid", "decimated", "poisson")
 # A depth map with fewer of its pixels than this within the sensor's range would give
 # an empty or nearly empty sample: it is recorded as unusable instead.
 MIN_USABLE_DEPTH_FRACTION = 0.01
-
-
-class UnusableDepth(ValueError):
-    """A depth map with too few pixels a LiDAR could return from."""
 
 
 def check_depth_usable(depth_m: np.ndarray, min_range_m: float, max_range_m: float) -> None:
