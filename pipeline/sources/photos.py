@@ -226,7 +226,7 @@ def _file_kind(mode: int) -> str:
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
-    """Meshing holds ~100 bytes per pixel: a photo above `max_pixels` could exhaust memory."""
+    """A photo's run holds ~250 bytes per pixel: one above `max_pixels` could exhaust memory."""
     if max_pixels and width * height > max_pixels:
         raise BadImage(
             f"{path.name} is {width}x{height} ({width * height / 1e6:.1f} MP), above max_pixels "
