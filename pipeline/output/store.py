@@ -1,6 +1,8 @@
-"""The output folder's file operations, in one place: whatever the run, the lock,
-inspect or publish does to the output folder goes through these few functions, so
-another storage (an object store) needs only these rewritten.
+"""The output folder's file operations, in one place, so that another storage (an
+object store) needs only these rewritten: the run's records (manifest, inputs list,
+errors, stats, lock), the checks resume and inspect make (exists, list, size and
+SHA-256, read), and the shard writer's temporary name, rename and removal. (The writer
+streams into its temporary file; previews and publish's Hub staging stay local.)
 
 A write is atomic: the bytes go to a temporary name unique to this process and are
 renamed over the target, so a reader sees the old file or the new one, never half."""
@@ -20,11 +22,8 @@ HASH_CHUNK = 1 << 20
 
 
 def exists(path: Path) -> bool:
+    """Whether a file (not a folder) is at `path`."""
     return path.is_file()
-
-
-def is_folder(path: Path) -> bool:
-    return path.is_dir()
 
 
 def make_folder(path: Path) -> None:
