@@ -466,12 +466,25 @@ def test_a_corrupted_or_truncated_finished_shard_is_made_again_and_said_so(cli, 
 
 
 # Case 10: every option is checked before anything is written.
-@pytest.mark.parametrize("fov", ["0", "179", "nan"])
-def test_a_bad_fov_is_refused_before_the_output_folder_is_touched(cli, tmp_path, fov):
+BAD_OPTIONS = {
+    "fov 0": (("--fov", "0"), "--fov must be between 1 and 170 degrees, got 0.0"),
+    "fov 179": (("--fov", "179"), "--fov must be between 1 and 170 degrees, got 179.0"),
+    "fov nan": (("--fov", "nan"), "--fov must be between 1 and 170 degrees, got nan"),
+    "device": (("--teacher", "auto", "--device", "bogus"), "--device 'bogus': give auto, cpu, cuda, cuda:N or mps"),
+    "dtype on cpu": (
+        ("--teacher", "auto", "--device", "cpu", "--dtype", "fp16"),
+        "--dtype fp16 is for GPUs; on the CPU the teacher runs in fp32 (--dtype auto)",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=list(BAD_OPTIONS))
+def test_a_bad_option_is_refused_before_the_output_folder_is_touched(cli, tmp_path, bad):
+    options, message = BAD_OPTIONS[bad]
     photos = tmp_path / "photos"
     write_photo(photos, "a.jpg", wall_depth())
-    code, _, err = generate(cli, photos, tmp_path / "out", "--fov", fov)
-    assert code == 2 and err == f"error: --fov must be between 1 and 170 degrees, got {float(fov)}\n"
+    code, _, err = generate(cli, photos, tmp_path / "out", *options)
+    assert code == 2 and err == f"error: {message}\n"
     assert not (tmp_path / "out").exists()
 
 
