@@ -30,7 +30,7 @@ EXIF_ORIENTATION = 0x0112
 # A photo file larger than this is refused unread (a 24 MP JPEG is ~10 MB; a PNG ~70 MB).
 MAX_INPUT_BYTES = 256 * 2**20
 # "<_io.BytesIO object at 0x7f...>" and the like: an address differs from run to run.
-_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+_OBJECT_REPR = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class BadImage(Exception):
