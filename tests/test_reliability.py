@@ -643,3 +643,38 @@ def test_a_second_run_on_a_busy_output_is_refused_and_the_first_finishes_clean(c
     assert not (out / LOCK).exists() and not list(out.glob("*.tmp"))
     code, _, err = cli("inspect", out, "--previews", "0")
     assert code == 0, err
+
+
+TAKE_LOCK = """
+import sys, time
+from pathlib import Path
+from simlidar.pipeline.output.lock import OutputLock, OutputLocked
+lock = OutputLock(Path(sys.argv[1]))
+while time.time() < float(sys.argv[2]):
+    pass
+try:
+    lock.acquire()
+except OutputLocked:
+    print("refused")
+else:
+    print("took it")
+    time.sleep(2)
+    lock.release()
+"""
+
+
+def test_runs_that_find_the_same_stale_lock_at_once_let_exactly_one_take_it(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = {"host": socket.gethostname(), "pid": dead.pid, "process_start": "", "since": "", "token": "old"}
+    (out / LOCK).write_text(json.dumps(stale))
+    start_at = time.time() + 3.0
+    racers = [
+        subprocess.Popen([sys.executable, "-c", TAKE_LOCK, str(out), str(start_at)], stdout=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    outcomes = sorted(racer.communicate(timeout=60)[0].decode().strip() for racer in racers)
+    assert outcomes == ["refused", "refused", "refused", "took it"]
+    assert not (out / LOCK).exists() and sorted(os.listdir(out)) == []
