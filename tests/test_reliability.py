@@ -248,16 +248,28 @@ def test_a_live_lock_is_refused_naming_its_holder_and_released_after(tmp_path):
     assert not (out / LOCK).exists() and not still_held(out, first.token)
 
 
-def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = {"host": socket.gethostname(), "pid": dead.pid, "process_start": "1", "since": "then", "token": "old"}
+    return dead.pid
+
+
+def folder_with_stale_lock(tmp_path) -> tuple:
+    """(folder, pid): an output folder whose lock names a process that has ended."""
+    out = tmp_path / "out"
+    out.mkdir()
+    pid = dead_pid()
+    stale = {"host": socket.gethostname(), "pid": pid, "process_start": "1", "since": "then", "token": "old"}
     (out / LOCK).write_text(json.dumps(stale))
+    return out, pid
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    out, gone = folder_with_stale_lock(tmp_path)
     lock = OutputLock(out)
     lock.acquire()
-    assert lock.taken_over.pid == dead.pid and read_holder(out).token == lock.token
+    assert lock.taken_over.pid == gone and read_holder(out).token == lock.token
     assert not still_held(out, "old")
     lock.release()
 
@@ -537,10 +549,8 @@ def test_a_writer_of_a_run_that_lost_the_lock_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     killed = OutputLock(out)
     killed.acquire()
-    dead = subprocess.Popen(["true"])
-    dead.wait()
     record = json.loads((out / LOCK).read_text())
-    (out / LOCK).write_text(json.dumps({**record, "pid": dead.pid}))
+    (out / LOCK).write_text(json.dumps({**record, "pid": dead_pid()}))
     with OutputLock(out) as newer:
         assert newer.taken_over.token == killed.token
         with pytest.raises(LostOutputLock, match="now held by another run; shard-000000.tar not written"):
@@ -664,12 +674,7 @@ else:
 
 
 def test_runs_that_find_the_same_stale_lock_at_once_let_exactly_one_take_it(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    stale = {"host": socket.gethostname(), "pid": dead.pid, "process_start": "", "since": "", "token": "old"}
-    (out / LOCK).write_text(json.dumps(stale))
+    out, _ = folder_with_stale_lock(tmp_path)
     start_at = time.time() + 3.0
     racers = [
         subprocess.Popen([sys.executable, "-c", TAKE_LOCK, str(out), str(start_at)], stdout=subprocess.PIPE)
