@@ -35,14 +35,21 @@ def transform_points(T_b_a: np.ndarray, points_a: np.ndarray) -> np.ndarray:
     """
     _check_shape(T_b_a, (4, 4), "T_b_a")
     _check_shape(points_a, (None, 3), "points_a")
-    return points_a @ T_b_a[:3, :3].T + T_b_a[:3, 3]
+    return _rotate(T_b_a, points_a) + T_b_a[:3, 3]
 
 
 def transform_directions(T_b_a: np.ndarray, directions_a: np.ndarray) -> np.ndarray:
     """(N, 3) directions in frame a -> (N, 3) in frame b: T_b_a's (4, 4) rotation only."""
     _check_shape(T_b_a, (4, 4), "T_b_a")
     _check_shape(directions_a, (None, 3), "directions_a")
-    return directions_a @ T_b_a[:3, :3].T
+    return _rotate(T_b_a, directions_a)
+
+
+def _rotate(T_b_a: np.ndarray, vectors_a: np.ndarray) -> np.ndarray:
+    """(N, 3) vectors rotated by T_b_a's (4, 4) rotation, column by column rather than as a
+    matrix product: three terms a row need no BLAS threads, which stall on a busy machine."""
+    x, y, z = vectors_a[:, 0], vectors_a[:, 1], vectors_a[:, 2]
+    return np.stack([x * row[0] + y * row[1] + z * row[2] for row in T_b_a[:3, :3]], axis=1)
 
 
 def invert_pose(T_b_a: np.ndarray) -> np.ndarray:
@@ -136,17 +143,20 @@ def rays_reaching_frustum(
             [0.0, 0.0, 1.0],
         ]
     )
-    offset = np.atleast_2d(origin_cam) @ normals.T
-    rate = directions_cam @ normals.T
+    origins = np.atleast_2d(origin_cam)
     t_low = np.full(len(directions_cam), float(min_range_m))
     t_high = np.full(len(directions_cam), float(max_range_m))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        crossing = -offset / rate
-    entering = rate > 0
-    leaving = rate < 0
-    t_low = np.maximum(t_low, np.where(entering, crossing, -np.inf).max(axis=1))
-    t_high = np.minimum(t_high, np.where(leaving, crossing, np.inf).min(axis=1))
-    parallel_outside = ((rate == 0) & (offset < 0)).any(axis=1)
+    parallel_outside = np.zeros(len(directions_cam), dtype=bool)
+    for normal in normals:
+        # Three products and sums per plane rather than a matrix product: no BLAS threads
+        # (which stall on a busy machine) and no (N, 5) temporaries.
+        offset = origins[:, 0] * normal[0] + origins[:, 1] * normal[1] + origins[:, 2] * normal[2]
+        rate = directions_cam[:, 0] * normal[0] + directions_cam[:, 1] * normal[1] + directions_cam[:, 2] * normal[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            crossing = -offset / rate
+        t_low = np.where(rate > 0, np.maximum(t_low, crossing), t_low)
+        t_high = np.where(rate < 0, np.minimum(t_high, crossing), t_high)
+        parallel_outside |= (rate == 0) & (offset < 0)
     return (t_low < t_high) & ~parallel_outside
 
 

@@ -1,26 +1,31 @@
-"""`simlidar bench`: per-stage time per frame on real inputs, against the bare
-Open3D cost of building and casting into the same mesh; with --meshes, the mesh
-methods measured against each other (time, size, fidelity)."""
+"""`simlidar bench`: per-stage time per frame on real inputs (the bundled scenes and a
+densified real KITTI scan), the default march method against the grid mesh side by
+side with the march's fidelity to the grid's returns; with --meshes, every mesh method
+measured against the others (time, size, fidelity)."""
 
 from __future__ import annotations
 
 import tempfile
-import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import click
 import numpy as np
-import open3d as o3d
 from simlidar.sensors import MOUNTS, load_sensor, mount_pose
-from simlidar.sensors.camera import rays_reaching_frustum, transform_directions
+from simlidar.sensors.depth_grid import load_kernels
 from simlidar.sensors.raycast import render_depth
+from simlidar.teachers import DepthPrediction
 
 from .. import schema
-from ..config import GenerateConfig, RunPlan
-from ..sources.photos import list_images
-from ..stages.mesh import METHODS, Mesh, MeshOptions, depth_to_mesh
+from ..config import GenerateConfig
+from ..output.fidelity import RealFrame, densify, project_scan, read_kitti_object_frame
+from ..sources.photos import list_images, load_image
+from ..stages.march import fidelity_against_grid
+from ..stages.mesh import METHODS, MeshOptions
 from ..stages.scan import simulate_rig_scan
-from ..stages.scene import Scene, mesh_scene, sidecar_camera, simulate_scene
+from ..stages.scene import Scene, SceneCamera, mesh_scene, sidecar_camera, simulate_scene
 from ..stages.timing import StageTimes
 from ..stages.views import PhotoViews
 from ..writer import ShardWriter
@@ -30,51 +35,78 @@ STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode
 INVENTED_MARGIN_M = 0.3
 
 
-def bench_plan(path: Path, sensor_name: str) -> RunPlan:
-    """The plan `generate` would make for this photo and sensor, with the mount unjittered."""
-    return GenerateConfig(images=str(path), sensor=sensor_name, mount_jitter="none").resolve()
+# The default and today's path, measured side by side.
+COMPARED = ("march", "grid")
 
 
-def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
-    """Median seconds per stage for one photo with sidecar depth and intrinsics, made by
-    the chain `generate` runs (read, teacher, mesh, scene, scan, encode, write)."""
-    plan = bench_plan(path, sensor_name)
-    runs = []
+@dataclass(frozen=True)
+class BenchInput:
+    """A frame to time: its name, how to load its camera (timing 'read' and 'teacher'),
+    and the LiDAR's pose in its camera (4, 4; None: the sensor's default mount)."""
+
+    name: str
+    load_camera: Callable[[StageTimes], SceneCamera]
+    T_cam_lidar: np.ndarray | None = None
+
+
+def bench_inputs(images: Path, kitti_object: Path) -> list[BenchInput]:
+    """The photos with sidecar depth and intrinsics in `images`, then the KITTI object frame
+    `kitti_object` (DIR/NAME: NAME.bin, .png, .calib.txt) with its densified real scan as
+    depth, if it exists."""
+    inputs = [BenchInput(item.path.name, partial(sidecar_camera, item.path)) for item in list_images(images)]
+    if kitti_object.with_suffix(".bin").is_file():
+        T_cam_lidar = read_kitti_object_frame(kitti_object).calibration.T_cam_lidar
+        inputs.append(BenchInput(f"kitti {kitti_object.name}", partial(kitti_camera, kitti_object), T_cam_lidar))
+    return inputs
+
+
+def densified_depth(frame: RealFrame) -> np.ndarray:
+    """(H, W) float32 depth (m, 0 = none) of a real frame's scene: its scan projected into
+    its image and densified as `simlidar fidelity` does."""
+    height, width = frame.rgb.shape[:2]
+    calibration = frame.calibration
+    return densify(project_scan(frame.points_lidar, calibration.T_cam_lidar, calibration.K, width, height))
+
+
+def kitti_camera(kitti_object: Path, times: StageTimes) -> SceneCamera:
+    """A KITTI object frame as a scene's one camera, its densified real scan standing in
+    for the teacher's depth (timed as 'teacher')."""
+    with times.stage("read"):
+        frame = read_kitti_object_frame(kitti_object)
+        image = load_image(kitti_object.with_suffix(".png"), 95)
+    with times.stage("teacher"):
+        prediction = DepthPrediction(densified_depth(frame), "metric")
+    return SceneCamera(image, frame.calibration.K, "calibration", prediction, kitti_object.name)
+
+
+def bench_methods(bench_input: BenchInput, sensor_name: str, repeats: int) -> dict:
+    """Median seconds per stage of each COMPARED mesh method making one sample of
+    `bench_input` by the chain `generate` runs, and the march's fidelity to the grid."""
+    plan = GenerateConfig(images=".", sensor=sensor_name, mount_jitter="none").resolve()
+    T_cam_lidar = mount_pose(plan.mount) if bench_input.T_cam_lidar is None else bench_input.T_cam_lidar
+    runs = {method: [] for method in COMPARED}
+    # Interleaved, so that load from others on a shared machine falls on both alike.
     for _ in range(repeats):
-        times = StageTimes()
-        camera = sidecar_camera(path, times)
-        scene = Scene(schema.sanitize_key(path.stem), (camera,), PhotoViews())
-        with tempfile.TemporaryDirectory() as folder, ShardWriter(Path(folder) / "bench.tar") as writer:
-            for key, members, _ in simulate_scene(scene, plan, times):
-                writer.write(key, members)
-        runs.append(dict(times.seconds))
-    mesh = depth_to_mesh(camera.prediction.depth, camera.K, plan.mesh)
-    T_cam_lidar = mount_pose(plan.mount)
-    stage_seconds = {stage: float(np.median([run.get(stage, 0.0) for run in runs])) for stage in STAGES}
+        for method in COMPARED:
+            times = StageTimes()
+            camera = bench_input.load_camera(times)
+            scene = Scene(
+                schema.sanitize_key(Path(camera.source_path).stem), (camera,), PhotoViews(), T_scene_lidar=T_cam_lidar
+            )
+            method_plan = replace(plan, mesh=replace(plan.mesh, method=method))
+            with tempfile.TemporaryDirectory() as folder, ShardWriter(Path(folder) / "bench.tar") as writer:
+                for key, members, _ in simulate_scene(scene, method_plan, times):
+                    writer.write(key, members)
+            runs[method].append(dict(times.seconds))
     return {
-        "name": path.name,
+        "name": bench_input.name,
         "size": f"{camera.width}x{camera.height}",
-        "triangles": len(mesh.triangles),
-        "stages": stage_seconds,
-        "bare_build_cast": bare_build_cast(mesh, plan.sensor, T_cam_lidar, camera, repeats),
+        "stages": {
+            method: {stage: float(np.median([run.get(stage, 0.0) for run in runs[method]])) for stage in STAGES}
+            for method in COMPARED
+        },
+        "fidelity": fidelity_against_grid(camera.prediction.depth, camera.K, plan.sensor, T_cam_lidar, plan.mesh),
     }
-
-
-def bare_build_cast(mesh: Mesh, sensor, T_cam_lidar: np.ndarray, camera, repeats: int) -> float:
-    """Median seconds Open3D alone takes to build a scene of `mesh` and cast one frame's
-    rays that can reach the camera's image (the floor the pipeline is measured against)."""
-    directions_cam = transform_directions(T_cam_lidar, sensor.fire(np.random.default_rng(0)).directions_lidar)
-    size, ranges = (camera.width, camera.height), (sensor.min_range_m, sensor.max_range_m)
-    toward = rays_reaching_frustum(T_cam_lidar[:3, 3], directions_cam, camera.K, *size, *ranges)
-    rays = np.hstack([np.broadcast_to(T_cam_lidar[:3, 3], (int(toward.sum()), 3)), directions_cam[toward]])
-    bare = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        bare_scene = o3d.t.geometry.RaycastingScene()
-        bare_scene.add_triangles(o3d.core.Tensor(mesh.vertices_cam), o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
-        bare_scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
-        bare.append(time.perf_counter() - start)
-    return float(np.median(bare))
 
 
 def depth_fidelity(rendered: np.ndarray, depth: np.ndarray) -> dict:
@@ -135,7 +167,7 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
                 "method": method,
                 "mesh_s": float(np.median(mesh_seconds)),
                 "scene_cast_s": float(np.median(cast_seconds)),
-                "faces": len(mesh.triangles),
+                "faces": mesh.summary().get("faces", 0),
                 **depth_fidelity(render_depth(ray_scene, K, width, height), depth),
                 "invented": invented_fraction(scan.sparse_depth_m, depth),
             }
@@ -147,6 +179,7 @@ def print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
     """One row per photo and mesh method: time, faces and render-back fidelity."""
     header = f"{'photo':<18}{'size':>10}{'method':>11}{'mesh':>9}{'bld+cast':>9}{'faces':>9}"
     click.echo(header + f"{'cover':>8}{'med mm':>8}{'p95 mm':>8}{'>5%':>8}{'invented':>10}")
+    load_kernels()
     for item in list_images(images):
         for row in bench_meshes(item.path, sensor, repeats):
             click.echo(
@@ -161,19 +194,38 @@ def print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
     )
 
 
-def print_frame_table(images: Path, sensor: str, repeats: int) -> None:
-    """One row per photo: milliseconds per stage, total, frames/s, bare Open3D and the ratio."""
-    header = f"{'photo':<18}{'size':>10}{'triangles':>11}" + "".join(f"{s:>9}" for s in STAGES)
-    click.echo(header + f"{'total':>9}{'frames/s':>10}{'bare o3d':>10}{'post-teacher/bare':>19}")
-    for item in list_images(images):
-        result = bench_frame(item.path, sensor, repeats)
-        stages = result["stages"]
-        total = sum(stages.values())
-        post_teacher = total - stages["read"] - stages["teacher"]
-        click.echo(
-            f"{result['name']:<18}{result['size']:>10}{result['triangles']:>11}"
-            + "".join(f"{stages[s] * 1000:>9.1f}" for s in STAGES)
-            + f"{total * 1000:>9.1f}{1 / total:>10.2f}{result['bare_build_cast'] * 1000:>10.1f}"
-            + f"{post_teacher / result['bare_build_cast']:>19.2f}"
-        )
-    click.echo("times in ms per frame (median); Open3D builds its BVH lazily, so 'cast' includes the build")
+def print_frame_table(images: Path, kitti_object: Path, sensor: str, repeats: int) -> None:
+    """Per frame, a row per COMPARED method: milliseconds per stage and after the teacher;
+    on the march's row its ratio to the grid and its fidelity to the grid's returns."""
+    header = f"{'frame':<18}{'size':>10}{'method':>7}" + "".join(f"{s:>8}" for s in STAGES)
+    click.echo(header + f"{'post':>8}{'ratio':>7}{'present':>9}{'<=1%':>8}{'invented':>9}{'see-through':>15}")
+    load_kernels()
+    for bench_input in bench_inputs(images, kitti_object):
+        result = bench_methods(bench_input, sensor, repeats)
+        post = {method: post_teacher_seconds(result["stages"][method]) for method in COMPARED}
+        for method in COMPARED:
+            row = f"{result['name']:<18}{result['size']:>10}{method:>7}"
+            row += (
+                "".join(f"{result['stages'][method][s] * 1000:>8.1f}" for s in STAGES) + f"{post[method] * 1000:>8.1f}"
+            )
+            if method == COMPARED[0]:
+                row += f"{post[method] / post[COMPARED[-1]]:>7.2f}" + _fidelity_columns(result["fidelity"])
+            click.echo(row)
+    if not kitti_object.with_suffix(".bin").is_file():
+        click.echo(f"(no KITTI frame: {kitti_object}.bin is absent)")
+    click.echo(
+        "ms per frame, median, one view per photo; post: after the teacher (mesh to write); ratio: march / grid. "
+        "Fidelity of the march to the grid on one frame's rays: present: the grid's returns it has; <=1%: of "
+        f"those, within 1% in range; invented: returns > {INVENTED_MARGIN_M} m in front of the grid's (or where "
+        f"it has none); see-through: share of returns > {INVENTED_MARGIN_M} m behind the visible surface, grid>march"
+    )
+
+
+def post_teacher_seconds(stages: dict[str, float]) -> float:
+    """Seconds per frame after the teacher: every stage but 'read' and 'teacher'."""
+    return sum(seconds for stage, seconds in stages.items() if stage not in ("read", "teacher"))
+
+
+def _fidelity_columns(figures: dict) -> str:
+    see_through = f"{figures['see_through_reference']:.2%}>{figures['see_through_candidate']:.2%}"
+    return f"{figures['present']:>9.3%}{figures['within_1pct']:>8.2%}{figures['invented']:>9}{see_through:>15}"

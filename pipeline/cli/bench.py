@@ -9,13 +9,19 @@ import click
 from ..bench.frame import print_frame_table, print_mesh_table
 
 
+def _path_option(flag: str, default: str, help_text: str):
+    return click.option(flag, default=Path(default), type=click.Path(path_type=Path), show_default=True, help=help_text)
+
+
 @click.command()
-@click.option(
-    "--images",
-    default=Path("examples/scenes"),
-    type=click.Path(path_type=Path),
-    show_default=True,
-    help="Photos with sidecar depth and intrinsics (the bundled scenes by default).",
+@_path_option(
+    "--images", "examples/scenes", "Photos with sidecar depth and intrinsics (the bundled scenes by default)."
+)
+@_path_option(
+    "--kitti-object",
+    "../shared/data/kitti_object/000134",
+    "A KITTI object frame DIR/NAME (NAME.bin, .png, .calib.txt): its densified scan is a real-depth frame; "
+    "skipped if absent.",
 )
 @click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
 @click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
@@ -35,9 +41,18 @@ from ..bench.frame import print_frame_table, print_mesh_table
 @click.option("--dtype", default="auto", show_default=True, help="--teacher: auto (fp16 on CUDA), fp32, fp16, bf16.")
 @click.option("--image-size", default="640x480", show_default=True, help="--teacher: WxH of the synthetic photos.")
 def bench(
-    images: Path, sensor: str, repeats: int, meshes: bool, scaling: bool, workers: int, teacher: str, **teacher_bench
+    images: Path,
+    kitti_object: Path,
+    sensor: str,
+    repeats: int,
+    meshes: bool,
+    scaling: bool,
+    workers: int,
+    teacher: str,
+    **teacher_bench,
 ) -> None:
-    """Print per-stage milliseconds per frame and the ratio to bare Open3D build + cast,
+    """Print per-stage milliseconds per frame of the default mesh method (march) and the
+    grid side by side, their ratio and the march's fidelity to the grid's returns,
     or with --meshes each mesh method's time, size and fidelity, or with --scaling how
     the runner scales with workers and input count."""
     if teacher:
@@ -53,4 +68,4 @@ def bench(
 
         print_scaling(images, workers)
         return
-    print_frame_table(images, sensor, repeats)
+    print_frame_table(images, kitti_object, sensor, repeats)

@@ -189,8 +189,9 @@ def _absolute_source(images: str) -> str:
     "--mesh",
     default=MeshOptions.method,
     type=click.Choice(METHODS),
-    help="Mesh method: grid (a triangle pair per pixel quad), decimated (grid simplified, edges kept), "
-    "poisson (screened Poisson surface, trimmed to the input points).",
+    help="Mesh method: march (the grid's returns, cast through the depth map's pixel grid without building "
+    "the mesh: the fast default), grid (a triangle pair per pixel quad, cast with Open3D), decimated (grid "
+    "simplified, edges kept), poisson (screened Poisson surface, trimmed to the input points).",
 )
 @click.option(
     "--mesh-stride", default=MeshOptions.stride, type=int, help="Mesh: use every K-th pixel in both directions."

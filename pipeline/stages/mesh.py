@@ -1,6 +1,11 @@
-"""Triangle meshes from a depth map, by one of three methods.
+"""Triangle meshes from a depth map, by one of four methods.
 
-grid (default): one vertex per pixel (or per `stride` pixels), two triangles per
+march (default): the grid mesh below, which scans cast without building it: each
+LiDAR ray walks the pixel quads its image crosses (pipeline/stages/march.py,
+sensors/depth_grid.py). Same returns, a fraction of the cost; depth_to_mesh gives
+the grid mesh for it.
+
+grid: one vertex per pixel (or per `stride` pixels), two triangles per
 pixel quad. Triangles that straddle a depth discontinuity are dropped, so no
 "rubber sheet" joins a foreground object to the background. Behind each
 occluding edge the background is extended for a few pixels as a hidden layer:
@@ -30,7 +35,7 @@ from simlidar.sensors.camera import backproject
 
 from ..errors import UnusableDepth
 
-METHODS = ("grid", "decimated", "poisson")
+METHODS = ("march", "grid", "decimated", "poisson")
 # A depth map with fewer of its pixels than this within the sensor's range would give
 # an empty or nearly empty sample: it is recorded as unusable instead.
 MIN_USABLE_DEPTH_FRACTION = 0.01
@@ -72,7 +77,7 @@ class MeshOptions:
     max_depth_jump: float = 0.1
     max_grazing_deg: float = 89.0
     occlusion_fill_px: int = 16
-    method: str = "grid"
+    method: str = "march"
     stride: int = 1
     target_faces: float = 0.1
     poisson_depth: int = 9
@@ -115,7 +120,7 @@ def depth_to_mesh(depth_m: np.ndarray, K: np.ndarray, options: MeshOptions = Mes
     grid = _grid_mesh(depth_m, K, options)
     if options.method == "decimated":
         return _decimate_visible(grid, options.target_faces)
-    return grid
+    return grid if options.method == "grid" else replace(grid, method=options.method)
 
 
 def _subsample(depth_m: np.ndarray, K: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:

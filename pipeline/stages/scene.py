@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from simlidar.sensors import mount_pose, sample_mount_jitter
 from simlidar.sensors.camera import invert_pose, transform_points
+from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion
 from simlidar.sensors.effects import luma
 from simlidar.sensors.mount import jittered_pose
 from simlidar.sensors.raycast import MeshScene
@@ -24,6 +25,7 @@ from simlidar.teachers import DepthPrediction, SidecarTeacher, TeacherInput, res
 
 from .. import schema
 from ..sources.photos import LoadedImage, load_image
+from .march import MarchSurface, depth_grid_scene
 from .mesh import Mesh, MeshOptions, depth_to_mesh
 from .sample import ScanRecord, View, build_sample
 from .scan import Scan, ScanCamera, simulate_rig_scan
@@ -110,7 +112,7 @@ class ScanContext:
     scan), the run's plan and timings."""
 
     scene: Scene
-    meshes: list[Mesh]
+    meshes: list[Mesh | MarchSurface]
     scan: Scan
     T_scene_lidar: np.ndarray
     index: int
@@ -131,9 +133,18 @@ def sidecar_camera(path: Path, times: StageTimes) -> SceneCamera:
     return SceneCamera(image, K, intrinsics_source, prediction, path.name)
 
 
-def mesh_scene(scene: Scene, options: MeshOptions, times: StageTimes) -> tuple[MeshScene, list[Mesh]]:
+def mesh_scene(
+    scene: Scene, options: MeshOptions, times: StageTimes
+) -> tuple[MeshScene | DepthGridScene | SceneUnion, list[Mesh | MarchSurface]]:
     """Each camera's teacher depth as a mesh, and all of them as one ray-casting scene in
-    the scene's frame."""
+    the scene's frame (march: each camera's grid mesh cast in place, the nearest hit wins)."""
+    if options.method == "march":
+        with times.stage("mesh"):
+            surfaces = [
+                MarchSurface(depth_grid_scene(camera.prediction.depth, camera.K, options, camera.T_scene_cam))
+                for camera in scene.cameras
+            ]
+        return (surfaces[0].scene if len(surfaces) == 1 else SceneUnion([s.scene for s in surfaces])), surfaces
     with times.stage("mesh"):
         meshes = [depth_to_mesh(camera.prediction.depth, camera.K, options) for camera in scene.cameras]
     with times.stage("scene"):
