@@ -28,6 +28,7 @@ import webdataset as wds
 from PIL import Image
 from simlidar.pipeline import schema
 
+from .correspondence import pixel_index_map, scene_matches
 from .errors import TrainError
 
 
@@ -102,8 +103,22 @@ def decode_sample(sample: dict) -> dict:
         "dense": dense,
         "teacher": teacher,
         "teacher_valid": teacher_valid,
+        "teacher_range": teacher_range(meta, dense),
         "meta": meta,
     }
+
+
+def teacher_range(meta: dict, dense_m: np.ndarray) -> np.ndarray:
+    """(2,) float32: the (min, max) of the teacher's own disparity that teacher.png's 0..1
+    stand for (its json's record; for a generated sample without it, of 1 / dense), so
+    that the views of one scene can share one normalisation."""
+    record = meta.get("teacher_relative")
+    if isinstance(record, dict) and "min" in record and "max" in record:
+        return np.array([record["min"], record["max"]], np.float32)
+    valid = dense_m > 0
+    if not valid.any():
+        return np.array([0.0, 1.0], np.float32)
+    return np.array([1.0 / dense_m[valid].max(), 1.0 / dense_m[valid].min()], np.float32)
 
 
 def relative_from_dense(dense_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +189,8 @@ def _skip_and_augment(
     for index, sample in enumerate(islice(samples, skipped, None), start=skipped):
         maps = decode_sample(sample)
         rng = np.random.default_rng([seed, rank, worker, index])
-        yield to_tensors(crop_and_flip({name: maps[name] for name in MAP_NAMES}, crop_hw, rng))
+        cropped = to_tensors(crop_and_flip({name: maps[name] for name in MAP_NAMES}, crop_hw, rng))
+        yield {**cropped, "teacher_range": torch.from_numpy(maps["teacher_range"])}
 
 
 def _scene_views(sample: dict) -> tuple[str | None, int]:
@@ -240,25 +256,48 @@ def _skip_and_augment_scenes(
     scenes: Iterator[list[dict]], batch_size: int, batches_done: int, crop_hw: tuple[int, int], seed: int
 ) -> Iterator[dict]:
     """_skip_and_augment for whole scenes: every view of a scene gets the same crop window
-    and flip; maps are stacked (V, C, H, W) and `neighbours` (V, V) marks adjacent views."""
+    and flip; maps are stacked (V, C, H, W), `neighbours` (V, V) marks adjacent views and
+    `matches` (V, V, M, 4) with `match_valid` (V, V, M) hold their corresponding pixels
+    in the crops (see correspondence.py)."""
     rank, _, worker, num_workers = wds.utils.pytorch_worker_info()
     skipped = len(range(worker, batches_done, num_workers)) * batch_size
     for index, scene in enumerate(islice(scenes, skipped, None), start=skipped):
-        views = []
-        neighbours = torch.zeros(len(scene), len(scene))
+        views, decoded, cropped_indices = [], [], []
+        neighbours = np.zeros((len(scene), len(scene)), np.float32)
         for position, sample in enumerate(scene):
             maps = decode_sample(sample)
             rng = np.random.default_rng([seed, rank, worker, index])
-            views.append(to_tensors(crop_and_flip({name: maps[name] for name in MAP_NAMES}, crop_hw, rng)))
+            maps["pixel_index"] = pixel_index_map(*maps["sparse"].shape)
+            cropped = crop_and_flip({name: maps[name] for name in (*MAP_NAMES, "pixel_index")}, crop_hw, rng)
+            views.append({**to_tensors(cropped), "teacher_range": torch.from_numpy(maps["teacher_range"])})
+            decoded.append(maps)
+            cropped_indices.append(cropped["pixel_index"])
             for other in maps["meta"]["rig"].get("neighbours", []):
                 if other < len(scene):
                     neighbours[position, other] = neighbours[other, position] = 1
-        yield {**{name: torch.stack([view[name] for view in views]) for name in MAP_NAMES}, "neighbours": neighbours}
+        matches, match_valid = scene_matches(
+            [maps["sparse"] for maps in decoded],
+            [maps["meta"] for maps in decoded],
+            cropped_indices,
+            neighbours,
+            np.random.default_rng([seed, rank, worker, index]),
+        )
+        yield {
+            **{name: torch.stack([view[name] for view in views]) for name in (*MAP_NAMES, "teacher_range")},
+            "neighbours": torch.from_numpy(neighbours),
+            "matches": torch.from_numpy(matches),
+            "match_valid": torch.from_numpy(match_valid),
+        }
+
+
+# Members of a scene batch that describe pairs of views, kept per scene by flatten_scenes.
+PAIR_NAMES = ("neighbours", "matches", "match_valid")
 
 
 def flatten_scenes(batch: dict) -> dict:
-    """A batch of scenes (S, V, C, H, W) -> views (S * V, C, H, W); neighbours stay (S, V, V)."""
-    return {name: tensor if name == "neighbours" else tensor.flatten(0, 1) for name, tensor in batch.items()}
+    """A batch of scenes (S, V, C, H, W) -> views (S * V, C, H, W); neighbours (S, V, V),
+    matches (S, V, V, M, 4) and match_valid (S, V, V, M) stay per scene."""
+    return {name: tensor if name in PAIR_NAMES else tensor.flatten(0, 1) for name, tensor in batch.items()}
 
 
 def train_stream(
@@ -295,7 +334,7 @@ def train_stream(
 def _full_frames(samples: Iterator[dict]) -> Iterator[dict]:
     for sample in samples:
         maps = decode_sample(sample)
-        yield {"key": maps["key"], **to_tensors(maps)}
+        yield {"key": maps["key"], **to_tensors(maps), "teacher_range": torch.from_numpy(maps["teacher_range"])}
 
 
 def eval_stream(urls: list[str]) -> wds.DataPipeline:
