@@ -231,6 +231,8 @@ def convert_rig(
     root, out = Path(root), Path(out)
     calibration = load_calibration(rig)
     frames = list_frames(root, calibration)
+    if not frames:
+        raise PipelineError(f"{root} holds no frames: put images in ROOT/CAMERA/FRAME.jpg, one folder per camera")
     folder = find_lidar_folder(root, calibration, lidar_folder)
     _prepare_out(out, overwrite)
     shards, samples, errors = [], 0, []
@@ -247,8 +249,13 @@ def convert_rig(
                         writer.write(f"{frame.key}-r{index}", members)
                     samples += len(views)
                     bar.update(1)
-            shards.append({"name": writer.path.name, "samples": writer.samples, "sha256": writer.sha256})
+            if writer.samples:
+                shards.append({"name": writer.path.name, "samples": writer.samples, "sha256": writer.sha256})
+            else:
+                writer.path.unlink()
     (out / "errors.jsonl").write_text("".join(json.dumps(error) + "\n" for error in errors))
+    if not samples:
+        raise PipelineError(f"no frame of {root} could be converted: {out}/errors.jsonl says why for each")
     manifest = {
         "source": "real_rig",
         "root": str(root.resolve()),
