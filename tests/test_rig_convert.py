@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.rig_convert import read_bin_sweep, read_sweep
+from simlidar.pipeline.sources.calibrated_rig_lidar import read_bin_sweep, read_sweep
 
 NUSCENES = Path(__file__).parents[2] / "shared" / "data" / "nuscenes_frame"
 FRAME = "1532402927647951"

@@ -1,7 +1,7 @@
 """A calibrated rig with real LiDAR sweeps as shards of the simlidar schema
 (`simlidar convert rig ROOT --rig ROOT/calibration.json`).
 
-The layout is the real-rig one of `generate --rig` (see real_rig.py) plus one sweep per
+The layout is the real-rig one of `generate --rig` (see calibrated_rig.py) plus one sweep per
 frame in a LiDAR folder:
 
     ROOT/calibration.json
@@ -29,16 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from simlidar.sensors.camera import sparse_depth_image
+from simlidar.sensors.camera import sparse_depth_image, transform_points
 from simlidar.teachers import TeacherInput
 from tqdm import tqdm
 
-from . import schema
-from .errors import PipelineError
+from .. import schema
+from ..errors import PipelineError
+from ..writer import ShardWriter
+from .calibrated_rig import Calibration, RigFrame, list_frames, load_calibration, load_frame, rig_record
 from .kitti import teacher_member
-from .reader import BadImage
-from .real_rig import Calibration, RigFrame, list_frames, load_calibration, load_frame
-from .writer import ShardWriter
+from .photos import BadImage
 
 LIDAR_SUFFIXES = (".bin", ".pcd")
 LIDAR_COLUMNS = ("auto", "4", "5")
@@ -129,26 +129,7 @@ def sweep_path(folder: Path, frame: RigFrame) -> Path:
 def project_sweep(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int):
     """points_lidar (N, 3) m, T_cam_lidar (4, 4), K (3, 3) -> ((H, W) float32 camera z in
     metres with a z-buffer, 0 = none; (N,) bool, the points inside the image)."""
-    points_cam = points_lidar @ T_cam_lidar[:3, :3].T + T_cam_lidar[:3, 3]
-    return sparse_depth_image(points_cam, K, width, height)
-
-
-def rig_record(calibration: Calibration, index: int) -> dict:
-    """The json's "rig" entry of camera `index`, as `generate --rig` writes it."""
-    camera = calibration.cameras[index]
-    neighbours = calibration.neighbours[index]
-    return {
-        "name": calibration.name,
-        "camera": camera.name,
-        "view": index,
-        "views": len(calibration.cameras),
-        "T_rig_cam": camera.T_rig_cam.tolist(),
-        "T_rig_lidar": calibration.T_rig_lidar.tolist(),
-        "neighbours": list(neighbours),
-        "R_cam_neighbours": [
-            (camera.T_rig_cam[:3, :3].T @ calibration.cameras[other].T_rig_cam[:3, :3]).tolist() for other in neighbours
-        ],
-    }
+    return sparse_depth_image(transform_points(T_cam_lidar, points_lidar), K, width, height)
 
 
 def view_members(
@@ -167,7 +148,7 @@ def view_members(
         "image_size": [camera.width, camera.height],
         "K": camera.K.tolist(),
         "intrinsics_source": "calibration",
-        "rig": rig_record(calibration, index),
+        "rig": rig_record(calibration, index, calibration.T_rig_lidar),
         "T_cam_lidar": T_cam_lidar.tolist(),
         "lidar": {"path": sweep.relpath, "columns": sweep.columns, "points": len(sweep.points_lidar)},
         "sparse": "real LiDAR sweep, z-buffer projection",
