@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from simlidar.sensors.camera import sparse_depth_image, transform_points
+from simlidar.sensors.camera import invert_pose, sparse_depth_image, transform_points
 from simlidar.teachers import TeacherInput
 from tqdm import tqdm
 
@@ -137,7 +137,7 @@ def view_members(
 ) -> dict:
     """The shard members of camera `index` of one frame (module doc)."""
     camera = calibration.cameras[index]
-    T_cam_lidar = camera.T_cam_rig @ calibration.T_rig_lidar
+    T_cam_lidar = invert_pose(camera.T_rig_cam) @ calibration.T_rig_lidar
     sparse_m, in_image = project_sweep(sweep.points_lidar, T_cam_lidar, camera.K, camera.width, camera.height)
     sparse_png = schema.encode_depth_png(sparse_m)
     meta = {
