@@ -98,6 +98,15 @@ def test_the_teacher_agrees_with_itself_across_overlapping_views():
     assert torch.allclose(aligned[0, 0, 10:, 30:], aligned[1, 0, 10:, :30], rtol=1e-3)
 
 
+def test_a_constant_teacher_view_leaves_the_scene_finite():
+    ranges = torch.tensor([[0.5, 0.5], [0.2, 0.9]])
+    disparity = teacher_disparity(torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)), ranges, 2)
+    assert torch.isfinite(disparity).all()
+    # View b's values on view a's scale: (0.2 + t * 0.7 - 0.5) / 0.7.
+    relative = torch.full((2, 1, 1, 1), 0.5)
+    assert torch.allclose(teacher_disparity(relative, ranges, 2).flatten(), torch.tensor([0.0, (0.55 - 0.5) / 0.7]))
+
+
 def test_the_kl_is_zero_for_a_student_on_the_target_and_positive_otherwise():
     depth, truth = street()
     teacher, valid, ranges = perfect_teacher([depth])

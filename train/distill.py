@@ -52,15 +52,17 @@ def teacher_disparity(teacher: torch.Tensor, teacher_range: torch.Tensor, views:
     """teacher (B, 1, H, W) in 0..1 as teacher.png stores it (min-max per image),
     teacher_range (B, 2) the (min, max) of the teacher's own disparity its json records;
     the B images are scenes of `views` consecutive views -> (B, 1, H, W) the teacher's
-    disparity on one scale per scene (in units of the range of the scene's first view,
-    so that float32 keeps its precision whatever the teacher's scale and shift)."""
+    disparity on one scale per scene (from the first view's min, in units of the scene's
+    widest range, so that float32 keeps its precision whatever the teacher's scale and
+    shift; a scene of constant teachers stays finite)."""
     if teacher_range.shape != (teacher.shape[0], 2):
         raise TrainError(f"teacher_range must be (B, 2), got {tuple(teacher_range.shape)}")
     ranges = teacher_range.double().view(-1, views, 2)
-    spans = (ranges[..., 1] - ranges[..., 0]).clamp(min=1e-300)
-    first_low, first_span = ranges[:, :1, 0], spans[:, :1]
-    offset = ((ranges[..., 0] - first_low) / first_span).float().view(-1, 1, 1, 1)
-    scale = (spans / first_span).float().view(-1, 1, 1, 1)
+    spans = ranges[..., 1] - ranges[..., 0]
+    reference_span = spans.amax(1, keepdim=True)
+    reference_span = torch.where(reference_span > 0, reference_span, torch.ones_like(reference_span))
+    offset = ((ranges[..., 0] - ranges[:, :1, 0]) / reference_span).float().view(-1, 1, 1, 1)
+    scale = (spans / reference_span).float().view(-1, 1, 1, 1)
     return offset + teacher.float() * scale
 
 
