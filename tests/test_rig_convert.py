@@ -113,6 +113,12 @@ def test_a_frame_without_its_sweep_is_recorded_and_the_others_kept(cli, tmp_path
     error = json.loads((tmp_path / "o" / "errors.jsonl").read_text())
     assert error["frame"] == "0002" and "no LiDAR sweep LIDAR_TOP/0002.bin" in error["error"]
     assert sorted(read_shard(tmp_path / "o" / "shard-000000.tar")) == [f"{FRAME}-r{index}" for index in range(6)]
+    for content, why in ((b"", "empty sweep"), (b"\0" * 7, "neither N x 4 nor N x 5")):
+        (root / "LIDAR_TOP" / "0002.bin").write_bytes(content)
+        code, stdout, err = cli("convert", "rig", root, "--rig", root / "calibration.json", "--out", tmp_path / "o",
+                                "--quiet", "--overwrite")  # fmt: skip
+        assert code == 0 and "1 frames skipped" in stdout, err
+        assert why in json.loads((tmp_path / "o" / "errors.jsonl").read_text())["error"]
 
 
 @needs_nuscenes
@@ -134,6 +140,10 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path):
     assert (
         not list((tmp_path / "o").glob("*.tar")) and "no LiDAR sweep" in (tmp_path / "o" / "errors.jsonl").read_text()
     )
+    for image in root.glob("CAM_*/*.jpg"):
+        image.unlink()
+    code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o2")
+    assert code == 2 and "holds no frames" in err and err.count("\n") == 1
 
 
 def test_bin_sweeps_of_four_and_five_columns(tmp_path):

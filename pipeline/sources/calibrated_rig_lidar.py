@@ -57,8 +57,8 @@ class Sweep:
 
 
 def read_bin_sweep(path: Path, columns: str = "auto") -> Sweep:
-    """A .bin sweep (module doc) -> Sweep; PipelineError naming the file when its size
-    fits neither layout."""
+    """A .bin sweep (module doc) -> Sweep; PipelineError naming the file when it is empty
+    or its size fits neither layout."""
     raw = path.read_bytes()
     fits = [width for width in (4, 5) if len(raw) % (4 * width) == 0]
     if columns != "auto":
@@ -69,6 +69,8 @@ def read_bin_sweep(path: Path, columns: str = "auto") -> Sweep:
         raise PipelineError(f"{path}: {len(raw)} bytes is neither N x 4 nor N x 5 float32 (x, y, z, ...)")
     else:
         width = 5 if 5 in fits and _looks_like_rings(np.frombuffer(raw, "<f4").reshape(-1, 5)[:, 4]) else 4
+    if not raw:
+        raise PipelineError(f"{path}: an empty sweep (no points)")
     values = np.frombuffer(raw, "<f4").reshape(-1, width)
     return Sweep(values[:, :3].astype(np.float64), width)
 
@@ -166,10 +168,13 @@ def view_members(
 
 def convert_frame(frame: RigFrame, root: Path, calibration: Calibration, lidar_folder: Path, columns: str, teacher):
     """Every camera's members of one frame, in camera order; BadImage for a frame that
-    lacks an image or its sweep (the caller records it and goes on)."""
+    lacks an image or a readable sweep (the caller records it and goes on)."""
     images = load_frame(frame, calibration, JPEG_QUALITY)
     path = sweep_path(lidar_folder, frame)
-    sweep = read_sweep(path, columns)
+    try:
+        sweep = read_sweep(path, columns)
+    except (PipelineError, OSError) as error:
+        raise BadImage(str(error)) from None
     sweep = Sweep(sweep.points_lidar, sweep.columns, path.relative_to(root).as_posix())
     predictions = [None] * len(images)
     if teacher is not None:
