@@ -1,8 +1,16 @@
 """Corresponding pixels of adjacent views from the LiDAR points both see, through crops."""
 
 import numpy as np
-from simlidar.train.correspondence import corresponding_pixels, crop_positions, pixel_index_map, scene_matches
+import torch
+from simlidar.train.correspondence import (
+    corresponding_pixels,
+    crop_positions,
+    pixel_index_map,
+    rays_in_lidar,
+    scene_matches,
+)
 from simlidar.train.data import crop_and_flip
+from simlidar.train.distill import distance_from_lidar
 
 K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
 
@@ -85,7 +93,8 @@ def test_scene_matches_land_on_the_same_point_in_the_crops():
         for depth in sparse
     ]
     neighbours = np.array([[0, 1], [1, 0]])
-    matches, valid = scene_matches(sparse, metas, [crop["pixel_index"] for crop in crops], neighbours, rng, count=16)
+    cropped_indices = [crop["pixel_index"] for crop in crops]
+    matches, rays, valid = scene_matches(sparse, metas, cropped_indices, neighbours, rng, count=16)
     assert (
         matches.shape == (2, 2, 16, 4) and valid[0, 1].sum() == 16 and valid[1, 0].sum() == 0 and valid[0, 0].sum() == 0
     )
@@ -93,5 +102,24 @@ def test_scene_matches_land_on_the_same_point_in_the_crops():
         depth_a = crops[0]["sparse"][v_a, u_a]
         assert depth_a > 0  # view a's match is one of its LiDAR pixels
         assert crops[1]["pixel_index"][v_b, u_b] > 0
-    few, few_valid = scene_matches(sparse, metas, [crop["pixel_index"] for crop in crops], neighbours * 0, rng)
-    assert few_valid.sum() == 0 and not few.any()
+    none, _, none_valid = scene_matches(sparse, metas, cropped_indices, neighbours * 0, rng)
+    assert none_valid.sum() == 0 and not none.any()
+
+
+def test_the_distance_from_the_lidar_is_one_number_for_a_point_seen_by_two_rotated_cameras():
+    points, metas, sparse = two_views()
+    pairs = corresponding_pixels(sparse[0], metas[0], metas[1], (48, 64))
+    z_a = sparse[0][pairs[:, 1], pairs[:, 0]].astype(np.float64)
+    T_b_a = np.array(metas[1]["T_cam_lidar"]) @ np.linalg.inv(np.array(metas[0]["T_cam_lidar"]))
+    ray_a = np.stack([(pairs[:, 0] - K[0, 2]) / K[0, 0], (pairs[:, 1] - K[1, 2]) / K[1, 1], np.ones(len(pairs))], 1)
+    z_b = ((z_a[:, None] * ray_a) @ T_b_a[:3, :3].T + T_b_a[:3, 3])[:, 2]
+    assert np.abs(z_a / z_b - 1).max() > 0.05  # camera z is not shared
+    distances = [
+        distance_from_lidar(torch.from_numpy(z), torch.from_numpy(rays_in_lidar(pixels, meta)))
+        for z, pixels, meta in ((z_a, pairs[:, :2], metas[0]), (z_b, pairs[:, 2:], metas[1]))
+    ]
+    # Rays pass through pixel centres, up to half a pixel (0.01 rad at f = 50 px) off the
+    # point's own: distances within 1% of each other and of the points' 20 m.
+    assert torch.allclose(distances[0], distances[1], rtol=1e-2)
+    assert torch.allclose(distances[0], torch.full_like(distances[0], 20.0), rtol=1e-2)
+    assert torch.allclose(distances[0], torch.from_numpy(z_a * np.linalg.norm(ray_a, axis=1)), rtol=1e-6)

@@ -93,7 +93,8 @@ def test_the_teacher_agrees_with_itself_across_overlapping_views():
     v = torch.arange(10, 40).repeat_interleave(30)
     matches = torch.stack([u, v, u - 30, v], 1).float()
     centres = torch.stack([CENTRES[0], CENTRES[0] * 1.3])  # each view its own centres
-    relations, usable = teacher_relations(aligned, mask, centres.mean(0), matches, 0.03)
+    rays = torch.tensor([0.0, 0, 0, 0, 0, 1]).expand(len(matches), 2, 6)  # one camera: distance = z
+    relations, usable = teacher_relations(aligned, mask, centres.mean(0), matches, rays, 0.03)
     assert usable.all() and relations.min().item() >= 0.99
     assert torch.allclose(aligned[0, 0, 10:, 30:], aligned[1, 0, 10:, :30], rtol=1e-3)
 
@@ -150,38 +151,37 @@ def two_view_scene(student_b_features=None):
     matches[0, 0, 1] = torch.stack([u.flatten(), v.flatten(), u.flatten(), v.flatten()], 1)
     valid = torch.zeros(1, 2, 2, 96)
     valid[0, 0, 1] = 1
-    return student, depth, torch.ones(1, 2, 1, 8, 12), matches, valid
+    rays = torch.tensor([0.0, 0, 0, 0, 0, 1]).expand(1, 2, 2, 96, 2, 6)  # one camera: distance = z
+    return student, depth, torch.ones(1, 2, 1, 8, 12), matches, rays, valid
 
 
 def test_identical_content_in_two_views_gives_teacher_relation_one_and_loss_zero():
-    student, depth, mask, matches, valid = two_view_scene()
-    relations, usable = teacher_relations(depth[0], mask[0], CENTRES[0], matches[0, 0, 1], 0.03)
+    student, depth, mask, matches, rays, valid = two_view_scene()
+    relations, usable = teacher_relations(depth[0], mask[0], CENTRES[0], matches[0, 0, 1], rays[0, 0, 1], 0.03)
     assert usable.all() and torch.allclose(relations, torch.ones(96), atol=1e-6)
     centres = CENTRES.expand(2, -1)[None]
-    loss = view_relational_loss(
-        student * torch.tensor([1.0, 7.0]).view(1, 2, 1, 1, 1), depth, mask, centres, matches, valid, 0.03
-    )
+    scaled = student * torch.tensor([1.0, 7.0]).view(1, 2, 1, 1, 1)
+    loss = view_relational_loss(scaled, depth, mask, centres, matches, rays, valid, 0.03)
     assert loss.item() == pytest.approx(0, abs=1e-6)
 
 
 def test_views_whose_features_differ_where_the_teacher_agrees_have_a_loss_with_a_gradient():
     other = torch.randn(1, 1, 5, 4, 6, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
-    student, depth, mask, matches, valid = two_view_scene(other)
+    student, depth, mask, matches, rays, valid = two_view_scene(other)
     centres = CENTRES.expand(2, -1)[None].clone().requires_grad_(True)
-    loss = view_relational_loss(student, depth, mask, centres, matches, valid, 0.03)
+    loss = view_relational_loss(student, depth, mask, centres, matches, rays, valid, 0.03)
     loss.backward()
     assert loss.item() > 0.05 and other.grad.norm().item() > 1e-3
     assert centres.grad is None or centres.grad.abs().max().item() == 0
 
 
 def test_no_shared_point_gives_no_relational_loss_and_one_view_is_an_error():
-    student, depth, mask, matches, valid = two_view_scene()
+    student, depth, mask, matches, rays, valid = two_view_scene()
     centres = CENTRES.expand(2, -1)[None]
-    assert view_relational_loss(student, depth, mask, centres, matches, valid * 0, 0.03).item() == 0
+    assert view_relational_loss(student, depth, mask, centres, matches, rays, valid * 0, 0.03).item() == 0
     with pytest.raises(TrainError, match="scenes of 2 or more views"):
-        view_relational_loss(
-            student[:, :1], depth[:, :1], mask[:, :1], centres[:, :1], matches[:, :1, :1], valid[:, :1, :1], 0.03
-        )
+        one_view = (student, depth, mask, centres)
+        view_relational_loss(*(part[:, :1] for part in one_view), matches, rays, valid, 0.03)
 
 
 def test_temperature_must_be_positive():

@@ -7,6 +7,11 @@ one 3D point seen at a known pixel of both views. Occlusion between the two came
 viewpoints is not tested: rig cameras sit centimetres to a metre apart, and a point
 hidden from one of them is rare against the points they share.
 
+Camera z is not the same for one point in two rotated cameras (20% apart at the edges
+of nuScenes' back cameras), so each match also carries, per view, the camera's centre
+and the pixel's ray in the LiDAR frame: a depth z along that ray is the point
+origin + z * ray, whose distance from the LiDAR is one number for both views.
+
 Training crops (and flips) each view; the crop of a map of pixel indices tells where
 every full-size pixel went, so matches follow any crop without knowing how it was drawn.
 """
@@ -21,6 +26,17 @@ MATCHES_PER_PAIR = 256
 
 def _pose(meta: dict, name: str) -> np.ndarray:
     return np.asarray(meta[name], dtype=np.float64)
+
+
+def rays_in_lidar(pixels: np.ndarray, meta: dict) -> np.ndarray:
+    """pixels (M, 2) full-size (u, v) of a view with json `meta` (K, T_cam_lidar) ->
+    (M, 6) the camera centre and the pixel's ray (z = 1 in the camera) in the LiDAR frame."""
+    K = _pose(meta, "K")
+    T_lidar_cam = np.linalg.inv(_pose(meta, "T_cam_lidar"))
+    rays_cam = np.stack([(pixels[:, 0] - K[0, 2]) / K[0, 0], (pixels[:, 1] - K[1, 2]) / K[1, 1]], 1)
+    rays_cam = np.concatenate([rays_cam, np.ones((len(pixels), 1))], 1)
+    centre = np.broadcast_to(T_lidar_cam[:3, 3], (len(pixels), 3))
+    return np.concatenate([centre, rays_cam @ T_lidar_cam[:3, :3].T], 1)
 
 
 def corresponding_pixels(sparse_a: np.ndarray, meta_a: dict, meta_b: dict, size_b: tuple[int, int]) -> np.ndarray:
@@ -68,12 +84,14 @@ def scene_matches(
     neighbours: np.ndarray,
     rng: np.random.Generator,
     count: int = MATCHES_PER_PAIR,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One scene's V views: full-size sparse maps, jsons and cropped pixel_index_maps;
     neighbours (V, V) 0/1 -> (matches (V, V, count, 4) float32 crop pixels (u_a, v_a,
-    u_b, v_b) of pairs a < b, valid (V, V, count) float32 0/1)."""
+    u_b, v_b) of pairs a < b; rays (V, V, count, 2, 6) float32 per side rays_in_lidar;
+    valid (V, V, count) float32 0/1)."""
     views = len(sparse)
     matches = np.zeros((views, views, count, 4), np.float32)
+    rays = np.zeros((views, views, count, 2, 6), np.float32)
     valid = np.zeros((views, views, count), np.float32)
     for a in range(views):
         for b in range(a + 1, views):
@@ -89,5 +107,7 @@ def scene_matches(
             matches[a, b, : len(kept)] = np.stack(
                 [in_a[kept] % width_a, in_a[kept] // width_a, in_b[kept] % width_b, in_b[kept] // width_b], 1
             )
+            rays[a, b, : len(kept), 0] = rays_in_lidar(pairs[kept, :2], metas[a])
+            rays[a, b, : len(kept), 1] = rays_in_lidar(pairs[kept, 2:], metas[b])
             valid[a, b, : len(kept)] = 1
-    return matches, valid
+    return matches, rays, valid

@@ -257,8 +257,8 @@ def _skip_and_augment_scenes(
 ) -> Iterator[dict]:
     """_skip_and_augment for whole scenes: every view of a scene gets the same crop window
     and flip; maps are stacked (V, C, H, W), `neighbours` (V, V) marks adjacent views and
-    `matches` (V, V, M, 4) with `match_valid` (V, V, M) hold their corresponding pixels
-    in the crops (see correspondence.py)."""
+    `matches` (V, V, M, 4), `match_rays` (V, V, M, 2, 6) and `match_valid` (V, V, M) hold
+    their corresponding pixels in the crops (see correspondence.py)."""
     rank, _, worker, num_workers = wds.utils.pytorch_worker_info()
     skipped = len(range(worker, batches_done, num_workers)) * batch_size
     for index, scene in enumerate(islice(scenes, skipped, None), start=skipped):
@@ -275,7 +275,7 @@ def _skip_and_augment_scenes(
             for other in maps["meta"]["rig"].get("neighbours", []):
                 if other < len(scene):
                     neighbours[position, other] = neighbours[other, position] = 1
-        matches, match_valid = scene_matches(
+        matches, match_rays, match_valid = scene_matches(
             [maps["sparse"] for maps in decoded],
             [maps["meta"] for maps in decoded],
             cropped_indices,
@@ -286,17 +286,19 @@ def _skip_and_augment_scenes(
             **{name: torch.stack([view[name] for view in views]) for name in (*MAP_NAMES, "teacher_range")},
             "neighbours": torch.from_numpy(neighbours),
             "matches": torch.from_numpy(matches),
+            "match_rays": torch.from_numpy(match_rays),
             "match_valid": torch.from_numpy(match_valid),
         }
 
 
 # Members of a scene batch that describe pairs of views, kept per scene by flatten_scenes.
-PAIR_NAMES = ("neighbours", "matches", "match_valid")
+PAIR_NAMES = ("neighbours", "matches", "match_rays", "match_valid")
 
 
 def flatten_scenes(batch: dict) -> dict:
     """A batch of scenes (S, V, C, H, W) -> views (S * V, C, H, W); neighbours (S, V, V),
-    matches (S, V, V, M, 4) and match_valid (S, V, V, M) stay per scene."""
+    matches (S, V, V, M, 4), match_rays (S, V, V, M, 2, 6) and match_valid (S, V, V, M)
+    stay per scene."""
     return {name: tensor if name in PAIR_NAMES else tensor.flatten(0, 1) for name, tensor in batch.items()}
 
 

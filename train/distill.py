@@ -18,9 +18,10 @@ the teacher, and the teacher's own scale never enters (the map is fitted per sce
 View-relational KD. For each pair of adjacent views, the points seen by both (LiDAR
 points projected into the two views) give corresponding pixels. A relation is the
 cosine similarity between the two views' features at corresponding pixels: the
-student's decoder features, and the teacher's bin probabilities on the scene's mean
-centres (one bin frame for the scene, so one 3D point's teacher features are the same
-vector in every view). The student's relations are matched to the teacher's with a
+student's decoder features, and the teacher's bin probabilities of the point's
+distance from the LiDAR (camera z differs between rotated cameras; the distance does
+not) on the scene's mean centres (one bin frame for the scene, so one 3D point's
+teacher features are the same vector in every view). The student's relations are matched to the teacher's with a
 robust (smooth L1) loss: identical content in two views gives relations of 1 on both
 sides and a loss of 0; cosine similarity ignores a feature map's scale, and the two
 sides may have different channel counts.
@@ -148,23 +149,34 @@ def cross_view_relations(features_a: torch.Tensor, features_b: torch.Tensor) -> 
     return F.cosine_similarity(features_a.float(), features_b.float(), dim=1, eps=1e-8)
 
 
+def distance_from_lidar(depth: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+    """depth (M,) camera z in metres along rays (M, 6) (camera centre, ray with z = 1, in
+    the LiDAR frame) -> (M,) the point's distance from the LiDAR: one number for one
+    point, whichever camera sees it."""
+    return (rays[:, :3] + depth[:, None] * rays[:, 3:]).norm(dim=1).clamp(min=1e-3)
+
+
 def teacher_relations(
     teacher_depth: torch.Tensor,
     mask: torch.Tensor,
     scene_centres: torch.Tensor,
     matches: torch.Tensor,
+    rays: torch.Tensor,
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pair of views: teacher_depth and mask (2, 1, H, W) of views a and b,
-    scene_centres (N,) metres, matches (M, 4) corresponding pixels (u_a, v_a, u_b, v_b)
-    -> (relations (M,), usable (M,) bool where both views have a teacher value)."""
+    scene_centres (N,) metres, matches (M, 4) corresponding pixels (u_a, v_a, u_b, v_b),
+    rays (M, 2, 6) their rays (distance_from_lidar) -> (relations (M,), usable (M,) bool
+    where both views have a teacher value). The teacher's features of a point are its bin
+    probabilities, in both views on the scene's centres and of its distance from the LiDAR."""
     values_a = pixel_values(torch.cat([teacher_depth[0], mask[0]]), matches[:, :2])
     values_b = pixel_values(torch.cat([teacher_depth[1], mask[1]]), matches[:, 2:])
     centres = scene_centres[None].expand(len(matches), -1)
-    relations = cross_view_relations(
-        bin_probabilities(values_a[:, 0], centres, temperature), bin_probabilities(values_b[:, 0], centres, temperature)
-    )
-    return relations, (values_a[:, 1] > 0) & (values_b[:, 1] > 0)
+    features = [
+        bin_probabilities(distance_from_lidar(values[:, 0], rays[:, side]), centres, temperature)
+        for side, values in enumerate((values_a, values_b))
+    ]
+    return cross_view_relations(*features), (values_a[:, 1] > 0) & (values_b[:, 1] > 0)
 
 
 def view_relational_loss(
@@ -173,6 +185,7 @@ def view_relational_loss(
     teacher_mask: torch.Tensor,
     centres: torch.Tensor,
     matches: torch.Tensor,
+    match_rays: torch.Tensor,
     match_valid: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
@@ -181,8 +194,9 @@ def view_relational_loss(
 
     student_features (S, V, C, h, w); teacher_depth and teacher_mask (S, V, 1, H, W)
     from align_teacher; centres (S, V, N) metres (detached here); matches (S, V, V, M, 4)
-    pixels (u_a, v_a, u_b, v_b) of view a's point and view b's, match_valid (S, V, V, M)
-    0/1. 0 when no pair of views shares a usable point."""
+    pixels (u_a, v_a, u_b, v_b) of view a's point and view b's, match_rays
+    (S, V, V, M, 2, 6) their rays (distance_from_lidar), match_valid (S, V, V, M) 0/1.
+    0 when no pair of views shares a usable point."""
     if student_features.shape[1] < 2:
         raise TrainError(
             "--view-relational needs scenes of 2 or more views: train on shards made with `simlidar generate --rig`"
@@ -194,7 +208,12 @@ def view_relational_loss(
         for a, b in (match_valid[scene].flatten(2).amax(2) > 0).nonzero().tolist():
             pairs = matches[scene, a, b]
             teacher, usable = teacher_relations(
-                teacher_depth[scene, [a, b]], teacher_mask[scene, [a, b]], scene_centres, pairs, temperature
+                teacher_depth[scene, [a, b]],
+                teacher_mask[scene, [a, b]],
+                scene_centres,
+                pairs,
+                match_rays[scene, a, b],
+                temperature,
             )
             usable &= match_valid[scene, a, b] > 0
             if not usable.any():

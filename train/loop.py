@@ -118,6 +118,7 @@ def bins_kd_loss(config: TrainConfig, outputs: dict, batch: dict) -> tuple[torch
             teacher_mask.unflatten(0, scenes),
             centres.unflatten(0, scenes),
             batch["matches"],
+            batch["match_rays"],
             batch["match_valid"],
             config.temperature,
         )
