@@ -13,6 +13,7 @@ from simlidar.train.distill import (
     view_relational_loss,
 )
 from simlidar.train.errors import TrainError
+from simlidar.train.kd_bench import frame_errors
 
 # 64 centres evenly spaced in log depth over 1-100 m, as a student's span a driving scene.
 CENTRES = torch.logspace(0, 2, 64)[None]
@@ -187,3 +188,14 @@ def test_no_shared_point_gives_no_relational_loss_and_one_view_is_an_error():
 def test_temperature_must_be_positive():
     with pytest.raises(TrainError, match="--temperature must be positive"):
         bin_probabilities(torch.ones(1, 2, 2), CENTRES, 0.0)
+
+
+def test_the_kd_target_bench_finds_a_perfect_teacher_within_a_bin():
+    depth, truth = street(60, 80)
+    errors = frame_errors(torch.from_numpy(truth)[None].float(), 64, (0.5, 100.0))
+    spacing = np.log(200) / 64  # log-uniform centres over 0.5-100 m
+    for (centres, temperature), (true_m, expected, peak) in errors.items():
+        assert torch.equal(true_m, torch.from_numpy(truth[truth > 0]).float())
+        assert (peak / true_m).log().abs().max().item() <= spacing / 2 + 1e-3 or centres == "gt-quantiles"
+        if temperature == 0.03:
+            assert (expected / true_m - 1).abs().mean().item() < 0.01, centres

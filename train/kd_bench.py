@@ -68,7 +68,7 @@ def run_kd_target_bench(shards: str, bins: int, bin_range: tuple[float, float], 
         count += 1
         for key, values in frame_errors(sample["dense"], bins, bin_range).items():
             collected.setdefault(key, []).append(values)
-    yield f"{count} frames of {shards}; {bins} bins over {bin_range[0]}-{bin_range[1]} m; perfect teacher"
+    yield f"{count} images of {shards}; {bins} bins over {bin_range[0]}-{bin_range[1]} m; perfect teacher"
     ranges = "".join(f"{f'{low:.0f}-{high:.0f} m':>22s}" for low, high in DEPTH_RANGES)
     yield f"{'centres':14s} {'T':>5s}{ranges}"
     yield f"{'':14s} {'':>5s}" + f"{'bias  |error|  |peak|':>22s}" * len(DEPTH_RANGES)
