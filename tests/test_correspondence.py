@@ -104,6 +104,8 @@ def test_scene_matches_land_on_the_same_point_in_the_crops():
         assert crops[1]["pixel_index"][v_b, u_b] > 0
     none, _, none_valid = scene_matches(sparse, metas, cropped_indices, neighbours * 0, rng)
     assert none_valid.sum() == 0 and not none.any()
+    unplaced = [metas[0], {"K": metas[1]["K"]}]  # a view whose json has no T_cam_lidar
+    assert scene_matches(sparse, unplaced, cropped_indices, neighbours, rng)[2].sum() == 0
 
 
 def test_the_distance_from_the_lidar_is_one_number_for_a_point_seen_by_two_rotated_cameras():

@@ -24,6 +24,11 @@ import numpy as np
 MATCHES_PER_PAIR = 256
 
 
+def has_geometry(meta: dict) -> bool:
+    """Whether a view's json places it (K and T_cam_lidar): views without give no matches."""
+    return meta.get("K") is not None and meta.get("T_cam_lidar") is not None
+
+
 def _pose(meta: dict, name: str) -> np.ndarray:
     return np.asarray(meta[name], dtype=np.float64)
 
@@ -95,7 +100,7 @@ def scene_matches(
     valid = np.zeros((views, views, count), np.float32)
     for a in range(views):
         for b in range(a + 1, views):
-            if not neighbours[a, b]:
+            if not (neighbours[a, b] and has_geometry(metas[a]) and has_geometry(metas[b])):
                 continue
             pairs = corresponding_pixels(sparse[a], metas[a], metas[b], sparse[b].shape)
             in_a = _positions_in_crop(pairs[:, :2], sparse[a].shape, cropped_indices[a])
