@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
-from ..config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from ..stages.mesh import METHODS, MeshOptions
 from .errors import with_flags
 
@@ -30,8 +30,9 @@ def _absolute_rig(rig: str) -> str:
 
 
 def _absolute_source(images: str) -> str:
-    """--images made absolute, so that the recorded config does not depend on the working folder."""
-    return os.path.join(os.path.abspath(os.curdir), images) if not os.path.isabs(images) else images
+    """--images made absolute and normal (`dir/`, `./dir` and `dir` are one run), so that the
+    recorded config does not depend on the working folder or on how the path was typed."""
+    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
 
 
 @click.command()
@@ -125,6 +126,13 @@ def _absolute_source(images: str) -> str:
 )
 @click.option(
     "--metric-scale", default="1,1", help="Metric teachers: LOW,HIGH range of a random global scale per photo."
+)
+@click.option(
+    "--max-pixels",
+    default=DEFAULT_MAX_PIXELS,
+    type=int,
+    help="Photos with more pixels are recorded in errors.jsonl, not made (a photo's run holds ~250 bytes per pixel); "
+    "shrink them first, or raise this where memory allows.",
 )
 @click.option("--seed", default=0, type=int, help="Run seed; the same seed gives byte-identical shards.")
 @click.option("--limit", default=None, type=int, help="Use only the first N photos (sorted by path).")
@@ -319,6 +327,8 @@ def generate(
         address=address,
         teacher_actors=teacher_actors,
     )
+    for shard, why in summary.shards_remade:
+        click.echo(f"made {shard} again: {why}", err=True)
     if quiet:
         return
     totals = summary.manifest["totals"]
