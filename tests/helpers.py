@@ -1,5 +1,6 @@
 """Helpers shared by the tests: photo folders with depth sidecars, in-process CLI runs."""
 
+import csv
 import json
 import sys
 import tarfile
@@ -63,3 +64,16 @@ def tar_members(path) -> dict[str, bytes]:
     """Every member of a shard: name -> bytes."""
     with tarfile.open(path) as tar:
         return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+
+
+def assert_every_term_falls(log_path, steps: int, terms=("loss", "supervised", "chamfer", "kd", "relational")) -> list:
+    """A training log of `steps` rows whose every term's mean over the last 5 steps is below
+    its mean over the first 5; returns the rows."""
+    with open(log_path) as log:
+        rows = list(csv.DictReader(log))
+    assert len(rows) == steps and set(rows[0]) >= set(terms)
+    for term in terms:
+        first = np.mean([float(row[term]) for row in rows[:5]])
+        last = np.mean([float(row[term]) for row in rows[-5:]])
+        assert last < first, f"{term}: {first} -> {last}"
+    return rows

@@ -1,4 +1,4 @@
-"""`simlidar train`, `simlidar eval`, `simlidar bench-train` and `simlidar bench-student`.
+"""`simlidar train`, `simlidar eval`, `simlidar bench-train`, `bench-student` and `bench-kd-target`.
 
 torch and the training code are imported inside the commands, so `simlidar --help`
 stays fast; only the torch-free run options (`simlidar.train.config`) load up front."""
@@ -103,7 +103,7 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     "--temperature",
     default=DEFAULTS["temperature"],
     type=float,
-    help="bins-kd: softness of the teacher's bin probabilities (in normalised disparity, 0..1).",
+    help="bins-kd: softness of the teacher's bin probabilities, in log depth (0.03: about 3%% of depth).",
 )
 @click.option(
     "--chamfer-weight", default=DEFAULTS["chamfer_weight"], type=float, help="bins-kd: weight of the chamfer term."
@@ -224,4 +224,17 @@ def bench_student(width, bins, frames, device) -> None:
     from .bench import run_student_bench
 
     for line in run_student_bench(width, bins, frames, device):
+        click.echo(line)
+
+
+@click.command("bench-kd-target")
+@click.option("--shards", required=True, help="Shards with ground truth (e.g. `simlidar convert rig`'s or KITTI's).")
+@click.option("--bins", default=DEFAULTS["bins"], type=int, help="Depth bins.")
+@click.option("--bin-range", default=DEFAULTS["bin_range"], type=(float, float), help="MIN MAX metres of the bins.")
+@click.option("--frames", default=50, type=int, help="Frames to read.")
+def bench_kd_target(shards, bins, bin_range, frames) -> None:
+    """Expected and most likely depth of a perfect teacher's KD target vs the truth, per depth range and temperature."""
+    from .kd_bench import run_kd_target_bench
+
+    for line in run_kd_target_bench(shards, bins, tuple(bin_range), frames):
         click.echo(line)

@@ -40,7 +40,8 @@ class TrainConfig:
     student: str = "completion"
     bins: int = 64
     bin_range: tuple[float, float] = (0.5, 100.0)
-    temperature: float = 0.05
+    # Relative depth (log) units; chosen by `simlidar bench-kd-target` (README).
+    temperature: float = 0.03
     chamfer_weight: float = 0.1
     kd_weight: float = 1.0
     view_relational: bool = False

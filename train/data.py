@@ -43,6 +43,7 @@ import webdataset as wds
 from PIL import Image
 from simlidar.pipeline import schema
 
+from .correspondence import pixel_index_map, scene_matches
 from .errors import TrainError
 
 
@@ -221,8 +222,22 @@ def decode_sample(sample: dict) -> dict:
         "dense": dense,
         "teacher": teacher,
         "teacher_valid": teacher_valid,
+        "teacher_range": teacher_range(meta, dense),
         "meta": meta,
     }
+
+
+def teacher_range(meta: dict, dense_m: np.ndarray) -> np.ndarray:
+    """(2,) float32: the (min, max) of the teacher's own disparity that teacher.png's 0..1
+    stand for (its json's record; for a generated sample without it, of 1 / dense), so
+    that the views of one scene can share one normalisation."""
+    record = meta.get("teacher_relative")
+    if isinstance(record, dict) and "min" in record and "max" in record:
+        return np.array([record["min"], record["max"]], np.float32)
+    valid = dense_m > 0
+    if not valid.any():
+        return np.array([0.0, 1.0], np.float32)
+    return np.array([1.0 / dense_m[valid].max(), 1.0 / dense_m[valid].min()], np.float32)
 
 
 def relative_from_dense(dense_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -400,31 +415,52 @@ class TrainStream(torch.utils.data.IterableDataset):
 
     def _augment(self, samples: list[dict], seed: list[int]) -> dict:
         """Decode, crop and flip a unit; every view of a scene gets the same window and flip.
-        A scene's maps are stacked (V, C, H, W) and `neighbours` (V, V) marks adjacent views."""
-        views = []
+        Each view carries `teacher_range` (2,) (see teacher_range). A scene's maps are
+        stacked (V, C, H, W), `neighbours` (V, V) marks adjacent views and `matches`
+        (V, V, M, 4), `match_rays` (V, V, M, 2, 6) and `match_valid` (V, V, M) hold their
+        corresponding pixels in the crops (see correspondence.py)."""
+        names = (*MAP_NAMES, "pixel_index") if self.index.scenes else MAP_NAMES
+        views, decoded = [], []
         for sample in samples:
             maps = decode_sample(sample)
-            crop = crop_and_flip({name: maps[name] for name in MAP_NAMES}, self.crop_hw, np.random.default_rng(seed))
-            views.append((to_tensors(crop), maps["meta"]))
+            if self.index.scenes:
+                maps["pixel_index"] = pixel_index_map(*maps["sparse"].shape)
+            crop = crop_and_flip({name: maps[name] for name in names}, self.crop_hw, np.random.default_rng(seed))
+            views.append({**to_tensors(crop), "teacher_range": torch.from_numpy(maps["teacher_range"])})
+            decoded.append((maps, crop.get("pixel_index")))
         if not self.index.scenes:
-            return views[0][0]
-        neighbours = torch.zeros(len(views), len(views))
-        for position, (_, meta) in enumerate(views):
-            for other in meta["rig"].get("neighbours", []):
+            return views[0]
+        neighbours = np.zeros((len(views), len(views)), np.float32)
+        for position, (maps, _) in enumerate(decoded):
+            for other in maps["meta"]["rig"].get("neighbours", []):
                 neighbours[position, other] = neighbours[other, position] = 1
-        stacked = {name: torch.stack([tensors[name] for tensors, _ in views]) for name in MAP_NAMES}
-        return {**stacked, "neighbours": neighbours}
+        matches, match_rays, match_valid = scene_matches(
+            [maps["sparse"] for maps, _ in decoded],
+            [maps["meta"] for maps, _ in decoded],
+            [pixel_index for _, pixel_index in decoded],
+            neighbours,
+            np.random.default_rng(seed),
+        )
+        stacked = {name: torch.stack([view[name] for view in views]) for name in (*MAP_NAMES, "teacher_range")}
+        pairs = {"neighbours": neighbours, "matches": matches, "match_rays": match_rays, "match_valid": match_valid}
+        return {**stacked, **{name: torch.from_numpy(array) for name, array in pairs.items()}}
+
+
+# Members of a scene batch that describe pairs of views, kept per scene by flatten_scenes.
+PAIR_NAMES = ("neighbours", "matches", "match_rays", "match_valid")
 
 
 def flatten_scenes(batch: dict) -> dict:
-    """A batch of scenes (S, V, C, H, W) -> views (S * V, C, H, W); neighbours stay (S, V, V)."""
-    return {name: tensor if name == "neighbours" else tensor.flatten(0, 1) for name, tensor in batch.items()}
+    """A batch of scenes (S, V, C, H, W) -> views (S * V, C, H, W); neighbours (S, V, V),
+    matches (S, V, V, M, 4), match_rays (S, V, V, M, 2, 6) and match_valid (S, V, V, M)
+    stay per scene."""
+    return {name: tensor if name in PAIR_NAMES else tensor.flatten(0, 1) for name, tensor in batch.items()}
 
 
 def _full_frames(samples: Iterator[dict]) -> Iterator[dict]:
     for sample in samples:
         maps = decode_sample(sample)
-        yield {"key": maps["key"], **to_tensors(maps)}
+        yield {"key": maps["key"], **to_tensors(maps), "teacher_range": torch.from_numpy(maps["teacher_range"])}
 
 
 def eval_stream(urls: list[str]) -> wds.DataPipeline:

@@ -37,7 +37,7 @@ from . import data, distributed
 from .bins import chamfer_loss, check_bins
 from .checkpoint import EMA, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import DECAYS, FREE_TO_CHANGE, LOSS_NAMES, OBJECTIVES, STAGES, STUDENTS, TrainConfig
-from .distill import cross_interaction_kd, teacher_features, view_relational_loss
+from .distill import align_teacher, cross_interaction_kd, teacher_disparity, view_relational_loss
 from .errors import TrainError, TrainingInterrupted
 from .factory import load_model, new_model, pick_device
 from .losses import SSILoss, masked_l1, masked_l2, multiscale, teacher_depth
@@ -144,23 +144,35 @@ def finetune_ssi(config: TrainConfig, prediction_m: torch.Tensor, batch: dict) -
 
 
 def bins_kd_loss(config: TrainConfig, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict]:
-    """A bin student's loss: metric depth and centres from the ground truth, bin
-    probabilities from the teacher, relations of adjacent views (batch["neighbours"]
-    (S, V, V): the S * V samples are S scenes of V views)."""
+    """A bin student's loss. supervised and chamfer see the ground-truth pixels (the
+    dense member: real LiDAR or annotations on real data, the teacher's depth on
+    generated data); kd sees every teacher pixel of a scene whose teacher could be
+    aligned to the ground truth (align_teacher); relational sees the LiDAR points that
+    two adjacent views share (batch["matches"]). Scene batches are S scenes of V views
+    (batch["neighbours"] (S, V, V)); the teacher is aligned once per scene."""
     target = batch["dense"]
     mask = (target > 0).to(target.dtype)
     centres, logits = outputs["centres"], outputs["logits"]
+    views = batch["neighbours"].shape[1] if config.view_relational else 1
+    disparity = teacher_disparity(batch["teacher"], batch["teacher_range"], views)
+    teacher_depth, teacher_mask = align_teacher(disparity, batch["teacher_valid"], target, views)
     parts = {
         "supervised": LOSSES[config.loss](outputs["depth"][0], target, mask),
         "chamfer": chamfer_loss(centres, target, mask),
-        "kd": cross_interaction_kd(logits, centres, batch["teacher"], batch["teacher_valid"], config.temperature),
+        "kd": cross_interaction_kd(logits, centres, teacher_depth, teacher_mask, config.temperature),
         "relational": target.new_zeros(()),
     }
     if config.view_relational:
-        scene_views = batch["neighbours"].shape[:2]
-        teacher = teacher_features(batch["teacher"], batch["teacher_valid"], centres, config.temperature)
+        scenes = batch["neighbours"].shape[:2]
         parts["relational"] = view_relational_loss(
-            outputs["features"].unflatten(0, scene_views), teacher.unflatten(0, scene_views), batch["neighbours"]
+            outputs["features"].unflatten(0, scenes),
+            teacher_depth.unflatten(0, scenes),
+            teacher_mask.unflatten(0, scenes),
+            centres.unflatten(0, scenes),
+            batch["matches"],
+            batch["match_rays"],
+            batch["match_valid"],
+            config.temperature,
         )
     loss = (
         parts["supervised"]

@@ -11,6 +11,7 @@ Images of one instant share their FRAME name across the camera folders. The cali
 
     {
       "name": "front3",                       # optional, defaults to ROOT's name
+      "rig_frame": "...", "lidar": {...}, "note": "...",   # optional notes for people
       "T_rig_lidar": [[...4 x 4...]],         # LiDAR (x forward, y left, z up) -> rig frame
       "cameras": [
         {"name": "CAM_FRONT", "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
@@ -40,6 +41,11 @@ from .photos import BadImage, LoadedImage, is_image_name, load_image, unique_key
 # Pixels per side of the grid whose rays test whether two cameras' fields of view overlap.
 OVERLAP_GRID = 33
 _ROTATION_TOLERANCE = 1e-6
+CAMERA_KEYS = {"name", "K", "image_size", "T_rig_cam"}
+# Keys a calibration may carry for people (what the rig frame is, the LiDAR's record,
+# when each camera fired); they are read by no code.
+RIG_NOTES = {"rig_frame", "lidar", "note"}
+CAMERA_NOTES = {"timestamp"}
 
 
 def is_calibration(spec: str) -> bool:
@@ -106,8 +112,8 @@ def _pose(value, where: str) -> np.ndarray:
 
 def _camera(entry, index: int, path: Path) -> CalibratedCamera:
     where = f"{path}: camera {index}"
-    if not isinstance(entry, dict) or set(entry) != {"name", "K", "image_size", "T_rig_cam"}:
-        raise PipelineError(f"{where} needs exactly name, K, image_size and T_rig_cam")
+    if not isinstance(entry, dict) or not CAMERA_KEYS <= set(entry) <= CAMERA_KEYS | CAMERA_NOTES:
+        raise PipelineError(f"{where} needs name, K, image_size and T_rig_cam (and may have a timestamp), nothing else")
     name = entry["name"]
     if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name:
         raise PipelineError(f"{where}: name must be the camera's folder name, got {name!r}")
@@ -133,9 +139,12 @@ def load_calibration(spec: str) -> Calibration:
         raise PipelineError(f"rig calibration {path} is not valid JSON: {error}") from None
     if not isinstance(record, dict):
         raise PipelineError(f"rig calibration {path} must be a JSON object with cameras and T_rig_lidar")
-    unknown = sorted(set(record) - {"name", "cameras", "T_rig_lidar"})
+    unknown = sorted(set(record) - {"name", "cameras", "T_rig_lidar"} - RIG_NOTES)
     if unknown:
-        raise PipelineError(f"{path}: unknown keys {', '.join(unknown)}; use name, cameras and T_rig_lidar")
+        raise PipelineError(
+            f"{path}: unknown keys {', '.join(unknown)}; use name, cameras and T_rig_lidar "
+            f"(and notes: {', '.join(sorted(RIG_NOTES))})"
+        )
     if "T_rig_lidar" not in record:
         raise PipelineError(f"{path}: T_rig_lidar (the LiDAR mount, 4x4, LiDAR -> rig frame) is missing")
     T_rig_lidar = _pose(record["T_rig_lidar"], f"{path}: T_rig_lidar")
@@ -182,6 +191,26 @@ def overlapping_cameras(cameras: tuple[CalibratedCamera, ...]) -> tuple[tuple[in
         )
         for index in range(len(cameras))
     )
+
+
+def rig_record(calibration: Calibration, index: int, T_rig_lidar: np.ndarray) -> dict:
+    """The json's "rig" entry of camera `index` (the LiDAR at T_rig_lidar (4, 4), the
+    calibration's or a jittered one)."""
+    camera = calibration.cameras[index]
+    neighbours = calibration.neighbours[index]
+    return {
+        "name": calibration.name,
+        "camera": camera.name,
+        "view": index,
+        "views": len(calibration.cameras),
+        "T_rig_cam": camera.T_rig_cam.tolist(),
+        "T_rig_lidar": T_rig_lidar.tolist(),
+        "neighbours": list(neighbours),
+        # Directions of each neighbour's frame in this camera's, in the order of neighbours.
+        "R_cam_neighbours": [
+            (camera.T_rig_cam[:3, :3].T @ calibration.cameras[other].T_rig_cam[:3, :3]).tolist() for other in neighbours
+        ],
+    }
 
 
 def list_frames(root: Path, calibration: Calibration) -> list[RigFrame]:

@@ -136,6 +136,21 @@ def teacher_disparity(depth: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndar
     return disparity, valid
 
 
+def teacher_member(prediction, teacher_name: str) -> tuple[bytes, dict]:
+    """A teacher's DepthPrediction -> (teacher.png bytes, the json's "teacher_relative" record)."""
+    disparity, valid = teacher_disparity(prediction.depth, prediction.kind)
+    png, low, high = schema.encode_relative_png(disparity, valid)
+    record = {
+        "teacher": teacher_name,
+        "kind": prediction.kind,
+        "stored": "disparity",
+        "normalisation": "min-max per image, 1..65535 = 0..1, 0 = none",
+        "min": low,
+        "max": high,
+    }
+    return png, record
+
+
 def frame_members(frame: KittiFrame, rgb: np.ndarray, split: str, teacher_out=None, teacher_name: str = "") -> dict:
     """The shard members of one frame; teacher_out: the teacher's DepthPrediction or None."""
     sparse = read_kitti_depth(frame.sparse)
@@ -162,16 +177,7 @@ def frame_members(frame: KittiFrame, rgb: np.ndarray, split: str, teacher_out=No
         schema.DENSE: frame.groundtruth.read_bytes(),
     }
     if teacher_out is not None:
-        disparity, valid = teacher_disparity(teacher_out.depth, teacher_out.kind)
-        members[schema.TEACHER], low, high = schema.encode_relative_png(disparity, valid)
-        meta["teacher_relative"] = {
-            "teacher": teacher_name,
-            "kind": teacher_out.kind,
-            "stored": "disparity",
-            "normalisation": "min-max per image, 1..65535 = 0..1, 0 = none",
-            "min": low,
-            "max": high,
-        }
+        members[schema.TEACHER], meta["teacher_relative"] = teacher_member(teacher_out, teacher_name)
     members[schema.META] = json.dumps(meta, sort_keys=True).encode()
     return members
 

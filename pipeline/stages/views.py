@@ -14,7 +14,7 @@ from simlidar.sensors import MountJitter, sample_mount_jitter
 from simlidar.sensors.camera import sparse_depth_image, transform_points
 from simlidar.sensors.mount import jittered_pose
 
-from ..sources.calibrated_rig import Calibration
+from ..sources.calibrated_rig import Calibration, rig_record
 from ..sources.virtual_rig import Rig, render_view, rig_cameras
 from .sample import View
 from .scan import with_calibration_error
@@ -137,21 +137,7 @@ class CalibratedViews:
                 sparse_m, _ = sparse_depth_image(
                     scan_camera.from_scene(context.scan.points_scene), camera.K, camera.width, camera.height
                 )
-            R_rig_cam = camera.T_scene_cam[:3, :3]
-            neighbours = calibration.neighbours[index]
-            rig = {
-                "name": calibration.name,
-                "camera": camera.name,
-                "view": index,
-                "views": len(context.scene.cameras),
-                "T_rig_cam": camera.T_scene_cam.tolist(),
-                "T_rig_lidar": T_rig_lidar.tolist(),
-                "neighbours": list(neighbours),
-                # Directions of each neighbour's frame in this camera's, in the order of neighbours.
-                "R_cam_neighbours": [
-                    (R_rig_cam.T @ calibration.cameras[other].T_rig_cam[:3, :3]).tolist() for other in neighbours
-                ],
-            }
+            rig = rig_record(calibration, index, T_rig_lidar)
             T_cam_lidar = scan_camera.T_cam_scene @ T_rig_lidar
             key = f"{context.scene.key}-r{index}"
             view = _camera_view(context, index, key, T_cam_lidar, sparse_m, {"scene": context.scene.key, "rig": rig})
