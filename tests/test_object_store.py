@@ -1,0 +1,239 @@
+"""Inputs and outputs beyond the local disk, against a real S3 server (moto's, on
+127.0.0.1) with s3fs as the client: URL listing and staging, WebDataset shards of
+images as input, and the output store's rules (whole uploads, exclusive create)."""
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+from simlidar.pipeline.errors import PipelineError
+from simlidar.pipeline.output.store import OutputStore
+from simlidar.pipeline.reader import BadImage, list_inputs
+from simlidar.pipeline.sources.image_shards import list_shard_samples
+from simlidar.pipeline.sources.inputs import list_sources, stage
+from simlidar.pipeline.sources.remote import list_remote_inputs
+from simlidar.pipeline.sources.urls import filesystem
+
+from .helpers import REPO, write_photo
+
+SCENES = REPO / "examples" / "scenes"
+# moto accepts any credentials; these keep the tests away from a user's real ones.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "simlidar-test",
+    "AWS_SECRET_ACCESS_KEY": "simlidar-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (a free port) for this test session, as the
+    environment of this process and of its children sees it; stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+            patch.setenv(name, value)
+        yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server):
+    """A new empty bucket: its s3:// URL."""
+    name = f"simlidar-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return f"s3://{name}"
+
+
+def upload_folder(local: Path, url: str) -> None:
+    fs, path = filesystem(url)
+    for file in sorted(local.rglob("*")):
+        if file.is_file():
+            fs.put_file(str(file), f"{path}/{file.relative_to(local).as_posix()}")
+
+
+def write_image_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
+    """A WebDataset tar as img2dataset writes one: KEY.EXT members, a sample's together."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for key, members in samples:
+            for extension, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def scene_members(name: str, meta: dict | None = None, caption: str | None = None) -> dict[str, bytes]:
+    members = {"jpg": (SCENES / f"{name}.jpg").read_bytes(), "depth.png": (SCENES / f"{name}.depth.png").read_bytes()}
+    if meta is not None:
+        members["json"] = json.dumps(meta).encode()
+    if caption is not None:
+        members["txt"] = caption.encode()
+    return members
+
+
+def test_a_scheme_without_its_package_names_the_extra(monkeypatch):
+    monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "s3", raising=False)
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    with pytest.raises(PipelineError) as raised:
+        filesystem("s3://bucket/photos")
+    assert str(raised.value) == 's3:// locations need an optional package: pip install "simlidar[s3]"'
+
+
+def test_credentials_in_a_url_are_refused_and_not_echoed():
+    with pytest.raises(PipelineError) as raised:
+        filesystem("s3://AKIASECRET:hunter2@bucket/photos")
+    assert "hunter2" not in str(raised.value) and "AKIASECRET" not in str(raised.value)
+    with pytest.raises(PipelineError, match="not a filesystem fsspec knows"):
+        filesystem("nosuchscheme://bucket/photos")
+
+
+def photo_folder(root: Path) -> Path:
+    """Nested photos with and without sidecars, a hidden folder and a non-image file."""
+    depth = np.full((24, 32), 10.0, np.float32)
+    write_photo(root / "a", "one.jpg", depth, K=np.array([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]))
+    write_photo(root / "b", "one.jpg", depth, seed=1)
+    write_photo(root / ".hidden", "skip.jpg", depth, seed=2)
+    shutil.copy(SCENES / "yard.jpg", root / "yard.jpg")
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+def test_photos_on_s3_list_and_stage_as_the_same_folder_on_disk(tmp_path, bucket):
+    local = photo_folder(tmp_path / "photos")
+    upload_folder(local, f"{bucket}/photos")
+    local_items, _ = list_inputs(str(local))
+    remote_items, root = list_remote_inputs(f"{bucket}/photos/")
+    assert root == f"{bucket}/photos"
+    assert [(i.relpath, i.key) for i in remote_items] == [(i.relpath, i.key) for i in local_items]
+    assert [i.relpath for i in remote_items] == ["a/one.jpg", "b/one.jpg", "yard.jpg"]
+    assert [i.sidecars for i in remote_items] == [(".depth.png", ".json"), (".depth.png",), ()]
+    staged = stage(remote_items[0], tmp_path / "scratch")
+    assert staged.path.name == "one.jpg" and staged.source_meta is None
+    for name in ("one.jpg", "one.depth.png", "one.json"):
+        assert (staged.path.parent / name).read_bytes() == (local / "a" / name).read_bytes()
+    glob_items, _ = list_sources(f"{bucket}/photos/**/one.jpg")
+    assert [i.relpath for i in glob_items] == ["a/one.jpg", "b/one.jpg"]
+    fsspec.filesystem("s3").pipe_file(f"{bucket[5:]}/photos/list.txt", b"# two\nyard.jpg\nb/one.jpg\n\n")
+    listed, _ = list_sources(f"{bucket}/photos/list.txt")
+    assert [(i.relpath, i.sidecars) for i in listed] == [("b/one.jpg", (".depth.png",)), ("yard.jpg", ())]
+
+
+def test_missing_remote_inputs_are_one_line_errors(bucket):
+    with pytest.raises(PipelineError, match="does not exist"):
+        list_sources(f"{bucket}/nothing/")
+    fsspec.filesystem("s3").pipe_file(f"{bucket[5:]}/coco-00000.tar", b"")
+    with pytest.raises(PipelineError, match="input shard .*coco-00001.tar does not exist"):
+        list_sources(f"{bucket}/coco-{{00000..00001}}.tar")
+
+
+def image_shards(folder: Path) -> list[Path]:
+    """Two shards: metadata json and captions as img2dataset writes them, a sample with
+    intrinsics in its json, one without an image, and a __key__ present in both."""
+    intrinsics = {"fx": 721.5377, "fy": 721.5377, "cx": 609.5593, "cy": 172.854}
+    first = folder / "coco-00000.tar"
+    write_image_shard(
+        first,
+        [
+            ("000000001", scene_members("corridor", {"url": "http://x/1.jpg", "width": 640}, "a corridor")),
+            ("000000002", scene_members("street_kitti", intrinsics)),
+            ("000000003", {"json": b'{"status": "failed_to_download"}'}),
+        ],
+    )
+    second = folder / "coco-00001.tar"
+    write_image_shard(second, [("000000001", scene_members("yard", {"url": "http://x/9.jpg"}))])
+    return [first, second]
+
+
+def test_webdataset_shards_list_and_stage_the_same_on_disk_and_on_s3(tmp_path, bucket):
+    shards = image_shards(tmp_path / "wds")
+    upload_folder(tmp_path / "wds", f"{bucket}/wds")
+    local, local_root = list_sources(str(tmp_path / "wds" / "coco-{00000..00001}.tar"))
+    remote, remote_root = list_sources(f"{bucket}/wds/coco-{{00000..00001}}.tar")
+    assert (local_root, remote_root) == (str(tmp_path / "wds"), f"{bucket}/wds")
+    fields = [(s.relpath, s.key, s.members) for s in remote]
+    assert fields == [(s.relpath, s.key, s.members) for s in local]
+    duplicate = hashlib.sha1(b"coco-00000.tar/000000001").hexdigest()[:8]
+    assert [s.relpath for s in remote] == [
+        "coco-00000.tar/000000001",
+        "coco-00000.tar/000000002",
+        "coco-00001.tar/000000001",
+    ]
+    assert remote[0].key == f"000000001-{duplicate}" and remote[1].key == "000000002"
+    corridor = stage(remote[0], tmp_path / "scratch")
+    assert corridor.path.read_bytes() == (SCENES / "corridor.jpg").read_bytes()
+    assert (corridor.path.parent / f"{remote[0].key}.depth.png").read_bytes() == (
+        SCENES / "corridor.depth.png"
+    ).read_bytes()
+    assert corridor.source_meta == {"json": {"url": "http://x/1.jpg", "width": 640}, "txt": "a corridor"}
+    assert not corridor.path.with_suffix(".json").exists()  # metadata, not intrinsics
+    street = stage(remote[1], tmp_path / "scratch")
+    assert json.loads(street.path.with_suffix(".json").read_text())["fx"] == 721.5377
+    with tarfile.open(shards[1]) as tar:
+        assert len(tar.getnames()) == 3
+
+
+def test_damaged_image_shards(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(PipelineError, match="bad.tar is not a readable tar"):
+        list_shard_samples(str(bad))
+    write_image_shard(tmp_path / "json.tar", [("k", {"jpg": (SCENES / "yard.jpg").read_bytes(), "json": b"{oops"})])
+    (sample,), _ = list_shard_samples(str(tmp_path / "json.tar"))
+    with pytest.raises(BadImage, match=r"k.json in json.tar is not valid JSON \(Expecting property name"):
+        stage(sample, tmp_path / "scratch")
+    write_image_shard(tmp_path / "empty.tar", [])
+    assert list_shard_samples(str(tmp_path / "empty.tar"))[0] == []
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return OutputStore(tmp_path / "out")
+    return OutputStore(f"{request.getfixturevalue('bucket')}/run")
+
+
+def test_output_store_rules(store, tmp_path):
+    assert store.is_empty() and not store.is_a_file()
+    store.make_folder()
+    staged = store.staging_path("shard-000000.tar")
+    staged.write_bytes(b"x" * 3000)
+    assert not store.exists("shard-000000.tar")  # nothing under the final name until commit
+    store.commit(staged, "shard-000000.tar")
+    assert store.exists("shard-000000.tar") and not staged.exists()
+    assert store.size("shard-000000.tar") == 3000
+    assert store.sha256("shard-000000.tar") == hashlib.sha256(b"x" * 3000).hexdigest()
+    store.write_json_atomically("manifest.json", {"status": "running"})
+    assert store.read_json("manifest.json") == {"status": "running"}
+    store.append_lines("errors.jsonl", ['{"a": 1}'])
+    store.append_lines("errors.jsonl", ['{"b": 2}'])
+    assert store.read_text("errors.jsonl") == '{"a": 1}\n{"b": 2}\n'
+    assert store.create_exclusively("lock", "me") and not store.create_exclusively("lock", "other")
+    assert store.read_text("lock") == "me"
+    assert store.list("shard-*.tar") == ["shard-000000.tar"]
+    assert store.list() == ["errors.jsonl", "lock", "manifest.json", "shard-000000.tar"]
+    assert store.size("missing.tar") is None
+    (tmp_path / "a.png").write_bytes(b"preview")
+    store.upload(tmp_path / "a.png", "previews/a.png")
+    assert store.read_bytes("previews/a.png") == b"preview"
+    store.remove_folder("previews")
+    store.remove("lock")
+    store.remove("lock")
+    assert store.list() == ["errors.jsonl", "manifest.json", "shard-000000.tar"] and not store.is_empty()
