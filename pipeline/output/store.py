@@ -23,6 +23,14 @@ from ..sources.urls import filesystem, is_url, local_path
 HASH_BLOCK = 1 << 20
 
 
+def stream_sha256(stream) -> str:
+    """The SHA-256 (hex) of what is left to read in a binary stream, read in blocks."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(HASH_BLOCK), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
 class OutputStore:
     """Files named relative to `location` ('shard-000000.tar', 'previews/stats.json')."""
 
@@ -148,11 +156,8 @@ class OutputStore:
             return None
 
     def sha256(self, name: str) -> str:
-        digest = hashlib.sha256()
         with (self.root / name).open("rb") if self.is_local else self.fs.open(self._remote(name), "rb") as stream:
-            for block in iter(lambda: stream.read(HASH_BLOCK), b""):
-                digest.update(block)
-        return digest.hexdigest()
+            return stream_sha256(stream)
 
     def remove(self, name: str) -> None:
         """Remove `name` if it exists."""
