@@ -8,8 +8,11 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -237,3 +240,86 @@ def test_output_store_rules(store, tmp_path):
     store.remove("lock")
     store.remove("lock")
     assert store.list() == ["errors.jsonl", "manifest.json", "shard-000000.tar"] and not store.is_empty()
+
+
+def test_training_lists_and_streams_shards_from_s3(tmp_path, bucket):
+    import webdataset as wds
+    from simlidar.train.data import list_shards
+    from simlidar.train.errors import TrainError
+
+    for index in range(2):
+        write_image_shard(tmp_path / "out" / f"shard-{index:06d}.tar", [(f"k{index}", {"jpg": b"abc", "json": b"{}"})])
+    (tmp_path / "out" / "manifest.json").write_text("{}")
+    upload_folder(tmp_path / "out", f"{bucket}/out")
+    urls = list_shards(f"{bucket}/out/")
+    assert urls == [f"{bucket}/out/shard-000000.tar", f"{bucket}/out/shard-000001.tar"]
+    assert list_shards(urls[1]) == [urls[1]]
+    assert [sample["__key__"] for sample in wds.WebDataset(urls, shardshuffle=False)] == ["k0", "k1"]
+    with pytest.raises(TrainError, match="no shards"):
+        list_shards(f"{bucket}/nothing/")
+
+
+def street_photo_members(folder: Path, index: int) -> dict[str, bytes]:
+    """A small photo of a street-like depth (a box whose place depends on `index`) as shard members."""
+    depth = np.full((120, 160), 15.0, np.float32)
+    depth[60:] = np.linspace(15.0, 3.0, 60)[:, None]
+    depth[30:75, 10 + 15 * index : 45 + 15 * index] = 5.0
+    photo = write_photo(folder, f"{index}.jpg", depth, seed=index)
+    meta = json.dumps({"url": f"http://example.com/{index}.jpg", "caption": f"street {index}"}).encode()
+    return {"jpg": photo.read_bytes(), "depth.png": photo.with_name(f"{index}.depth.png").read_bytes(), "json": meta}
+
+
+def s3_shards(fs, url: str) -> dict[str, bytes]:
+    path = url.removeprefix("s3://")
+    fs.invalidate_cache()
+    return {found.rsplit("/", 1)[1]: fs.cat_file(found) for found in sorted(fs.glob(f"{path}/shard-*.tar"))}
+
+
+@pytest.mark.slow
+def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_local_run(cli, tmp_path, bucket):
+    for shard in range(2):
+        samples = [(f"{shard:02d}{i:03d}", street_photo_members(tmp_path / "photos", 3 * shard + i)) for i in range(3)]
+        write_image_shard(tmp_path / "wds" / f"in-{shard}.tar", samples)
+    upload_folder(tmp_path / "wds", f"{bucket}/wds")
+    options = ["--fov", "80", "--shard-size", "2", "--quiet"]
+    reference = tmp_path / "reference"
+    code, _, err = cli("generate", "--images", tmp_path / "wds" / "in-{0..1}.tar", "--out", reference, *options)
+    assert code == 0, err
+    expected = {path.name: path.read_bytes() for path in sorted(reference.glob("shard-*.tar"))}
+    assert len(expected) == 3
+
+    out = f"{bucket}/out"
+    command = [sys.executable, "-c", "from simlidar.pipeline.cli import main; main()", "generate"]
+    inputs = f"{bucket}/wds/in-{{0..1}}.tar"
+    command += ["--images", inputs, "--out", out, *options, "--workers", "1"]
+    process = subprocess.Popen(command, env=os.environ.copy())
+    fs = fsspec.filesystem("s3")
+    deadline = time.monotonic() + 120
+    while process.poll() is None and not fs.exists(f"{out[5:]}/shard-000000.stats.json"):
+        assert time.monotonic() < deadline, "the first shard never finished"
+        fs.invalidate_cache()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    finished = s3_shards(fs, out)
+    assert 1 <= len(finished) < 3 and all(expected[name] == data for name, data in finished.items())
+
+    code, _, err = cli("generate", "--images", inputs, "--out", out, *options, "--workers", "2")
+    assert code == 0, err
+    assert s3_shards(fs, out) == expected
+    manifest = json.loads(fs.cat_file(f"{out[5:]}/manifest.json"))
+    assert manifest["status"] == "complete" and manifest["totals"]["samples"] == 6
+    assert not [name for name in fs.find(out[5:]) if name.endswith(".tmp")]
+    with tarfile.open(fileobj=io.BytesIO(expected["shard-000000.tar"])) as tar:
+        meta = json.loads(tar.extractfile("00000-v0.json").read())
+    assert meta["source_meta"] == {"json": {"url": "http://example.com/0.jpg", "caption": "street 0"}}
+    assert meta["source_path"] == "in-0.tar/00000"
+
+    code, printed, err = cli("inspect", out)
+    assert code == 0, err
+    assert "6 samples in 3 shards" in printed and fs.exists(f"{out[5:]}/previews/contact_sheet.png")
+    tiny = ["--batch-size", "2", "--crop", "32", "64", "--workers", "0", "--width", "4", "--quiet"]
+    code, printed, err = cli("train", "--shards", out, "--steps", "2", "--out", tmp_path / "run", *tiny)
+    assert code == 0, err
+    assert "step 2" in printed and (tmp_path / "run" / "last.pt").is_file()
