@@ -20,7 +20,7 @@ import fsspec
 import numpy as np
 import pytest
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.output.store import OutputStore
+from simlidar.pipeline.output import object_store
 from simlidar.pipeline.reader import BadImage, list_inputs
 from simlidar.pipeline.sources.image_shards import list_shard_samples
 from simlidar.pipeline.sources.inputs import list_sources, stage
@@ -206,40 +206,32 @@ def test_damaged_image_shards(tmp_path):
     assert list_shard_samples(str(tmp_path / "empty.tar"))[0] == []
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return OutputStore(tmp_path / "out")
-    return OutputStore(f"{request.getfixturevalue('bucket')}/run")
-
-
-def test_output_store_rules(store, tmp_path):
-    assert store.is_empty() and not store.is_a_file()
-    store.make_folder()
-    staged = store.staging_path("shard-000000.tar")
+def test_the_output_store_on_s3_keeps_the_rules_of_a_folder(tmp_path, bucket):
+    out = object_store.location(f"{bucket}/run/")
+    assert object_store.is_remote(out) and str(out) == f"{bucket}/run"
+    assert object_store.location("file:///tmp/x") == Path("/tmp/x") and object_store.location("out") == Path("out")
+    assert not object_store.is_folder(out) and object_store.list_names(out) == []
+    staged = object_store.temporary_name(out / "shard-000000.tar")
     staged.write_bytes(b"x" * 3000)
-    assert not store.exists("shard-000000.tar")  # nothing under the final name until commit
-    store.commit(staged, "shard-000000.tar")
-    assert store.exists("shard-000000.tar") and not staged.exists()
-    assert store.size("shard-000000.tar") == 3000
-    assert store.sha256("shard-000000.tar") == hashlib.sha256(b"x" * 3000).hexdigest()
-    store.write_json_atomically("manifest.json", {"status": "running"})
-    assert store.read_json("manifest.json") == {"status": "running"}
-    store.append_lines("errors.jsonl", ['{"a": 1}'])
-    store.append_lines("errors.jsonl", ['{"b": 2}'])
-    assert store.read_text("errors.jsonl") == '{"a": 1}\n{"b": 2}\n'
-    assert store.create_exclusively("lock", "me") and not store.create_exclusively("lock", "other")
-    assert store.read_text("lock") == "me"
-    assert store.list("shard-*.tar") == ["shard-000000.tar"]
-    assert store.list() == ["errors.jsonl", "lock", "manifest.json", "shard-000000.tar"]
-    assert store.size("missing.tar") is None
+    assert not object_store.exists(out / "shard-000000.tar")  # nothing under the final name before the rename
+    object_store.rename(staged, out / "shard-000000.tar")
+    assert object_store.exists(out / "shard-000000.tar") and not staged.exists() and object_store.is_folder(out)
+    assert object_store.size_and_sha256(out / "shard-000000.tar") == (3000, hashlib.sha256(b"x" * 3000).hexdigest())
+    assert object_store.size_and_sha256(out / "missing.tar") is None
+    object_store.write_json_atomically(out / "manifest.json", {"status": "running"})
+    assert object_store.read_json(out / "manifest.json") == {"status": "running"}
+    assert object_store.create_exclusively(out / "generate.lock", b"me")
+    assert not object_store.create_exclusively(out / "generate.lock", b"other")
+    lock = out / "generate.lock"
+    assert object_store.read_bytes(lock) == b"me" and 0 <= object_store.age_s(lock) < 60
     (tmp_path / "a.png").write_bytes(b"preview")
-    store.upload(tmp_path / "a.png", "previews/a.png")
-    assert store.read_bytes("previews/a.png") == b"preview"
-    store.remove_folder("previews")
-    store.remove("lock")
-    store.remove("lock")
-    assert store.list() == ["errors.jsonl", "manifest.json", "shard-000000.tar"] and not store.is_empty()
+    object_store.upload(tmp_path / "a.png", out / "previews" / "a.png")
+    assert object_store.list_names(out) == ["generate.lock", "manifest.json", "previews", "shard-000000.tar"]
+    assert object_store.list_names(out, "shard-*.tar") == ["shard-000000.tar"]
+    object_store.remove_folder(out / "previews")
+    object_store.remove(out / "generate.lock")
+    object_store.remove(out / "generate.lock")
+    assert object_store.list_names(out) == ["manifest.json", "shard-000000.tar"]
 
 
 def test_training_lists_and_streams_shards_from_s3(tmp_path, bucket):
@@ -323,3 +315,24 @@ def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_
     code, printed, err = cli("train", "--shards", out, "--steps", "2", "--out", tmp_path / "run", *tiny)
     assert code == 0, err
     assert "step 2" in printed and (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_a_local_copy_of_an_output_on_s3_fetches_listed_shards_once(tmp_path, bucket):
+    from simlidar.pipeline.output.mirror import download_output
+
+    out = object_store.location(f"{bucket}/run")
+    shard = b"tar bytes" * 100
+    entries = [
+        {"shard": "shard-000000.tar", "bytes": len(shard), "sha256": hashlib.sha256(shard).hexdigest()},
+        {"shard": "../../outside.tar", "bytes": 1, "sha256": "0"},
+        {"shard": "shard-000001.tar", "bytes": 1, "sha256": "0"},
+    ]
+    object_store.write_json_atomically(out / "manifest.json", {"shards": entries})
+    object_store.write_atomically(out / "shard-000000.tar", shard)
+    copy = download_output(out, tmp_path / "copy")
+    assert sorted(path.name for path in copy.iterdir()) == ["manifest.json", "shard-000000.tar"]
+    assert (copy / "shard-000000.tar").read_bytes() == shard and not (tmp_path / "outside.tar").exists()
+    object_store.write_atomically(out / "shard-000000.tar", b"changed after the copy")
+    assert (download_output(out, copy) / "shard-000000.tar").read_bytes() == shard  # matches the manifest: kept
+    with pytest.raises(PipelineError, match="has no manifest.json"):
+        download_output(object_store.location(f"{bucket}/nothing"), tmp_path / "other")

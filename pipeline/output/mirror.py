@@ -11,45 +11,46 @@ import re
 import tempfile
 from pathlib import Path
 
+from upath import UPath
+
 from ..errors import PipelineError
 from ..manifest import ERRORS, MANIFEST
-from .store import OutputStore, stream_sha256
+from . import object_store
 
 PREVIEWS = "previews"
 # Only plain shard names are fetched: a damaged manifest must not write outside the copy.
 _SHARD_NAME = re.compile(r"^shard-[0-9]+\.tar$")
 
 
-def mirror_folder(store: OutputStore) -> Path:
-    """Where the copy of `store` lives by default: one folder per output URL in the temp folder."""
-    digest = hashlib.sha256(store.location.rstrip("/").encode()).hexdigest()[:16]
+def mirror_folder(out: UPath) -> Path:
+    """Where the copy of `out` lives by default: one folder per output URL in the temp folder."""
+    digest = hashlib.sha256(str(out).rstrip("/").encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "simlidar-mirror" / digest
 
 
-def download_output(store: OutputStore, folder: Path) -> Path:
-    """Bring `folder` up to date with the output in `store`; returns `folder`.
-    Shards missing from the store are missing from the copy, for inspect to report."""
-    if not store.exists(MANIFEST):
-        raise PipelineError(f"{store} has no {MANIFEST}: not a simlidar output (make one with `simlidar generate`)")
-    folder.mkdir(parents=True, exist_ok=True)
-    store.download(MANIFEST, folder / MANIFEST)
-    if store.exists(ERRORS):
-        store.download(ERRORS, folder / ERRORS)
+def download_output(out: UPath, folder: Path) -> Path:
+    """Bring `folder` up to date with the output at `out`; returns `folder`. Shards
+    missing from the store are missing from the copy, for inspect to report."""
+    if not object_store.exists(out / MANIFEST):
+        raise PipelineError(f"{out} has no {MANIFEST}: not a simlidar output (make one with `simlidar generate`)")
+    object_store.download(out / MANIFEST, folder / MANIFEST)
+    if object_store.exists(out / ERRORS):
+        object_store.download(out / ERRORS, folder / ERRORS)
     for entry in _listed_shards(folder / MANIFEST):
         local = folder / entry["shard"]
         if _matches(local, entry):
             continue
         local.unlink(missing_ok=True)
-        if store.exists(entry["shard"]):
-            store.download(entry["shard"], local)
+        if object_store.exists(out / entry["shard"]):
+            object_store.download(out / entry["shard"], local)
     return folder
 
 
-def upload_previews(folder: Path, store: OutputStore) -> None:
+def upload_previews(folder: Path, out: UPath) -> None:
     """Copy what inspect wrote under folder/previews to the store."""
     for file in sorted((folder / PREVIEWS).rglob("*")):
         if file.is_file():
-            store.upload(file, file.relative_to(folder).as_posix())
+            object_store.upload(file, out / file.relative_to(folder).as_posix())
 
 
 def _listed_shards(manifest_path: Path) -> list[dict]:
@@ -70,5 +71,8 @@ def _listed_shards(manifest_path: Path) -> list[dict]:
 def _matches(local: Path, entry: dict) -> bool:
     if not local.is_file() or local.stat().st_size != entry.get("bytes"):
         return False
+    digest = hashlib.sha256()
     with local.open("rb") as stream:
-        return stream_sha256(stream) == entry.get("sha256")
+        while chunk := stream.read(object_store.HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == entry.get("sha256")
