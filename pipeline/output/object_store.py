@@ -133,6 +133,15 @@ def create_exclusively(path: UPath, data: bytes) -> bool:
     return True
 
 
+def append(path: UPath, data: bytes) -> None:
+    """Add `data` at the end of `path` by replacing it whole (objects cannot be appended to)."""
+    try:
+        previous = read_bytes(path)
+    except FileNotFoundError:
+        previous = b""
+    write_atomically(path, previous + data)
+
+
 def remove(path: UPath) -> None:
     """Remove an object if it is there."""
     try:
