@@ -23,7 +23,7 @@ from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output import object_store
 from simlidar.pipeline.reader import BadImage, list_inputs
 from simlidar.pipeline.sources.image_shards import list_shard_samples
-from simlidar.pipeline.sources.inputs import list_sources, stage
+from simlidar.pipeline.sources.inputs import has_depth_sidecar, list_sources, stage
 from simlidar.pipeline.sources.remote import list_remote_inputs
 from simlidar.pipeline.sources.urls import filesystem
 
@@ -128,6 +128,7 @@ def test_photos_on_s3_list_and_stage_as_the_same_folder_on_disk(tmp_path, bucket
     assert [(i.relpath, i.key) for i in remote_items] == [(i.relpath, i.key) for i in local_items]
     assert [i.relpath for i in remote_items] == ["a/one.jpg", "b/one.jpg", "yard.jpg"]
     assert [i.sidecars for i in remote_items] == [(".depth.png", ".json"), (".depth.png",), ()]
+    assert [has_depth_sidecar(i) for i in remote_items] == [has_depth_sidecar(i) for i in local_items] == [1, 1, 0]
     staged = stage(remote_items[0], tmp_path / "scratch")
     assert staged.path.name == "one.jpg" and staged.source_meta is None
     for name in ("one.jpg", "one.depth.png", "one.json"):
@@ -180,6 +181,7 @@ def test_webdataset_shards_list_and_stage_the_same_on_disk_and_on_s3(tmp_path, b
         "coco-00001.tar/000000001",
     ]
     assert remote[0].key == f"000000001-{duplicate}" and remote[1].key == "000000002"
+    assert all(has_depth_sidecar(sample) for sample in remote)
     corridor = stage(remote[0], tmp_path / "scratch")
     assert corridor.path.read_bytes() == (SCENES / "corridor.jpg").read_bytes()
     assert (corridor.path.parent / f"{remote[0].key}.depth.png").read_bytes() == (
@@ -336,3 +338,18 @@ def test_a_local_copy_of_an_output_on_s3_fetches_listed_shards_once(tmp_path, bu
     assert (download_output(out, copy) / "shard-000000.tar").read_bytes() == shard  # matches the manifest: kept
     with pytest.raises(PipelineError, match="has no manifest.json"):
         download_output(object_store.location(f"{bucket}/nothing"), tmp_path / "other")
+
+
+def test_scratch_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import socket
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left_over = tmp_path / object_store.SCRATCH / f"{socket.gethostname()}-{int(dead.stdout)}"
+    (left_over / "inputs").mkdir(parents=True)
+    alive = tmp_path / object_store.SCRATCH / f"{socket.gethostname()}-1"
+    alive.mkdir()
+    mine = object_store.scratch_folder()
+    assert mine.name == f"{socket.gethostname()}-{os.getpid()}" and mine.is_dir()
+    assert not left_over.exists() and alive.is_dir()

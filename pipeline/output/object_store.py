@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -99,12 +100,32 @@ def read_json(path: UPath):
     return json.loads(read_bytes(path))
 
 
+def scratch_folder() -> Path:
+    """This process's local scratch folder (host and pid in its name, under the system's
+    temp folder); those of dead processes on this host, left by a kill, are removed."""
+    root, host = Path(tempfile.gettempdir()) / SCRATCH, socket.gethostname()
+    mine = root / f"{host}-{os.getpid()}"
+    if not mine.is_dir():
+        for other in root.glob(f"{host}-*"):
+            if not _process_alive(int(other.name.rsplit("-", 1)[1])):
+                shutil.rmtree(other, ignore_errors=True)
+        mine.mkdir(parents=True, exist_ok=True)
+    return mine
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def temporary_name(path: UPath) -> Path:
-    """A local file to write `path`'s bytes into before rename(): in a scratch folder of
-    this process (host and pid in its name) under the system's temp folder."""
-    scratch = Path(tempfile.gettempdir()) / SCRATCH / f"{socket.gethostname()}-{os.getpid()}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch / f"{path.name}.tmp"
+    """A local file to write `path`'s bytes into before rename(), in this process's scratch folder."""
+    return scratch_folder() / f"{path.name}.tmp"
 
 
 def write_atomically(path: UPath, data: bytes) -> None:

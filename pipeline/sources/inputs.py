@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simlidar.teachers import find_depth_sidecar
+
 from ..reader import SourceItem, list_inputs
 from .image_shards import ShardSample, is_shard_source, list_shard_samples
 from .remote import RemoteItem, StagedInput, list_remote_inputs
@@ -28,3 +30,12 @@ def stage(item: InputItem, folder: Path) -> StagedInput:
     if isinstance(item, SourceItem):
         return StagedInput(item.path)
     return item.stage(folder)
+
+
+def has_depth_sidecar(item: InputItem) -> bool:
+    """Whether the input brings its own depth (photo.depth.png / .npy, or a shard's depth member)."""
+    if isinstance(item, SourceItem):
+        return find_depth_sidecar(item.path) is not None
+    if isinstance(item, RemoteItem):
+        return any(suffix.startswith(".depth.") for suffix in item.sidecars)
+    return any(extension.startswith("depth.") for extension, _, _ in item.members)
