@@ -18,18 +18,52 @@ from simlidar.sensors import (
     load_sensor,
     parse_mount_jitter,
 )
-from simlidar.teachers import check_teacher_name, depth_conversion, known_teachers, parse_fov_range, parse_policy
+from simlidar.sensors.mount import Mount
+from simlidar.teachers import (
+    DepthConversion,
+    check_teacher_name,
+    depth_conversion,
+    known_teachers,
+    parse_fov_range,
+    parse_policy,
+)
 
 from .errors import PipelineError
-from .mesh import METHODS, MeshOptions
-from .real_rig import is_calibration, load_calibration
-from .rig import load_rig
+from .sources.calibrated_rig import Calibration, is_calibration, load_calibration
+from .sources.virtual_rig import Rig, load_rig
+from .stages.mesh import METHODS, MeshOptions
+from .stages.teacher import TeacherSpec
 
 TEACHERS = known_teachers()
 # Where a return's reflectance comes from: the photo's luma, or one value everywhere.
 REFLECTANCE_SOURCES = ("luma", "uniform")
 # Fields that do not change what is written: a resumed run may change them.
 RUNTIME_FIELDS = ("teacher_batch_size", "teacher_device", "teacher_cache")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A GenerateConfig resolved once, before any work: typed and picklable, what every
+    worker, task and actor receives (nothing downstream parses the config's strings).
+
+    config: what the user said (seed, views, jpeg quality, ... as recorded); sensor with
+    the run's overrides; mount and its jitter ranges; calibration_error: ranges of the
+    recorded extrinsics' error (None: exact); teacher: how to build it; conversion:
+    relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; rig (a virtual
+    rig) or calibration (a calibrated rig), at most one of them."""
+
+    config: GenerateConfig
+    sensor: Sensor
+    mount: Mount
+    jitter: MountJitter
+    calibration_error: MountJitter | None
+    teacher: TeacherSpec
+    conversion: DepthConversion
+    intrinsics_policy: tuple[str, ...]
+    fov_range_deg: tuple[float, float]
+    mesh: MeshOptions
+    rig: Rig | None
+    calibration: Calibration | None
 
 
 @dataclass(frozen=True)
@@ -116,43 +150,54 @@ class GenerateConfig:
         for ok, message in checks:
             if not ok:
                 raise PipelineError(message)
+
+    def resolve(self) -> RunPlan:
+        """Parse every option once into the run's plan; PipelineError (one line, naming
+        the flag) on a bad value. SensorSpecError, TeacherError and IntrinsicsError pass
+        through: the CLI prints them as one line too."""
         try:
-            parse_mount_jitter(self.mount_jitter)
+            jitter = parse_mount_jitter(self.mount_jitter)
             calibration_error = parse_mount_jitter(self.calibration_error, "--calibration-error")
         except ValueError as error:
             raise PipelineError(str(error)) from None
         if self.rig and any(asdict(calibration_error).values()):
             raise PipelineError("--calibration-error is for single cameras; drop it or --rig")
-        self.sensor_model()
+        sensor = self.sensor_model()
         check_teacher_name(self.teacher, self.teacher_output)
-        depth_conversion(self.depth_range, self.disparity_percentiles, self.sky_threshold, self.metric_scale)
-        parse_policy(self.intrinsics_policy, self.fov_deg)
-        parse_fov_range(self.fov_range)
-        if self.rig:
-            (load_calibration if is_calibration(self.rig) else load_rig)(self.rig)
-
-    @property
-    def mesh_options(self) -> MeshOptions:
-        return MeshOptions(
-            self.max_depth_jump,
-            self.max_grazing_deg,
-            self.occlusion_fill_px,
-            self.mesh,
-            self.mesh_stride,
-            self.mesh_faces,
-            self.poisson_depth,
-            self.poisson_trim_px,
+        calibration = load_calibration(self.rig) if is_calibration(self.rig) else None
+        return RunPlan(
+            config=self,
+            sensor=sensor,
+            mount=MOUNTS[self.mount or sensor.default_mount],
+            jitter=jitter,
+            calibration_error=calibration_error if any(asdict(calibration_error).values()) else None,
+            teacher=TeacherSpec(
+                self.teacher,
+                self.teacher_output or None,
+                self.teacher_device,
+                self.teacher_dtype,
+                self.teacher_batch_size,
+                self.teacher_max_size,
+                self.teacher_revision or None,
+            ),
+            conversion=depth_conversion(
+                self.depth_range, self.disparity_percentiles, self.sky_threshold, self.metric_scale
+            ),
+            intrinsics_policy=parse_policy(self.intrinsics_policy, self.fov_deg),
+            fov_range_deg=parse_fov_range(self.fov_range),
+            mesh=MeshOptions(
+                self.max_depth_jump,
+                self.max_grazing_deg,
+                self.occlusion_fill_px,
+                self.mesh,
+                self.mesh_stride,
+                self.mesh_faces,
+                self.poisson_depth,
+                self.poisson_trim_px,
+            ),
+            rig=load_rig(self.rig) if self.rig and calibration is None else None,
+            calibration=calibration,
         )
-
-    @property
-    def jitter(self) -> MountJitter:
-        return parse_mount_jitter(self.mount_jitter)
-
-    @property
-    def calibration_error_ranges(self) -> MountJitter | None:
-        """Ranges of the error of the recorded extrinsics, or None when they are exact."""
-        ranges = parse_mount_jitter(self.calibration_error, "--calibration-error")
-        return ranges if any(asdict(ranges).values()) else None
 
     def sensor_model(self) -> Sensor:
         """The sensor from --sensor with this run's return-effect and integration-time overrides."""

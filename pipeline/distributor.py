@@ -12,6 +12,7 @@ fails leaves nothing behind but its reason, so a re-run retries exactly those.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import time
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import Protocol
 
 import ray
-from simlidar.teachers import DepthPrediction, TeacherError, TeacherInput
+from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput
 
-from .config import GenerateConfig
+from .config import RunPlan
 from .errors import PipelineError
-from .teacher_cache import CachedTeacher, TeacherCache, build_teacher, teacher_cache_dir
-from .worker import ShardPlan, ShardWorker
+from .stages.teacher import CachedTeacher, TeacherCache, TeacherSpec, build_teacher, teacher_cache_dir
+from .worker import ShardWorker
+from .writer import ShardPlan
 
 log = logging.getLogger("simlidar.generate")
 
@@ -56,29 +58,29 @@ def disk_error(error: OSError, out_dir: Path, plan: ShardPlan) -> PipelineError:
 
 
 def run_in_process(
-    config: GenerateConfig, plans: list[ShardPlan], out_dir: Path, progress: Progress
+    plan: RunPlan, shards: list[ShardPlan], out_dir: Path, progress: Progress, teacher: Teacher
 ) -> list[ShardFailure]:
-    """Run shards one after another here; Open3D still casts on every core."""
-    worker = ShardWorker(config)
+    """Run shards one after another here with the run's `teacher`; Open3D still casts on every core."""
+    worker = ShardWorker(plan, teacher)
     failures = []
-    for plan in plans:
+    for shard in shards:
         started = time.perf_counter()
         try:
-            stats = worker.run(plan, out_dir, on_input=lambda: progress.inputs_done(1))
+            stats = worker.run(shard, out_dir, on_input=lambda: progress.inputs_done(1))
         except OSError as error:
-            raise disk_error(error, out_dir, plan) from None
+            raise disk_error(error, out_dir, shard) from None
         except Exception as error:
-            log.error("%s failed:\n%s", plan.name, traceback.format_exc())
-            failures.append(ShardFailure(plan.name, f"{type(error).__name__}: {error}"))
+            log.error("%s failed:\n%s", shard.name, traceback.format_exc())
+            failures.append(ShardFailure(shard.name, f"{type(error).__name__}: {error}"))
             continue
-        log.info("%s done: %d samples in %.1f s", plan.name, stats["samples"], time.perf_counter() - started)
+        log.info("%s done: %d samples in %.1f s", shard.name, stats["samples"], time.perf_counter() - started)
         progress.shard_done()
     return failures
 
 
 def run_on_ray(
-    config: GenerateConfig,
-    plans: list[ShardPlan],
+    plan: RunPlan,
+    shards: list[ShardPlan],
     out_dir: Path,
     progress: Progress,
     workers: int,
@@ -102,57 +104,71 @@ def run_on_ray(
         cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         concurrency = min(workers, cluster_cpus) if workers else cluster_cpus
         log.info("ray at %s: %d shards at a time", ray.get_runtime_context().gcs_address, concurrency)
-        counter = InputCounter.remote()
-        actors = _teacher_pool(config, out_dir, teacher_actors)
+        actors = _teacher_pool(plan, out_dir, teacher_actors)
         if actors:
             log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
-        run_shard = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_run_shard)
-        queue = list(plans)
-        running: dict = {}
-        reported = 0
-        failures = []
-        while queue or running:
-            while queue and len(running) < concurrency:
-                plan = queue.pop(0)
-                running[run_shard.remote(config.to_dict(), plan, str(out_dir), counter, actors)] = plan
-            finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
-            for reference in finished:
-                plan = running.pop(reference)
-                try:
-                    stats = ray.get(reference)
-                    log.info("%s done: %d samples in %.1f s", plan.name, stats["samples"], stats["seconds"]["total"])
-                    progress.shard_done()
-                except ray.exceptions.RayTaskError as error:
-                    cause = error.cause
-                    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-                        raise disk_error(cause, out_dir, plan) from None
-                    log.error("%s failed:\n%s", plan.name, error)
-                    failures.append(ShardFailure(plan.name, f"{type(cause).__name__}: {cause}"))
-                except ray.exceptions.RayError as error:
-                    log.error("%s failed after %d retries: %s", plan.name, RAY_RETRIES, error)
-                    failures.append(ShardFailure(plan.name, f"worker lost {RAY_RETRIES + 1} times ({error})"))
-            done = ray.get(counter.total.remote())
-            progress.inputs_done(done - reported)
-            reported = done
-        return failures
+        return _run_tasks(plan, shards, out_dir, progress, concurrency, actors)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run_shard(config_record: dict, plan: ShardPlan, out_dir: str, counter, actors: list) -> dict:
+def _run_tasks(
+    plan: RunPlan, shards: list[ShardPlan], out_dir: Path, progress: Progress, concurrency: int, actors: list
+) -> list[ShardFailure]:
+    """Keep `concurrency` shard tasks running until every shard is done or failed."""
+    counter = InputCounter.remote()
+    run_shard = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_run_shard)
+    plan_reference = ray.put(plan)
+    queue = list(shards)
+    running: dict = {}
+    reported = 0
+    failures = []
+    while queue or running:
+        while queue and len(running) < concurrency:
+            shard = queue.pop(0)
+            running[run_shard.remote(plan_reference, shard, str(out_dir), counter, actors)] = shard
+        finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+        for reference in finished:
+            shard = running.pop(reference)
+            try:
+                stats = ray.get(reference)
+                log.info("%s done: %d samples in %.1f s", shard.name, stats["samples"], stats["seconds"]["total"])
+                progress.shard_done()
+            except ray.exceptions.RayTaskError as error:
+                cause = error.cause
+                if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+                    raise disk_error(cause, out_dir, shard) from None
+                log.error("%s failed:\n%s", shard.name, error)
+                failures.append(ShardFailure(shard.name, f"{type(cause).__name__}: {cause}"))
+            except ray.exceptions.RayError as error:
+                log.error("%s failed after %d retries: %s", shard.name, RAY_RETRIES, error)
+                failures.append(ShardFailure(shard.name, f"worker lost {RAY_RETRIES + 1} times ({error})"))
+        done = ray.get(counter.total.remote())
+        progress.inputs_done(done - reported)
+        reported = done
+    return failures
+
+
+@functools.cache
+def process_teacher(spec: TeacherSpec) -> Teacher:
+    """The run's teacher, built once per process that uses it (Ray reuses its workers)."""
+    return build_teacher(spec)
+
+
+def _run_shard(plan: RunPlan, shard: ShardPlan, out_dir: str, counter, actors: list) -> dict:
     """One Ray task: one shard, casting on this task's single CPU."""
-    teacher = RemoteTeacher(actors, plan.index) if actors else None
-    worker = ShardWorker(GenerateConfig.from_dict(config_record), cast_threads=1, teacher=teacher)
+    teacher = RemoteTeacher(actors, shard.index) if actors else process_teacher(plan.teacher)
+    worker = ShardWorker(plan, teacher, cast_threads=1)
     done = 0
 
     def report() -> None:
         nonlocal done
         done += 1
-        counter.report.remote(plan.index, done)
+        counter.report.remote(shard.index, done)
 
-    counter.report.remote(plan.index, 0)
-    return worker.run(plan, Path(out_dir), on_input=report)
+    counter.report.remote(shard.index, 0)
+    return worker.run(shard, Path(out_dir), on_input=report)
 
 
 @ray.remote(num_cpus=0)
@@ -173,22 +189,21 @@ def _cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _teacher_pool(config: GenerateConfig, out_dir: Path, size: int | None) -> list:
+def _teacher_pool(plan: RunPlan, out_dir: Path, size: int | None) -> list:
     gpus = _cluster_gpus()
     if size is None:
-        size = gpus if config.teacher != "sidecar" else 0
+        size = gpus if plan.teacher.name != "sidecar" else 0
     actor_class = TeacherActor.options(num_gpus=1 if gpus else 0)
-    return [actor_class.remote(config.to_dict(), str(out_dir)) for _ in range(size)]
+    return [actor_class.remote(plan, str(out_dir)) for _ in range(size)]
 
 
 @ray.remote(num_cpus=1)
 class TeacherActor:
     """The run's teacher behind its cache, loaded once, serving batches from every shard."""
 
-    def __init__(self, config_record: dict, out_dir: str):
-        config = GenerateConfig.from_dict(config_record)
-        cache = TeacherCache(teacher_cache_dir(config.teacher_cache, Path(out_dir)))
-        self.teacher = CachedTeacher(build_teacher(config), cache)
+    def __init__(self, plan: RunPlan, out_dir: str):
+        cache = TeacherCache(teacher_cache_dir(plan.config.teacher_cache, Path(out_dir)))
+        self.teacher = CachedTeacher(process_teacher(plan.teacher), cache)
 
     def name(self) -> str:
         return self.teacher.name

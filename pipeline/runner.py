@@ -12,14 +12,14 @@ from pathlib import Path
 from simlidar.teachers import find_depth_sidecar
 from tqdm import tqdm
 
-from .config import GenerateConfig
+from .config import GenerateConfig, RunPlan
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
-from .reader import IMAGE_SUFFIXES, list_inputs
-from .real_rig import is_calibration, list_frames, load_calibration
-from .teacher_cache import build_teacher
-from .worker import plan_shards
+from .output.manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
+from .sources.calibrated_rig import list_frames
+from .sources.photos import IMAGE_SUFFIXES, list_inputs
+from .stages.teacher import build_teacher
+from .writer import plan_shards
 
 log = logging.getLogger("simlidar.generate")
 
@@ -49,25 +49,13 @@ def generate(
     teacher_actors: on Ray, the teacher actor pool's size (None: one per GPU).
     """
     started = time.time()
-    sensor = config.sensor_model()
-    if is_calibration(config.rig):
-        root, unit = Path(config.images), "frame"
-        items = list_frames(root, load_calibration(config.rig))
-    else:
-        (items, root), unit = list_inputs(config.images), "img"
-    items = items[: config.limit]
-    if not items:
-        raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if config.teacher == "sidecar" and not any(find_depth_sidecar(item.path) for item in items):
-        raise PipelineError(
-            f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
-            "photo.depth.npy); add those files, or pass --teacher with a depth model"
-        )
-    build_teacher(config)  # finds the weights now: a missing model is one clear error, not a failed shard each
+    plan = config.resolve()
+    items, unit = list_items(plan)
+    teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
     prepare_output(out_dir, config, overwrite)
-    plans = plan_shards(items, config.shard_size)
-    pending = [plan for plan in plans if not shard_done(out_dir, plan)]
-    finished_inputs = sum(read_stats(out_dir, plan)["inputs"] for plan in plans if plan not in pending)
+    shards = plan_shards(items, config.shard_size)
+    pending = [shard for shard in shards if not shard_done(out_dir, shard)]
+    finished_inputs = sum(read_stats(out_dir, shard)["inputs"] for shard in shards if shard not in pending)
     address = address or os.environ.get("RAY_ADDRESS") or None
     on_ray = address is not None or (workers != 1 and len(pending) > 1)
     run_info = {
@@ -79,25 +67,46 @@ def generate(
 
     with (
         _log_to(out_dir / LOG),
-        _ProgressBar(len(items), finished_inputs, len(plans), len(pending), progress, unit) as bar,
+        _ProgressBar(len(items), finished_inputs, len(shards), len(pending), progress, unit) as bar,
     ):
-        log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(plans), len(pending), run_info)
+        log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(shards), len(pending), run_info)
         if on_ray:
-            failures = run_on_ray(config, pending, out_dir, bar, workers, address, teacher_actors)
+            failures = run_on_ray(plan, pending, out_dir, bar, workers, address, teacher_actors)
         else:
-            failures = run_in_process(config, pending, out_dir, bar)
-        manifest = finalize_output(out_dir, config, sensor, plans, started, run_info, failures)
+            failures = run_in_process(plan, pending, out_dir, bar, teacher)
+        manifest = finalize_output(out_dir, config, plan.sensor, shards, started, run_info, failures)
         log.info(
             "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
         )
     if failures:
         raise PipelineError(
-            f"{len(failures)} of {len(plans)} shards failed (first: {failures[0].shard}: {failures[0].reason}); "
+            f"{len(failures)} of {len(shards)} shards failed (first: {failures[0].shard}: {failures[0].reason}); "
             f"finished shards are kept; see {out_dir / LOG}, then re-run the same command to retry"
         )
     if manifest["totals"]["samples"] == 0:
         raise PipelineError(f"no sample could be made from {len(items)} inputs; see {out_dir / ERRORS} for why")
-    return RunSummary(out_dir, manifest, len(plans), len(plans) - len(pending), time.time() - started)
+    return RunSummary(out_dir, manifest, len(shards), len(shards) - len(pending), time.time() - started)
+
+
+def list_items(plan: RunPlan) -> tuple[list, str]:
+    """The run's inputs (photos, or a calibrated rig's frames), sorted and limited, and
+    the progress bar's unit; PipelineError when there are none, or no depth sidecars
+    for --teacher sidecar."""
+    config = plan.config
+    if plan.calibration is not None:
+        root, unit = Path(config.images), "frame"
+        items = list_frames(root, plan.calibration)
+    else:
+        (items, root), unit = list_inputs(config.images), "img"
+    items = items[: config.limit]
+    if not items:
+        raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if config.teacher == "sidecar" and not any(find_depth_sidecar(item.path) for item in items):
+        raise PipelineError(
+            f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
+            "photo.depth.npy); add those files, or pass --teacher with a depth model"
+        )
+    return items, unit
 
 
 class _ProgressBar:

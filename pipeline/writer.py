@@ -1,15 +1,53 @@
 """The writer: one WebDataset tar per shard, written under a temporary name and
-renamed when complete, with deterministic headers so equal samples give equal bytes."""
+renamed when complete, with deterministic headers so equal samples give equal bytes;
+and the shards' file names (shard-NNNNNN.tar and its .stats.json)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .schema import MEMBER_ORDER, is_valid_key
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Shard `index` holds inputs [index * n, (index + 1) * n) of the sorted list
+    (photos or a rig's frames)."""
+
+    index: int
+    items: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:06d}"
+
+
+def plan_shards(items: list, shard_size: int) -> list[ShardPlan]:
+    return [
+        ShardPlan(index, tuple(items[start : start + shard_size]))
+        for index, start in enumerate(range(0, len(items), shard_size))
+    ]
+
+
+def tar_path(out_dir: Path, plan: ShardPlan) -> Path:
+    return out_dir / f"{plan.name}.tar"
+
+
+def stats_path(out_dir: Path, plan: ShardPlan) -> Path:
+    return out_dir / f"{plan.name}.stats.json"
+
+
+def write_json_atomically(path: Path, record: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(temporary, path)
 
 
 class _HashingFile(io.RawIOBase):

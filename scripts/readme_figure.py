@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 from simlidar.pipeline import schema
-from simlidar.pipeline.preview import sample_panel
+from simlidar.pipeline.output.preview import sample_panel
 
 
 def main(shard: str, key: str, out: str = "docs/sample.jpg") -> None:

@@ -102,11 +102,11 @@ def configure_sensor(sensor: Sensor, integration_time_s: float | None = None, **
         return dataclasses.replace(sensor, effects=new_effects)
     if not isinstance(sensor, RisleyLidar):
         raise SensorSpecError(
-            f"--integration-time applies to non-repetitive (risley) sensors; {sensor.name} is {sensor.kind} "
+            f"`integration_time_s` applies to non-repetitive (risley) sensors; {sensor.name} is {sensor.kind} "
             "and always integrates one revolution"
         )
     if not 0 < integration_time_s <= 10:
-        raise SensorSpecError(f"--integration-time must be in (0, 10] seconds, got {integration_time_s}")
+        raise SensorSpecError(f"`integration_time_s` must be in (0, 10] seconds, got {integration_time_s}")
     return dataclasses.replace(sensor, effects=new_effects, integration_time_s=integration_time_s)
 
 

@@ -57,11 +57,11 @@ class MountJitter:
     yaw_deg: float = 0.5
 
     def describe(self) -> str:
-        """The canonical `--mount-jitter` text of these ranges."""
+        """The canonical `mount_jitter` text of these ranges."""
         return ",".join(f"{name}={getattr(self, field)}" for name, field in _JITTER_KEYS.items())
 
 
-# `--mount-jitter` keys -> MountJitter fields.
+# `mount_jitter` keys -> MountJitter fields.
 _JITTER_KEYS = {
     "horizontal": "horizontal_m",
     "height": "height_m",
@@ -72,7 +72,7 @@ _JITTER_KEYS = {
 DEFAULT_MOUNT_JITTER = MountJitter().describe()
 
 
-def parse_mount_jitter(text: str, option: str = "--mount-jitter") -> MountJitter:
+def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter:
     """'height=0.05,pitch=1' -> MountJitter (unnamed ranges are 0; 'none' is no jitter).
 
     Raises ValueError with a one-line reason, naming `option`, for an unknown key, a bad

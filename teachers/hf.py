@@ -40,13 +40,13 @@ def select_device(device: str) -> torch.device:
     try:
         chosen = torch.device(device)
     except (RuntimeError, ValueError):
-        raise TeacherUnavailable(f"--device {device!r}: give auto, cpu, cuda, cuda:N or mps") from None
+        raise TeacherUnavailable(f"`device` {device!r}: give auto, cpu, cuda, cuda:N or mps") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise TeacherUnavailable(f"--device {device}: this torch sees no CUDA GPU; use --device auto or cpu")
+        raise TeacherUnavailable(f"`device` {device}: this torch sees no CUDA GPU; use `device` auto or cpu")
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        raise TeacherUnavailable(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+        raise TeacherUnavailable(f"`device` {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
     if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise TeacherUnavailable(f"--device {device}: MPS is not available here; use --device auto or cpu")
+        raise TeacherUnavailable(f"`device` {device}: MPS is not available here; use `device` auto or cpu")
     return chosen
 
 
@@ -56,9 +56,9 @@ def select_amp_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else None
     if dtype not in DTYPES:
-        raise TeacherUnavailable(f"--dtype {dtype!r}: give auto, {', '.join(DTYPES)}")
+        raise TeacherUnavailable(f"`dtype` {dtype!r}: give auto, {', '.join(DTYPES)}")
     if DTYPES[dtype] is not torch.float32 and device.type == "cpu":
-        raise TeacherUnavailable(f"--dtype {dtype} is for GPUs; on the CPU the teacher runs in fp32 (--dtype auto)")
+        raise TeacherUnavailable(f"`dtype` {dtype} is for GPUs; on the CPU the teacher runs in fp32 (`dtype` auto)")
     return None if dtype == "fp32" else DTYPES[dtype]
 
 
@@ -177,9 +177,9 @@ class HFTeacher:
         max_size: int = 1536,
     ):
         if batch_size < 1:
-            raise TeacherUnavailable("--batch-size must be at least 1")
+            raise TeacherUnavailable("`batch_size` must be at least 1")
         if max_size < 0:
-            raise TeacherUnavailable("--max-size must not be negative (0 = never shrink)")
+            raise TeacherUnavailable("`max_size` must not be negative (0 = never shrink)")
         self.name, self.model_id, self.output = name, model_id, output
         self.device = select_device(device)
         self.amp_dtype = select_amp_dtype(dtype, self.device)
@@ -232,7 +232,7 @@ class HFTeacher:
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """(1, 3, h, w) float pixel values of one (H, W, 3) uint8 image, as the model's
-        processor makes them after shrinking to --max-size."""
+        processor makes them after shrinking to `max_size`."""
         kwargs = {"device": self.device} if _is_torch_backend(self.processor) else {}
         return self.processor(images=downscale(rgb, self.max_size), return_tensors="pt", **kwargs)["pixel_values"]
 

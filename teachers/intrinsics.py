@@ -35,7 +35,7 @@ def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 def intrinsics_from_hfov(width: int, height: int, hfov_deg: float) -> np.ndarray:
     """(3, 3) K of a square-pixel camera with the given horizontal field of view."""
     if not 1.0 <= hfov_deg <= 170.0:
-        raise IntrinsicsError(f"--fov must be between 1 and 170 degrees, got {hfov_deg}")
+        raise IntrinsicsError(f"`fov_deg` must be between 1 and 170 degrees, got {hfov_deg}")
     focal = 0.5 * width / math.tan(math.radians(hfov_deg) / 2.0)
     return intrinsics_matrix(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0)
 
@@ -47,7 +47,7 @@ def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
-        raise IntrinsicsError(f"--intrinsics must be fx,fy,cx,cy in pixels with fx, fy > 0, got {text!r}")
+        raise IntrinsicsError(f"`intrinsics` must be fx,fy,cx,cy in pixels with fx, fy > 0, got {text!r}")
     return values
 
 
@@ -89,17 +89,17 @@ def focal_px_from_35mm(focal_35mm: float, width: int, height: int) -> float:
 
 def parse_policy(text: str, fov_deg: float | None) -> tuple[str, ...]:
     """'exif,teacher,random' -> the sources to try in order; 'auto' is 'fov' when a
-    --fov is given, else 'random'."""
+    `fov_deg` is given, else 'random'."""
     if text == "auto":
         return ("fov",) if fov_deg is not None else ("random",)
     policy = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [name for name in policy if name not in POLICIES]
     if not policy or unknown:
         raise IntrinsicsError(
-            f"--intrinsics-policy {text!r}: give auto or a comma-separated list of {', '.join(POLICIES)}"
+            f"`intrinsics_policy` {text!r}: give auto or a comma-separated list of {', '.join(POLICIES)}"
         )
     if "fov" in policy and fov_deg is None:
-        raise IntrinsicsError("--intrinsics-policy fov needs --fov DEG")
+        raise IntrinsicsError("`intrinsics_policy` fov needs `fov_deg` DEG")
     return policy
 
 
@@ -108,9 +108,9 @@ def parse_fov_range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
-        raise IntrinsicsError(f"--fov-range takes MIN,MAX degrees, got {text!r}") from None
+        raise IntrinsicsError(f"`fov_range` takes MIN,MAX degrees, got {text!r}") from None
     if not 1.0 <= low <= high <= 170.0:
-        raise IntrinsicsError(f"--fov-range needs 1 <= MIN <= MAX <= 170 degrees, got {text!r}")
+        raise IntrinsicsError(f"`fov_range` needs 1 <= MIN <= MAX <= 170 degrees, got {text!r}")
     return low, high
 
 
@@ -127,8 +127,8 @@ def resolve_intrinsics(
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, str]:
     """K (3, 3) for one W x H photo and where it came from, first match wins:
-    --intrinsics, then `photo.json`, then each source of `policy` in turn (default:
-    --fov alone). 'random' draws the horizontal FOV uniformly from fov_range_deg
+    `intrinsics`, then `photo.json`, then each source of `policy` in turn (default:
+    `fov_deg` alone). 'random' draws the horizontal FOV uniformly from fov_range_deg
     with `rng` (one generator per photo, so every sensor and view shares K)."""
     if intrinsics_flag is not None:
         return intrinsics_matrix(*intrinsics_flag), "flag"
@@ -152,12 +152,12 @@ def resolve_intrinsics(
         elif source == "fov":
             if fov_deg is not None:
                 return intrinsics_from_hfov(width, height, fov_deg), f"fov {fov_deg:g} deg"
-            missing.append("no --fov")
+            missing.append("no `fov_deg`")
         elif source == "random" and rng is not None:
             hfov_deg = float(rng.uniform(*fov_range_deg))
             return intrinsics_from_hfov(width, height, hfov_deg), f"random fov {hfov_deg:.2f} deg"
     why = f" ({'; '.join(missing)})" if missing else ""
     raise IntrinsicsError(
         f"no intrinsics for {image_path.name}{why}: add {image_path.stem}.json with fx, fy, cx, cy, "
-        "or pass --fov DEG or --intrinsics fx,fy,cx,cy, or --intrinsics-policy random"
+        "or pass `fov_deg` DEG or `intrinsics` fx,fy,cx,cy, or `intrinsics_policy` random"
     )

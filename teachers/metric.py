@@ -61,21 +61,21 @@ def depth_conversion(depth_range: str, percentiles: str, sky_threshold: float, m
     else:
         if "," not in str(depth_range):
             raise TeacherError(
-                f"--depth-range {depth_range!r}: give {', '.join(DEPTH_RANGE_PRESETS)} or "
+                f"`depth_range` {depth_range!r}: give {', '.join(DEPTH_RANGE_PRESETS)} or "
                 "NEAR_LO,NEAR_HI,FAR_LO,FAR_HI in metres"
             )
-        near_lo, near_hi, far_lo, far_hi = parse_floats(depth_range, 4, "--depth-range")
+        near_lo, near_hi, far_lo, far_hi = parse_floats(depth_range, 4, "`depth_range`")
         near, far = (near_lo, near_hi), (far_lo, far_hi)
     if not 0 < near[0] <= near[1] < far[0] <= far[1]:
-        raise TeacherError(f"--depth-range needs 0 < NEAR_LO <= NEAR_HI < FAR_LO <= FAR_HI, got {near} and {far}")
-    low, high = parse_floats(percentiles, 2, "--disparity-percentiles")
+        raise TeacherError(f"`depth_range` needs 0 < NEAR_LO <= NEAR_HI < FAR_LO <= FAR_HI, got {near} and {far}")
+    low, high = parse_floats(percentiles, 2, "`disparity_percentiles`")
     if not 0 <= low < high <= 100:
-        raise TeacherError(f"--disparity-percentiles needs 0 <= LOW < HIGH <= 100, got {percentiles!r}")
+        raise TeacherError(f"`disparity_percentiles` needs 0 <= LOW < HIGH <= 100, got {percentiles!r}")
     if not 0 <= sky_threshold < 1:
-        raise TeacherError(f"--sky-threshold must be in [0, 1), got {sky_threshold}")
-    scale = parse_floats(metric_scale, 2, "--metric-scale")
+        raise TeacherError(f"`sky_threshold` must be in [0, 1), got {sky_threshold}")
+    scale = parse_floats(metric_scale, 2, "`metric_scale`")
     if not 0 < scale[0] <= scale[1]:
-        raise TeacherError(f"--metric-scale needs 0 < LOW <= HIGH, got {metric_scale!r}")
+        raise TeacherError(f"`metric_scale` needs 0 < LOW <= HIGH, got {metric_scale!r}")
     return DepthConversion(near, far, (low, high), sky_threshold, scale)
 
 

@@ -1,5 +1,5 @@
 """Short names for depth models that transformers loads with its depth-estimation
-classes, and the parsing of every accepted `--teacher` value.
+classes, and the parsing of every accepted `teacher` value.
 
 Sizes are parameter counts of the released checkpoints; licences are those of the
 weights as stated on their model cards (code licences may differ).
@@ -71,7 +71,7 @@ SPECIAL_TEACHERS = ("auto", "sidecar")
 
 
 def known_teachers() -> tuple[str, ...]:
-    """Every short name `--teacher` accepts (besides hf:ORG/NAME)."""
+    """Every short name `teacher` accepts (besides hf:ORG/NAME)."""
     return (*SPECIAL_TEACHERS, *MODELS)
 
 
@@ -80,15 +80,15 @@ def is_hf_name(name: str) -> bool:
 
 
 def check_teacher_name(name: str, output: str = "") -> None:
-    """Raise TeacherError unless `name` (and `output`, the --teacher-output of an
+    """Raise TeacherError unless `name` (and `output`, the `teacher_output` of an
     hf: model) is something load_teacher can make."""
     if is_hf_name(name):
         model_id = name[len(HF_PREFIX) :]
         if "/" not in model_id:
-            raise TeacherError(f"--teacher {name!r}: write hf:ORG/NAME (a Hugging Face model id) or hf:/path/to/model")
+            raise TeacherError(f"`teacher` {name!r}: write hf:ORG/NAME (a Hugging Face model id) or hf:/path/to/model")
         if output not in DEPTH_KINDS:
             raise TeacherError(
-                f"--teacher {name} needs --teacher-output {'|'.join(DEPTH_KINDS)}: whether the model predicts "
+                f"`teacher` {name} needs `teacher_output` {'|'.join(DEPTH_KINDS)}: whether the model predicts "
                 "metric depth, relative disparity (larger = nearer) or relative depth"
             )
         return
@@ -98,7 +98,7 @@ def check_teacher_name(name: str, output: str = "") -> None:
             "(see `simlidar teachers list`)"
         )
     if output:
-        raise TeacherError(f"--teacher-output is for hf:ORG/NAME models; {name} predicts {output_of(name)}")
+        raise TeacherError(f"`teacher_output` is for hf:ORG/NAME models; {name} predicts {output_of(name)}")
 
 
 def output_of(name: str) -> str:

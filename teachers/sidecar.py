@@ -60,7 +60,7 @@ class SidecarTeacher:
         if sidecar is None:
             return TeacherError(
                 f"no depth beside {item.path.name}: add {item.path.stem}.depth.png (uint16, m x 256) "
-                f"or {item.path.stem}.depth.npy, or pass --teacher with a depth model"
+                f"or {item.path.stem}.depth.npy, or pass `teacher` with a depth model"
             )
         try:
             depth = read_depth_sidecar(sidecar)

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,26 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
         code = done.code or 0
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+SIZE = (96, 160)
+
+
+def scene_depth(seed=0):
+    """A wall at 12 m with a box at 4-6 m: both LiDAR hits and edges."""
+    depth = np.full(SIZE, 12.0, np.float32)
+    offset = seed % 20
+    depth[30:70, 40 + offset : 90 + offset] = 4.0 + seed * 0.5
+    return depth
+
+
+def generate(cli, photos, out, *extra):
+    """An in-process run (--workers 1), so that tests can patch the writer; Ray runs are in test_runner.py."""
+    options = ("--fov", "90", "--teacher", "sidecar", "--quiet", "--workers", "1")
+    return cli("generate", "--images", photos, "--out", out, *options, *extra)
+
+
+def tar_members(path) -> dict[str, bytes]:
+    """Every member of a shard: name -> bytes."""
+    with tarfile.open(path) as tar:
+        return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}

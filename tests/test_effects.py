@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from simlidar.pipeline.simulate import simulate_scan
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, configure_sensor, load_sensor, mount_pose
 from simlidar.sensors.effects import (
     detection_probability,

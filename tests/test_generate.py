@@ -4,44 +4,13 @@ import errno
 import hashlib
 import json
 import re
-import tarfile
 
 import numpy as np
-import pytest
 from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.writer import ShardWriter
 
-from .helpers import REPO, write_photo
-
-SIZE = (96, 160)
-
-
-def scene_depth(seed=0):
-    """A wall at 12 m with a box at 4-6 m: both LiDAR hits and edges."""
-    depth = np.full(SIZE, 12.0, np.float32)
-    offset = seed % 20
-    depth[30:70, 40 + offset : 90 + offset] = 4.0 + seed * 0.5
-    return depth
-
-
-@pytest.fixture
-def photos(tmp_path):
-    folder = tmp_path / "photos"
-    for index in range(3):
-        write_photo(folder, f"img{index}.jpg", scene_depth(index), seed=index)
-    return folder
-
-
-def generate(cli, photos, out, *extra):
-    """An in-process run (--workers 1), so that tests can patch the writer; Ray runs are in test_runner.py."""
-    options = ("--fov", "90", "--teacher", "sidecar", "--quiet", "--workers", "1")
-    return cli("generate", "--images", photos, "--out", out, *options, *extra)
-
-
-def tar_members(path):
-    with tarfile.open(path) as tar:
-        return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+from .helpers import REPO, SIZE, generate, scene_depth, tar_members, write_photo
 
 
 def test_demo_scenes_give_shards_that_the_readme_snippet_reads(cli, tmp_path, monkeypatch, capsys):
@@ -134,7 +103,7 @@ def test_bad_inputs_are_skipped_and_recorded(cli, photos, tmp_path):
     assert errors["empty.jpg"]["reason"] == "empty file"
     assert "not a readable image" in errors["notes.jpg"]["reason"]
     assert "1x1" in errors["tiny.png"]["reason"]
-    assert errors["nodepth.png"]["stage"] == "teacher" and "--teacher" in errors["nodepth.png"]["reason"]
+    assert errors["nodepth.png"]["stage"] == "teacher" and "`teacher`" in errors["nodepth.png"]["reason"]
     keys = {name.split(".")[0] for name in tar_members(tmp_path / "out" / "shard-000000.tar")}
     assert keys == {"img0-v0", "img1-v0", "img2-v0"}
 
@@ -196,7 +165,7 @@ def test_photo_without_intrinsics_says_which_option_to_use(cli, photos, tmp_path
     assert code == 2 and "no sample could be made" in err
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "out" / "errors.jsonl").open()]
     assert len(reasons) == 3
-    assert all("no EXIF" in reason and "--fov DEG or --intrinsics" in reason for reason in reasons)
+    assert all("no EXIF" in reason and "`fov_deg` DEG or `intrinsics`" in reason for reason in reasons)
 
 
 def test_a_different_run_in_the_output_is_refused_unless_overwrite(cli, photos, tmp_path):

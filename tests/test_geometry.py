@@ -5,10 +5,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from numpy.random import default_rng
-from simlidar.pipeline.mesh import MeshOptions, depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan
+from simlidar.pipeline.stages.mesh import MeshOptions, depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
-from simlidar.sensors.camera import backproject_depth
+from simlidar.sensors.camera import backproject, invert_pose, pixels_in_image, project, transform_points
 from simlidar.sensors.raycast import MeshScene, render_depth
 
 from .helpers import KITTI_K
@@ -103,7 +103,7 @@ def test_plane_mesh_keeps_every_triangle():
     mesh = depth_to_mesh(np.full((20, 30), 3.0), KITTI_K)
     assert mesh.visible_triangles == 2 * 19 * 29 and mesh.hidden_triangles == 0
     assert np.allclose(mesh.vertices_cam[:, 2], 3.0)
-    assert np.allclose(mesh.vertices_cam.reshape(20, 30, 3), backproject_depth(np.full((20, 30), 3.0), KITTI_K))
+    assert np.allclose(mesh.vertices_cam.reshape(20, 30, 3), backproject(np.full((20, 30), 3.0), KITTI_K))
 
 
 @pytest.mark.parametrize("fill", [0.0, np.nan, np.inf])
@@ -134,3 +134,36 @@ def test_points_are_returned_in_the_lidar_frame_with_their_ring():
     # cos(incidence) on the plane is the forward distance over the range.
     distance = np.linalg.norm(scan.points_lidar[:, :3], axis=1)
     assert np.allclose(intensity, 0.5 * (10.27 / distance) * (10.0 / distance) ** 2, atol=1e-3)
+
+
+def test_camera_building_blocks_agree_with_a_hand_worked_point():
+    """A point 10 m ahead and 2 m right of a camera yawed 90 deg left: known pixel and inverse."""
+    T_world_cam = np.eye(4)
+    T_world_cam[:3, :3] = [[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    T_world_cam[:3, 3] = [1.0, 0.0, 0.0]
+    point_cam = np.array([[2.0, 0.0, 10.0]])
+    point_world = transform_points(T_world_cam, point_cam)
+    assert np.allclose(point_world, [[-9.0, 0.0, 2.0]])
+    assert np.allclose(transform_points(invert_pose(T_world_cam), point_world), point_cam)
+    u, v, in_front = project(point_cam, KITTI_K)
+    assert np.allclose([u[0], v[0]], [721.5377 * 0.2 + 609.5593, 172.854]) and in_front.all()
+    depth = np.zeros((375, 1242))
+    column, row, inside = pixels_in_image(point_cam, KITTI_K, 1242, 375)
+    depth[int(row[0]), int(column[0])] = 10.0
+    back = backproject(depth, KITTI_K)[int(row[0]), int(column[0])]
+    assert inside.all() and np.allclose(
+        back, [(column[0] - 609.5593) / 721.5377 * 10.0, (row[0] - 172.854) / 721.5377 * 10.0, 10.0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: transform_points(np.eye(3), np.zeros((2, 3))), r"T_b_a must have shape \(4, 4\), got \(3, 3\)"),
+        (lambda: transform_points(np.eye(4), np.zeros((2, 4))), r"points_a must have shape \(N, 3\), got \(2, 4\)"),
+        (lambda: project(np.zeros(3), KITTI_K), r"points_cam must have shape \(N, 3\), got \(3,\)"),
+    ],
+)
+def test_camera_building_blocks_name_the_parameter_of_a_wrong_shape(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -8,10 +8,10 @@ from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.writer import ShardWriter
 
-from .test_generate import generate, photos, tar_members  # noqa: F401 (photos is a fixture)
+from .helpers import generate, tar_members
 
 
-def test_statistics_match_the_samples_and_a_contact_sheet_is_drawn(cli, photos, tmp_path):  # noqa: F811
+def test_statistics_match_the_samples_and_a_contact_sheet_is_drawn(cli, photos, tmp_path):
     out = tmp_path / "out"
     assert generate(cli, photos, out, "--views", "2")[0] == 0
     code, text, err = cli("inspect", out)
@@ -31,7 +31,7 @@ def test_statistics_match_the_samples_and_a_contact_sheet_is_drawn(cli, photos, 
     assert sheet.size == (3 * 400, 2 * panel_height)
 
 
-def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):  # noqa: F811
+def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):
     out = tmp_path / "out"
     assert generate(cli, photos, out, "--shard-size", "1")[0] == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -65,7 +65,7 @@ def test_a_folder_without_a_manifest_is_a_one_line_error(cli, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "not a simlidar output" in err
 
 
-def test_a_shard_that_is_not_a_tar_is_reported(cli, photos, tmp_path):  # noqa: F811
+def test_a_shard_that_is_not_a_tar_is_reported(cli, photos, tmp_path):
     out = tmp_path / "out"
     assert generate(cli, photos, out)[0] == 0
     (out / "shard-000000.tar").write_bytes(b"\0garbage" * 10)

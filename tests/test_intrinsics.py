@@ -46,7 +46,7 @@ def test_teacher_focal_then_fixed_fov_as_fallbacks(tmp_path):
     assert source == "teacher" and K[0, 0] == 500.0
     K, source = resolve_intrinsics(photo, 640, 480, None, 90.0, policy=("exif", "teacher", "fov"))
     assert source == "fov 90 deg" and K[0, 0] == pytest.approx(320.0)
-    with pytest.raises(IntrinsicsError, match=r"no EXIF .*; the teacher estimates no focal length.*--fov DEG"):
+    with pytest.raises(IntrinsicsError, match=r"no EXIF .*; the teacher estimates no focal length.*`fov_deg` DEG"):
         resolve_intrinsics(photo, 640, 480, None, None, policy=("exif", "teacher"))
 
 
@@ -80,7 +80,7 @@ def test_policy_and_range_parsing():
     assert parse_policy("exif, teacher,random", None) == ("exif", "teacher", "random")
     with pytest.raises(IntrinsicsError, match="exif, teacher, fov, random"):
         parse_policy("exif,guess", None)
-    with pytest.raises(IntrinsicsError, match="needs --fov"):
+    with pytest.raises(IntrinsicsError, match="needs `fov_deg`"):
         parse_policy("fov", None)
     assert parse_fov_range("50,80") == (50.0, 80.0)
     with pytest.raises(IntrinsicsError, match="MIN <= MAX"):

@@ -2,26 +2,21 @@
 
 import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline import schema
 
+from .helpers import tar_members
 from .kitti_tree import DRIVE, SIZE, kitti_depths, write_kitti_tree
-
-
-def read_shard(path):
-    with tarfile.open(path) as tar:
-        return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
 
 
 def test_convert_writes_scan_ground_truth_and_teacher(cli, tmp_path):
     root = write_kitti_tree(tmp_path / "kitti")
     code, out, err = cli("convert", "kitti", root, "--out", tmp_path / "shards", "--teacher", "sidecar", "--quiet")
     assert code == 0, err
-    members = read_shard(tmp_path / "shards" / "shard-000000.tar")
+    members = tar_members(tmp_path / "shards" / "shard-000000.tar")
     key = f"train__{DRIVE}__image_02__0000000005"
     sparse, groundtruth, wall = kitti_depths(5)
     assert np.array_equal(schema.decode_depth_png(members[f"{key}.sparse.png"]), sparse)
@@ -53,7 +48,7 @@ def test_convert_without_a_teacher_and_the_val_selection_layout(cli, tmp_path):
         "convert", "kitti", tmp_path / "kitti", "--split", "val_selection_cropped", "--out", tmp_path / "s", "--quiet"
     )
     assert code == 0, err
-    members = read_shard(tmp_path / "s" / "shard-000000.tar")
+    members = tar_members(tmp_path / "s" / "shard-000000.tar")
     assert set(members) == {f"val_selection_cropped__{stem}.{m}" for m in ("jpg", "sparse.png", "dense.png", "json")}
 
 

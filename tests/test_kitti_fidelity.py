@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.config import GenerateConfig
-from simlidar.pipeline.mesh import depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan, with_calibration_error
-from simlidar.pipeline.worker import sample_rng
-from simlidar.sensors import MOUNTS, mount_pose, sample_mount_jitter
+from simlidar.pipeline.stages.mesh import depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan, with_calibration_error
+from simlidar.pipeline.stages.scene import sample_rng
+from simlidar.sensors import mount_pose, sample_mount_jitter
 from simlidar.sensors.effects import luma
 from simlidar.sensors.mount import jittered_pose
 from simlidar.sensors.raycast import MeshScene
@@ -64,22 +64,22 @@ def mean_figures(runs: list[dict]) -> dict:
 @pytest.fixture(scope="module")
 def scans():
     """Statistics of each view, projected with the recorded (erroneous) and the true pose."""
-    config = GenerateConfig(images=str(SCENE.parent), calibration_error=KITTI_CALIBRATION_ERROR)
-    sensor = config.sensor_model()
+    plan = GenerateConfig(images=str(SCENE.parent), calibration_error=KITTI_CALIBRATION_ERROR).resolve()
+    sensor, config = plan.sensor, plan.config
     depth = schema.decode_depth_png(SCENE.with_suffix(".depth.png").read_bytes())
     rgb = np.asarray(Image.open(SCENE.with_suffix(".jpg")).convert("RGB"))
     height, width = depth.shape
-    mesh = depth_to_mesh(depth, KITTI_K, config.mesh_options)
+    mesh = depth_to_mesh(depth, KITTI_K, plan.mesh)
     scene = MeshScene(mesh.vertices_cam, mesh.triangles)
-    mount = MOUNTS[sensor.default_mount]
+    mount = plan.mount
     assert (sensor.name, mount.name, (width, height)) == ("hdl64", "kitti", (1242, 375))
     recorded, exact = [], []
     for view in range(VIEWS):
         rng = sample_rng(config.seed, "street_kitti", view, sensor.name)
-        T_cam_lidar = mount_pose(mount, *sample_mount_jitter(config.jitter, rng))
+        T_cam_lidar = mount_pose(mount, *sample_mount_jitter(plan.jitter, rng))
         scan = simulate_scan(scene, KITTI_K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(rgb))
         exact.append(kitti_statistics(scan.sparse_depth_m, depth, scan.points_lidar))
-        T_error = jittered_pose(np.eye(4), *sample_mount_jitter(config.calibration_error_ranges, rng))
+        T_error = jittered_pose(np.eye(4), *sample_mount_jitter(plan.calibration_error, rng))
         miscalibrated, _ = with_calibration_error(scan, T_cam_lidar, KITTI_K, width, height, T_error)
         assert np.array_equal(miscalibrated.points_lidar, scan.points_lidar)
         recorded.append(kitti_statistics(miscalibrated.sparse_depth_m, depth, miscalibrated.points_lidar))

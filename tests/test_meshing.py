@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from simlidar.pipeline.config import GenerateConfig
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.mesh import METHODS, MeshOptions, depth_to_mesh
-from simlidar.pipeline.simulate import simulate_scan
+from simlidar.pipeline.stages.mesh import METHODS, MeshOptions, depth_to_mesh
+from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
-from simlidar.sensors.camera import backproject_depth
+from simlidar.sensors.camera import backproject
 from simlidar.sensors.raycast import MeshScene, render_depth
 
 WIDTH, HEIGHT = 160, 120
@@ -79,7 +79,7 @@ def test_poisson_is_trimmed_to_the_input_points():
     trim_px = 2.0
     mesh = depth_to_mesh(depth, K, options("poisson", poisson_trim_px=trim_px))
     assert len(mesh.triangles) > 1000
-    points = backproject_depth(depth, K)[depth > 0]
+    points = backproject(depth, K)[depth > 0]
     # Brute-force nearest input point for an even sample of ~500 vertices.
     sample = mesh.vertices_cam[:: max(1, len(mesh.vertices_cam) // 500)]
     distance_squared = ((sample[:, None, :] - points[None, :, :]) ** 2).sum(axis=-1)

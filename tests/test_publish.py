@@ -12,11 +12,11 @@ import pytest
 from huggingface_hub import DatasetCard, constants
 from simlidar.pipeline import schema
 
-from .test_generate import generate, photos, tar_members  # noqa: F401 (photos is a fixture)
+from .helpers import generate, tar_members
 
 
 @pytest.fixture
-def out(cli, photos, tmp_path):  # noqa: F811
+def out(cli, photos, tmp_path):
     folder = tmp_path / "out"
     assert generate(cli, photos, folder, "--save-points")[0] == 0
     return folder
@@ -115,3 +115,10 @@ def test_names_the_hub_would_reject_are_refused_before_staging(cli, out):
 
     code, _, err = cli("publish", out, "--repo", "not a repo", "--dry-run")
     assert code == 2 and "write USER/NAME" in err
+
+
+def test_the_card_links_to_the_revision_it_is_uploaded_to(out):
+    from simlidar.pipeline.output.publish import stage
+
+    card = (stage(out, "someone/street-hdl64", "cc-by-4.0", "train", "v2") / "README.md").read_text()
+    assert "/resolve/v2/data/train/" in card and "/resolve/main/" not in card

@@ -10,18 +10,18 @@ at z = 6 m for |x|, |y| <= 1 m."""
 import io
 import json
 import sys
-import tarfile
 
 import numpy as np
 import pytest
 from simlidar.pipeline import schema
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.real_rig import load_calibration
+from simlidar.pipeline.sources.calibrated_rig import load_calibration
+from simlidar.sensors.camera import invert_pose
 from simlidar.sensors.mount import R_CAM_LIDAR_NOMINAL
 from simlidar.sensors.rig_geometry import yaw_rotation
 from simlidar.train.data import check_scenes, train_stream
 
-from .helpers import main, write_photo
+from .helpers import main, tar_members, write_photo
 
 WIDTH, HEIGHT = 64, 32
 K = np.array([[32.0, 0.0, 31.5], [0.0, 32.0, 15.5], [0.0, 0.0, 1.0]])
@@ -72,11 +72,6 @@ def make_rig(root, frames=("000", "001"), record=None):
     return root / "calibration.json"
 
 
-def read_shard(path):
-    with tarfile.open(path) as tar:
-        return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
-
-
 def project(points_cam):
     z = points_cam[:, 2]
     return K[0, 0] * points_cam[:, 0] / z + K[0, 2], K[1, 1] * points_cam[:, 1] / z + K[1, 2], z
@@ -95,7 +90,7 @@ def rig_run(tmp_path_factory):
             main()
         outputs.append((root / out / "shard-000000.tar").read_bytes())
     assert outputs[0] == outputs[1]  # byte-identical re-runs
-    return read_shard(root / "out" / "shard-000000.tar"), root / "out"
+    return tar_members(root / "out" / "shard-000000.tar"), root / "out"
 
 
 def metas_of(members, frame):
@@ -109,7 +104,7 @@ def test_calibration_is_read_with_overlapping_neighbours(tmp_path):
     assert [camera.name for camera in calibration.cameras] == list(NAMES)
     # Outer cameras see [-95, -5] and [5, 95] deg: each overlaps the front camera only.
     assert calibration.neighbours == ((1,), (0, 2), (1,))
-    assert np.allclose(calibration.cameras[2].T_cam_rig @ T_RIG_CAM[2], np.eye(4))
+    assert np.allclose(invert_pose(calibration.cameras[2].T_rig_cam) @ T_RIG_CAM[2], np.eye(4))
 
 
 def test_one_scan_per_frame_serves_every_camera(rig_run):
@@ -221,7 +216,7 @@ def test_a_frame_missing_a_camera_image_is_recorded_and_skipped(cli, tmp_path):
     arguments = ("--images", tmp_path / "data", "--rig", calibration, "--out", tmp_path / "out", "--sensor", "vlp16")
     code, _, err = cli("generate", *arguments, "--teacher", "sidecar", "--quiet", "--workers", "1")
     assert code == 0, err
-    assert sorted(name for name in read_shard(tmp_path / "out" / "shard-000000.tar") if name.endswith(".json")) == [
+    assert sorted(name for name in tar_members(tmp_path / "out" / "shard-000000.tar") if name.endswith(".json")) == [
         f"000-r{index}.json" for index in range(3)
     ]
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]

@@ -3,15 +3,14 @@
 
 import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
 from simlidar.pipeline import schema
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.rig import PRESETS, Rig, RigView, check_rig, load_rig, render_view, rig_cameras
+from simlidar.pipeline.sources.virtual_rig import PRESETS, Rig, RigView, check_rig, load_rig, render_view, rig_cameras
 
-from .helpers import write_photo
+from .helpers import tar_members, write_photo
 
 K_PHOTO = np.array([[100.0, 0.0, 79.5], [0.0, 100.0, 39.5], [0.0, 0.0, 1.0]])
 WIDTH, HEIGHT = 160, 80
@@ -112,11 +111,6 @@ def test_rig_file_and_bad_rigs(tmp_path):
         load_rig("nope")
 
 
-def read_shard(path):
-    with tarfile.open(path) as tar:
-        return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
-
-
 def test_generate_with_a_rig_writes_one_sample_per_view_from_one_scan(cli, tmp_path):
     depth = np.full((64, 128), 12.0, np.float32)
     depth[20:50, 50:80] = 5.0
@@ -124,7 +118,7 @@ def test_generate_with_a_rig_writes_one_sample_per_view_from_one_scan(cli, tmp_p
     options = ("--teacher", "sidecar", "--quiet", "--workers", "1", "--rig", "virtual", "--save-points")
     code, _, err = cli("generate", "--images", tmp_path / "photos", "--out", tmp_path / "out", *options)
     assert code == 0, err
-    members = read_shard(tmp_path / "out" / "shard-000000.tar")
+    members = tar_members(tmp_path / "out" / "shard-000000.tar")
     metas = [json.loads(members[f"img-r{index}.json"]) for index in range(3)]
     assert sorted(members) == sorted(
         f"img-r{index}.{member}"

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.reader import list_inputs
+from simlidar.pipeline.sources.photos import list_inputs
 from simlidar.pipeline.worker import ShardWorker
 
-from .helpers import write_photo
-from .test_generate import tar_members
+from .helpers import tar_members, write_photo
 
 SIZE = (240, 320)
 

@@ -157,7 +157,7 @@ def test_bad_sensor_files_name_the_file_and_the_field(tmp_path, text, field):
 
 
 def test_integration_time_is_refused_for_a_spinning_sensor():
-    with pytest.raises(SensorSpecError, match="--integration-time applies to non-repetitive"):
+    with pytest.raises(SensorSpecError, match="`integration_time_s` applies to non-repetitive"):
         configure_sensor(load_sensor("hdl64"), integration_time_s=0.5)
     with pytest.raises(SensorSpecError, match="returns must be one of"):
         configure_sensor(load_sensor("hdl64"), returns="loudest")

@@ -128,7 +128,7 @@ def test_mount_jitter_text_is_parsed_and_drawn_within_its_ranges():
 
 @pytest.mark.parametrize("text", ["height=-1", "tilt=1", "pitch", "yaw=lots"])
 def test_bad_mount_jitter_says_what_is_expected(text):
-    with pytest.raises(ValueError, match="--mount-jitter"):
+    with pytest.raises(ValueError, match="`mount_jitter`"):
         parse_mount_jitter(text)
 
 
@@ -184,7 +184,7 @@ def test_generate_refuses_effect_options_that_do_not_apply(cli, tmp_path):
 
 
 def test_a_yaw_calibration_error_shifts_a_point_ahead_by_f_tan_yaw():
-    from simlidar.pipeline.simulate import Scan, with_calibration_error
+    from simlidar.pipeline.stages.scan import Scan, with_calibration_error
     from simlidar.sensors.mount import jittered_pose
 
     from .helpers import KITTI_K

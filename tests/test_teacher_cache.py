@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline import schema
-from simlidar.pipeline.teacher_cache import CachedTeacher, TeacherCache, file_sha256
+from simlidar.pipeline.stages.teacher import CachedTeacher, TeacherCache, file_sha256
 from simlidar.teachers import TeacherInput, load_teacher
 from simlidar.teachers.hf import HFTeacher
 

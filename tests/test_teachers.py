@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline import schema
-from simlidar.pipeline.reader import load_image
+from simlidar.pipeline.sources.photos import load_image
 from simlidar.teachers import (
     DepthConversion,
     DepthPrediction,

@@ -19,7 +19,3 @@ class StageTimes:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - start
-
-    def merge(self, other: dict[str, float]) -> None:
-        for name, seconds in other.items():
-            self.seconds[name] += seconds

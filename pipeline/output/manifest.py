@@ -15,9 +15,9 @@ from pathlib import Path
 
 from simlidar.sensors import SpinningLidar
 
-from .config import GenerateConfig
-from .errors import PipelineError
-from .worker import ShardPlan, stats_path, tar_path, write_json_atomically
+from ..config import GenerateConfig
+from ..errors import PipelineError
+from ..writer import ShardPlan, stats_path, tar_path, write_json_atomically
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"

@@ -26,12 +26,11 @@ from PIL import Image
 from simlidar.teachers import TeacherInput
 from tqdm import tqdm
 
-from . import schema
-from .errors import PipelineError
-from .writer import ShardWriter
+from .. import schema
+from ..errors import PipelineError
+from ..writer import ShardWriter
 
 SPLITS = ("train", "val", "val_selection_cropped")
-CAMERAS = ("image_02", "image_03")
 JPEG_QUALITY = 95
 
 

@@ -10,18 +10,16 @@ import click
 import numpy as np
 from PIL import Image, ImageDraw
 from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, load_sensor, mount_pose
-from simlidar.sensors.effects import luma
-from simlidar.sensors.raycast import MeshScene
 
-from .bench import _read_frame
-from .errors import PipelineError
-from .mesh import depth_to_mesh
-from .preview import colorize_depth, spread_points
-from .reader import load_image
-from .simulate import simulate_scan
-from .timing import StageTimes
+from ..errors import PipelineError
+from ..output.preview import colorize_depth, spread_points
+from ..stages.mesh import MeshOptions
+from ..stages.scan import simulate_rig_scan
+from ..stages.scene import Scene, mesh_scene, sidecar_camera
+from ..stages.timing import StageTimes
+from ..stages.views import PhotoViews
 
-DEFAULT_SCENE = Path(__file__).resolve().parent.parent / "examples" / "scenes" / "street_kitti.jpg"
+DEFAULT_SCENE = Path(__file__).resolve().parents[2] / "examples" / "scenes" / "street_kitti.jpg"
 PATTERN_SIZE = (1200, 300)
 MARGIN = 40
 
@@ -105,14 +103,12 @@ def pattern_image(sensor: Sensor, rng: np.random.Generator) -> Image.Image:
 def scene_image(sensor: Sensor, scene_photo: Path, rng: np.random.Generator) -> Image.Image:
     """One simulated frame of `sensor` on its default mount over a photo with sidecar
     depth and intrinsics: the returns coloured by depth over the dimmed photo."""
-    depth, K = _read_frame(scene_photo, StageTimes())
-    rgb = load_image(scene_photo, 95).rgb
-    height, width = depth.shape
-    mesh = depth_to_mesh(depth, K)
+    times = StageTimes()
+    camera = sidecar_camera(scene_photo, times)
+    scene_mesh, _ = mesh_scene(Scene(scene_photo.stem, (camera,), PhotoViews()), MeshOptions(), times)
     T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
-    scan = simulate_scan(
-        MeshScene(mesh.vertices_cam, mesh.triangles), K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(rgb)
-    )
+    scan = simulate_rig_scan(scene_mesh, [camera.scan_camera("luma")], sensor, T_cam_lidar, rng, times)
+    depth, rgb = camera.prediction.depth, camera.image.rgb
     valid = depth[depth > 0]
     near_m, far_m = float(np.percentile(valid, 1)), float(np.percentile(valid, 99))
     grown = spread_points(scan.sparse_depth_m, radius=1)

@@ -12,63 +12,60 @@ import click
 import numpy as np
 import open3d as o3d
 from simlidar.sensors import MOUNTS, load_sensor, mount_pose
-from simlidar.sensors.camera import rays_reaching_frustum
-from simlidar.sensors.raycast import MeshScene, render_depth
-from simlidar.teachers import SidecarTeacher, TeacherInput, resolve_intrinsics
+from simlidar.sensors.camera import rays_reaching_frustum, transform_directions
+from simlidar.sensors.raycast import render_depth
 
-from . import schema
-from .mesh import METHODS, MeshOptions, depth_to_mesh
-from .reader import list_images, load_image
-from .simulate import simulate_scan
-from .timing import StageTimes
-from .writer import ShardWriter
+from .. import schema
+from ..config import GenerateConfig, RunPlan
+from ..sources.photos import list_images
+from ..stages.mesh import METHODS, Mesh, MeshOptions, depth_to_mesh
+from ..stages.scan import simulate_rig_scan
+from ..stages.scene import Scene, mesh_scene, sidecar_camera, simulate_scene
+from ..stages.timing import StageTimes
+from ..stages.views import PhotoViews
+from ..writer import ShardWriter
 
 STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode", "write")
 # A LiDAR return nearer than the camera-visible surface by more than this is invented.
 INVENTED_MARGIN_M = 0.3
 
 
-def _read_frame(path: Path, times: StageTimes) -> tuple[np.ndarray, np.ndarray]:
-    """Depth (H, W, m) and K (3, 3) of a photo with sidecar depth and intrinsics,
-    timing the 'read' and 'teacher' stages."""
-    with times.stage("read"):
-        image = load_image(path, 95)
-    with times.stage("teacher"):
-        depth = SidecarTeacher().predict([TeacherInput(path, image.rgb)])[0].depth
-    height, width = depth.shape
-    K, _ = resolve_intrinsics(path, width, height, None, None)
-    return depth, K
+def bench_plan(path: Path, sensor_name: str) -> RunPlan:
+    """The plan `generate` would make for this photo and sensor, with the mount unjittered."""
+    return GenerateConfig(images=str(path), sensor=sensor_name, mount_jitter="none").resolve()
 
 
 def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
-    """Median seconds per stage for one photo with sidecar depth and intrinsics."""
-    sensor = load_sensor(sensor_name)
-    T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
+    """Median seconds per stage for one photo with sidecar depth and intrinsics, made by
+    the chain `generate` runs (read, teacher, mesh, scene, scan, encode, write)."""
+    plan = bench_plan(path, sensor_name)
     runs = []
     for _ in range(repeats):
         times = StageTimes()
-        depth, K = _read_frame(path, times)
-        height, width = depth.shape
-        with times.stage("mesh"):
-            mesh = depth_to_mesh(depth, K)
-        with times.stage("scene"):
-            scene = MeshScene(mesh.vertices_cam, mesh.triangles)
-        scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, np.random.default_rng(0), times)
-        with times.stage("encode"):
-            members = {
-                schema.IMAGE: path.read_bytes(),
-                schema.SPARSE: schema.encode_depth_png(scan.sparse_depth_m),
-                schema.DENSE: schema.encode_depth_png(depth),
-            }
-        with tempfile.TemporaryDirectory() as folder, times.stage("write"):
-            with ShardWriter(Path(folder) / "bench.tar") as writer:
-                writer.write("bench", members)
+        camera = sidecar_camera(path, times)
+        scene = Scene(schema.sanitize_key(path.stem), (camera,), PhotoViews())
+        with tempfile.TemporaryDirectory() as folder, ShardWriter(Path(folder) / "bench.tar") as writer:
+            for key, members, _ in simulate_scene(scene, plan, times):
+                writer.write(key, members)
         runs.append(dict(times.seconds))
-    directions_lidar = sensor.fire(np.random.default_rng(0)).directions_lidar
-    directions_cam = directions_lidar @ T_cam_lidar[:3, :3].T
-    toward = rays_reaching_frustum(
-        T_cam_lidar[:3, 3], directions_cam, K, width, height, sensor.min_range_m, sensor.max_range_m
-    )
+    mesh = depth_to_mesh(camera.prediction.depth, camera.K, plan.mesh)
+    T_cam_lidar = mount_pose(plan.mount)
+    stage_seconds = {stage: float(np.median([run.get(stage, 0.0) for run in runs])) for stage in STAGES}
+    return {
+        "name": path.name,
+        "size": f"{camera.width}x{camera.height}",
+        "triangles": len(mesh.triangles),
+        "stages": stage_seconds,
+        "bare_build_cast": bare_build_cast(mesh, plan.sensor, T_cam_lidar, camera, repeats),
+    }
+
+
+def bare_build_cast(mesh: Mesh, sensor, T_cam_lidar: np.ndarray, camera, repeats: int) -> float:
+    """Median seconds Open3D alone takes to build a scene of `mesh` and cast one frame's
+    rays that can reach the camera's image (the floor the pipeline is measured against)."""
+    directions_cam = transform_directions(T_cam_lidar, sensor.fire(np.random.default_rng(0)).directions_lidar)
+    size, ranges = (camera.width, camera.height), (sensor.min_range_m, sensor.max_range_m)
+    toward = rays_reaching_frustum(T_cam_lidar[:3, 3], directions_cam, camera.K, *size, *ranges)
     rays = np.hstack([np.broadcast_to(T_cam_lidar[:3, 3], (int(toward.sum()), 3)), directions_cam[toward]])
     bare = []
     for _ in range(repeats):
@@ -77,14 +74,7 @@ def bench_frame(path: Path, sensor_name: str, repeats: int) -> dict:
         bare_scene.add_triangles(o3d.core.Tensor(mesh.vertices_cam), o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
         bare_scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
         bare.append(time.perf_counter() - start)
-    stage_seconds = {stage: float(np.median([run.get(stage, 0.0) for run in runs])) for stage in STAGES}
-    return {
-        "name": path.name,
-        "size": f"{width}x{height}",
-        "triangles": len(mesh.triangles),
-        "stages": stage_seconds,
-        "bare_build_cast": float(np.median(bare)),
-    }
+    return float(np.median(bare))
 
 
 def depth_fidelity(rendered: np.ndarray, depth: np.ndarray) -> dict:
@@ -125,19 +115,17 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
     fidelity, invented share."""
     sensor = load_sensor(sensor_name)
     T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
-    depth, K = _read_frame(path, StageTimes())
-    height, width = depth.shape
+    camera = sidecar_camera(path, StageTimes())
+    scene = Scene(path.stem, (camera,), PhotoViews())
+    depth, K, width, height = camera.prediction.depth, camera.K, camera.width, camera.height
     results = []
     for method in METHODS:
-        method_options = MeshOptions(method=method)
         mesh_seconds, cast_seconds = [], []
         for _ in range(repeats):
             times = StageTimes()
-            with times.stage("mesh"):
-                mesh = depth_to_mesh(depth, K, method_options)
-            with times.stage("scene"):
-                scene = MeshScene(mesh.vertices_cam, mesh.triangles)
-            scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, np.random.default_rng(0), times)
+            ray_scene, (mesh,) = mesh_scene(scene, MeshOptions(method=method), times)
+            scan_camera = camera.scan_camera("uniform")
+            scan = simulate_rig_scan(ray_scene, [scan_camera], sensor, T_cam_lidar, np.random.default_rng(0), times)
             mesh_seconds.append(times.seconds["mesh"])
             cast_seconds.append(times.seconds["scene"] + times.seconds["cast"])
         results.append(
@@ -148,14 +136,15 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
                 "mesh_s": float(np.median(mesh_seconds)),
                 "scene_cast_s": float(np.median(cast_seconds)),
                 "faces": len(mesh.triangles),
-                **depth_fidelity(render_depth(scene, K, width, height), depth),
+                **depth_fidelity(render_depth(ray_scene, K, width, height), depth),
                 "invented": invented_fraction(scan.sparse_depth_m, depth),
             }
         )
     return results
 
 
-def _print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
+def print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
+    """One row per photo and mesh method: time, faces and render-back fidelity."""
     header = f"{'photo':<18}{'size':>10}{'method':>11}{'mesh':>9}{'bld+cast':>9}{'faces':>9}"
     click.echo(header + f"{'cover':>8}{'med mm':>8}{'p95 mm':>8}{'>5%':>8}{'invented':>10}")
     for item in list_images(images):
@@ -172,50 +161,8 @@ def _print_mesh_table(images: Path, sensor: str, repeats: int) -> None:
     )
 
 
-@click.command()
-@click.option(
-    "--images",
-    default=Path("examples/scenes"),
-    type=click.Path(path_type=Path),
-    show_default=True,
-    help="Photos with sidecar depth and intrinsics (the bundled scenes by default).",
-)
-@click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
-@click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
-@click.option("--meshes", is_flag=True, help="Compare the mesh methods (time, faces, fidelity) instead.")
-@click.option(
-    "--scaling", is_flag=True, help="Measure parallel efficiency on Ray and peak memory for 100 vs 1000 photos instead."
-)
-@click.option(
-    "--workers", default=0, type=click.IntRange(min=0), help="--scaling: workers to compare with one (0: all cores)."
-)
-@click.option("--teacher", default="", show_default=False, help="Time this teacher instead (images/s per batch size).")
-@click.option("--batch-sizes", default="1,2,4,8", show_default=True, help="--teacher: batch sizes to time.")
-@click.option(
-    "--random-weights", is_flag=True, help="--teacher depth-anything-v2-small: its architecture with random weights."
-)
-@click.option("--device", default="auto", show_default=True, help="--teacher: auto, cpu, cuda[:N] or mps.")
-@click.option("--dtype", default="auto", show_default=True, help="--teacher: auto (fp16 on CUDA), fp32, fp16, bf16.")
-@click.option("--image-size", default="640x480", show_default=True, help="--teacher: WxH of the synthetic photos.")
-def bench(
-    images: Path, sensor: str, repeats: int, meshes: bool, scaling: bool, workers: int, teacher: str, **teacher_bench
-) -> None:
-    """Print per-stage milliseconds per frame and the ratio to bare Open3D build + cast,
-    or with --meshes each mesh method's time, size and fidelity, or with --scaling how
-    the runner scales with workers and input count."""
-    if teacher:
-        from .teacher_bench import print_teacher_bench
-
-        print_teacher_bench(teacher, repeats=repeats, **teacher_bench)
-        return
-    if meshes:
-        _print_mesh_table(images, sensor, repeats)
-        return
-    if scaling:
-        from .scale_bench import print_scaling
-
-        print_scaling(images, workers)
-        return
+def print_frame_table(images: Path, sensor: str, repeats: int) -> None:
+    """One row per photo: milliseconds per stage, total, frames/s, bare Open3D and the ratio."""
     header = f"{'photo':<18}{'size':>10}{'triangles':>11}" + "".join(f"{s:>9}" for s in STAGES)
     click.echo(header + f"{'total':>9}{'frames/s':>10}{'bare o3d':>10}{'post-teacher/bare':>19}")
     for item in list_images(images):

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import tomllib
-from simlidar.sensors.camera import sparse_depth_image
+from simlidar.sensors.camera import sparse_depth_image, transform_points
 from simlidar.sensors.rig_geometry import horizontal_fov, view_pixels_in_photo, yaw_rotation
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 # Bilinear interpolation of disparity (exact on planes) only where the four photo pixels
 # around a sample agree within this depth ratio; across a depth edge, the nearest pixel
@@ -234,7 +234,9 @@ def render_view(
     points (N, 3) in the photo's camera frame (m), z-buffered in the view."""
     u, v, z_ratio = view_pixels_in_photo(camera.K, camera.width, camera.height, camera.R_photo_view, K_photo)
     height, width = dense_m.shape
-    points_view = points_cam @ camera.R_photo_view  # row vectors: R^T p
+    T_view_photo = np.eye(4)
+    T_view_photo[:3, :3] = camera.R_photo_view.T
+    points_view = transform_points(T_view_photo, points_cam)
     sparse_m, _ = sparse_depth_image(points_view, camera.K, camera.width, camera.height)
     return RigImage(
         rgb=resample_rgb(rgb, u, v),

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import PipelineError
-from .schema import sanitize_key
+from ..errors import PipelineError
+from ..schema import sanitize_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SIDECAR_MARKERS = (".depth.png",)

@@ -16,12 +16,12 @@ import click
 import ray
 from PIL import Image
 
-from . import schema
-from .config import GenerateConfig
-from .distributor import run_on_ray
-from .manifest import prepare_output
-from .reader import list_inputs
-from .worker import plan_shards
+from .. import schema
+from ..config import GenerateConfig
+from ..distributor import run_on_ray
+from ..output.manifest import prepare_output
+from ..sources.photos import list_inputs
+from ..writer import plan_shards
 
 MEMORY_PROBE = """
 import resource, sys

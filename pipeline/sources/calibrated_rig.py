@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from simlidar.sensors.camera import project
 
-from .errors import PipelineError
-from .reader import BadImage, LoadedImage, is_image_name, load_image, unique_keys
+from ..errors import PipelineError
+from .photos import BadImage, LoadedImage, is_image_name, load_image, unique_keys
 
 # Pixels per side of the grid whose rays test whether two cameras' fields of view overlap.
 OVERLAP_GRID = 33
@@ -55,10 +56,6 @@ class CalibratedCamera:
     width: int
     height: int
     T_rig_cam: np.ndarray
-
-    @property
-    def T_cam_rig(self) -> np.ndarray:
-        return invert_pose(self.T_rig_cam)
 
 
 @dataclass(frozen=True)
@@ -86,14 +83,6 @@ class RigFrame:
     @property
     def path(self) -> Path:
         return Path(self.root, next(image for image in self.images if image is not None))
-
-
-def invert_pose(T: np.ndarray) -> np.ndarray:
-    """(4, 4) inverse of a rigid transform."""
-    inverse = np.eye(4)
-    inverse[:3, :3] = T[:3, :3].T
-    inverse[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return inverse
 
 
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
@@ -178,10 +167,7 @@ def _sees(camera: CalibratedCamera, other: CalibratedCamera) -> bool:
     rays_cam = np.stack(np.broadcast_arrays(x_over_z, y_over_z, 1.0), axis=-1).reshape(-1, 3)
     R_other_cam = other.T_rig_cam[:3, :3].T @ camera.T_rig_cam[:3, :3]
     rays_other = rays_cam @ R_other_cam.T
-    ahead = rays_other[:, 2] > 1e-9
-    z = np.where(ahead, rays_other[:, 2], 1.0)
-    u_other = other.K[0, 0] * rays_other[:, 0] / z + other.K[0, 2]
-    v_other = other.K[1, 1] * rays_other[:, 1] / z + other.K[1, 2]
+    u_other, v_other, ahead = project(rays_other, other.K)
     inside = (u_other > -0.5) & (u_other < other.width - 0.5) & (v_other > -0.5) & (v_other < other.height - 0.5)
     return bool((ahead & inside).any())
 
@@ -247,14 +233,3 @@ def load_frame(frame: RigFrame, calibration: Calibration, jpeg_quality: int) -> 
             )
         loaded.append((path, image))
     return loaded
-
-
-def merge_meshes(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """One mesh in the rig frame from per-camera (vertices_cam (V, 3) m, triangles (T, 3),
-    T_rig_cam (4, 4)): vertices (sum V, 3) float32 and triangles (sum T, 3) int64."""
-    vertices, triangles, offset = [], [], 0
-    for vertices_cam, triangles_cam, T_rig_cam in parts:
-        vertices.append(vertices_cam.astype(np.float64) @ T_rig_cam[:3, :3].T + T_rig_cam[:3, 3])
-        triangles.append(triangles_cam.astype(np.int64) + offset)
-        offset += len(vertices_cam)
-    return np.concatenate(vertices).astype(np.float32), np.concatenate(triangles)

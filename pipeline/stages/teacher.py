@@ -13,9 +13,11 @@ which depends on the seed, happens after it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -144,14 +146,20 @@ class CachedTeacher:
         return results
 
 
-def build_teacher(config) -> Teacher:
-    """The teacher a GenerateConfig asks for (weights located, model not yet loaded)."""
-    return load_teacher(
-        config.teacher,
-        output=config.teacher_output or None,
-        device=config.teacher_device,
-        dtype=config.teacher_dtype,
-        batch_size=config.teacher_batch_size,
-        max_size=config.teacher_max_size,
-        revision=config.teacher_revision or None,
-    )
+@dataclass(frozen=True)
+class TeacherSpec:
+    """How to build the run's teacher: its --teacher name and the settings load_teacher takes."""
+
+    name: str
+    output: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 4
+    max_size: int = 1536
+    revision: str | None = None
+
+
+def build_teacher(spec: TeacherSpec) -> Teacher:
+    """The teacher `spec` asks for (weights located, model not yet loaded)."""
+    settings = dataclasses.asdict(spec)
+    return load_teacher(settings.pop("name"), **settings)

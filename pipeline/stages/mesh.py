@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import open3d as o3d
 import pymeshlab
-from simlidar.sensors.camera import backproject_depth
+from simlidar.sensors.camera import backproject
 
 METHODS = ("grid", "decimated", "poisson")
 
@@ -114,13 +114,13 @@ def _grid_mesh(depth_m: np.ndarray, K: np.ndarray, options: MeshOptions) -> Mesh
     height, width = depth_m.shape
     valid = np.isfinite(depth_m) & (depth_m > 0)
     depth_visible = np.where(valid, depth_m, 0.0).astype(np.float32)
-    points_visible = backproject_depth(depth_visible, K).astype(np.float32)
+    points_visible = backproject(depth_visible, K).astype(np.float32)
     keep_visible = _continuous_triangles(points_visible, valid, options)
 
     depth_hidden, hidden = _background_behind_edges(depth_visible, valid, options)
     keep_hidden = keep_visible & _quad_corners_all(hidden)
     if keep_hidden.any():
-        points_hidden = backproject_depth(depth_hidden, K).astype(np.float32)
+        points_hidden = backproject(depth_hidden, K).astype(np.float32)
         # Few quads have a hidden layer: test only those instead of the whole grid.
         which, rows, cols = np.nonzero(keep_hidden)
         apex = np.where((which == 0)[:, None], points_hidden[rows, cols], points_hidden[rows + 1, cols + 1])
@@ -289,7 +289,7 @@ def _poisson_mesh(depth_m: np.ndarray, K: np.ndarray, options: MeshOptions) -> M
     # Poisson needs a few points to fit anything at all.
     if valid.sum() < 4:
         return _empty_mesh("poisson")
-    points_cam = backproject_depth(np.where(valid, depth_m, 0.0), K)
+    points_cam = backproject(np.where(valid, depth_m, 0.0), K)
     points = points_cam[valid]
     normals = _depth_normals(points_cam, valid)[valid]
     mesh_set = pymeshlab.MeshSet()

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import schema
-from .errors import PipelineError
+from .. import schema
+from ..errors import PipelineError
 from .manifest import MANIFEST
 from .preview import sample_panel
 

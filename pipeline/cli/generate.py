@@ -1,21 +1,16 @@
-"""`simlidar`: the command line."""
+"""`simlidar generate`: every option of a run, as a GenerateConfig for the runner."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
-from .bench import bench
-from .config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
-from .convert_cli import convert
-from .errors import USER_ERRORS
-from .mesh import METHODS, MeshOptions
-from .sensors_cli import sensors
-from .teachers_cli import teachers
+from ..config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..stages.mesh import METHODS, MeshOptions
+from .errors import with_flags
 
 
 def _parse_intrinsics_option(context, parameter, value):
@@ -26,7 +21,7 @@ def _parse_intrinsics_option(context, parameter, value):
     try:
         return parse_intrinsics(value)
     except IntrinsicsError as error:
-        raise click.BadParameter(str(error)) from None
+        raise click.BadParameter(with_flags(str(error))) from None
 
 
 def _absolute_rig(rig: str) -> str:
@@ -39,13 +34,7 @@ def _absolute_source(images: str) -> str:
     return os.path.join(os.path.abspath(os.curdir), images) if not os.path.isabs(images) else images
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(package_name="simlidar")
-def cli() -> None:
-    """Turn a folder of photos into LiDAR depth-completion training data (WebDataset shards)."""
-
-
-@cli.command()
+@click.command()
 @click.option(
     "--images",
     required=True,
@@ -307,7 +296,7 @@ def generate(
     Re-running the same command resumes: finished shards are kept, unfinished ones redone.
     The run's config is in OUT/manifest.json, its log in OUT/generate.log.
     """
-    from .runner import generate as run_generate
+    from ..runner import generate as run_generate
 
     config = GenerateConfig(images=_absolute_source(images), **options)
     summary = run_generate(
@@ -334,80 +323,3 @@ def generate(
         f"{totals['sparse_pixels_per_sample']:.0f} sparse pixels per sample"
     )
     click.echo(f"took {summary.elapsed_s:.1f} s; output in {out}/")
-
-
-@cli.command("inspect")
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--previews", default=12, type=click.IntRange(min=0), help="Samples on the contact sheet (0: none).")
-def inspect_command(out: Path, previews: int) -> None:
-    """Check every shard in OUT against its manifest, print statistics, and write OUT/previews/
-    (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
-    from .errors import PipelineError
-    from .inspect import format_report, inspect_output
-
-    report = inspect_output(out, previews)
-    for line in format_report(report):
-        click.echo(line)
-    click.echo(f"previews in {out / 'previews'}/")
-    for problem in report.problems:
-        click.echo(f"problem: {problem}", err=True)
-    if report.problems:
-        raise PipelineError(
-            f"{len(report.problems)} problems in {out} (listed above); re-run `simlidar generate` on it"
-        )
-
-
-@cli.command()
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--repo", required=True, help="Hub dataset repo, USER/NAME or ORG/NAME (created if missing).")
-@click.option("--private", is_flag=True, help="Create the repo as private.")
-@click.option("--revision", default=None, help="Branch to upload to (created if missing) [default: main].")
-@click.option("--license", "licence", default="other", help="Licence id for the card (e.g. cc-by-4.0, apache-2.0).")
-@click.option("--split", default="train", help="Split the shards belong to (data/SPLIT/ on the Hub).")
-@click.option("--dry-run", is_flag=True, help="Check and stage OUT/hub (shards, card, preview); upload nothing.")
-def publish(out: Path, repo: str, private: bool, revision: str | None, licence: str, split: str, dry_run: bool) -> None:
-    """Publish OUT to the Hugging Face Hub as a dataset that `datasets` and webdataset load.
-
-    OUT is checked first (as `simlidar inspect` does). The token comes from HF_TOKEN or
-    `hf auth login`; re-running after an interrupted upload resumes it.
-    """
-    from .publish import stage, upload
-
-    staging = stage(out, repo, licence, split)
-    click.echo(f"staged {out / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")
-    if dry_run:
-        return
-    click.echo(f"uploaded: {upload(staging, repo, private, revision)}")
-
-
-cli.add_command(bench)
-cli.add_command(sensors)
-cli.add_command(teachers)
-cli.add_command(convert)
-
-
-def add_training_commands() -> None:
-    """The training commands come from `simlidar.train.cli`, imported here rather than at module
-    level so that the data pipeline never depends on the training package."""
-    from simlidar.train.cli import bench_student, bench_train, evaluate, train
-
-    for command in (train, evaluate, bench_train, bench_student):
-        cli.add_command(command)
-
-
-def main() -> None:
-    add_training_commands()
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
-        sys.exit(130)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except USER_ERRORS as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from simlidar.sensors import Sensor
-from simlidar.sensors.camera import rays_reaching_frustum, sparse_depth_image
+from simlidar.sensors.camera import (
+    pixels_in_image,
+    rays_reaching_frustum,
+    sparse_depth_image,
+    transform_directions,
+    transform_points,
+)
 from simlidar.sensors.effects import (
     UNIFORM_REFLECTANCE,
     intensity_from_signal,
@@ -51,22 +57,13 @@ class ScanCamera:
 
     def from_scene(self, points_scene: np.ndarray) -> np.ndarray:
         """(N, 3) points in the scene's frame (m) -> in this camera's."""
-        if self.T_cam_scene is None:
-            return points_scene
-        return points_scene @ self.T_cam_scene[:3, :3].T + self.T_cam_scene[:3, 3]
+        return points_scene if self.T_cam_scene is None else transform_points(self.T_cam_scene, points_scene)
 
     def directions_from_scene(self, directions_scene: np.ndarray) -> np.ndarray:
         """(N, 3) directions in the scene's frame -> in this camera's."""
-        return directions_scene if self.T_cam_scene is None else directions_scene @ self.T_cam_scene[:3, :3].T
-
-
-def _pixels(points_cam: np.ndarray, K: np.ndarray, width: int, height: int):
-    """Pixel (u, v) (N,) float of points (N, 3, camera frame) and which land in the image in front."""
-    z = points_cam[:, 2]
-    safe_z = np.where(z > 1e-6, z, 1.0)
-    u = np.floor(K[0, 0] * points_cam[:, 0] / safe_z + K[0, 2] + 0.5)
-    v = np.floor(K[1, 1] * points_cam[:, 1] / safe_z + K[1, 2] + 0.5)
-    return u, v, (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        if self.T_cam_scene is None:
+            return directions_scene
+        return transform_directions(self.T_cam_scene, directions_scene)
 
 
 def sample_reflectance(points_scene: np.ndarray, cameras: list[ScanCamera]) -> np.ndarray:
@@ -78,7 +75,7 @@ def sample_reflectance(points_scene: np.ndarray, cameras: list[ScanCamera]) -> n
     for camera in cameras:
         if camera.reflectance is None or not unseen.any():
             continue
-        u, v, inside = _pixels(camera.from_scene(points_scene), camera.K, camera.width, camera.height)
+        u, v, inside = pixels_in_image(camera.from_scene(points_scene), camera.K, camera.width, camera.height)
         take = inside & unseen
         values[take] = camera.reflectance[v[take].astype(np.int64), u[take].astype(np.int64)]
         unseen &= ~take
@@ -109,6 +106,25 @@ def simulate_scan(
     )
 
 
+def _toward_images(
+    origin_scene: np.ndarray, directions_scene: np.ndarray, cameras: list[ScanCamera], sensor: Sensor
+) -> np.ndarray:
+    """(N,) bool: which rays from origin_scene (3,) along directions_scene (N, 3) can reach
+    one of the cameras' images within the sensor's range."""
+    toward_image = np.zeros(len(directions_scene), dtype=bool)
+    for camera in cameras:
+        toward_image |= rays_reaching_frustum(
+            camera.from_scene(origin_scene[None])[0],
+            camera.directions_from_scene(directions_scene),
+            camera.K,
+            camera.width,
+            camera.height,
+            sensor.min_range_m,
+            sensor.max_range_m,
+        )
+    return toward_image
+
+
 def simulate_rig_scan(
     scene: MeshScene,
     cameras: list[ScanCamera],
@@ -126,19 +142,9 @@ def simulate_rig_scan(
     effects = sensor.effects
     with times.stage("rays"):
         firing = sensor.fire(rng)
-        rotation_scene_lidar, origin_scene = T_scene_lidar[:3, :3], T_scene_lidar[:3, 3]
-        directions_scene = firing.directions_lidar @ rotation_scene_lidar.T
-        toward_image = np.zeros(len(directions_scene), dtype=bool)
-        for camera in cameras:
-            toward_image |= rays_reaching_frustum(
-                camera.from_scene(origin_scene[None])[0],
-                camera.directions_from_scene(directions_scene),
-                camera.K,
-                camera.width,
-                camera.height,
-                sensor.min_range_m,
-                sensor.max_range_m,
-            )
+        origin_scene = T_scene_lidar[:3, 3]
+        directions_scene = transform_directions(T_scene_lidar, firing.directions_lidar)
+        toward_image = _toward_images(origin_scene, directions_scene, cameras, sensor)
         beams_scene = directions_scene[toward_image]
         sub_rays_scene = sub_ray_directions(beams_scene, effects.divergence_mrad * 1e-3, effects.active_sub_rays)
         beams, sub_rays = sub_rays_scene.shape[:2]
@@ -189,7 +195,7 @@ def with_calibration_error(
     the recorded pose T_cam_lidar @ T_error. Returns (scan with the recorded sparse
     depth and pixel count, recorded T_cam_lidar (4, 4))."""
     T_cam_lidar_recorded = T_cam_lidar @ T_error
-    points_cam = scan.points_lidar[:, :3].astype(np.float64) @ T_cam_lidar_recorded[:3, :3].T
-    sparse_depth_m, _ = sparse_depth_image(points_cam + T_cam_lidar_recorded[:3, 3], K, width, height)
+    points_cam = transform_points(T_cam_lidar_recorded, scan.points_lidar[:, :3].astype(np.float64))
+    sparse_depth_m, _ = sparse_depth_image(points_cam, K, width, height)
     counts = {**scan.counts, "sparse_pixels": int(np.count_nonzero(sparse_depth_m))}
     return dataclasses.replace(scan, sparse_depth_m=sparse_depth_m, counts=counts), T_cam_lidar_recorded

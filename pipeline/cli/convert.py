@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 
 @click.group()
@@ -44,7 +44,7 @@ def kitti(root, out, split, raw, teacher, teacher_output, shard_size, limit, ove
     """KITTI depth completion (ROOT holds data_depth_velodyne, data_depth_annotated, raw, depth_selection)."""
     from simlidar.teachers import load_teacher
 
-    from .kitti import convert_kitti
+    from ..sources.kitti import convert_kitti
 
     if shard_size < 1:
         raise PipelineError("--shard-size must be at least 1")

@@ -17,8 +17,8 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from . import schema
-from .errors import PipelineError
+from .. import schema
+from ..errors import PipelineError
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST
 
@@ -42,9 +42,9 @@ class PublishError(PipelineError):
     """The output cannot be published as it is, or the Hub cannot be reached."""
 
 
-def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train") -> Path:
+def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revision: str = "main") -> Path:
     """Check `out_dir` and write OUT/hub (data/SPLIT/*.tar, README.md, manifest.json,
-    previews/). Returns the staging folder."""
+    previews/); the card's links point at `revision`. Returns the staging folder."""
     if not _REPO_ID.match(repo_id):
         raise PublishError(f"--repo {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
     if not _SPLIT.match(split):
@@ -68,7 +68,7 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train") -> Pa
     if preview.is_file():
         shutil.copy2(preview, temporary / PREVIEWS / CONTACT_SHEET)
     shutil.copy2(out_dir / MANIFEST, temporary / MANIFEST)
-    (temporary / "README.md").write_text(dataset_card(report, repo_id, licence, split, preview.is_file()))
+    (temporary / "README.md").write_text(dataset_card(report, repo_id, licence, split, preview.is_file(), revision))
     shutil.rmtree(staging, ignore_errors=True)
     os.replace(temporary, staging)
     return staging
@@ -88,53 +88,11 @@ def hub_name_problems(report: Inspection) -> list[str]:
     return problems
 
 
-def dataset_card(report: Inspection, repo_id: str, licence: str, split: str, with_preview: bool) -> str:
-    """A Hugging Face dataset card: YAML metadata the Hub and `datasets` read, and a body
-    made from the manifest."""
-    from huggingface_hub import DatasetCard, DatasetCardData
+CARD_BODY = """# {name}
 
-    manifest, stats = report.manifest, report.stats()
-    config, sensor, totals = manifest["config"], manifest["sensor"], manifest["totals"]
-    samples = totals["samples"]
-    size_category = next((label for limit, label in _SIZE_CATEGORIES if samples < limit), "1M<n<10M")
-    data = DatasetCardData(
-        license=licence,
-        task_categories=["depth-estimation"],
-        size_categories=[size_category],
-        tags=["lidar", "depth-completion", "webdataset", "simulated", sensor["name"]],
-        pretty_name=f"{repo_id.split('/')[1]} (simlidar, {sensor['name']})",
-        configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}/*.tar"}]}],
-    )
-    teacher = config.get("teacher", "")
-    shard_pattern = _shard_pattern([shard["shard"] for shard in manifest["shards"]])
-    preview = f"![samples: RGB, simulated LiDAR, dense depth]({PREVIEWS}/{CONTACT_SHEET})\n\n" if with_preview else ""
-    density = stats["sparse_density"]["mean"] if samples else 0.0
-    made_with = "\n".join(
-        f"| {name} | {value} |"
-        for name, value in (
-            (
-                "samples",
-                f"{samples} from {totals['images_written']} photos ({totals['images_skipped']} skipped), "
-                f"{len(manifest['shards'])} shards",
-            ),
-            ("teacher", f"`{teacher}` ({_teacher_licence(teacher)})"),
-            (
-                "sensor",
-                f"`{sensor['name']}`: {sensor['channels']} channels, {sensor['points_per_frame']} points "
-                f"per frame, spec hash `{sensor['spec_hash']}`",
-            ),
-            ("mount", f"`{config.get('mount') or 'the sensor default'}` with per-view jitter"),
-            ("intrinsics", _intrinsics_policy(config)),
-            ("views per photo", config["views"]),
-            ("points per sample", f"{totals['points_per_sample']:.0f}; {100 * density:.2f}% of pixels get a depth"),
-            ("seed", config["seed"]),
-        )
-    )
-    body = f"""# {repo_id.split("/")[1]}
-
-LiDAR depth-completion training pairs made by [simlidar](https://pypi.org/project/simlidar/) {_version()}
+LiDAR depth-completion training pairs made by [simlidar](https://pypi.org/project/simlidar/) {version}
 from ordinary photos: a depth teacher predicts dense depth for each photo, the depth becomes a
-triangle mesh, a simulated **{sensor["name"]}** LiDAR is ray-cast into it and its returns are
+triangle mesh, a simulated **{sensor_name}** LiDAR is ray-cast into it and its returns are
 projected into the camera. Each sample pairs the photo with the *sparse* simulated LiDAR depth
 and the *dense* teacher depth.
 
@@ -186,7 +144,7 @@ from PIL import Image
 def depth_m(png_bytes):
     return np.asarray(Image.open(io.BytesIO(png_bytes)), dtype=np.float32) / 256.0
 
-url = "https://huggingface.co/datasets/{repo_id}/resolve/main/data/{split}/{shard_pattern}"
+url = "https://huggingface.co/datasets/{repo_id}/resolve/{revision}/data/{split}/{shard_pattern}"
 dataset = wds.WebDataset(f"pipe:curl -s -L {{url}} -H 'Authorization:Bearer {{get_token()}}'", shardshuffle=False)
 for sample in dataset:
     sparse_m, dense_m = depth_m(sample["sparse.png"]), depth_m(sample["dense.png"])
@@ -198,10 +156,73 @@ for sample in dataset:
 The data generation follows DMD3C:
 
 ```bibtex
-{CITATION}
+{citation}
 ```
 """
+
+
+def dataset_card(
+    report: Inspection, repo_id: str, licence: str, split: str, with_preview: bool, revision: str = "main"
+) -> str:
+    """A Hugging Face dataset card: YAML metadata the Hub and `datasets` read, and a body
+    made from the manifest; its download links point at `revision`, the branch it is
+    uploaded to."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    manifest, stats = report.manifest, report.stats()
+    sensor, samples = manifest["sensor"], manifest["totals"]["samples"]
+    size_category = next((label for limit, label in _SIZE_CATEGORIES if samples < limit), "1M<n<10M")
+    data = DatasetCardData(
+        license=licence,
+        task_categories=["depth-estimation"],
+        size_categories=[size_category],
+        tags=["lidar", "depth-completion", "webdataset", "simulated", sensor["name"]],
+        pretty_name=f"{repo_id.split('/')[1]} (simlidar, {sensor['name']})",
+        configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}/*.tar"}]}],
+    )
+    preview = f"![samples: RGB, simulated LiDAR, dense depth]({PREVIEWS}/{CONTACT_SHEET})\n\n" if with_preview else ""
+    body = CARD_BODY.format(
+        name=repo_id.split("/")[1],
+        version=_version(),
+        sensor_name=sensor["name"],
+        preview=preview,
+        made_with=_made_with(manifest, stats),
+        repo_id=repo_id,
+        split=split,
+        revision=revision,
+        shard_pattern=_shard_pattern([shard["shard"] for shard in manifest["shards"]]),
+        citation=CITATION,
+    )
     return str(DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body))
+
+
+def _made_with(manifest: dict, stats: dict) -> str:
+    """The card's "How it was made" table rows."""
+    config, sensor, totals = manifest["config"], manifest["sensor"], manifest["totals"]
+    samples = totals["samples"]
+    teacher = config.get("teacher", "")
+    density = stats["sparse_density"]["mean"] if samples else 0.0
+    return "\n".join(
+        f"| {name} | {value} |"
+        for name, value in (
+            (
+                "samples",
+                f"{samples} from {totals['images_written']} photos ({totals['images_skipped']} skipped), "
+                f"{len(manifest['shards'])} shards",
+            ),
+            ("teacher", f"`{teacher}` ({_teacher_licence(teacher)})"),
+            (
+                "sensor",
+                f"`{sensor['name']}`: {sensor['channels']} channels, {sensor['points_per_frame']} points "
+                f"per frame, spec hash `{sensor['spec_hash']}`",
+            ),
+            ("mount", f"`{config.get('mount') or 'the sensor default'}` with per-view jitter"),
+            ("intrinsics", _intrinsics_policy(config)),
+            ("views per photo", config["views"]),
+            ("points per sample", f"{totals['points_per_sample']:.0f}; {100 * density:.2f}% of pixels get a depth"),
+            ("seed", config["seed"]),
+        )
+    )
 
 
 def upload(staging: Path, repo_id: str, private: bool, revision: str | None) -> str:

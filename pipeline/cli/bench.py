@@ -1,0 +1,56 @@
+"""`simlidar bench`: which benchmark to run and its options; the figures come from pipeline/bench/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..bench.frame import print_frame_table, print_mesh_table
+
+
+@click.command()
+@click.option(
+    "--images",
+    default=Path("examples/scenes"),
+    type=click.Path(path_type=Path),
+    show_default=True,
+    help="Photos with sidecar depth and intrinsics (the bundled scenes by default).",
+)
+@click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
+@click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
+@click.option("--meshes", is_flag=True, help="Compare the mesh methods (time, faces, fidelity) instead.")
+@click.option(
+    "--scaling", is_flag=True, help="Measure parallel efficiency on Ray and peak memory for 100 vs 1000 photos instead."
+)
+@click.option(
+    "--workers", default=0, type=click.IntRange(min=0), help="--scaling: workers to compare with one (0: all cores)."
+)
+@click.option("--teacher", default="", show_default=False, help="Time this teacher instead (images/s per batch size).")
+@click.option("--batch-sizes", default="1,2,4,8", show_default=True, help="--teacher: batch sizes to time.")
+@click.option(
+    "--random-weights", is_flag=True, help="--teacher depth-anything-v2-small: its architecture with random weights."
+)
+@click.option("--device", default="auto", show_default=True, help="--teacher: auto, cpu, cuda[:N] or mps.")
+@click.option("--dtype", default="auto", show_default=True, help="--teacher: auto (fp16 on CUDA), fp32, fp16, bf16.")
+@click.option("--image-size", default="640x480", show_default=True, help="--teacher: WxH of the synthetic photos.")
+def bench(
+    images: Path, sensor: str, repeats: int, meshes: bool, scaling: bool, workers: int, teacher: str, **teacher_bench
+) -> None:
+    """Print per-stage milliseconds per frame and the ratio to bare Open3D build + cast,
+    or with --meshes each mesh method's time, size and fidelity, or with --scaling how
+    the runner scales with workers and input count."""
+    if teacher:
+        from ..bench.teacher import print_teacher_bench
+
+        print_teacher_bench(teacher, repeats=repeats, **teacher_bench)
+        return
+    if meshes:
+        print_mesh_table(images, sensor, repeats)
+        return
+    if scaling:
+        from ..bench.scaling import print_scaling
+
+        print_scaling(images, workers)
+        return
+    print_frame_table(images, sensor, repeats)

@@ -1,0 +1,52 @@
+"""`simlidar`: the command group, its commands, and the one place errors become one line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .bench import bench
+from .convert import convert
+from .errors import user_errors, with_flags
+from .generate import generate
+from .output import inspect_command, publish
+from .sensors import sensors
+from .teachers import teachers
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="simlidar")
+def cli() -> None:
+    """Turn a folder of photos into LiDAR depth-completion training data (WebDataset shards)."""
+
+
+for command in (generate, inspect_command, publish, bench, sensors, teachers, convert):
+    cli.add_command(command)
+
+
+def add_training_commands() -> None:
+    """The training commands come from `simlidar.train.cli`, imported here rather than at module
+    level so that the data pipeline never depends on the training package."""
+    from simlidar.train.cli import bench_student, bench_train, evaluate, train
+
+    for command in (train, evaluate, bench_train, bench_student):
+        cli.add_command(command)
+
+
+def main() -> None:
+    add_training_commands()
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except user_errors() as error:
+        click.echo(f"error: {with_flags(str(error))}", err=True)
+        sys.exit(2)

@@ -1,0 +1,51 @@
+"""`simlidar inspect` and `simlidar publish`: check a finished output, put it on the Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("inspect")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--previews", default=12, type=click.IntRange(min=0), help="Samples on the contact sheet (0: none).")
+def inspect_command(out: Path, previews: int) -> None:
+    """Check every shard in OUT against its manifest, print statistics, and write OUT/previews/
+    (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
+    from ..errors import PipelineError
+    from ..output.inspect import format_report, inspect_output
+
+    report = inspect_output(out, previews)
+    for line in format_report(report):
+        click.echo(line)
+    click.echo(f"previews in {out / 'previews'}/")
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if report.problems:
+        raise PipelineError(
+            f"{len(report.problems)} problems in {out} (listed above); re-run `simlidar generate` on it"
+        )
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--repo", required=True, help="Hub dataset repo, USER/NAME or ORG/NAME (created if missing).")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--revision", default=None, help="Branch to upload to (created if missing) [default: main].")
+@click.option("--license", "licence", default="other", help="Licence id for the card (e.g. cc-by-4.0, apache-2.0).")
+@click.option("--split", default="train", help="Split the shards belong to (data/SPLIT/ on the Hub).")
+@click.option("--dry-run", is_flag=True, help="Check and stage OUT/hub (shards, card, preview); upload nothing.")
+def publish(out: Path, repo: str, private: bool, revision: str | None, licence: str, split: str, dry_run: bool) -> None:
+    """Publish OUT to the Hugging Face Hub as a dataset that `datasets` and webdataset load.
+
+    OUT is checked first (as `simlidar inspect` does). The token comes from HF_TOKEN or
+    `hf auth login`; re-running after an interrupted upload resumes it.
+    """
+    from ..output.publish import stage, upload
+
+    staging = stage(out, repo, licence, split, revision or "main")
+    click.echo(f"staged {out / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")
+    if dry_run:
+        return
+    click.echo(f"uploaded: {upload(staging, repo, private, revision)}")

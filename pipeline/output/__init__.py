@@ -1,0 +1,1 @@
+"""What a finished run gives: the manifest, inspection, previews, publishing."""

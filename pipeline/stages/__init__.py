@@ -1,0 +1,1 @@
+"""The steps that make a sample: teacher (+ cache), mesh, scene, scan, sample."""

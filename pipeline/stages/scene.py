@@ -1,0 +1,205 @@
+"""One scene model for every input. A Scene is a list of cameras (image, K, T_scene_cam,
+teacher depth) and the views to write: a photo is a rig of one camera, `--rig virtual`
+cuts views out of one camera, a calibrated rig has several cameras. Every kind goes
+through one chain: mesh each camera -> merge into the scene frame -> one LiDAR scan per
+scan index -> one build_sample per view."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from simlidar.sensors import mount_pose, sample_mount_jitter
+from simlidar.sensors.camera import invert_pose, transform_points
+from simlidar.sensors.effects import luma
+from simlidar.sensors.mount import jittered_pose
+from simlidar.sensors.raycast import MeshScene
+from simlidar.teachers import DepthPrediction, SidecarTeacher, TeacherInput, resolve_intrinsics
+
+from .. import schema
+from ..sources.photos import LoadedImage, load_image
+from .mesh import Mesh, MeshOptions, depth_to_mesh
+from .sample import ScanRecord, View, build_sample
+from .scan import Scan, ScanCamera, simulate_rig_scan
+from .timing import StageTimes
+
+if TYPE_CHECKING:
+    from ..config import RunPlan
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def sample_rng(seed: int, key: str, view: int, sensor_name: str) -> np.random.Generator:
+    """The one generator of a (run seed, source key, view, sensor) sample."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _stable_int(key), view, _stable_int(sensor_name)]))
+
+
+def image_rng(seed: int, key: str, purpose: str = "teacher") -> np.random.Generator:
+    """The generator of a (run seed, source key) draw shared by every view and sensor:
+    the teacher's depth conversion, the random intrinsics; `purpose` keeps them apart."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _stable_int(key), _stable_int(purpose)]))
+
+
+@dataclass
+class SceneCamera:
+    """One camera of a scene: its image, K (3, 3) pixels (and where K came from), its
+    teacher prediction (metric depth (H, W) m), the input path the json names, its name
+    in a calibration, and T_scene_cam (4, 4) into the scene's frame (None: the scene's
+    frame is this camera's)."""
+
+    image: LoadedImage
+    K: np.ndarray
+    intrinsics_source: str
+    prediction: DepthPrediction
+    source_path: str
+    name: str = ""
+    T_scene_cam: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        return self.image.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.image.rgb.shape[0]
+
+    @cached_property
+    def dense_png(self) -> bytes:
+        """The teacher's depth as a sample's dense.png, encoded once for every view."""
+        return schema.encode_depth_png(self.prediction.depth)
+
+    def scan_camera(self, reflectance: str) -> ScanCamera:
+        """This camera as a scan serves it; reflectance: "luma" (from its image) or "uniform"."""
+        T_cam_scene = None if self.T_scene_cam is None else invert_pose(self.T_scene_cam)
+        return ScanCamera(
+            self.K, self.width, self.height, T_cam_scene, luma(self.image.rgb) if reflectance == "luma" else None
+        )
+
+
+class ViewMaker(Protocol):
+    """Turns one scan of a scene into the views (samples) it gives."""
+
+    def views(self, context: ScanContext) -> list[View]: ...
+
+
+@dataclass(frozen=True)
+class Scene:
+    """key: the sample key stem; cameras: in index order; views: what each scan gives;
+    scans: LiDAR frames to draw (a photo's --views; one for a rig); T_scene_lidar (4, 4):
+    a calibrated LiDAR mount (None: the run's mount on the first camera)."""
+
+    key: str
+    cameras: tuple[SceneCamera, ...]
+    views: ViewMaker
+    scans: int = 1
+    T_scene_lidar: np.ndarray | None = None
+
+
+@dataclass
+class ScanContext:
+    """What a ViewMaker gets for one scan: the scene, its per-camera meshes, the scan and
+    the pose it was cast from, the scan's index and generator (for the draws after the
+    scan), the run's plan and timings."""
+
+    scene: Scene
+    meshes: list[Mesh]
+    scan: Scan
+    T_scene_lidar: np.ndarray
+    index: int
+    rng: np.random.Generator
+    plan: RunPlan
+    times: StageTimes
+
+
+def sidecar_camera(path: Path, times: StageTimes) -> SceneCamera:
+    """A photo with sidecar depth and intrinsics as a scene's one camera (for bench and
+    `sensors show`), timing the 'read' and 'teacher' stages."""
+    with times.stage("read"):
+        image = load_image(path, 95)
+    with times.stage("teacher"):
+        prediction = SidecarTeacher().predict([TeacherInput(path, image.rgb)])[0]
+    height, width = prediction.depth.shape
+    K, intrinsics_source = resolve_intrinsics(path, width, height, None, None)
+    return SceneCamera(image, K, intrinsics_source, prediction, path.name)
+
+
+def mesh_scene(scene: Scene, options: MeshOptions, times: StageTimes) -> tuple[MeshScene, list[Mesh]]:
+    """Each camera's teacher depth as a mesh, and all of them as one ray-casting scene in
+    the scene's frame."""
+    with times.stage("mesh"):
+        meshes = [depth_to_mesh(camera.prediction.depth, camera.K, options) for camera in scene.cameras]
+    with times.stage("scene"):
+        if len(meshes) == 1 and scene.cameras[0].T_scene_cam is None:
+            return MeshScene(meshes[0].vertices_cam, meshes[0].triangles), meshes
+        parts = [
+            (mesh.vertices_cam, mesh.triangles, camera.T_scene_cam)
+            for camera, mesh in zip(scene.cameras, meshes, strict=True)
+        ]
+        return MeshScene(*merge_meshes(parts)), meshes
+
+
+def merge_meshes(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One mesh in the scene frame from per-camera (vertices_cam (V, 3) m, triangles (T, 3),
+    T_scene_cam (4, 4)): vertices (sum V, 3) float32 and triangles (sum T, 3) int64."""
+    vertices, triangles, offset = [], [], 0
+    for vertices_cam, triangles_cam, T_scene_cam in parts:
+        vertices.append(transform_points(T_scene_cam, vertices_cam.astype(np.float64)))
+        triangles.append(triangles_cam.astype(np.int64) + offset)
+        offset += len(vertices_cam)
+    return np.concatenate(vertices).astype(np.float32), np.concatenate(triangles)
+
+
+def place_lidar(scene: Scene, plan: RunPlan, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """T_scene_lidar (4, 4) of one scan, the mount drawn from `rng` with the run's jitter,
+    and the mount's json record."""
+    translation_jitter, rotation_jitter = sample_mount_jitter(plan.jitter, rng)
+    if scene.T_scene_lidar is None:
+        T_scene_lidar, name = mount_pose(plan.mount, translation_jitter, rotation_jitter), plan.mount.name
+    else:
+        T_scene_lidar, name = jittered_pose(scene.T_scene_lidar, translation_jitter, rotation_jitter), "calibration"
+    record = {
+        "name": name,
+        "jitter_translation_m": translation_jitter.tolist(),
+        "jitter_roll_pitch_yaw_deg": np.rad2deg(rotation_jitter).tolist(),
+    }
+    return T_scene_lidar, record
+
+
+def sensor_record(plan: RunPlan) -> dict:
+    sensor = plan.sensor
+    return {
+        "name": sensor.name,
+        "kind": sensor.kind,
+        "spec_hash": sensor.spec_hash(),
+        "effects": dataclasses.asdict(sensor.effects),
+        "reflectance": plan.config.reflectance,
+    }
+
+
+def simulate_scene(
+    scene: Scene, plan: RunPlan, times: StageTimes, threads: int = 0
+) -> Iterator[tuple[str, dict[str, bytes], dict]]:
+    """(key, members, counts) of every sample of `scene`: mesh it, then per scan index
+    place the LiDAR, cast one scan that serves every camera, and build each view's sample."""
+    scene_mesh, meshes = mesh_scene(scene, plan.mesh, times)
+    cameras = [camera.scan_camera(plan.config.reflectance) for camera in scene.cameras]
+    sensor = sensor_record(plan)
+    for index in range(scene.scans):
+        rng = sample_rng(plan.config.seed, scene.key, index, plan.sensor.name)
+        T_scene_lidar, mount = place_lidar(scene, plan, rng)
+        scan = simulate_rig_scan(scene_mesh, cameras, plan.sensor, T_scene_lidar, rng, times, threads)
+        record = ScanRecord(index, sensor, mount, plan.config.seed)
+        context = ScanContext(scene, meshes, scan, T_scene_lidar, index, rng, plan, times)
+        for view in scene.views.views(context):
+            with times.stage("encode"):
+                members, counts = build_sample(view, context.scan, record, plan.config.save_points)
+            with times.stage("write"):
+                yield view.key, members, counts

@@ -1,0 +1,83 @@
+"""The layout rules of ../shared/DESIGN.md, checked on the source: what pipeline/ holds at
+its top level, who may import train, and how long a pipeline function may be."""
+
+import ast
+from pathlib import Path
+
+PIPELINE = Path(__file__).resolve().parent.parent / "pipeline"
+TRAIN = PIPELINE.parent / "train"
+JOB_MODULES = {"__init__", "schema", "config", "worker", "runner", "writer", "distributor", "errors"}
+MAX_FUNCTION_LINES = 60
+
+
+def _modules(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
+def _is_click_command(node: ast.AST) -> bool:
+    """A function whose decorators are click options (its length is its option stack)."""
+    return any(
+        isinstance(decorator, ast.Call) and ast.unparse(decorator.func).split(".")[-1] in ("option", "argument")
+        for decorator in getattr(node, "decorator_list", [])
+    )
+
+
+def test_only_the_jobs_own_modules_sit_at_the_top_of_pipeline():
+    top = {path.stem for path in PIPELINE.glob("*.py")}
+    assert top == JOB_MODULES
+    assert {path.name for path in PIPELINE.iterdir() if path.is_dir() and path.name != "__pycache__"} == {
+        "sources",
+        "stages",
+        "output",
+        "bench",
+        "cli",
+    }
+
+
+def _imports(path: Path, module_level_only: bool) -> list[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    names = []
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append("." * node.level + node.module)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+    return names
+
+
+def test_pipeline_imports_train_only_from_its_cli_and_only_lazily():
+    for path in _modules(PIPELINE):
+        inside_cli = path.parent.name == "cli"
+        for name in _imports(path, module_level_only=inside_cli):
+            assert "simlidar.train" not in name, f"{path.relative_to(PIPELINE)} imports {name}"
+
+
+def test_train_imports_only_the_schema_from_pipeline():
+    for path in _modules(TRAIN):
+        for name in _imports(path, module_level_only=False):
+            assert "simlidar.pipeline" not in name or name == "simlidar.pipeline", f"{path.name}: {name}"
+            if name == "simlidar.pipeline":
+                assert "from simlidar.pipeline import schema" in path.read_text()
+
+
+def test_no_pipeline_function_is_longer_than_sixty_lines_except_click_commands():
+    too_long = []
+    for path in _modules(PIPELINE):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not _is_click_command(node):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(PIPELINE)}:{node.lineno} {node.name} ({length} lines)")
+    assert not too_long, too_long
+
+
+def test_the_worker_stays_small():
+    assert len((PIPELINE / "worker.py").read_text().splitlines()) <= 150
+
+
+def test_the_cli_shows_library_parameters_as_flags():
+    from simlidar.pipeline.cli.errors import with_flags
+
+    message = "`intrinsics_policy` fov needs `fov_deg` DEG; `unknown_name` stays"
+    assert with_flags(message) == "--intrinsics-policy fov needs --fov DEG; unknown_name stays"
