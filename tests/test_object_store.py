@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output import object_store
-from simlidar.pipeline.reader import BadImage, list_inputs
 from simlidar.pipeline.sources.image_shards import list_shard_samples
 from simlidar.pipeline.sources.inputs import has_depth_sidecar, list_sources, stage
+from simlidar.pipeline.sources.photos import BadImage, list_inputs
 from simlidar.pipeline.sources.remote import list_remote_inputs
 from simlidar.pipeline.sources.urls import filesystem
 

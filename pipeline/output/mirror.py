@@ -14,8 +14,8 @@ from pathlib import Path
 from upath import UPath
 
 from ..errors import PipelineError
-from ..manifest import ERRORS, MANIFEST
 from . import object_store
+from .manifest import ERRORS, MANIFEST
 
 PREVIEWS = "previews"
 # Only plain shard names are fetched: a damaged manifest must not write outside the copy.

@@ -24,8 +24,8 @@ from pathlib import Path
 from braceexpand import braceexpand
 
 from ..errors import PipelineError
-from ..reader import BadImage
 from ..schema import sanitize_key
+from .photos import BadImage
 from .remote import StagedInput
 from .urls import filesystem, is_url, join
 

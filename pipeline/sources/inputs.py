@@ -7,8 +7,8 @@ from pathlib import Path
 
 from simlidar.teachers import find_depth_sidecar
 
-from ..reader import SourceItem, list_inputs
 from .image_shards import ShardSample, is_shard_source, list_shard_samples
+from .photos import SourceItem, list_inputs
 from .remote import RemoteItem, StagedInput, list_remote_inputs
 from .urls import is_url, local_path
 

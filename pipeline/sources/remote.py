@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
-from ..reader import BadImage, is_image_name, unique_keys
+from .photos import BadImage, is_image_name, unique_keys
 from .urls import filesystem, join
 
 # Files beside a photo that later steps read: depth (teacher 'sidecar') and intrinsics.
