@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from simlidar.teachers import find_depth_sidecar
 from tqdm import tqdm
 
 from .config import GenerateConfig, RunPlan
@@ -17,7 +16,8 @@ from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
 from .output.manifest import ERRORS, LOG, finalize_output, prepare_output, read_stats, shard_done
 from .sources.calibrated_rig import list_frames
-from .sources.photos import IMAGE_SUFFIXES, list_inputs
+from .sources.inputs import has_depth_sidecar, list_sources
+from .sources.photos import IMAGE_SUFFIXES
 from .stages.teacher import build_teacher
 from .writer import plan_shards
 
@@ -97,11 +97,11 @@ def list_items(plan: RunPlan) -> tuple[list, str]:
         root, unit = Path(config.images), "frame"
         items = list_frames(root, plan.calibration)
     else:
-        (items, root), unit = list_inputs(config.images), "img"
+        (items, root), unit = list_sources(config.images), "img"
     items = items[: config.limit]
     if not items:
         raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if config.teacher == "sidecar" and not any(find_depth_sidecar(item.path) for item in items):
+    if config.teacher == "sidecar" and not any(has_depth_sidecar(item) for item in items):
         raise PipelineError(
             f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
             "photo.depth.npy); add those files, or pass --teacher with a depth model"

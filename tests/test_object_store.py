@@ -25,7 +25,7 @@ from simlidar.pipeline.sources.image_shards import list_shard_samples
 from simlidar.pipeline.sources.inputs import has_depth_sidecar, list_sources, stage
 from simlidar.pipeline.sources.photos import BadImage, list_inputs
 from simlidar.pipeline.sources.remote import list_remote_inputs
-from simlidar.pipeline.sources.urls import filesystem
+from simlidar.pipeline.sources.urls import SCRATCH, filesystem, scratch_folder
 
 from .helpers import REPO, write_photo
 
@@ -346,10 +346,10 @@ def test_scratch_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    left_over = tmp_path / object_store.SCRATCH / f"{socket.gethostname()}-{int(dead.stdout)}"
+    left_over = tmp_path / SCRATCH / f"{socket.gethostname()}-{int(dead.stdout)}"
     (left_over / "inputs").mkdir(parents=True)
-    alive = tmp_path / object_store.SCRATCH / f"{socket.gethostname()}-1"
+    alive = tmp_path / SCRATCH / f"{socket.gethostname()}-1"
     alive.mkdir()
-    mine = object_store.scratch_folder()
+    mine = scratch_folder()
     assert mine.name == f"{socket.gethostname()}-{os.getpid()}" and mine.is_dir()
     assert not left_over.exists() and alive.is_dir()

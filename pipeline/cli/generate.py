@@ -9,6 +9,7 @@ import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
 from ..config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..sources.urls import is_url
 from ..stages.mesh import METHODS, MeshOptions
 from .errors import with_flags
 
@@ -30,15 +31,19 @@ def _absolute_rig(rig: str) -> str:
 
 
 def _absolute_source(images: str) -> str:
-    """--images made absolute, so that the recorded config does not depend on the working folder."""
-    return os.path.join(os.path.abspath(os.curdir), images) if not os.path.isabs(images) else images
+    """--images made absolute, so that the recorded config does not depend on the working folder
+    (a URL is kept as it is)."""
+    if is_url(images) or os.path.isabs(images):
+        return images
+    return os.path.join(os.path.abspath(os.curdir), images)
 
 
 @click.command()
 @click.option(
     "--images",
     required=True,
-    help="Photos: a folder (searched recursively), a quoted glob ('photos/**/*.jpg') or a text file of paths.",
+    help="Photos: a folder (searched recursively), a quoted glob ('photos/**/*.jpg') or a text file of paths, "
+    "local or as a URL (s3://, gs://, hf://); or WebDataset shards of images ('s3://bucket/coco-{00000..00099}.tar').",
 )
 @click.option(
     "--sensor",
@@ -93,7 +98,8 @@ def _absolute_source(images: str) -> str:
     "teacher_cache",
     default="",
     show_default=False,
-    help="Teacher cache folder (zarr), shareable between runs [default: OUT/teacher-cache].",
+    help="Teacher cache (zarr), a folder or a URL, shareable between runs; a local folder keeps one per node "
+    "of a cluster [default: OUT/teacher-cache, on the store too when --out is a URL].",
 )
 @click.option(
     "--depth-range",

@@ -13,19 +13,14 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
-import shutil
-import socket
-import tempfile
 import time
 from pathlib import Path
 
 from upath import UPath
 
-from ..sources.urls import LOCAL_SCHEMES, filesystem, is_url, local_path
+from ..sources.urls import LOCAL_SCHEMES, filesystem, is_url, local_path, scratch_folder
 
 HASH_CHUNK = 1 << 20
-SCRATCH = "simlidar-staging"
 
 
 def is_remote(path) -> bool:
@@ -98,29 +93,6 @@ def read_bytes(path: UPath) -> bytes:
 
 def read_json(path: UPath):
     return json.loads(read_bytes(path))
-
-
-def scratch_folder() -> Path:
-    """This process's local scratch folder (host and pid in its name, under the system's
-    temp folder); those of dead processes on this host, left by a kill, are removed."""
-    root, host = Path(tempfile.gettempdir()) / SCRATCH, socket.gethostname()
-    mine = root / f"{host}-{os.getpid()}"
-    if not mine.is_dir():
-        for other in root.glob(f"{host}-*"):
-            if not _process_alive(int(other.name.rsplit("-", 1)[1])):
-                shutil.rmtree(other, ignore_errors=True)
-        mine.mkdir(parents=True, exist_ok=True)
-    return mine
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def temporary_name(path: UPath) -> Path:

@@ -7,7 +7,12 @@ never printed nor written into a manifest."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 
 import fsspec
 from fsspec.core import split_protocol
@@ -17,6 +22,7 @@ from ..errors import PipelineError
 # The pip extra that brings each scheme's filesystem (pip install "simlidar[s3]").
 SCHEME_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 LOCAL_SCHEMES = (None, "file", "local")
+SCRATCH = "simlidar-staging"
 _USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", re.IGNORECASE)
 
 
@@ -51,3 +57,26 @@ def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise PipelineError(f"{scheme}:// locations need an optional package: {how}") from None
     except ValueError as error:
         raise PipelineError(f"{scheme}:// is not a filesystem fsspec knows ({error})") from None
+
+
+def scratch_folder() -> Path:
+    """This process's local scratch folder (host and pid in its name, under the system's
+    temp folder); those of dead processes on this host, left by a kill, are removed."""
+    root, host = Path(tempfile.gettempdir()) / SCRATCH, socket.gethostname()
+    mine = root / f"{host}-{os.getpid()}"
+    if not mine.is_dir():
+        for other in root.glob(f"{host}-*"):
+            if not _process_alive(int(other.name.rsplit("-", 1)[1])):
+                shutil.rmtree(other, ignore_errors=True)
+        mine.mkdir(parents=True, exist_ok=True)
+    return mine
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
