@@ -32,10 +32,11 @@ def stage(item: InputItem, folder: Path) -> StagedInput:
     return item.stage(folder)
 
 
-def has_depth_sidecar(item: InputItem) -> bool:
-    """Whether the input brings its own depth (photo.depth.png / .npy, or a shard's depth member)."""
-    if isinstance(item, SourceItem):
-        return find_depth_sidecar(item.path) is not None
+def has_depth_sidecar(item) -> bool:
+    """Whether the input brings its own depth (photo.depth.png / .npy, or a shard's
+    depth member); for a local photo or a rig frame, its (first) camera's file."""
     if isinstance(item, RemoteItem):
         return any(suffix.startswith(".depth.") for suffix in item.sidecars)
-    return any(extension.startswith("depth.") for extension, _, _ in item.members)
+    if isinstance(item, ShardSample):
+        return any(extension.startswith("depth.") for extension, _, _ in item.members)
+    return find_depth_sidecar(item.path) is not None
