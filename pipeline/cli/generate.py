@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
 from ..config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..output import object_store
 from ..sources.urls import is_url
 from ..stages.mesh import METHODS, MeshOptions
 from .errors import with_flags
@@ -51,7 +51,9 @@ def _absolute_source(images: str) -> str:
     help=f"LiDAR to simulate: {', '.join(available_sensors())}, or a path to a sensor .toml file.",
 )
 @click.option(
-    "--out", default=Path("out"), type=click.Path(path_type=Path), help="Output folder for shards and manifest."
+    "--out",
+    default="out",
+    help="Output folder for shards and manifest, or a URL (s3://bucket/run/; see 'Run on a cluster' in the README).",
 )
 @click.option(
     "--mount", default="", show_default=False, help=f"LiDAR placement: {', '.join(MOUNTS)} [default: the sensor's own]."
@@ -275,8 +277,8 @@ def _absolute_source(images: str) -> str:
     "--address",
     default=None,
     envvar="RAY_ADDRESS",
-    help="Ray cluster to join (also RAY_ADDRESS); --out must be on storage every node can reach "
-    "[default: a local Ray].",
+    help="Ray cluster to join (also RAY_ADDRESS); local --images and --out must be on storage every node can "
+    "reach, URLs (s3://, gs://) need no shared filesystem [default: a local Ray].",
 )
 @click.option(
     "--teacher-actors",
@@ -288,7 +290,7 @@ def _absolute_source(images: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def generate(
-    out: Path,
+    out: str,
     overwrite: bool,
     quiet: bool,
     images: str,
@@ -305,6 +307,7 @@ def generate(
     from ..runner import generate as run_generate
 
     config = GenerateConfig(images=_absolute_source(images), **options)
+    out = object_store.location(out)
     summary = run_generate(
         config,
         out,
