@@ -5,7 +5,6 @@ images as input, and the output store's rules (whole uploads, exclusive create).
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import signal
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import uuid
 from pathlib import Path
 
 import fsspec
@@ -30,39 +28,6 @@ from simlidar.pipeline.sources.urls import SCRATCH, filesystem, scratch_folder
 from .helpers import REPO, write_photo
 
 SCENES = REPO / "examples" / "scenes"
-# moto accepts any credentials; these keep the tests away from a user's real ones.
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "simlidar-test",
-    "AWS_SECRET_ACCESS_KEY": "simlidar-test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-}
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 server on 127.0.0.1 (a free port) for this test session, as the
-    environment of this process and of its children sees it; stopped at the end."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
-            patch.setenv(name, value)
-        yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def bucket(s3_server):
-    """A new empty bucket: its s3:// URL."""
-    name = f"simlidar-{uuid.uuid4().hex[:12]}"
-    fsspec.filesystem("s3").mkdir(name)
-    return f"s3://{name}"
 
 
 def upload_folder(local: Path, url: str) -> None:
