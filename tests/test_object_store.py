@@ -318,3 +318,14 @@ def test_scratch_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     mine = scratch_folder()
     assert mine.name == f"{socket.gethostname()}-{os.getpid()}" and mine.is_dir()
     assert not left_over.exists() and alive.is_dir()
+
+
+def test_a_listed_photo_missing_on_the_store_is_recorded_not_fatal(tmp_path, bucket):
+    fs = fsspec.filesystem("s3")
+    fs.put_file(str(SCENES / "yard.jpg"), f"{bucket[5:]}/photos/yard.jpg")
+    fs.pipe_file(f"{bucket[5:]}/photos/list.txt", b"yard.jpg\nmissing.jpg\ngone/away.jpg\n")
+    items, _ = list_sources(f"{bucket}/photos/list.txt")
+    assert [item.relpath for item in items] == ["gone/away.jpg", "missing.jpg", "yard.jpg"]
+    with pytest.raises(BadImage, match="no such file on the store"):
+        stage(items[1], tmp_path)
+    assert stage(items[2], tmp_path).path.read_bytes() == (SCENES / "yard.jpg").read_bytes()

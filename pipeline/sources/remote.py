@@ -52,7 +52,7 @@ class RemoteItem:
         try:
             contents = fs.cat(list(names), on_error="raise")
         except FileNotFoundError:
-            raise BadImage("the file or a sidecar beside it was removed from the store after listing") from None
+            raise BadImage("no such file on the store (or a sidecar beside it was removed after listing)") from None
         target = folder / self.key
         target.mkdir(parents=True, exist_ok=True)
         for source, name in names.items():
@@ -65,17 +65,7 @@ def list_remote_inputs(source: str) -> tuple[list[RemoteItem], str]:
     and the URL their relative paths are taken from."""
     fs, path = filesystem(source)
     try:
-        if glob.has_magic(path):
-            root, files = _glob_root(path), [found for found in fs.glob(path) if fs.isfile(found)]
-        elif fs.isdir(path):
-            root, files = path.rstrip("/"), fs.find(path)
-        elif fs.isfile(path):
-            if is_image_name(posixpath.basename(path)):
-                raise PipelineError(f"{source} is one photo; give its folder, a glob or a text file of paths")
-            root, files = posixpath.dirname(path), _listed_paths(fs, path)
-        else:
-            raise PipelineError(f"{source} does not exist (give a folder, a glob or a text file of paths)")
-        present = set(files) | _files_beside(fs, files)
+        root, files, present = _list(fs, path, source)
     except (PermissionError, OSError) as error:
         raise PipelineError(f"cannot list {source} ({type(error).__name__}: {error})") from None
     photos = sorted(found for found in files if _visible_photo(found, root))
@@ -89,6 +79,22 @@ def list_remote_inputs(source: str) -> tuple[list[RemoteItem], str]:
         for photo, relative, key in zip(photos, relatives, keys, strict=True)
     ]
     return items, root_url
+
+
+def _list(fs, path: str, source: str) -> tuple[str, list[str], set[str]]:
+    """(root, files the source names, every file present where they are: to find sidecars)."""
+    if glob.has_magic(path):
+        files = [name for name, info in fs.glob(path, detail=True).items() if info["type"] == "file"]
+        return _glob_root(path), files, set(files) | _files_beside(fs, files)
+    if fs.isdir(path):
+        files = fs.find(path)
+        return path.rstrip("/"), files, set(files)
+    if fs.isfile(path):
+        if is_image_name(posixpath.basename(path)):
+            raise PipelineError(f"{source} is one photo; give its folder, a glob or a text file of paths")
+        files = _listed_paths(fs, path)
+        return posixpath.dirname(path), files, _files_beside(fs, files)
+    raise PipelineError(f"{source} does not exist (give a folder, a glob or a text file of paths)")
 
 
 def _glob_root(pattern: str) -> str:
@@ -116,7 +122,10 @@ def _files_beside(fs, files: list[str]) -> set[str]:
     """Every file in the folders of `files` (one listing per folder), to find sidecars."""
     beside: set[str] = set()
     for folder in sorted({posixpath.dirname(found) for found in files}):
-        beside.update(entry["name"] for entry in fs.ls(folder, detail=True) if entry["type"] == "file")
+        try:
+            beside.update(entry["name"] for entry in fs.ls(folder, detail=True) if entry["type"] == "file")
+        except FileNotFoundError:
+            continue
     return beside
 
 
