@@ -169,6 +169,10 @@ def test_damaged_image_shards(tmp_path):
     (sample,), _ = list_shard_samples(str(tmp_path / "json.tar"))
     with pytest.raises(BadImage, match=r"k.json in json.tar is not valid JSON \(Expecting property name"):
         stage(sample, tmp_path / "scratch")
+    write_image_shard(tmp_path / "cut.tar", [(f"k{i}", {"jpg": (SCENES / "yard.jpg").read_bytes()}) for i in range(3)])
+    (tmp_path / "cut.tar").write_bytes((tmp_path / "cut.tar").read_bytes()[:100_000])  # inside the second image
+    with pytest.raises(PipelineError, match="cut.tar is not a readable tar"):
+        list_shard_samples(str(tmp_path / "cut.tar"))
     write_image_shard(tmp_path / "empty.tar", [])
     assert list_shard_samples(str(tmp_path / "empty.tar"))[0] == []
 
