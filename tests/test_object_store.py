@@ -238,11 +238,32 @@ def s3_shards(fs, url: str) -> dict[str, bytes]:
     return {found.rsplit("/", 1)[1]: fs.cat_file(found) for found in sorted(fs.glob(f"{path}/shard-*.tar"))}
 
 
+def input_shards(folder: Path) -> None:
+    """Two WebDataset shards of three small street photos each, with depth and metadata."""
+    for shard in range(2):
+        samples = [(f"{shard:02d}{i:03d}", street_photo_members(folder / "photos", 3 * shard + i)) for i in range(3)]
+        write_image_shard(folder / "wds" / f"in-{shard}.tar", samples)
+
+
+def test_generate_from_shards_on_s3_writes_the_bytes_of_the_same_shards_on_disk(cli, tmp_path, bucket):
+    input_shards(tmp_path)
+    upload_folder(tmp_path / "wds", f"{bucket}/wds")
+    options = ["--fov", "80", "--shard-size", "4", "--quiet", "--workers", "1"]
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert cli("generate", "--images", tmp_path / "wds" / "in-{0..1}.tar", "--out", local, *options)[0] == 0
+    code, _, err = cli("generate", "--images", f"{bucket}/wds/in-{{0..1}}.tar", "--out", remote, *options)
+    assert code == 0, err
+    for name in ("shard-000000.tar", "shard-000001.tar", "errors.jsonl"):
+        assert (local / name).read_bytes() == (remote / name).read_bytes()
+    with tarfile.open(local / "shard-000001.tar") as tar:
+        assert tar.getnames()[0] == "01001-v0.jpg"
+        meta = json.loads(tar.extractfile("01001-v0.json").read())
+    assert meta["source_path"] == "in-1.tar/01001" and meta["source_meta"]["json"]["caption"] == "street 4"
+
+
 @pytest.mark.slow
 def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_local_run(cli, tmp_path, bucket):
-    for shard in range(2):
-        samples = [(f"{shard:02d}{i:03d}", street_photo_members(tmp_path / "photos", 3 * shard + i)) for i in range(3)]
-        write_image_shard(tmp_path / "wds" / f"in-{shard}.tar", samples)
+    input_shards(tmp_path)
     upload_folder(tmp_path / "wds", f"{bucket}/wds")
     options = ["--fov", "80", "--shard-size", "2", "--quiet"]
     reference = tmp_path / "reference"
