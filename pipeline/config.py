@@ -27,9 +27,11 @@ from simlidar.teachers import (
     parse_fov_range,
     parse_policy,
 )
+from simlidar.teachers.intrinsics import MAX_FOV_DEG, MIN_FOV_DEG
 
 from .errors import PipelineError
 from .sources.calibrated_rig import Calibration, is_calibration, load_calibration
+from .sources.photos import MIN_IMAGE_SIDE
 from .sources.virtual_rig import Rig, load_rig
 from .stages.mesh import METHODS, MeshOptions
 from .stages.teacher import TeacherSpec
@@ -37,6 +39,9 @@ from .stages.teacher import TeacherSpec
 TEACHERS = known_teachers()
 # Where a return's reflectance comes from: the photo's luma, or one value everywhere.
 REFLECTANCE_SOURCES = ("luma", "uniform")
+# Photos larger than this are recorded, not meshed: meshing and casting hold ~100 bytes
+# per pixel (a 108 MP photo took ~10 GB), so 24 MP stays near 2.5 GB per worker.
+DEFAULT_MAX_PIXELS = 24_000_000
 # Fields that do not change what is written: a resumed run may change them.
 RUNTIME_FIELDS = ("teacher_batch_size", "teacher_device", "teacher_cache")
 
@@ -99,6 +104,7 @@ class GenerateConfig:
     reflectance: str = "luma"
     integration_time_s: float | None = None
     jpeg_quality: int = 95
+    max_pixels: int = DEFAULT_MAX_PIXELS
     teacher_batch_size: int = 4
     teacher_output: str = ""
     teacher_revision: str = ""
@@ -140,6 +146,11 @@ class GenerateConfig:
             (self.returns in (None, *RETURN_MODES), f"--returns must be one of {', '.join(RETURN_MODES)}"),
             (self.reflectance in REFLECTANCE_SOURCES, f"--reflectance must be one of {', '.join(REFLECTANCE_SOURCES)}"),
             (1 <= self.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
+            (self.max_pixels >= MIN_IMAGE_SIDE**2, f"--max-pixels must be at least {MIN_IMAGE_SIDE**2}"),
+            (
+                self.fov_deg is None or MIN_FOV_DEG <= self.fov_deg <= MAX_FOV_DEG,
+                f"--fov must be between {MIN_FOV_DEG:g} and {MAX_FOV_DEG:g} degrees, got {self.fov_deg}",
+            ),
             (self.teacher_batch_size >= 1, "--batch-size must be at least 1"),
             (self.teacher_max_size >= 0, "--max-size must not be negative (0 = never shrink)"),
             (

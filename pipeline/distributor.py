@@ -36,6 +36,8 @@ log = logging.getLogger("simlidar.generate")
 # A Ray worker process that dies (OOM kill, node lost) has its shard rerun this often.
 RAY_RETRIES = 3
 POLL_SECONDS = 0.5
+# What _collect returns for a shard to run again.
+RETRY = object()
 
 
 class Progress(Protocol):
@@ -59,10 +61,10 @@ def disk_error(error: OSError, out_dir: Path, plan: ShardPlan) -> PipelineError:
 
 
 def run_in_process(
-    plan: RunPlan, shards: list[ShardPlan], out_dir: Path, progress: Progress, teacher: Teacher
+    plan: RunPlan, shards: list[ShardPlan], out_dir: Path, progress: Progress, teacher: Teacher, lock_token: str = ""
 ) -> list[ShardFailure]:
     """Run shards one after another here with the run's `teacher`; Open3D still casts on every core."""
-    worker = ShardWorker(plan, teacher)
+    worker = ShardWorker(plan, teacher, lock_token=lock_token)
     failures = []
     for shard in shards:
         started = time.perf_counter()
@@ -87,6 +89,7 @@ def run_on_ray(
     workers: int,
     address: str | None,
     teacher_actors: int | None = None,
+    lock_token: str = "",
 ) -> list[ShardFailure]:
     """Run shards as Ray tasks, one CPU each, at most `workers` at a time (0: one per
     CPU of the cluster), so the images in flight stay bounded (concurrency x teacher
@@ -108,47 +111,71 @@ def run_on_ray(
         actors = _teacher_pool(plan, out_dir, teacher_actors)
         if actors:
             log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
-        return _run_tasks(plan, shards, out_dir, progress, concurrency, actors)
+        return _run_tasks(plan, shards, out_dir, progress, concurrency, actors, lock_token)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _run_tasks(
-    plan: RunPlan, shards: list[ShardPlan], out_dir: Path, progress: Progress, concurrency: int, actors: list
+    plan: RunPlan,
+    shards: list[ShardPlan],
+    out_dir: Path,
+    progress: Progress,
+    concurrency: int,
+    actors: list,
+    lock_token: str,
 ) -> list[ShardFailure]:
-    """Keep `concurrency` shard tasks running until every shard is done or failed."""
+    """Keep `concurrency` shard tasks running until every shard is done or failed. A task
+    whose worker process dies is run again from here (not by Ray) so each retry is logged."""
     counter = InputCounter.remote()
-    run_shard = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_run_shard)
+    run_shard = ray.remote(num_cpus=1, max_retries=0)(_run_shard)
     plan_reference = ray.put(plan)
     queue = list(shards)
     running: dict = {}
+    lost: dict[int, int] = {}
     reported = 0
     failures = []
     while queue or running:
         while queue and len(running) < concurrency:
             shard = queue.pop(0)
-            running[run_shard.remote(plan_reference, shard, str(out_dir), counter, actors)] = shard
+            running[run_shard.remote(plan_reference, shard, str(out_dir), counter, actors, lock_token)] = shard
         finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
         for reference in finished:
             shard = running.pop(reference)
-            try:
-                stats = ray.get(reference)
-                log.info("%s done: %d samples in %.1f s", shard.name, stats["samples"], stats["seconds"]["total"])
-                progress.shard_done()
-            except ray.exceptions.RayTaskError as error:
-                cause = error.cause
-                if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-                    raise disk_error(cause, out_dir, shard) from None
-                log.error("%s failed:\n%s", shard.name, error)
-                failures.append(ShardFailure(shard.name, f"{type(cause).__name__}: {cause}"))
-            except ray.exceptions.RayError as error:
-                log.error("%s failed after %d retries: %s", shard.name, RAY_RETRIES, error)
-                failures.append(ShardFailure(shard.name, f"worker lost {RAY_RETRIES + 1} times ({error})"))
+            failure = _collect(reference, shard, out_dir, progress, lost)
+            if failure is RETRY:
+                queue.insert(0, shard)
+            elif failure is not None:
+                failures.append(failure)
         done = ray.get(counter.total.remote())
         progress.inputs_done(done - reported)
         reported = done
     return failures
+
+
+def _collect(reference, shard: ShardPlan, out_dir: Path, progress: Progress, lost: dict[int, int]):
+    """The outcome of one finished task: None (done), RETRY (its worker process died: run it
+    again, up to RAY_RETRIES times, each logged) or a ShardFailure. A full disk stops the run."""
+    try:
+        stats = ray.get(reference)
+    except ray.exceptions.RayTaskError as error:
+        cause = error.cause
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            raise disk_error(cause, out_dir, shard) from None
+        log.error("%s failed:\n%s", shard.name, error)
+        return ShardFailure(shard.name, f"{type(cause).__name__}: {cause}")
+    except ray.exceptions.RayError as error:
+        lost[shard.index] = lost.get(shard.index, 0) + 1
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if lost[shard.index] <= RAY_RETRIES:
+            log.warning("%s: worker lost (%s); retry %d of %d", shard.name, reason, lost[shard.index], RAY_RETRIES)
+            return RETRY
+        log.error("%s failed: worker lost %d times (%s)", shard.name, RAY_RETRIES + 1, reason)
+        return ShardFailure(shard.name, f"worker lost {RAY_RETRIES + 1} times ({reason})")
+    log.info("%s done: %d samples in %.1f s", shard.name, stats["samples"], stats["seconds"]["total"])
+    progress.shard_done()
+    return None
 
 
 @functools.cache
@@ -157,10 +184,10 @@ def process_teacher(spec: TeacherSpec) -> Teacher:
     return build_teacher(spec)
 
 
-def _run_shard(plan: RunPlan, shard: ShardPlan, out_dir: str, counter, actors: list) -> dict:
+def _run_shard(plan: RunPlan, shard: ShardPlan, out_dir: str, counter, actors: list, lock_token: str) -> dict:
     """One Ray task: one shard, casting on this task's single CPU."""
     teacher = RemoteTeacher(actors, shard.index) if actors else process_teacher(plan.teacher)
-    worker = ShardWorker(plan, teacher, cast_threads=1)
+    worker = ShardWorker(plan, teacher, cast_threads=1, lock_token=lock_token)
     done = 0
 
     def report() -> None:

@@ -13,15 +13,19 @@ from pathlib import Path
 from simlidar.teachers import IntrinsicsError, Teacher, TeacherError, TeacherInput, resolve_intrinsics, to_metric
 
 from .config import RunPlan
+from .errors import UnusableDepth, error_stage
+from .output import store
+from .output.lock import still_held
 from .sources.calibrated_rig import RigFrame, load_frame
 from .sources.inputs import InputItem, stage
 from .sources.photos import BadImage, LoadedImage, load_image
 from .sources.urls import scratch_folder
+from .stages.mesh import check_depth_usable
 from .stages.scene import Scene, SceneCamera, ViewMaker, image_rng, simulate_scene
 from .stages.teacher import CachedTeacher, TeacherCache, teacher_cache_dir
 from .stages.timing import StageTimes
 from .stages.views import CalibratedViews, PhotoViews, VirtualRigViews
-from .writer import ShardPlan, ShardWriter, stats_path, tar_path, write_json_atomically
+from .writer import ShardPlan, ShardWriter, stats_path, tar_path
 
 # An input read: the item, (path, image) of each of its cameras, what its source said about it.
 Loaded = tuple[InputItem | RigFrame, list[tuple[Path, LoadedImage]], dict | None]
@@ -37,10 +41,12 @@ def view_maker(plan: RunPlan) -> ViewMaker:
 
 
 class ShardWorker:
-    def __init__(self, plan: RunPlan, teacher: Teacher, cast_threads: int = 0):
-        """teacher: the run's (built once per process), or a proxy to shared GPU actors."""
+    def __init__(self, plan: RunPlan, teacher: Teacher, cast_threads: int = 0, lock_token: str = ""):
+        """teacher: the run's (built once per process), or a proxy to shared GPU actors;
+        lock_token: the run's output lock: a shard is renamed into place only while it holds."""
         self.plan, self.config = plan, plan.config
         self.teacher = teacher
+        self.lock_token = lock_token
         self.cast_threads = cast_threads
         self.views = view_maker(plan)
 
@@ -50,9 +56,10 @@ class ShardWorker:
         times, errors, counts = StageTimes(), [], []
         teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, out_dir)))
         batch_size = self.config.teacher_batch_size
+        may_publish = (lambda: still_held(out_dir, self.lock_token)) if self.lock_token else (lambda: True)
         # Inputs not on this machine are staged in a scratch folder while their shard is made.
         staging = tempfile.TemporaryDirectory(dir=scratch_folder())
-        with ShardWriter(tar_path(out_dir, shard)) as writer, staging as scratch:
+        with ShardWriter(tar_path(out_dir, shard), may_publish) as writer, staging as scratch:
             for start in range(0, len(shard.items), batch_size):
                 batch = shard.items[start : start + batch_size]
                 loaded = self._read(batch, Path(scratch), errors, times, on_input)
@@ -66,12 +73,11 @@ class ShardWorker:
                         for key, members, sample_counts in simulate_scene(scene, self.plan, times, self.cast_threads):
                             writer.write(key, members)
                             counts.append(sample_counts)
-                    except (TeacherError, IntrinsicsError) as error:
-                        stage = "teacher" if isinstance(error, TeacherError) else "intrinsics"
-                        errors.append({"path": item.relpath, "stage": stage, "reason": str(error)})
+                    except (TeacherError, IntrinsicsError, UnusableDepth) as error:
+                        errors.append({"path": item.relpath, "stage": error_stage(error), "reason": str(error)})
                     on_input()
         stats = shard_stats(shard, writer, counts, errors, times, time.perf_counter() - started)
-        write_json_atomically(stats_path(out_dir, shard), stats)
+        store.write_json_atomically(stats_path(out_dir, shard), stats)
         return stats
 
     def _read(self, items, scratch: Path, errors: list[dict], times: StageTimes, on_input) -> list[Loaded]:
@@ -81,11 +87,12 @@ class ShardWorker:
         for item in items:
             with times.stage("read"):
                 try:
+                    quality, max_pixels = self.config.jpeg_quality, self.config.max_pixels
                     if self.plan.calibration is not None:
-                        loaded.append((item, load_frame(item, self.plan.calibration, self.config.jpeg_quality), None))
+                        loaded.append((item, load_frame(item, self.plan.calibration, quality, max_pixels), None))
                     else:
                         staged = stage(item, scratch)
-                        image = load_image(staged.path, self.config.jpeg_quality)
+                        image = load_image(staged.path, quality, max_pixels)
                         loaded.append((item, [(staged.path, image)], staged.source_meta))
                 except BadImage as error:
                     errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
@@ -101,6 +108,7 @@ class ShardWorker:
                 raise prediction
             with times.stage("teacher"):
                 metric.append(to_metric(prediction, self.plan.conversion, image_rng(self.config.seed, item.key)))
+            check_depth_usable(metric[-1].depth, self.plan.sensor.min_range_m, self.plan.sensor.max_range_m)
         calibration = self.plan.calibration
         if calibration is not None:
             cameras = tuple(

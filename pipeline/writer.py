@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import PipelineError
+from .output import store
 from .schema import MEMBER_ORDER, is_valid_key
+
+
+class LostOutputLock(PipelineError):
+    """The run that started this writer no longer holds the output folder (a newer run took
+    it over after this one was killed): what it made must not land there."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,6 @@ def stats_path(out_dir: Path, plan: ShardPlan) -> Path:
     return out_dir / f"{plan.name}.stats.json"
 
 
-def write_json_atomically(path: Path, record: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(temporary, path)
-
-
 class _HashingFile(io.RawIOBase):
     """A write-only file that also feeds a SHA-256 of everything written."""
 
@@ -73,11 +74,14 @@ class _HashingFile(io.RawIOBase):
 
 class ShardWriter:
     """Use as a context manager: the tar appears at `path` only if the block ends
-    without an exception; otherwise the partial file is removed."""
+    without an exception and `may_publish()` still says yes just before the rename
+    (the run still holds the output folder); otherwise the partial file is removed.
+    The temporary name is this process's own, so two writers never share one."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, may_publish: Callable[[], bool] = lambda: True):
         self.path = path
-        self.temporary_path = path.with_name(path.name + ".tmp")
+        self.temporary_path = store.temporary_name(path)
+        self._may_publish = may_publish
         self.samples = 0
         self.sha256 = ""
         self.size = 0
@@ -108,13 +112,15 @@ class ShardWriter:
                 os.fsync(self._handle.fileno())
             self._handle.close()
             if error_type is None:
-                os.replace(self.temporary_path, self.path)
+                if not self._may_publish():
+                    raise LostOutputLock(f"{self.path.parent} is now held by another run; {self.path.name} not written")
+                store.rename(self.temporary_path, self.path)
         except BaseException:
             error_type = True
             raise
         finally:
             self._handle.close()
             if error_type is not None:
-                self.temporary_path.unlink(missing_ok=True)
+                store.remove(self.temporary_path)
         self.sha256 = self._hashing.sha256.hexdigest()
         self.size = self._hashing.size

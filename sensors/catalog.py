@@ -21,6 +21,9 @@ from .spinning import SpinningLidar
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 KINDS = ("spinning", "risley")
+# One frame's rays (points x sub-rays) are cast at once: this bound keeps a frame's
+# arrays (directions, origins, hits, returns) to a few GB; the catalog's largest is 230k.
+MAX_RAYS_PER_FRAME = 16_000_000
 Sensor = SpinningLidar | RisleyLidar
 
 _COMMON = {"name", "kind", "description", "source", "default_mount", "range", "returns", "published"}
@@ -99,7 +102,9 @@ def configure_sensor(sensor: Sensor, integration_time_s: float | None = None, **
     if problems:
         raise SensorSpecError(f"sensor {sensor.name}: {problems[0][1]}")
     if integration_time_s is None:
-        return dataclasses.replace(sensor, effects=new_effects)
+        configured = dataclasses.replace(sensor, effects=new_effects)
+        check_rays_per_frame(configured)
+        return configured
     if not isinstance(sensor, RisleyLidar):
         raise SensorSpecError(
             f"`integration_time_s` applies to non-repetitive (risley) sensors; {sensor.name} is {sensor.kind} "
@@ -107,7 +112,9 @@ def configure_sensor(sensor: Sensor, integration_time_s: float | None = None, **
         )
     if not 0 < integration_time_s <= 10:
         raise SensorSpecError(f"`integration_time_s` must be in (0, 10] seconds, got {integration_time_s}")
-    return dataclasses.replace(sensor, effects=new_effects, integration_time_s=integration_time_s)
+    configured = dataclasses.replace(sensor, effects=new_effects, integration_time_s=integration_time_s)
+    check_rays_per_frame(configured)
+    return configured
 
 
 def sensor_from_dict(spec: dict, path: Path) -> Sensor:
@@ -135,9 +142,20 @@ def sensor_from_dict(spec: dict, path: Path) -> Sensor:
         "effects": _effects(spec, path),
         "published": _published(spec, path),
     }
-    if kind == "spinning":
-        return _spinning(spec, path, common)
-    return _risley(spec, path, common)
+    sensor = _spinning(spec, path, common) if kind == "spinning" else _risley(spec, path, common)
+    check_rays_per_frame(sensor, f"{path}: ")
+    return sensor
+
+
+def check_rays_per_frame(sensor: Sensor, where: str = "") -> None:
+    """Refuse a sensor whose frame (points x sub-rays) would not fit in memory while cast."""
+    rays = sensor.points_per_frame * sensor.effects.active_sub_rays
+    if rays > MAX_RAYS_PER_FRAME:
+        raise SensorSpecError(
+            f"{where}sensor {sensor.name} casts {rays:,} rays per frame ({sensor.points_per_frame:,} points x "
+            f"{sensor.effects.active_sub_rays} sub-rays); at most {MAX_RAYS_PER_FRAME:,} fit: use fewer columns or "
+            "beams, a larger azimuth step, a shorter integration time or fewer sub-rays"
+        )
 
 
 def _reject_unknown_fields(spec: dict, kind: str, path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .base import DepthPrediction, Teacher, TeacherError, TeacherInput, cache_id
+from .base import DepthPrediction, Teacher, TeacherError, TeacherInput, TeacherUnavailable, cache_id
 from .registry import DEFAULT_MODEL, HF_PREFIX, MODELS, check_teacher_name, is_hf_name
 from .sidecar import SidecarTeacher, find_depth_sidecar
 
@@ -42,7 +42,9 @@ def load_teacher(
 
 
 class AutoTeacher:
-    """Sidecar depth where a photo has it, the default model for the others."""
+    """Sidecar depth where a photo has it, the default model for the others. When the
+    model cannot be loaded (no cached weights offline), each photo without a sidecar
+    gets a TeacherError that says so and how to fetch the model, and the others are made."""
 
     name = "auto"
 
@@ -50,19 +52,42 @@ class AutoTeacher:
         self.sidecar = SidecarTeacher()
         self._load_model = load_model
         self._model: Teacher | None = None
+        self._unavailable: TeacherUnavailable | None = None
 
     @property
     def model(self) -> Teacher:
+        """The model, loaded once; raises TeacherUnavailable (every time) when it cannot be."""
+        if self._unavailable is not None:
+            raise self._unavailable
         if self._model is None:
-            self._model = self._load_model()
+            try:
+                self._model = self._load_model()
+            except TeacherUnavailable as error:
+                self._unavailable = error
+                raise
         return self._model
 
     def cache_id(self, item: TeacherInput) -> str | None:
-        return None if find_depth_sidecar(item.path) else cache_id(self.model, item)
+        if find_depth_sidecar(item.path):
+            return None
+        try:
+            return cache_id(self.model, item)
+        except TeacherUnavailable:
+            return None
 
     def predict(self, batch: Sequence[TeacherInput]) -> list[DepthPrediction | TeacherError]:
         with_sidecar = [find_depth_sidecar(item.path) is not None for item in batch]
         from_sidecar = iter(self.sidecar.predict([item for item, has in zip(batch, with_sidecar, strict=True) if has]))
         others = [item for item, has in zip(batch, with_sidecar, strict=True) if not has]
-        from_model = iter(self.model.predict(others) if others else [])
+        from_model = iter(self._predict_with_model(others))
         return [next(from_sidecar) if has else next(from_model) for has in with_sidecar]
+
+    def _predict_with_model(self, batch: list[TeacherInput]) -> list[DepthPrediction | TeacherError]:
+        if not batch:
+            return []
+        try:
+            model = self.model
+        except TeacherUnavailable as error:
+            reason = TeacherError(f"no depth sidecar (photo.depth.png or photo.depth.npy) and {error}")
+            return [reason] * len(batch)
+        return model.predict(batch)

@@ -17,6 +17,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 POLICIES = ("exif", "teacher", "fov", "random")
+INTRINSICS_FIELDS = ("fx", "fy", "cx", "cy")
+# Bounds of a usable K: the horizontal field of view fx gives, and fy / fx.
+MIN_FOV_DEG, MAX_FOV_DEG = 1.0, 170.0
+MAX_ASPECT = 4.0
 EXIF_IFD = 0x8769
 EXIF_FOCAL_35MM = 0xA405
 # The 35 mm film frame's diagonal (36 x 24 mm): the equivalent focal length keeps the
@@ -52,18 +56,51 @@ def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
 
 
 def read_intrinsics_sidecar(image_path: Path) -> np.ndarray | None:
-    """K from `photo.json` ({"fx": ..., "fy": ..., "cx": ..., "cy": ...}) beside the photo, if present."""
+    """K from `photo.json` ({"fx": ..., "fy": ..., "cx": ..., "cy": ...}, JSON numbers in
+    pixels) beside the photo, if present."""
     sidecar = image_path.with_suffix(".json")
     if not sidecar.is_file():
         return None
     try:
-        fields = json.loads(sidecar.read_text())
-        fx, fy, cx, cy = (float(fields[name]) for name in ("fx", "fy", "cx", "cy"))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise IntrinsicsError(f"{sidecar.name}: needs numbers fx, fy, cx, cy ({error!r})") from None
-    if fx <= 0 or fy <= 0:
-        raise IntrinsicsError(f"{sidecar.name}: fx and fy must be positive")
-    return intrinsics_matrix(fx, fy, cx, cy)
+        fields = json.loads(sidecar.read_text(), parse_constant=_refuse_constant)
+    except (OSError, ValueError) as error:
+        raise IntrinsicsError(f"{sidecar.name}: not readable JSON ({error}); write fx, fy, cx, cy in pixels") from None
+    if not isinstance(fields, dict):
+        raise IntrinsicsError(f"{sidecar.name}: must be a JSON object with fx, fy, cx, cy in pixels")
+    values = []
+    for name in INTRINSICS_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise IntrinsicsError(f"{sidecar.name}: {name} must be a number of pixels, got {json.dumps(value)}")
+        values.append(float(value))
+    return intrinsics_matrix(*values)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number in standard JSON")
+
+
+def check_intrinsics(K: np.ndarray, width: int, height: int) -> None:
+    """Refuse a K (3, 3) that cannot image a W x H photo: fx, fy, cx, cy finite; fx giving
+    a horizontal field of view of MIN_FOV_DEG..MAX_FOV_DEG; fy within MAX_ASPECT of fx;
+    the principal point inside the photo (-0.5..W-0.5, -0.5..H-0.5: pixel centres are
+    at integer coordinates)."""
+    fx, fy, cx, cy = (float(value) for value in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    for name, value in zip(INTRINSICS_FIELDS, (fx, fy, cx, cy), strict=True):
+        if not math.isfinite(value):
+            raise IntrinsicsError(f"{name} must be finite, got {value}")
+    fx_low, fx_high = (0.5 * width / math.tan(math.radians(fov) / 2.0) for fov in (MAX_FOV_DEG, MIN_FOV_DEG))
+    if not fx_low <= fx <= fx_high:
+        raise IntrinsicsError(
+            f"fx = {fx:g} px is outside {fx_low:.1f}..{fx_high:.0f} px, a field of view of {MIN_FOV_DEG:g}-"
+            f"{MAX_FOV_DEG:g} deg across this photo's {width} px"
+        )
+    if not fx / MAX_ASPECT <= fy <= fx * MAX_ASPECT:
+        raise IntrinsicsError(f"fy = {fy:g} px is not within {MAX_ASPECT:g}x of fx = {fx:g} px")
+    if not (-0.5 <= cx <= width - 0.5 and -0.5 <= cy <= height - 0.5):
+        raise IntrinsicsError(
+            f"the principal point (cx, cy) = ({cx:g}, {cy:g}) px is outside the {width}x{height} photo"
+        )
 
 
 def read_exif_focal_35mm(image_path: Path) -> float | None:
@@ -129,7 +166,31 @@ def resolve_intrinsics(
     """K (3, 3) for one W x H photo and where it came from, first match wins:
     `intrinsics`, then `photo.json`, then each source of `policy` in turn (default:
     `fov_deg` alone). 'random' draws the horizontal FOV uniformly from fov_range_deg
-    with `rng` (one generator per photo, so every sensor and view shares K)."""
+    with `rng` (one generator per photo, so every sensor and view shares K). Raises
+    IntrinsicsError when none gives K, or the K found fails check_intrinsics."""
+    K, source = _find_intrinsics(
+        image_path, width, height, intrinsics_flag, fov_deg, policy, fov_range_deg, teacher_focal_px, rng
+    )
+    try:
+        check_intrinsics(K, width, height)
+    except IntrinsicsError as error:
+        origin = image_path.with_suffix(".json").name if source == "sidecar" else f"intrinsics from {source}"
+        raise IntrinsicsError(f"{origin}: {error}") from None
+    return K, source
+
+
+def _find_intrinsics(
+    image_path: Path,
+    width: int,
+    height: int,
+    intrinsics_flag: tuple[float, float, float, float] | None,
+    fov_deg: float | None,
+    policy: Sequence[str] | None,
+    fov_range_deg: tuple[float, float],
+    teacher_focal_px: float | None,
+    rng: np.random.Generator | None,
+) -> tuple[np.ndarray, str]:
+    """resolve_intrinsics' search, before K is checked."""
     if intrinsics_flag is not None:
         return intrinsics_matrix(*intrinsics_flag), "flag"
     sidecar = read_intrinsics_sidecar(image_path)

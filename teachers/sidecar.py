@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .base import DepthPrediction, TeacherError, TeacherInput
 
 SIDECAR_SUFFIXES = (".depth.png", ".depth.npy")
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def find_depth_sidecar(image_path: Path) -> Path | None:
@@ -30,12 +31,14 @@ def read_depth_sidecar(path: Path) -> np.ndarray:
     negative values become 0 (no value)."""
     try:
         if path.suffix == ".npy":
-            depth = np.load(path, allow_pickle=False)
+            depth = _read_npy(path)
         else:
             with Image.open(path) as image:
                 if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
                     raise TeacherError(f"{path.name}: depth PNG must be 16-bit (metres x 256), got mode {image.mode}")
                 depth = np.asarray(image).astype(np.float32) / 256.0
+    except UnidentifiedImageError:
+        raise TeacherError(f"{path.name}: not a PNG image; save depth as a 16-bit PNG (metres x 256)") from None
     except (OSError, ValueError) as error:
         if isinstance(error, TeacherError):
             raise
@@ -44,6 +47,18 @@ def read_depth_sidecar(path: Path) -> np.ndarray:
         raise TeacherError(f"{path.name}: depth must be a 2-D (H, W) array, got shape {depth.shape}")
     depth = depth.astype(np.float32)
     depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    return depth
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A real-valued array from a .npy file (numpy.save's format, nothing else)."""
+    with open(path, "rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise TeacherError(f"{path.name}: not a NumPy .npy file; save depth with numpy.save (float32 metres)")
+        handle.seek(0)
+        depth = np.load(handle, allow_pickle=False)
+    if depth.dtype.kind not in "fiu":
+        raise TeacherError(f"{path.name}: depth must be real numbers (float32 metres), got dtype {depth.dtype}")
     return depth
 
 

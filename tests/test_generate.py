@@ -232,7 +232,13 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(cli, photos, tmp_path
     code, _, err = generate(cli, photos, out, "--shard-size", "1")
     assert code == 130 and "interrupted" in err and "re-run the same command" in err
     left = sorted(path.name for path in out.iterdir())
-    assert left == ["generate.log", "manifest.json", "shard-000000.stats.json", "shard-000000.tar"]
+    assert left == [
+        "errors.jsonl", "generate.log", "inputs.jsonl", "manifest.json", "shard-000000.stats.json", "shard-000000.tar"
+    ]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and manifest["stopped"] == "KeyboardInterrupt"
+    assert manifest["totals"]["samples"] == 1
+    assert "run stopped: KeyboardInterrupt" in (out / "generate.log").read_text()
     monkeypatch.setattr(ShardWriter, "write", original_write)
     assert generate(cli, photos, out, "--shard-size", "1")[0] == 0
     assert json.loads((out / "manifest.json").read_text())["totals"]["samples"] == 3

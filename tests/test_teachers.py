@@ -154,8 +154,11 @@ def test_auto_reads_sidecars_and_runs_the_default_model_only_for_the_others(hub_
     teacher = load_teacher("auto", device="cpu")
     # Nothing cached: fine while every photo has its sidecar.
     assert teacher.predict([with_sidecar])[0].depth.max() == 7.0
-    with pytest.raises(TeacherUnavailable, match="teachers pull depth-anything-v2-small"):
-        teacher.predict([with_sidecar, without])
+    # The model missing costs only the photos that need it, each with how to fetch it.
+    found, missing = teacher.predict([with_sidecar, without])
+    assert found.depth.max() == 7.0 and isinstance(missing, TeacherError)
+    assert str(missing).startswith("no depth sidecar (photo.depth.png or photo.depth.npy) and teacher")
+    assert "teachers pull depth-anything-v2-small" in str(missing)
     save_to_hub_cache(hub_cache, DA_SMALL, *tiny_depth_anything())
     first, second = load_teacher("auto", device="cpu").predict([with_sidecar, without])
     assert (first.teacher, first.kind) == ("sidecar", "metric") and np.all(first.depth == 7.0)

@@ -67,13 +67,14 @@ def parallel_efficiency(scene: Path, workers: int, photos: int, work_dir: Path) 
     (Ray already started, so start-up is not counted)."""
     copy_scene(scene, work_dir / "photos", photos)
     config = GenerateConfig(images=str(work_dir / "photos"), shard_size=max(1, photos // (4 * workers)))
-    plans = plan_shards(list_inputs(config.images)[0], config.shard_size)
+    items = list_inputs(config.images)[0]
+    plans = plan_shards(items, config.shard_size)
     seconds = {}
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         for count in (1, workers):
             out_dir = work_dir / f"out-{count}"
-            prepare_output(out_dir, config, overwrite=True)
+            prepare_output(out_dir, config, items, overwrite=True)
             started = time.perf_counter()
             failures = run_on_ray(config, plans, out_dir, _Silent(), count, None)
             seconds[count] = time.perf_counter() - started

@@ -7,7 +7,7 @@ import os
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
-from ..config import REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from ..output import object_store
 from ..sources.urls import is_url
 from ..stages.mesh import METHODS, MeshOptions
@@ -31,11 +31,12 @@ def _absolute_rig(rig: str) -> str:
 
 
 def _absolute_source(images: str) -> str:
-    """--images made absolute, so that the recorded config does not depend on the working folder
-    (a URL is kept as it is)."""
-    if is_url(images) or os.path.isabs(images):
+    """--images made absolute and normal (`dir/`, `./dir` and `dir` are one run), so that the
+    recorded config does not depend on the working folder or on how the path was typed (a URL
+    is kept as it is)."""
+    if is_url(images):
         return images
-    return os.path.join(os.path.abspath(os.curdir), images)
+    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
 
 
 @click.command()
@@ -122,6 +123,13 @@ def _absolute_source(images: str) -> str:
 )
 @click.option(
     "--metric-scale", default="1,1", help="Metric teachers: LOW,HIGH range of a random global scale per photo."
+)
+@click.option(
+    "--max-pixels",
+    default=DEFAULT_MAX_PIXELS,
+    type=int,
+    help="Photos with more pixels are recorded in errors.jsonl, not made (meshing holds ~100 bytes per pixel); "
+    "shrink them first, or raise this where memory allows.",
 )
 @click.option("--seed", default=0, type=int, help="Run seed; the same seed gives byte-identical shards.")
 @click.option("--limit", default=None, type=int, help="Use only the first N photos (sorted by path).")
@@ -317,6 +325,8 @@ def generate(
         address=address,
         teacher_actors=teacher_actors,
     )
+    for shard, why in summary.shards_remade:
+        click.echo(f"made {shard} again: {why}", err=True)
     if quiet:
         return
     totals = summary.manifest["totals"]

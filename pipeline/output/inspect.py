@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from PIL import Image
 
 from .. import schema
 from ..errors import PipelineError
+from . import store
 from .manifest import MANIFEST
 from .preview import sample_panel
 
@@ -24,6 +26,9 @@ CONTACT_SHEET = "contact_sheet.png"
 STATS_FILE = "stats.json"
 DEPTH_BIN_EDGES_M = (0, 5, 10, 20, 30, 40, 60, 80, 120, 256)
 PANEL_WIDTH = 400
+SHARD_FIELDS = ("shard", "samples", "sha256", "bytes")
+_SHARD_NAME = re.compile(r"^shard-[0-9]{6}\.tar$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Inspection:
     image_sizes: Counter = field(default_factory=Counter)
     preview_keys: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    shards: list[dict] = field(default_factory=list)
     member_sets: set[frozenset[str]] = field(default_factory=set)
 
     def stats(self) -> dict:
@@ -50,7 +56,7 @@ class Inspection:
 
         return {
             "samples": self.samples,
-            "shards": len(self.manifest.get("shards", [])),
+            "shards": len(self.shards),
             "points_per_sample": summary(self.points_per_sample) if self.samples else None,
             "sparse_density": summary(self.sparse_density) if self.samples else None,
             "dense_coverage": summary(self.dense_coverage) if self.samples else None,
@@ -67,13 +73,71 @@ class Inspection:
 
 
 def read_manifest(out_dir: Path) -> dict:
+    """The manifest as a dict; PipelineError when there is none or it is not a JSON object."""
     path = out_dir / MANIFEST
-    if not path.is_file():
+    if not store.exists(path):
         raise PipelineError(f"{out_dir} has no {MANIFEST}: not a simlidar output (make one with `simlidar generate`)")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        manifest = store.read_json(path)
+    except (OSError, ValueError) as error:
         raise PipelineError(f"{path} is unreadable ({error}); re-run `simlidar generate` on this folder") from None
+    if not isinstance(manifest, dict):
+        raise PipelineError(
+            f"{path} is a JSON {type(manifest).__name__}, not a simlidar manifest (an object); "
+            "re-run `simlidar generate` on this folder"
+        )
+    return manifest
+
+
+def listed_shards(out_dir: Path, manifest: dict, problems: list[str]) -> list[dict]:
+    """The manifest's well-formed shard entries; what is wrong with the others, shards on
+    disk it does not list, and gaps in its numbering go to `problems`."""
+    entries = manifest.get("shards")
+    if not isinstance(entries, list):
+        problems.append(f"{MANIFEST} has no list of shards: re-run `simlidar generate` on this folder")
+        return []
+    good = []
+    for position, entry in enumerate(entries):
+        problem = _shard_entry_problem(entry)
+        if problem:
+            problems.append(f"{MANIFEST}: shard entry {position} {problem}")
+        else:
+            good.append(entry)
+    names = {entry["shard"] for entry in good}
+    problems += [
+        f"{name}: on disk but not in {MANIFEST}"
+        for name in store.list_names(out_dir, "shard-*.tar")
+        if name not in names
+    ]
+    failures = manifest.get("failed_shards")
+    failed = {f"{f.get('shard')}.tar" for f in failures if isinstance(f, dict)} if isinstance(failures, list) else set()
+    accounted = names | failed
+    planned = manifest.get("shards_planned", 1 + max((int(name[6:12]) for name in names), default=-1))
+    if not isinstance(planned, int):
+        problems.append(f"{MANIFEST}: shards_planned is {planned!r}, not a count")
+    elif planned > len(accounted):
+        first_gap = next(name for name in map(_shard_name, range(planned)) if name not in accounted)
+        problems.append(f"{MANIFEST} lists {len(accounted)} of {planned} shards (first missing: {first_gap})")
+    return good
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+def _shard_entry_problem(entry) -> str | None:
+    if not isinstance(entry, dict):
+        return f"is a JSON {type(entry).__name__}, not an object"
+    missing = [name for name in SHARD_FIELDS if name not in entry]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not (isinstance(entry["shard"], str) and _SHARD_NAME.match(entry["shard"])):
+        return f"names {entry['shard']!r}, not shard-NNNNNN.tar"
+    if not (isinstance(entry["sha256"], str) and _SHA256.match(entry["sha256"])):
+        return f"({entry['shard']}) has a malformed sha256"
+    if not all(isinstance(entry[name], int) and entry[name] >= 0 for name in ("samples", "bytes")):
+        return f"({entry['shard']}) has non-integer samples or bytes"
+    return None
 
 
 def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
@@ -85,17 +149,24 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
         report.problems.append(
             f"the run is {manifest.get('status', 'unknown')}: re-run `simlidar generate` to finish it"
         )
-    with_points = bool(manifest.get("config", {}).get("save_points"))
-    total_samples = sum(shard["samples"] for shard in manifest.get("shards", []))
+    missing = [name for name in ("config", "sensor", "totals") if not isinstance(manifest.get(name), dict)]
+    if missing:
+        report.problems.append(f"{MANIFEST} lacks {', '.join(missing)}: re-run `simlidar generate` on this folder")
+    report.shards = listed_shards(out_dir, manifest, report.problems)
+    with_points = not missing and bool(manifest["config"].get("save_points"))
+    total_samples = sum(shard["samples"] for shard in report.shards)
     preview_every = max(1, total_samples // max(previews, 1))
     panels = []
-    for shard in manifest.get("shards", []):
+    for shard in report.shards:
         for key, members in _check_shard(out_dir, shard, with_points, report):
             if previews and len(panels) < previews and (report.samples - 1) % preview_every == 0:
                 panels.append(sample_panel(members[schema.IMAGE], members[schema.SPARSE], members[schema.DENSE], key))
                 report.preview_keys.append(key)
     preview_dir = out_dir / PREVIEWS
-    preview_dir.mkdir(exist_ok=True)
+    if store.exists(preview_dir):
+        report.problems.append(f"{PREVIEWS} is a file, not a folder: remove it so previews can be written")
+        return report
+    store.make_folder(preview_dir)
     if panels:
         contact_sheet(panels).save(preview_dir / CONTACT_SHEET, optimize=True)
     (preview_dir / STATS_FILE).write_text(json.dumps(report.stats(), indent=2))
@@ -105,10 +176,10 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
 def _check_shard(out_dir: Path, shard: dict, with_points: bool, report: Inspection):
     """Yield (key, decoded members) of each good sample of one shard; record problems."""
     path = out_dir / shard["shard"]
-    if not path.is_file():
+    if not store.exists(path):
         report.problems.append(f"{shard['shard']}: missing")
         return
-    data = path.read_bytes()
+    data = store.read_bytes(path)
     if hashlib.sha256(data).hexdigest() != shard["sha256"]:
         report.problems.append(f"{shard['shard']}: checksum differs from the manifest (changed or damaged)")
     samples = defaultdict(dict)

@@ -6,6 +6,7 @@ counts and checksums) and errors.jsonl (one line per input skipped, with why).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -17,21 +18,18 @@ from simlidar.sensors import SpinningLidar
 
 from ..config import GenerateConfig
 from ..errors import PipelineError
-from ..writer import ShardPlan, stats_path, tar_path, write_json_atomically
+from ..writer import ShardPlan, stats_path, tar_path
+from . import store
+from .lock import LOCK
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 LOG = "generate.log"
 FORMAT = "simlidar-webdataset-1"
-RUN_FILE_PATTERNS = (
-    "shard-*.tar",
-    "shard-*.tar.tmp",
-    "shard-*.stats.json",
-    "shard-*.stats.json.tmp",
-    ERRORS,
-    MANIFEST,
-    LOG,
-)
+INPUTS = "inputs.jsonl"
+RUN_FILE_PATTERNS = ("shard-*.tar", "shard-*.stats.json", ERRORS, MANIFEST, INPUTS, LOG)
+# Temporary files of the run's writers (store.temporary_name), left behind by a kill.
+TEMPORARY_PATTERNS = ("shard-*.tmp", f"{MANIFEST}.*.tmp", f"{INPUTS}.*.tmp", f"{ERRORS}.*.tmp")
 RUN_FOLDERS = ("previews", "hub", "hub.tmp")
 
 
@@ -45,52 +43,127 @@ def versions() -> dict[str, str]:
     return found
 
 
-def prepare_output(out_dir: Path, config: GenerateConfig, overwrite: bool) -> None:
-    """Make `out_dir` ready: new, the same run (resume), or replaced with --overwrite."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PipelineError(f"--out {out_dir} is a file; give a folder")
+def input_list(items: list) -> bytes:
+    """The run's inputs as stored in inputs.jsonl: one JSON string (relative path) per line, sorted."""
+    return b"".join(json.dumps(item.relpath).encode() + b"\n" for item in items)
+
+
+def input_record(items: list) -> dict:
+    """The manifest's record of the input list: how many, and the SHA-256 of inputs.jsonl."""
+    return {"count": len(items), "sha256": hashlib.sha256(input_list(items)).hexdigest()}
+
+
+def prepare_output(out_dir: Path, config: GenerateConfig, items: list, overwrite: bool) -> None:
+    """Make `out_dir` (whose lock the caller holds) ready: new, the same run (same config
+    and input list: resume), or replaced with overwrite."""
+    listing = input_list(items)
+    fingerprint = input_record(items)["sha256"]
     manifest_path = out_dir / MANIFEST
-    if manifest_path.is_file() and not overwrite:
-        try:
-            previous = GenerateConfig.from_dict(json.loads(manifest_path.read_text())["config"])
-            changes = config.differences(previous)
-        except (ValueError, KeyError, TypeError, PipelineError):
-            changes = ["its manifest.json is unreadable"]
+    store.make_folder(out_dir)
+    if store.exists(manifest_path) and not overwrite:
+        changes = _run_changes(out_dir, config, listing, fingerprint)
         if changes:
             raise PipelineError(
                 f"{out_dir} holds a different run ({'; '.join(changes)}); "
                 "use another --out, or pass --overwrite to replace it"
             )
-    elif out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    elif [name for name in store.list_names(out_dir) if not name.startswith(LOCK)] and not overwrite:
         raise PipelineError(f"{out_dir} is not empty and holds no simlidar run; use a new --out or pass --overwrite")
     if overwrite:
         _remove_run_files(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in out_dir.glob("shard-*.tmp"):
-        leftover.unlink()
-    if not manifest_path.is_file():
-        write_json_atomically(
-            manifest_path, {"format": FORMAT, "status": "running", "config": config.to_dict(), "versions": versions()}
-        )
+    remove_temporaries(out_dir)
+    if not store.exists(manifest_path):
+        store.write_atomically(out_dir / INPUTS, listing)
+        record = {"format": FORMAT, "status": "running", "config": config.to_dict(), "versions": versions()}
+        store.write_json_atomically(manifest_path, {**record, "inputs": input_record(items)})
+
+
+def remove_temporaries(out_dir: Path) -> None:
+    """Half-written files of runs that were killed (the caller holds the lock: none is ours)."""
+    for pattern in TEMPORARY_PATTERNS:
+        for name in store.list_names(out_dir, pattern):
+            store.remove(out_dir / name)
+
+
+def _run_changes(out_dir: Path, config: GenerateConfig, listing: bytes, fingerprint: str) -> list[str]:
+    """What differs between this run and the one recorded in `out_dir`: config fields, then inputs."""
+    try:
+        previous = store.read_json(out_dir / MANIFEST)
+        changes = config.differences(GenerateConfig.from_dict(previous["config"]))
+    except (OSError, ValueError, KeyError, TypeError, PipelineError):
+        return ["its manifest.json is unreadable"]
+    recorded = previous.get("inputs")
+    if changes or not isinstance(recorded, dict) or recorded.get("sha256") == fingerprint:
+        return changes
+    now = {json.loads(line) for line in listing.splitlines()}
+    try:
+        before = {json.loads(line) for line in store.read_bytes(out_dir / INPUTS).splitlines()}
+    except (OSError, ValueError):
+        return [f"the input list changed: {recorded.get('count')} inputs then, {len(now)} now"]
+    added, removed = sorted(now - before), sorted(before - now)
+    parts = [
+        f"{len(names)} {what} ({_first_names(names)})"
+        for names, what in ((added, "added"), (removed, "removed"))
+        if names
+    ]
+    return ["inputs changed since it started: " + ", ".join(parts)]
+
+
+def _first_names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _remove_run_files(out_dir: Path) -> None:
     """Remove what a simlidar run writes, and nothing else."""
-    if not out_dir.is_dir():
-        return
     for pattern in RUN_FILE_PATTERNS:
-        for path in out_dir.glob(pattern):
-            path.unlink()
+        for name in store.list_names(out_dir, pattern):
+            store.remove(out_dir / name)
     for folder in RUN_FOLDERS:
         shutil.rmtree(out_dir / folder, ignore_errors=True)
 
 
-def shard_done(out_dir: Path, plan: ShardPlan) -> bool:
-    return tar_path(out_dir, plan).is_file() and stats_path(out_dir, plan).is_file()
+def check_shard(out_dir: Path, plan: ShardPlan) -> tuple[bool, str]:
+    """(done, why not): done when its tar and stats exist and the tar's size and SHA-256
+    equal the stats'. `why` is empty for a shard never finished (nothing or only a tar,
+    as a kill leaves it) and says what is wrong with one that was finished and is damaged."""
+    tar, stats_file = tar_path(out_dir, plan), stats_path(out_dir, plan)
+    if not store.exists(stats_file):
+        return False, ""
+    try:
+        stats = store.read_json(stats_file)
+        expected = (int(stats["bytes"]), str(stats["sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False, f"{stats_file.name} is unreadable"
+    found = store.size_and_sha256(tar)
+    if found is None:
+        return False, f"{tar.name} is missing"
+    if found[0] != expected[0]:
+        return False, f"{tar.name} is {found[0]} bytes, its stats say {expected[0]}"
+    if found[1] != expected[1]:
+        return False, f"{tar.name}'s SHA-256 differs from its stats"
+    return True, ""
+
+
+def forget_shard(out_dir: Path, plan: ShardPlan) -> None:
+    """Remove a damaged shard's tar and stats before it is made again."""
+    store.remove(stats_path(out_dir, plan))
+    store.remove(tar_path(out_dir, plan))
 
 
 def read_stats(out_dir: Path, plan: ShardPlan) -> dict:
-    return json.loads(stats_path(out_dir, plan).read_text())
+    return store.read_json(stats_path(out_dir, plan))
+
+
+def mark_stopped(out_dir: Path, why: str) -> None:
+    """Record in the manifest, in place, that the run stopped and why: when the disk is too
+    full for finalize_output, this still fits where the "running" manifest lies."""
+    manifest = store.read_json(out_dir / MANIFEST)
+    manifest.update(status="incomplete", stopped=why)
+    store.overwrite_in_place(out_dir / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+
+
+def _made(out_dir: Path, plan: ShardPlan) -> bool:
+    return store.exists(tar_path(out_dir, plan)) and store.exists(stats_path(out_dir, plan))
 
 
 def finalize_output(
@@ -101,22 +174,25 @@ def finalize_output(
     started_at: float,
     run_info: dict,
     failures: list,
+    stopped: str = "",
 ) -> dict:
     """Write errors.jsonl and manifest.json from the finished shards' stats files;
-    the manifest is "complete" only when no shard failed."""
-    all_stats = [read_stats(out_dir, plan) for plan in plans if shard_done(out_dir, plan)]
-    with open(out_dir / ERRORS, "w") as errors_file:
-        for stats in all_stats:
-            for error in stats["errors"]:
-                errors_file.write(json.dumps(error, sort_keys=True) + "\n")
+    the manifest is "complete" only when no shard failed and the run was not stopped
+    (`stopped`: why it was, e.g. a full disk)."""
+    all_stats = [read_stats(out_dir, plan) for plan in plans if _made(out_dir, plan)]
+    errors = [json.dumps(error, sort_keys=True) + "\n" for stats in all_stats for error in stats["errors"]]
+    store.write_atomically(out_dir / ERRORS, "".join(errors).encode())
     samples = sum(stats["samples"] for stats in all_stats)
     points = sum(stats["points"]["total"] for stats in all_stats)
     manifest = {
         "format": FORMAT,
-        "status": "incomplete" if failures else "complete",
+        "status": "incomplete" if failures or stopped else "complete",
+        "stopped": stopped,
         "config": config.to_dict(),
         "versions": versions(),
+        "inputs": input_record([item for plan in plans for item in plan.items]),
         "run": run_info,
+        "shards_planned": len(plans),
         "failed_shards": [{"shard": failure.shard, "reason": failure.reason} for failure in failures],
         "sensor": {
             "name": sensor.name,
@@ -142,5 +218,5 @@ def finalize_output(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_s": time.time() - started_at,
     }
-    write_json_atomically(out_dir / MANIFEST, manifest)
+    store.write_json_atomically(out_dir / MANIFEST, manifest)
     return manifest

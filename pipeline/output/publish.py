@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import schema
 from ..errors import PipelineError
+from . import store
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST
 
@@ -59,19 +60,42 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revis
     if refused:
         raise PublishError(f"the Hub or `datasets` would reject {refused[0]}; regenerate with simlidar {_version()}")
     staging, temporary = out_dir / STAGING, out_dir / f"{STAGING}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
+    if store.exists(staging):
+        raise PublishError(f"{staging} is a file, not a staging folder; move it away and publish again")
+    _remove_tree(temporary)
+    try:
+        _write_staging(out_dir, temporary, report, (repo_id, licence, split, revision))
+    except BaseException as error:
+        _remove_tree(temporary)
+        if isinstance(error, OSError):
+            raise PublishError(f"cannot stage {staging} ({error.strerror or error}); fix {out_dir} and retry") from None
+        raise
+    _remove_tree(staging)
+    os.replace(temporary, staging)
+    return staging
+
+
+def _write_staging(out_dir: Path, temporary: Path, report: Inspection, card: tuple[str, str, str, str]) -> None:
+    """The staging folder's content; card: (repo_id, licence, split, revision)."""
+    split = card[2]
     (temporary / "data" / split).mkdir(parents=True)
-    for shard in report.manifest["shards"]:
+    for shard in report.shards:
         _link_or_copy(out_dir / shard["shard"], temporary / "data" / split / shard["shard"])
     (temporary / PREVIEWS).mkdir()
     preview = out_dir / PREVIEWS / CONTACT_SHEET
     if preview.is_file():
         shutil.copy2(preview, temporary / PREVIEWS / CONTACT_SHEET)
     shutil.copy2(out_dir / MANIFEST, temporary / MANIFEST)
+    repo_id, licence, _, revision = card
     (temporary / "README.md").write_text(dataset_card(report, repo_id, licence, split, preview.is_file(), revision))
-    shutil.rmtree(staging, ignore_errors=True)
-    os.replace(temporary, staging)
-    return staging
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a folder or a file left at `path`, if any."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        store.remove(path)
 
 
 def hub_name_problems(report: Inspection) -> list[str]:
@@ -190,7 +214,7 @@ def dataset_card(
         repo_id=repo_id,
         split=split,
         revision=revision,
-        shard_pattern=_shard_pattern([shard["shard"] for shard in manifest["shards"]]),
+        shard_pattern=_shard_pattern([shard["shard"] for shard in report.shards]),
         citation=CITATION,
     )
     return str(DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body))
@@ -208,7 +232,7 @@ def _made_with(manifest: dict, stats: dict) -> str:
             (
                 "samples",
                 f"{samples} from {totals['images_written']} photos ({totals['images_skipped']} skipped), "
-                f"{len(manifest['shards'])} shards",
+                f"{stats['shards']} shards",
             ),
             ("teacher", f"`{teacher}` ({_teacher_licence(teacher)})"),
             (

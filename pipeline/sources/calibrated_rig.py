@@ -213,7 +213,9 @@ def list_frames(root: Path, calibration: Calibration) -> list[RigFrame]:
     ]
 
 
-def load_frame(frame: RigFrame, calibration: Calibration, jpeg_quality: int) -> list[tuple[Path, LoadedImage]]:
+def load_frame(
+    frame: RigFrame, calibration: Calibration, jpeg_quality: int, max_pixels: int = 0
+) -> list[tuple[Path, LoadedImage]]:
     """Every camera's (path, image) of `frame`; BadImage (recorded, the frame skipped)
     when a camera has no image of it, or one whose size is not the calibration's."""
     loaded = []
@@ -222,7 +224,7 @@ def load_frame(frame: RigFrame, calibration: Calibration, jpeg_quality: int) -> 
             raise BadImage(f"camera {camera.name} has no image of this frame (no {camera.name}/{frame.relpath}.jpg)")
         path = Path(frame.root, image_relpath)
         try:
-            image = load_image(path, jpeg_quality)
+            image = load_image(path, jpeg_quality, max_pixels)
         except BadImage as error:
             raise BadImage(f"{image_relpath}: {error}") from None
         height, width = image.rgb.shape[:2]

@@ -6,10 +6,13 @@ file of paths, one per line (relative paths are taken from the file's folder).""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import io
 import os
+import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SIDECAR_MARKERS = (".depth.png",)
 MIN_IMAGE_SIDE = 8
 EXIF_ORIENTATION = 0x0112
+# A photo file larger than this is refused unread (a 24 MP JPEG is ~10 MB; a PNG ~70 MB).
+MAX_INPUT_BYTES = 256 * 2**20
+# "<_io.BytesIO object at 0x7f...>" and the like: an address differs from run to run.
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class BadImage(Exception):
@@ -61,8 +68,7 @@ def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
     path = Path(source)
     if glob.has_magic(source):
         root = _glob_root(source)
-        matches = glob.iglob(source, recursive=True)
-        return _items(root, [m for m in matches if is_image_name(os.path.basename(m)) and os.path.isfile(m)]), root
+        return _items_from_relpaths(root, _glob_relpaths(root, Path(source).parts[len(root.parts) :])), root
     if path.is_dir():
         return list_images(path), path
     if path.is_file():
@@ -79,14 +85,45 @@ def list_images(root: Path) -> list[SourceItem]:
         raise PipelineError(f"input folder {root} does not exist")
     if not root.is_dir():
         raise PipelineError(f"--images must be a folder, {root} is a file")
-    relpaths = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        relfolder = os.path.relpath(folder, root)
-        for name in files:
-            if is_image_name(name):
-                relpaths.append(name if relfolder == "." else f"{relfolder}/{name}".replace(os.sep, "/"))
-    return _items_from_relpaths(root, relpaths)
+    return _items_from_relpaths(root, [relpath for relpath in _walk(root) if is_image_name(relpath.rpartition("/")[2])])
+
+
+def _walk(root: Path, max_depth: int | None = None):
+    """Relative POSIX paths of the non-folder entries under `root`, at most `max_depth`
+    folders down; hidden folders are skipped and symlinked folders not entered (os.walk's
+    default: a link loop would list the same photos again and again)."""
+    for folder, subfolders, files in os.walk(root, followlinks=False):
+        relfolder = os.path.relpath(folder, root).replace(os.sep, "/")
+        depth = 0 if relfolder == "." else relfolder.count("/") + 1
+        subfolders[:] = [
+            name for name in subfolders if not name.startswith(".") and (max_depth is None or depth < max_depth)
+        ]
+        yield from (name if relfolder == "." else f"{relfolder}/{name}" for name in files)
+
+
+def _glob_relpaths(root: Path, pattern_parts: tuple[str, ...]) -> list[str]:
+    """Image paths under `root` matching the glob parts (`**` = any folders, `*` never a
+    leading dot), found without following symlinked folders, as folder mode does."""
+    max_depth = None if "**" in pattern_parts else len(pattern_parts) - 1
+    return [
+        relpath
+        for relpath in _walk(root, max_depth)
+        if is_image_name(relpath.rpartition("/")[2]) and _glob_match(tuple(relpath.split("/")), pattern_parts)
+    ]
+
+
+def _glob_match(parts: tuple[str, ...], pattern_parts: tuple[str, ...]) -> bool:
+    if not pattern_parts:
+        return not parts
+    head, rest = pattern_parts[0], pattern_parts[1:]
+    if head == "**":
+        return any(_glob_match(parts[skip:], rest) for skip in range(len(parts) + 1))
+    return (
+        bool(parts)
+        and fnmatch.fnmatchcase(parts[0], head)
+        and (head.startswith(".") or not parts[0].startswith("."))
+        and _glob_match(parts[1:], rest)
+    )
 
 
 def is_image_name(name: str) -> bool:
@@ -160,22 +197,66 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def load_image(path: Path, jpeg_quality: int) -> LoadedImage:
-    """Decode a photo; raise BadImage with the reason when it cannot be used."""
+def read_input_file(path: Path, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of an input file: a regular file (after following links) of at most
+    `max_bytes`; a FIFO, a device or a folder is never opened (reading one hangs or
+    never ends). Raises BadImage with the reason."""
     try:
-        data = path.read_bytes()
+        status = os.stat(path)
     except OSError as error:
-        raise BadImage(f"unreadable file ({error.strerror or error})") from None
+        raise BadImage(f"unreadable file ({error.strerror or type(error).__name__})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise BadImage(f"not a regular file (a {_file_kind(status.st_mode)}); only regular files are read")
+    if status.st_size > max_bytes:
+        raise BadImage(f"file is {status.st_size / 2**20:.0f} MiB; inputs of at most {max_bytes // 2**20} MiB are read")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise BadImage(f"unreadable file ({error.strerror or type(error).__name__})") from None
+    if len(data) > max_bytes:
+        raise BadImage(f"file grew past {max_bytes // 2**20} MiB while read")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"))
+    kinds += ((stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """Meshing holds ~100 bytes per pixel: a photo above `max_pixels` could exhaust memory."""
+    if max_pixels and width * height > max_pixels:
+        raise BadImage(
+            f"{path.name} is {width}x{height} ({width * height / 1e6:.1f} MP), above max_pixels "
+            f"({max_pixels / 1e6:.1f} MP): shrink it, or raise --max-pixels where memory allows"
+        )
+
+
+def _decode_problem(error: Exception) -> str:
+    """Why PIL could not decode, in words that do not change from run to run (PIL puts
+    the address of its buffer object in some messages)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not a readable image (not a format PIL knows)"
+    return f"not a readable image ({_OBJECT_REPR.sub('', str(error)).strip()})"
+
+
+def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImage:
+    """Decode a photo; raise BadImage with the reason when it cannot be used, or when it
+    has more than `max_pixels` (0: no bound), before it is decoded."""
+    data = read_input_file(path)
     if not data:
         raise BadImage("empty file")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(path, *image.size, max_pixels)
             image.load()
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
             unchanged = image.format == "JPEG" and image.mode == "RGB" and orientation == 1
             rgb = _to_rgb(ImageOps.exif_transpose(image))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise BadImage(f"not a readable image ({error})") from None
+        raise BadImage(_decode_problem(error)) from None
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_IMAGE_SIDE:
         raise BadImage(f"image is {width}x{height}; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} is needed")

@@ -28,7 +28,26 @@ import open3d as o3d
 import pymeshlab
 from simlidar.sensors.camera import backproject
 
+from ..errors import UnusableDepth
+
 METHODS = ("grid", "decimated", "poisson")
+# A depth map with fewer of its pixels than this within the sensor's range would give
+# an empty or nearly empty sample: it is recorded as unusable instead.
+MIN_USABLE_DEPTH_FRACTION = 0.01
+
+
+def check_depth_usable(depth_m: np.ndarray, min_range_m: float, max_range_m: float) -> None:
+    """depth_m: (H, W) metres, 0 = no value. Raises UnusableDepth unless at least
+    MIN_USABLE_DEPTH_FRACTION of the pixels hold a depth within [min_range_m, max_range_m]."""
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth_m must be (H, W), got shape {depth_m.shape}")
+    usable = int(np.count_nonzero((depth_m > 0) & (depth_m >= min_range_m) & (depth_m <= max_range_m)))
+    needed = max(1, int(np.ceil(MIN_USABLE_DEPTH_FRACTION * depth_m.size)))
+    if usable < needed:
+        raise UnusableDepth(
+            f"depth has {usable} valid pixels within the sensor's {min_range_m:g}-{max_range_m:g} m range of "
+            f"{depth_m.size}; at least {needed} ({MIN_USABLE_DEPTH_FRACTION:.0%}) are needed"
+        )
 
 
 @dataclass(frozen=True)

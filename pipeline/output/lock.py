@@ -1,0 +1,159 @@
+"""One run at a time per output folder.
+
+`generate.lock` in the output folder names its holder (host, pid, the process's start
+time, when, and a token unique to the run). A second run finds it and is refused with
+who holds it; a lock whose process is gone (same host, no such pid, or the pid now
+belongs to a later process) is stale and taken over. Every shard checks, just before
+its tar takes its final name, that its run still holds the lock: a Ray worker left
+over from a killed run cannot rename a shard into a folder a new run now owns.
+
+Taking over goes through a second file, `generate.lock.takeover`, created
+exclusively, so two runs that find the same stale lock cannot both take it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import PipelineError
+from . import store
+
+LOCK = "generate.lock"
+TAKEOVER = LOCK + ".takeover"
+# A takeover file older than this was left by a run that died while taking over.
+TAKEOVER_STALE_S = 30.0
+ATTEMPTS = 20
+
+
+class OutputLocked(PipelineError):
+    """Another live run holds the output folder."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+    process_start: str
+    since: str
+    token: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, since {self.since}"
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of `pid` (clock ticks since boot, from /proc), '' when unknown:
+    with the pid it names one process, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _is_alive(holder: LockHolder) -> bool:
+    """False only when the holder surely is gone: on this host, no such process or another
+    process with its pid. A holder on another host is taken to be alive."""
+    if holder.host != socket.gethostname():
+        return True
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = _process_start(holder.pid)
+    return not (holder.process_start and start and start != holder.process_start)
+
+
+def read_holder(out_dir: Path) -> LockHolder | None:
+    """Who holds the folder's lock; None when nobody does or the file is unreadable."""
+    try:
+        return LockHolder(**json.loads(store.read_bytes(out_dir / LOCK)))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def still_held(out_dir: Path, token: str) -> bool:
+    """Whether the run with `token` still holds the folder (checked before a shard is renamed)."""
+    holder = read_holder(out_dir)
+    return holder is not None and holder.token == token
+
+
+class OutputLock:
+    """Use as a context manager around everything a run writes; `token` identifies the run."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.taken_over: LockHolder | None = None
+        pid = os.getpid()
+        self.holder = LockHolder(
+            socket.gethostname(),
+            pid,
+            _process_start(pid),
+            time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            uuid.uuid4().hex,
+        )
+
+    @property
+    def token(self) -> str:
+        return self.holder.token
+
+    def acquire(self) -> None:
+        """Take the lock (making the folder if needed); raises OutputLocked naming a live holder,
+        PipelineError when the folder cannot be written."""
+        try:
+            self._acquire()
+        except OSError as error:
+            raise PipelineError(
+                f"cannot write to {self.out_dir} ({error.strerror or error}); choose an output folder you can write to"
+            ) from None
+
+    def _acquire(self) -> None:
+        store.make_folder(self.out_dir)
+        record = json.dumps(asdict(self.holder)).encode()
+        for _ in range(ATTEMPTS):
+            if store.create_exclusively(self.out_dir / LOCK, record):
+                return
+            holder = read_holder(self.out_dir)
+            if holder is not None and _is_alive(holder):
+                raise OutputLocked(
+                    f"{self.out_dir} is in use by another simlidar run ({holder.describe()}); wait for it to end "
+                    f"or use another output folder (if that run is gone, delete {self.out_dir / LOCK})"
+                )
+            if self._take_over(holder):
+                self.taken_over = holder
+                return
+            time.sleep(0.05)
+        raise OutputLocked(f"could not take {self.out_dir / LOCK}: other runs keep taking it; try again")
+
+    def _take_over(self, stale: LockHolder | None) -> bool:
+        """Replace a stale (or unreadable) lock by ours, if no other run is doing the same."""
+        takeover = self.out_dir / TAKEOVER
+        if not store.create_exclusively(takeover, self.token.encode()):
+            if store.age_s(takeover) > TAKEOVER_STALE_S:
+                store.remove(takeover)
+            return False
+        try:
+            if read_holder(self.out_dir) != stale:
+                return False
+            store.write_json_atomically(self.out_dir / LOCK, asdict(self.holder))
+            return True
+        finally:
+            store.remove(takeover)
+
+    def release(self) -> None:
+        if still_held(self.out_dir, self.token):
+            store.remove(self.out_dir / LOCK)
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

@@ -1,0 +1,130 @@
+"""The output folder's file operations, in one place: whatever the run, the lock,
+inspect or publish does to the output folder goes through these few functions, so
+another storage (an object store) needs only these rewritten.
+
+A write is atomic: the bytes go to a temporary name unique to this process and are
+renamed over the target, so a reader sees the old file or the new one, never half."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+TEMPORARY_SUFFIX = ".tmp"
+HASH_CHUNK = 1 << 20
+
+
+def exists(path: Path) -> bool:
+    return path.is_file()
+
+
+def is_folder(path: Path) -> bool:
+    return path.is_dir()
+
+
+def make_folder(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def list_names(folder: Path, pattern: str = "*") -> list[str]:
+    """Sorted names in `folder` (not recursive) matching a shell pattern; [] when it does not exist."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
+
+
+def size_and_sha256(path: Path) -> tuple[int, str] | None:
+    """(size in bytes, SHA-256 hex) of a regular file, or None when there is none."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return None
+    return size, digest.hexdigest()
+
+
+def age_s(path: Path) -> float:
+    """Seconds since `path` was last written (0 when it is gone)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def read_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def temporary_name(path: Path) -> Path:
+    """A name beside `path` that no other process writing `path` uses (host and pid in it),
+    so two writers never clobber each other's half-written file."""
+    return path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        remove(temporary)
+
+
+def write_json_atomically(path: Path, record) -> None:
+    write_atomically(path, json.dumps(record, indent=2, sort_keys=True).encode())
+
+
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """Replace a file's bytes where they lie: not atomic, but it needs no room for a second
+    copy, so it works on a full disk (for a last record of why a run stopped)."""
+    with open(path, "r+b") as handle:
+        handle.write(data)
+        handle.truncate()
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def rename(source: Path, target: Path) -> None:
+    """Move `source` over `target` in one step."""
+    os.replace(source, target)
+
+
+def create_exclusively(path: Path, data: bytes) -> bool:
+    """Write `path` only if it does not exist yet, in one step; False when it already did."""
+    temporary = temporary_name(path)
+    try:
+        temporary.write_bytes(data)
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        remove(temporary)
+    return True
+
+
+def remove(path: Path) -> None:
+    """Remove a file if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
