@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .config import GenerateConfig, RunPlan
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .output import store
+from .output import object_store, store
 from .output.lock import OutputLock
 from .output.manifest import (
     ERRORS,
@@ -227,10 +227,13 @@ class _ProgressBar:
 
 
 class _log_to:
-    """Append this run's log lines to the output's log file."""
+    """Append this run's log lines to the output's log file (on an object store: to a
+    local file of this process, added to the store's log when the run ends)."""
 
     def __init__(self, path: Path):
-        self._handler = logging.FileHandler(path)
+        self._path = path
+        self._local = object_store.temporary_name(path) if object_store.is_remote(path) else path
+        self._handler = logging.FileHandler(self._local)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def __enter__(self) -> None:
@@ -240,3 +243,6 @@ class _log_to:
     def __exit__(self, *exc_info) -> None:
         log.removeHandler(self._handler)
         self._handler.close()
+        if self._local != self._path:
+            object_store.append(self._path, self._local.read_bytes())
+            self._local.unlink()

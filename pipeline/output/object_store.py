@@ -109,6 +109,11 @@ def write_json_atomically(path: UPath, record) -> None:
     write_atomically(path, json.dumps(record, indent=2, sort_keys=True).encode())
 
 
+def overwrite_in_place(path: UPath, data: bytes) -> None:
+    """One PUT, as write_atomically: an object store needs no room beside the object."""
+    write_atomically(path, data)
+
+
 def rename(source: Path, target: UPath) -> None:
     """Upload the finished local file `source` whole as `target`, then remove it."""
     try:
