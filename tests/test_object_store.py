@@ -267,7 +267,9 @@ def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_
     upload_folder(tmp_path / "wds", f"{bucket}/wds")
     options = ["--fov", "80", "--shard-size", "2", "--quiet"]
     reference = tmp_path / "reference"
-    code, _, err = cli("generate", "--images", tmp_path / "wds" / "in-{0..1}.tar", "--out", reference, *options)
+    code, _, err = cli(
+        "generate", "--images", tmp_path / "wds" / "in-{0..1}.tar", "--out", reference, *options, "--workers", "1"
+    )
     assert code == 0, err
     expected = {path.name: path.read_bytes() for path in sorted(reference.glob("shard-*.tar"))}
     assert len(expected) == 3
@@ -288,10 +290,11 @@ def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_
     assert process.returncode == -signal.SIGKILL
     finished = s3_shards(fs, out)
     assert 1 <= len(finished) < 3 and all(expected[name] == data for name, data in finished.items())
+    assert json.loads(fs.cat_file(f"{out[5:]}/generate.lock"))["pid"] == process.pid  # left by the killed run
 
     code, _, err = cli("generate", "--images", inputs, "--out", out, *options, "--workers", "2")
     assert code == 0, err
-    assert s3_shards(fs, out) == expected
+    assert s3_shards(fs, out) == expected and not fs.exists(f"{out[5:]}/generate.lock")
     manifest = json.loads(fs.cat_file(f"{out[5:]}/manifest.json"))
     assert manifest["status"] == "complete" and manifest["totals"]["samples"] == 6
     assert not [name for name in fs.find(out[5:]) if name.endswith(".tmp")]
@@ -307,6 +310,24 @@ def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_
     code, printed, err = cli("train", "--shards", out, "--steps", "2", "--out", tmp_path / "run", *tiny)
     assert code == 0, err
     assert "step 2" in printed and (tmp_path / "run" / "last.pt").is_file()
+
+    damaged = bytearray(expected["shard-000001.tar"])
+    damaged[1000] ^= 0xFF
+    fs.pipe_file(f"{out[5:]}/shard-000001.tar", bytes(damaged))
+    code, printed, err = cli("generate", "--images", inputs, "--out", out, "--fov", "80", "--shard-size", "2")
+    assert code == 0, err
+    assert "made shard-000001 again: shard-000001.tar's SHA-256 differs from its stats" in err
+    assert s3_shards(fs, out) == expected
+
+
+def test_a_second_run_on_an_output_on_s3_is_refused_while_the_first_holds_it(cli, tmp_path, bucket):
+    from simlidar.pipeline.output.lock import OutputLock
+
+    photo_folder(tmp_path / "photos")
+    with OutputLock(object_store.location(f"{bucket}/out")):
+        code, _, err = cli("generate", "--images", tmp_path / "photos", "--out", f"{bucket}/out", "--quiet")
+    assert code == 2 and f"{bucket}/out is in use by another simlidar run (pid {os.getpid()} on " in err
+    assert cli("generate", "--images", tmp_path / "photos", "--out", f"{bucket}/out", "--quiet", "--fov", "80")[0] == 0
 
 
 def test_a_local_copy_of_an_output_on_s3_fetches_listed_shards_once(tmp_path, bucket):
