@@ -327,7 +327,13 @@ def test_a_second_run_on_an_output_on_s3_is_refused_while_the_first_holds_it(cli
     with OutputLock(object_store.location(f"{bucket}/out")):
         code, _, err = cli("generate", "--images", tmp_path / "photos", "--out", f"{bucket}/out", "--quiet")
     assert code == 2 and f"{bucket}/out is in use by another simlidar run (pid {os.getpid()} on " in err
-    assert cli("generate", "--images", tmp_path / "photos", "--out", f"{bucket}/out", "--quiet", "--fov", "80")[0] == 0
+    run = ["generate", "--images", tmp_path / "photos", "--out", f"{bucket}/out", "--quiet", "--workers", "1"]
+    assert cli(*run, "--fov", "80")[0] == 0
+    code, _, err = cli(*run, "--fov", "70")
+    assert code == 2 and "out holds a different run (fov_deg: 80.0 -> 70.0)" in err
+    assert cli(*run, "--fov", "70", "--overwrite")[0] == 0
+    manifest = object_store.read_json(object_store.location(f"{bucket}/out/manifest.json"))
+    assert manifest["config"]["fov_deg"] == 70.0 and manifest["totals"]["samples"] == 2  # yard.jpg has no depth
 
 
 def test_a_local_copy_of_an_output_on_s3_fetches_listed_shards_once(tmp_path, bucket):
