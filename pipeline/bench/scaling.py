@@ -76,7 +76,7 @@ def parallel_efficiency(scene: Path, workers: int, photos: int, work_dir: Path) 
             out_dir = work_dir / f"out-{count}"
             prepare_output(out_dir, config, items, overwrite=True)
             started = time.perf_counter()
-            failures = run_on_ray(config, plans, out_dir, _Silent(), count, None)
+            failures = run_on_ray(config.resolve(), plans, out_dir, _Silent(), count, None)
             seconds[count] = time.perf_counter() - started
             if failures:
                 raise RuntimeError(f"bench run failed: {failures[0].reason}")
