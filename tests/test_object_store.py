@@ -306,6 +306,10 @@ def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_
     code, printed, err = cli("inspect", out)
     assert code == 0, err
     assert "6 samples in 3 shards" in printed and fs.exists(f"{out[5:]}/previews/contact_sheet.png")
+    code, printed, err = cli("publish", out, "--repo", "me/streets", "--dry-run")
+    assert code == 0, err
+    staged = Path(printed.split("staged ", 1)[1].split("/ (", 1)[0])
+    assert sorted(path.name for path in (staged / "data" / "train").iterdir()) == sorted(expected)
     tiny = ["--batch-size", "2", "--crop", "32", "64", "--workers", "0", "--width", "4", "--quiet"]
     code, printed, err = cli("train", "--shards", out, "--steps", "2", "--out", tmp_path / "run", *tiny)
     assert code == 0, err
@@ -381,3 +385,26 @@ def test_a_listed_photo_missing_on_the_store_is_recorded_not_fatal(tmp_path, buc
     with pytest.raises(BadImage, match="no such file on the store"):
         stage(items[1], tmp_path)
     assert stage(items[2], tmp_path).path.read_bytes() == (SCENES / "yard.jpg").read_bytes()
+
+
+def test_the_teacher_cache_lives_on_s3_beside_an_output_there(tmp_path, bucket, monkeypatch):
+    import huggingface_hub.constants
+    from PIL import Image
+    from simlidar.pipeline.stages.teacher import CachedTeacher, TeacherCache, teacher_cache_dir
+    from simlidar.teachers import TeacherInput, load_teacher
+
+    from .tiny_models import save_to_hub_cache, tiny_depth_anything
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    save_to_hub_cache(tmp_path / "hub", "depth-anything/Depth-Anything-V2-Small-hf", *tiny_depth_anything())
+    teacher = load_teacher("depth-anything-v2-small", device="cpu")
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    root = teacher_cache_dir("", object_store.location(f"{bucket}/out"))
+    assert root == f"{bucket}/out/teacher-cache" and teacher_cache_dir("~/c", tmp_path).startswith("/")
+    first = CachedTeacher(teacher, TeacherCache(root))
+    computed = first.predict([TeacherInput(tmp_path / "p.png", rgb)])[0]
+    again = CachedTeacher(teacher, TeacherCache(root))
+    cached = again.predict([TeacherInput(tmp_path / "p.png", rgb)])[0]
+    assert (first.misses, again.hits) == (1, 1) and np.array_equal(cached.depth, computed.depth)
+    assert fsspec.filesystem("s3").find(f"{bucket[5:]}/out/teacher-cache")
