@@ -7,6 +7,7 @@ if these fields are unchanged.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from simlidar.sensors import (
     DEFAULT_MOUNT_JITTER,
@@ -18,6 +19,7 @@ from simlidar.sensors import (
     load_sensor,
     parse_mount_jitter,
 )
+from simlidar.sensors.calibration import KITTI_CAMERAS, CalibrationError, mount_from_calibration
 from simlidar.sensors.mount import Mount
 from simlidar.teachers import (
     DepthConversion,
@@ -76,6 +78,7 @@ class GenerateConfig:
     images: str
     sensor: str = "hdl64"
     mount: str = ""
+    mount_camera: int = 2
     teacher: str = "auto"
     seed: int = 0
     limit: int | None = None
@@ -154,13 +157,25 @@ class GenerateConfig:
             (self.teacher_batch_size >= 1, "--batch-size must be at least 1"),
             (self.teacher_max_size >= 0, "--max-size must not be negative (0 = never shrink)"),
             (
-                self.mount == "" or self.mount in MOUNTS,
-                f"unknown mount {self.mount!r}; known mounts: {', '.join(MOUNTS)}",
+                self.mount == "" or self.mount in MOUNTS or Path(self.mount).is_file(),
+                f"unknown mount {self.mount!r}: give one of {', '.join(MOUNTS)} or a calibration file (KITTI "
+                "calib.txt or calib_velo_to_cam.txt, or .json/.toml with T_cam_lidar)",
             ),
+            (self.mount_camera in KITTI_CAMERAS, f"--mount-camera must be one of {KITTI_CAMERAS}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise PipelineError(message)
+
+    def mount_model(self, sensor: Sensor) -> Mount:
+        """The named mount, the mount a calibration file states (into image camera
+        mount_camera), or the sensor's own."""
+        if self.mount in MOUNTS or not self.mount:
+            return MOUNTS[self.mount or sensor.default_mount]
+        try:
+            return mount_from_calibration(self.mount, self.mount_camera)
+        except CalibrationError as error:
+            raise PipelineError(f"--mount: {error}") from None
 
     def resolve(self) -> RunPlan:
         """Parse every option once into the run's plan; PipelineError (one line, naming
@@ -179,7 +194,7 @@ class GenerateConfig:
         return RunPlan(
             config=self,
             sensor=sensor,
-            mount=MOUNTS[self.mount or sensor.default_mount],
+            mount=self.mount_model(sensor),
             jitter=jitter,
             calibration_error=calibration_error if any(asdict(calibration_error).values()) else None,
             teacher=TeacherSpec(

@@ -2,6 +2,7 @@
 ray-casting into a mesh and projection into a camera. Depends on numpy and Open3D only."""
 
 from .base import Firing
+from .calibration import Calibration, CalibrationError, mount_from_calibration, read_calibration
 from .catalog import KINDS, Sensor, SensorSpecError, available_sensors, configure_sensor, load_sensor
 from .effects import RETURN_MODES, ReturnEffects
 from .mount import (
@@ -20,6 +21,8 @@ __all__ = [
     "KINDS",
     "MOUNTS",
     "RETURN_MODES",
+    "Calibration",
+    "CalibrationError",
     "Firing",
     "MountJitter",
     "ReturnEffects",
@@ -30,7 +33,9 @@ __all__ = [
     "available_sensors",
     "configure_sensor",
     "load_sensor",
+    "mount_from_calibration",
     "mount_pose",
     "parse_mount_jitter",
+    "read_calibration",
     "sample_mount_jitter",
 ]

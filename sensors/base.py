@@ -17,11 +17,17 @@ import numpy as np
 @dataclass(frozen=True)
 class Firing:
     """One frame's rays: directions_lidar (N, 3) float64 unit vectors in the LiDAR frame,
-    ring (N,) int32 channel of each ray (0 = top beam or first emitter), time_s (N,)
-    float64 firing time since the frame started, and phase: the random start of the
-    frame, as recorded in the sample's json."""
+    origins_lidar (N, 3) float64 the point (m, LiDAR frame) each ray leaves from, ring (N,)
+    int32 channel of each ray (0 = top beam or first emitter), time_s (N,) float64 firing
+    time since the frame started, and phase: the random start of the frame, as recorded in
+    the sample's json.
+
+    A return at distance t along ray i is origins_lidar[i] + t * directions_lidar[i]: a
+    caster must start each ray at its own origin (lasers of a real unit sit apart, and
+    their origins turn with the head), and points.npy holds that point."""
 
     directions_lidar: np.ndarray
+    origins_lidar: np.ndarray
     ring: np.ndarray
     time_s: np.ndarray
     phase: dict[str, float]
@@ -31,4 +37,7 @@ def content_hash(spec) -> str:
     """A short content hash of every figure of a sensor dataclass that changes the rays
     or the returns (not its description, citation or published figures)."""
     figures = {k: v for k, v in asdict(spec).items() if k not in ("description", "source", "published")}
+    # A sensor without per-laser origins keeps the hash it had before origins existed.
+    if not figures.get("laser_origins_m", True):
+        del figures["laser_origins_m"]
     return hashlib.sha256(json.dumps(figures, sort_keys=True).encode()).hexdigest()[:16]

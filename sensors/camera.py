@@ -118,7 +118,7 @@ def rays_reaching_frustum(
     cast. Exact for the segment (clipped against the four side planes and z > 0).
 
     Args:
-        origin_cam: (3,) ray origin in the camera frame (m).
+        origin_cam: (3,) origin of every ray, or (N, 3) one per ray, in the camera frame (m).
         directions_cam: (N, 3) unit ray directions in the camera frame.
 
     Returns:
@@ -136,17 +136,17 @@ def rays_reaching_frustum(
             [0.0, 0.0, 1.0],
         ]
     )
-    offset = normals @ origin_cam
+    offset = np.atleast_2d(origin_cam) @ normals.T
     rate = directions_cam @ normals.T
     t_low = np.full(len(directions_cam), float(min_range_m))
     t_high = np.full(len(directions_cam), float(max_range_m))
     with np.errstate(divide="ignore", invalid="ignore"):
-        crossing = -offset[None, :] / rate
+        crossing = -offset / rate
     entering = rate > 0
     leaving = rate < 0
     t_low = np.maximum(t_low, np.where(entering, crossing, -np.inf).max(axis=1))
     t_high = np.minimum(t_high, np.where(leaving, crossing, np.inf).min(axis=1))
-    parallel_outside = ((rate == 0) & (offset[None, :] < 0)).any(axis=1)
+    parallel_outside = ((rate == 0) & (offset < 0)).any(axis=1)
     return (t_low < t_high) & ~parallel_outside
 
 

@@ -20,6 +20,11 @@ from .risley import RisleyLidar
 from .spinning import SpinningLidar
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+# Per-laser origin offsets in a spinning sensor's [beams], metres in the head's frame
+# (SpinningLidar.laser_origins_m); a laser origin farther than this from the LiDAR frame's
+# origin is a typo (mm for m), not a sensor.
+LASER_ORIGIN_FIELDS = ("origin_forward_m", "origin_left_m", "origin_up_m")
+MAX_LASER_ORIGIN_M = 1.0
 KINDS = ("spinning", "risley")
 # One frame's rays (points x sub-rays) are cast at once: this bound keeps a frame's
 # arrays (directions, origins, hits, returns) to a few GB; the catalog's largest is 230k.
@@ -31,7 +36,14 @@ _ALLOWED = {
     "spinning": {
         "": _COMMON | {"scan", "beams"},
         "scan": {"azimuth_step_deg", "columns", "horizontal_fov_deg", "rotation_hz"},
-        "beams": {"elevation_deg", "top_deg", "bottom_deg", "channels", "azimuth_offset_deg"},
+        "beams": {
+            "elevation_deg",
+            "top_deg",
+            "bottom_deg",
+            "channels",
+            "azimuth_offset_deg",
+            *LASER_ORIGIN_FIELDS,
+        },
     },
     "risley": {
         "": _COMMON | {"scan", "prisms", "emitters"},
@@ -265,6 +277,7 @@ def _spinning(spec: dict, path: Path, common: dict) -> SpinningLidar:
     offsets: list[float] = []
     if _lookup(spec, "beams.azimuth_offset_deg") is not None:
         offsets = _numbers(spec, "beams.azimuth_offset_deg", path, -30.0, 30.0, len(elevations))
+    origins = _laser_origins(spec, path, len(elevations))
     horizontal_fov = _field(spec, "scan.horizontal_fov_deg", float, path)
     _check(0.0 < horizontal_fov <= 360.0, path, "scan.horizontal_fov_deg", f"must be in (0, 360], got {horizontal_fov}")
     if _lookup(spec, "scan.columns") is not None:
@@ -281,9 +294,23 @@ def _spinning(spec: dict, path: Path, common: dict) -> SpinningLidar:
         azimuth_step_deg=azimuth_step,
         horizontal_fov_deg=horizontal_fov,
         azimuth_offsets_deg=tuple(offsets),
+        laser_origins_m=origins,
         rotation_hz=rotation_hz,
         **common,
     )
+
+
+def _laser_origins(spec: dict, path: Path, channels: int) -> tuple[tuple[float, float, float], ...]:
+    """Per-laser (forward, left, up) origins from [beams]; axes not given are 0; () when none is."""
+    given = [name for name in LASER_ORIGIN_FIELDS if _lookup(spec, f"beams.{name}") is not None]
+    if not given:
+        return ()
+    limit = MAX_LASER_ORIGIN_M
+    axes = [
+        _numbers(spec, f"beams.{name}", path, -limit, limit, channels) if name in given else [0.0] * channels
+        for name in LASER_ORIGIN_FIELDS
+    ]
+    return tuple(zip(*axes, strict=True))
 
 
 def _risley(spec: dict, path: Path, common: dict) -> RisleyLidar:

@@ -27,13 +27,71 @@ class Mount:
     roll_pitch_yaw_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
+def rotation_from_roll_pitch_yaw(roll_rad: float, pitch_rad: float, yaw_rad: float) -> np.ndarray:
+    """(3, 3) rotation Rz(yaw) @ Ry(pitch) @ Rx(roll)."""
+    cr, sr = np.cos(roll_rad), np.sin(roll_rad)
+    cp, sp = np.cos(pitch_rad), np.sin(pitch_rad)
+    cy, sy = np.cos(yaw_rad), np.sin(yaw_rad)
+    rotation_x = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    rotation_y = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rotation_z = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    return rotation_z @ rotation_y @ rotation_x
+
+
+def roll_pitch_yaw_from_rotation(rotation: np.ndarray) -> np.ndarray:
+    """(3,) (roll, pitch, yaw) radians of a (3, 3) rotation Rz(yaw) @ Ry(pitch) @ Rx(roll),
+    pitch in [-pi/2, pi/2]; the inverse of rotation_from_roll_pitch_yaw."""
+    pitch = np.arcsin(np.clip(-rotation[2, 0], -1.0, 1.0))
+    return np.array([np.arctan2(rotation[2, 1], rotation[2, 2]), pitch, np.arctan2(rotation[1, 0], rotation[0, 0])])
+
+
+def mount_from_T_cam_lidar(name: str, description: str, T_cam_lidar: np.ndarray) -> Mount:
+    """The Mount whose mount_pose is T_cam_lidar (4, 4, rigid): its translation and its
+    rotation as roll, pitch, yaw against the nominal axes."""
+    roll_pitch_yaw_rad = roll_pitch_yaw_from_rotation(R_CAM_LIDAR_NOMINAL.T @ T_cam_lidar[:3, :3])
+    return Mount(
+        name,
+        description,
+        tuple(float(value) for value in T_cam_lidar[:3, 3]),
+        tuple(float(value) for value in np.rad2deg(roll_pitch_yaw_rad)),
+    )
+
+
+def _kitti_2011_09_26_T_cam2_lidar() -> np.ndarray:
+    """T_cam_lidar (4, 4) of KITTI's 2011_09_26 calibration into the rectified left colour
+    camera (camera 2, the image of KITTI's depth benchmarks): calib_velo_to_cam.txt's R, T,
+    then calib_cam_to_cam.txt's R_rect_00 and P_rect_02's offset K^-1 P_rect_02[:, 3]."""
+    R_cam0_lidar = np.array(
+        [
+            [7.533745e-03, -9.999714e-01, -6.166020e-04],
+            [1.480249e-02, 7.280733e-04, -9.998902e-01],
+            [9.998621e-01, 7.523790e-03, 1.480755e-02],
+        ]
+    )
+    t_cam0_lidar = np.array([-4.069766e-03, -7.631618e-02, -2.717806e-01])
+    R_rect_00 = np.array(
+        [
+            [9.999239e-01, 9.837760e-03, -7.445048e-03],
+            [-9.869795e-03, 9.999421e-01, -4.278459e-03],
+            [7.402527e-03, 4.351614e-03, 9.999631e-01],
+        ]
+    )
+    K_rect = np.array([[7.215377e02, 0.0, 6.095593e02], [0.0, 7.215377e02, 1.728540e02], [0.0, 0.0, 1.0]])
+    t_cam2_rect0 = np.linalg.solve(K_rect, np.array([4.485728e01, 2.163791e-01, 2.745884e-03]))
+    T_cam2_lidar = np.eye(4)
+    T_cam2_lidar[:3, :3] = R_rect_00 @ R_cam0_lidar
+    T_cam2_lidar[:3, 3] = R_rect_00 @ t_cam0_lidar + t_cam2_rect0
+    return T_cam2_lidar
+
+
 MOUNTS: dict[str, Mount] = {
     mount.name: mount
     for mount in (
-        Mount(
+        mount_from_T_cam_lidar(
             "kitti",
-            "KITTI car: Velodyne about 0.27 m behind, 0.08 m above and 0.06 m right of the left colour camera",
-            (0.06, -0.08, -0.27),
+            "KITTI car, its 2011_09_26 calibration into the rectified left colour camera (camera 2): Velodyne "
+            "0.27 m behind, 0.08 m above and 0.06 m right of it, pitched and turned by under 1 deg",
+            _kitti_2011_09_26_T_cam2_lidar(),
         ),
         Mount(
             "roof", "generic roof rack: LiDAR 0.40 m above and 0.50 m behind a windscreen camera", (0.0, -0.40, -0.50)
@@ -97,17 +155,6 @@ def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter
             raise ValueError(f"{option}: {key} must be a range in [0, 90), got {number}")
         ranges[_JITTER_KEYS[key]] = number
     return MountJitter(**ranges)
-
-
-def rotation_from_roll_pitch_yaw(roll_rad: float, pitch_rad: float, yaw_rad: float) -> np.ndarray:
-    """(3, 3) rotation Rz(yaw) @ Ry(pitch) @ Rx(roll)."""
-    cr, sr = np.cos(roll_rad), np.sin(roll_rad)
-    cp, sp = np.cos(pitch_rad), np.sin(pitch_rad)
-    cy, sy = np.cos(yaw_rad), np.sin(yaw_rad)
-    rotation_x = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
-    rotation_y = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-    rotation_z = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
-    return rotation_z @ rotation_y @ rotation_x
 
 
 def sample_mount_jitter(jitter: MountJitter, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

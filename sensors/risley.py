@@ -146,5 +146,9 @@ class RisleyLidar:
         ring = np.repeat(np.arange(self.channels, dtype=np.int32), self.firings)
         usable = np.isfinite(directions).all(axis=1)
         return Firing(
-            directions[usable], ring[usable], np.tile(offset_s, self.channels)[usable], {"start_time_s": start_s}
+            directions[usable],
+            np.zeros((int(usable.sum()), 3)),
+            ring[usable],
+            np.tile(offset_s, self.channels)[usable],
+            {"start_time_s": start_s},
         )

@@ -19,6 +19,12 @@ class SpinningLidar:
     at `azimuth_offsets_deg[r]` from the column's azimuth when the sensor staggers its
     lasers. Azimuth 0 points along the LiDAR's x axis (forward), positive azimuth turns
     toward +y (left), so the sweep is counter-clockwise seen from above.
+
+    `laser_origins_m[r]` is where laser r fires from, (forward, left, up) in metres in the
+    head's frame: forward along the column's azimuth (the encoder angle, before the laser's
+    own azimuth offset), left perpendicular to it, up along the LiDAR's z axis. The origin
+    turns with the head, so each ray of a frame has its own. Empty: every laser fires from
+    the LiDAR frame's origin.
     """
 
     name: str
@@ -31,6 +37,7 @@ class SpinningLidar:
     max_range_m: float
     default_mount: str
     azimuth_offsets_deg: tuple[float, ...] = ()
+    laser_origins_m: tuple[tuple[float, float, float], ...] = ()
     rotation_hz: float = 10.0
     effects: ReturnEffects = ReturnEffects()
     published: dict = field(default_factory=dict, compare=False)
@@ -70,9 +77,7 @@ class SpinningLidar:
             ring: (channels * columns,) int32 ring index of each ray.
         """
         elevation = np.deg2rad(np.asarray(self.elevations_deg, dtype=np.float64))
-        azimuth_start = -0.5 * np.deg2rad(self.horizontal_fov_deg)
-        azimuth = azimuth_start + azimuth_phase_rad + np.arange(self.columns) * np.deg2rad(self.azimuth_step_deg)
-        elevation_grid, azimuth_grid = np.meshgrid(elevation, azimuth, indexing="ij")
+        elevation_grid, azimuth_grid = np.meshgrid(elevation, self.column_azimuths(azimuth_phase_rad), indexing="ij")
         if self.azimuth_offsets_deg:
             azimuth_grid = azimuth_grid + np.deg2rad(np.asarray(self.azimuth_offsets_deg))[:, None]
         cos_elevation = np.cos(elevation_grid)
@@ -83,6 +88,27 @@ class SpinningLidar:
         ring = np.repeat(np.arange(self.channels, dtype=np.int32), self.columns)
         return directions_lidar, ring
 
+    def column_azimuths(self, azimuth_phase_rad: float = 0.0) -> np.ndarray:
+        """(columns,) float64 azimuth (rad) of each column (the encoder angle) of a frame."""
+        azimuth_start = -0.5 * np.deg2rad(self.horizontal_fov_deg)
+        return azimuth_start + azimuth_phase_rad + np.arange(self.columns) * np.deg2rad(self.azimuth_step_deg)
+
+    def ray_origins(self, azimuth_phase_rad: float = 0.0) -> np.ndarray:
+        """(channels * columns, 3) float64 origin of each ray (m, LiDAR frame), ring-major
+        like ray_directions: each laser's (forward, left, up) turned by its column's azimuth."""
+        if not self.laser_origins_m:
+            return np.zeros((self.points_per_frame, 3))
+        forward, left, up = (column[:, None] for column in np.asarray(self.laser_origins_m, dtype=np.float64).T)
+        azimuth = self.column_azimuths(azimuth_phase_rad)[None, :]
+        cos_azimuth, sin_azimuth = np.cos(azimuth), np.sin(azimuth)
+        origins_lidar = np.stack(
+            np.broadcast_arrays(
+                forward * cos_azimuth - left * sin_azimuth, forward * sin_azimuth + left * cos_azimuth, up
+            ),
+            axis=-1,
+        )
+        return origins_lidar.reshape(-1, 3)
+
     def fire(self, rng: np.random.Generator) -> Firing:
         """One frame with a random azimuth phase in [0, step) drawn from `rng`."""
         azimuth_phase_rad = float(rng.uniform(0.0, np.deg2rad(self.azimuth_step_deg)))
@@ -90,6 +116,7 @@ class SpinningLidar:
         column_time_s = np.arange(self.columns) / (self.columns * self.rotation_hz)
         return Firing(
             directions_lidar,
+            self.ray_origins(azimuth_phase_rad),
             ring,
             np.tile(column_time_s, self.channels),
             {"azimuth_phase_deg": float(np.rad2deg(azimuth_phase_rad))},

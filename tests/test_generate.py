@@ -144,7 +144,7 @@ def test_exif_rotated_photo_is_stored_upright(cli, tmp_path):
 def test_unknown_sensor_lists_known_sensors(cli, photos, tmp_path):
     code, _, err = generate(cli, photos, tmp_path / "out", "--sensor", "hdl65")
     assert code == 2
-    assert err.count("\n") == 1 and "unknown sensor 'hdl65'" in err and "hdl64, mid40" in err
+    assert err.count("\n") == 1 and "unknown sensor 'hdl65'" in err and "hdl64, hdl64-kitti, mid40" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -22,7 +22,7 @@ def out(cli, photos, tmp_path):
     return folder
 
 
-def test_the_staged_dataset_loads_with_datasets_and_the_card_snippet(cli, out, tmp_path, monkeypatch, capsys):
+def test_the_staged_dataset_loads_with_datasets_and_the_card_snippet(cli, out, tmp_path, capsys):
     code, text, err = cli("publish", out, "--repo", "someone/street-hdl64", "--license", "cc-by-4.0", "--dry-run")
     assert code == 0, err
     staging = out / "hub"
@@ -40,8 +40,9 @@ def test_the_staged_dataset_loads_with_datasets_and_the_card_snippet(cli, out, t
 
     import datasets
 
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    dataset = datasets.load_dataset(str(staging), split="train")
+    # An explicit cache: offline, `datasets` would otherwise reuse a build of another dataset
+    # staged under the same folder name ("hub") in the user's cache.
+    dataset = datasets.load_dataset(str(staging), split="train", cache_dir=str(tmp_path / "datasets-cache"))
     assert set(dataset.column_names) == {"__key__", "__url__", "jpg", "sparse.png", "dense.png", "json", "points.npy"}
     members = tar_members(out / "shard-000000.tar")
     for row in dataset:

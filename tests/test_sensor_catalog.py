@@ -10,6 +10,7 @@ from simlidar.sensors.risley import refract
 
 PRESETS = [
     "hdl64",
+    "hdl64-kitti",
     "hdl32",
     "vlp16",
     "vlp16-hires",

@@ -22,6 +22,7 @@ FLAGS = {
     "integration_time_s": "--integration-time",
     "intrinsics": "--intrinsics",
     "intrinsics_policy": "--intrinsics-policy",
+    "like": "--like",
     "max_size": "--max-size",
     "metric_scale": "--metric-scale",
     "mount_jitter": "--mount-jitter",

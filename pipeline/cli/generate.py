@@ -57,7 +57,18 @@ def _absolute_source(images: str) -> str:
     help="Output folder for shards and manifest, or a URL (s3://bucket/run/; see 'Run on a cluster' in the README).",
 )
 @click.option(
-    "--mount", default="", show_default=False, help=f"LiDAR placement: {', '.join(MOUNTS)} [default: the sensor's own]."
+    "--mount",
+    default="",
+    show_default=False,
+    help=f"LiDAR placement: {', '.join(MOUNTS)} (kitti: KITTI's 2011_09_26 calibration into camera 2), or a "
+    "calibration file: a KITTI object calib.txt, a KITTI raw calib_velo_to_cam.txt (with calib_cam_to_cam.txt "
+    "beside it), or .json/.toml with a 4x4 T_cam_lidar [default: the sensor's own].",
+)
+@click.option(
+    "--mount-camera",
+    default=2,
+    type=int,
+    help="The image camera of a KITTI calibration file given as --mount (0-3; 2 = left colour, P2).",
 )
 @click.option(
     "--teacher",
@@ -219,7 +230,7 @@ def _absolute_source(images: str) -> str:
     default="none",
     help="Per-view error of the recorded LiDAR-camera extrinsics, same keys as --mount-jitter: the scan is cast "
     "from the true pose but projected (and recorded) with a pose off by up to these ranges, as in real datasets "
-    "(KITTI-like: roll=0.2,pitch=0.2,yaw=0.2,horizontal=0.02,height=0.02); 'none' = exact.",
+    "(KITTI-like: roll=0.1,pitch=0.1,yaw=0.1,horizontal=0.02,height=0.02); 'none' = exact.",
 )
 @click.option(
     "--range-noise",

@@ -9,6 +9,7 @@ import click
 from .bench import bench
 from .convert import convert
 from .errors import user_errors, with_flags
+from .fidelity import fidelity
 from .generate import generate
 from .output import inspect_command, publish
 from .sensors import sensors
@@ -21,7 +22,7 @@ def cli() -> None:
     """Turn a folder of photos into LiDAR depth-completion training data (WebDataset shards)."""
 
 
-for command in (generate, inspect_command, publish, bench, sensors, teachers, convert):
+for command in (generate, inspect_command, publish, bench, sensors, teachers, convert, fidelity):
     cli.add_command(command)
 
 

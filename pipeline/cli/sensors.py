@@ -1,15 +1,19 @@
-"""`simlidar sensors`: the catalog as a table, one sensor's spec, and a picture of its
-ray pattern and of one simulated frame over a bundled scene."""
+"""`simlidar sensors`: the catalog as a table, one sensor's spec, a picture of its ray
+pattern and of one simulated frame over a bundled scene, and sensor files made from a
+maker's per-unit figures (`sensors import`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import click
 import numpy as np
+import tomllib
 from PIL import Image, ImageDraw
 from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, load_sensor, mount_pose
+from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file
 
 from ..errors import PipelineError
 from ..output.preview import colorize_depth, spread_points
@@ -60,6 +64,9 @@ def describe_sensor(sensor: Sensor) -> list[str]:
             + (", per-channel azimuth offsets" if sensor.azimuth_offsets_deg else "")
         )
         lines.append("elevations (deg, top to bottom): " + ", ".join(f"{e:g}" for e in sensor.elevations_deg))
+        if sensor.laser_origins_m:
+            reach = max(float(np.linalg.norm(origin)) for origin in sensor.laser_origins_m)
+            lines.append(f"per-laser origins (forward, left, up), up to {reach:.3f} m from the LiDAR's origin")
     lines.append(f"range {sensor.min_range_m:g}-{sensor.max_range_m:g} m; default mount {sensor.default_mount}")
     effects = dataclasses.asdict(sensor.effects)
     lines.append("returns: " + ", ".join(f"{name} {value}" for name, value in effects.items()))
@@ -136,7 +143,7 @@ def stack(pictures: list[Image.Image]) -> Image.Image:
 
 @click.group()
 def sensors() -> None:
-    """The sensor catalog: list the presets, show one (and draw it)."""
+    """The sensor catalog: list the presets, show one (and draw it), import a unit's own figures."""
 
 
 @sensors.command("list")
@@ -180,3 +187,48 @@ def show_command(name: str, plot: Path | None, scene: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     stack([pattern_image(sensor, rng), scene_image(sensor, scene, rng)]).save(plot)
     click.echo(f"picture in {plot}")
+
+
+@sensors.group("import")
+def import_group() -> None:
+    """Write a sensor file from a maker's per-unit figures (beams from the unit; range,
+    scan and return effects from a catalog preset)."""
+
+
+def _read_document(path: Path, kind: str) -> dict:
+    """A JSON or TOML file as a dict, or PipelineError naming the file."""
+    try:
+        document = json.loads(path.read_text()) if kind == "json" else tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise PipelineError(f"{path}: cannot read it as {kind.upper()} ({error})") from None
+    if not isinstance(document, dict):
+        raise PipelineError(f"{path}: expected a {kind.upper()} object")
+    return document
+
+
+_OUT = click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The sensor .toml file to write."
+)
+
+
+@import_group.command("ouster")
+@click.argument("metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_OUT
+@click.option("--name", default="", help="The sensor's name [default: the --out file's stem].")
+@click.option("--like", default=None, help="Catalog preset for range and returns [default: os0/os1/os2 by product].")
+def import_ouster(metadata: Path, out: Path, name: str, like: str | None) -> None:
+    """Write a sensor file from an Ouster sensor's METADATA JSON (beam angles and origins)."""
+    spec = ouster_spec(_read_document(metadata, "json"), name or out.stem, like, label=metadata.name)
+    sensor = write_sensor_file(spec, out)
+    click.echo(f"{out}: {sensor.name}, {sensor.channels} beams, {sensor.columns} columns (simlidar sensors show {out})")
+
+
+@import_group.command("velodyne")
+@click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_OUT
+def import_velodyne(table: Path, out: Path) -> None:
+    """Write a sensor file from a Velodyne-style per-laser TABLE (TOML, one [[laser]] per laser
+    with vert_correction_deg, rot_correction_deg, vert_offset_m, horiz_offset_m; see
+    sensors/maker_metadata.py)."""
+    sensor = write_sensor_file(velodyne_table_spec(_read_document(table, "toml"), label=table.name), out)
+    click.echo(f"{out}: {sensor.name}, {sensor.channels} lasers (simlidar sensors show {out})")

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from simlidar.sensors import Sensor
+from simlidar.sensors import Firing, Sensor
 from simlidar.sensors.camera import (
     pixels_in_image,
     rays_reaching_frustum,
@@ -107,14 +107,14 @@ def simulate_scan(
 
 
 def _toward_images(
-    origin_scene: np.ndarray, directions_scene: np.ndarray, cameras: list[ScanCamera], sensor: Sensor
+    origins_scene: np.ndarray, directions_scene: np.ndarray, cameras: list[ScanCamera], sensor: Sensor
 ) -> np.ndarray:
-    """(N,) bool: which rays from origin_scene (3,) along directions_scene (N, 3) can reach
-    one of the cameras' images within the sensor's range."""
+    """(N,) bool: which rays from origins_scene (N, 3) along directions_scene (N, 3) can
+    reach one of the cameras' images within the sensor's range."""
     toward_image = np.zeros(len(directions_scene), dtype=bool)
     for camera in cameras:
         toward_image |= rays_reaching_frustum(
-            camera.from_scene(origin_scene[None])[0],
+            camera.from_scene(origins_scene),
             camera.directions_from_scene(directions_scene),
             camera.K,
             camera.width,
@@ -123,6 +123,14 @@ def _toward_images(
             sensor.max_range_m,
         )
     return toward_image
+
+
+def _points_lidar(firing: Firing, returned: np.ndarray, distance_m: np.ndarray, signal: np.ndarray) -> np.ndarray:
+    """(N, 5) float32 points.npy rows (x, y, z, intensity, ring) in the LiDAR frame of the
+    returned rays (N,) indices into `firing`: each from its own origin, distance_m (N,) along
+    its beam, with the intensity of its signal (N,)."""
+    ray_points = firing.origins_lidar[returned] + firing.directions_lidar[returned] * distance_m[:, None]
+    return np.column_stack([ray_points, intensity_from_signal(signal), firing.ring[returned]]).astype(np.float32)
 
 
 def simulate_rig_scan(
@@ -142,19 +150,21 @@ def simulate_rig_scan(
     effects = sensor.effects
     with times.stage("rays"):
         firing = sensor.fire(rng)
-        origin_scene = T_scene_lidar[:3, 3]
         directions_scene = transform_directions(T_scene_lidar, firing.directions_lidar)
-        toward_image = _toward_images(origin_scene, directions_scene, cameras, sensor)
+        origins_scene = transform_points(T_scene_lidar, firing.origins_lidar)
+        toward_image = _toward_images(origins_scene, directions_scene, cameras, sensor)
         beams_scene = directions_scene[toward_image]
+        beam_origins_scene = origins_scene[toward_image]
         sub_rays_scene = sub_ray_directions(beams_scene, effects.divergence_mrad * 1e-3, effects.active_sub_rays)
         beams, sub_rays = sub_rays_scene.shape[:2]
         flat_scene = sub_rays_scene.reshape(-1, 3)
+        flat_origins_scene = np.repeat(beam_origins_scene, sub_rays, axis=0)
     with times.stage("cast"):
-        hits = scene.cast(origin_scene, flat_scene, threads=threads)
+        hits = scene.cast(flat_origins_scene, flat_scene, threads=threads)
     with times.stage("project"):
         in_range = np.isfinite(hits.t) & (hits.t >= sensor.min_range_m) & (hits.t <= sensor.max_range_m)
         range_m = np.where(in_range, hits.t, np.inf)
-        hit_points_scene = origin_scene + flat_scene[in_range] * hits.t[in_range, None]
+        hit_points_scene = flat_origins_scene[in_range] + flat_scene[in_range] * hits.t[in_range, None]
         signal = np.zeros(len(flat_scene))
         signal[in_range] = signal_strength(
             sample_reflectance(hit_points_scene, cameras),
@@ -165,16 +175,11 @@ def simulate_rig_scan(
         kept = np.isfinite(returns.range_m)
         distance = returns.range_m[kept]
         # A sensor reports every return along its beam's axis.
-        points_scene = origin_scene + beams_scene[kept] * distance[:, None]
+        points_scene = beam_origins_scene[kept] + beams_scene[kept] * distance[:, None]
+        returned = np.flatnonzero(toward_image)[kept]
         first = cameras[0]
         sparse_depth_m, _ = sparse_depth_image(first.from_scene(points_scene), first.K, first.width, first.height)
-        points_lidar = np.column_stack(
-            [
-                firing.directions_lidar[toward_image][kept] * distance[:, None],
-                intensity_from_signal(returns.signal[kept]),
-                firing.ring[toward_image][kept],
-            ]
-        ).astype(np.float32)
+        points_lidar = _points_lidar(firing, returned, distance, returns.signal[kept])
     counts = {
         "rays": int(len(firing.directions_lidar)),
         "rays_toward_image": int(toward_image.sum()),

@@ -1,0 +1,355 @@
+"""A simulated scan against a real one of the same scene (`simlidar fidelity`).
+
+The real scan is projected into its camera; the real sparse map, densified, stands in for
+the scene's geometry (what the teacher's depth is in `generate`); the chosen sensor on the
+chosen mount is simulated into that geometry with generate's stages (mesh, scan); a naive
+pitch-binned line sampler (what simulators without ray casting do) samples the same dense
+map. Each of the three sparse maps is described by figures a depth-completion network
+feels: valid pixels, density in KITTI's 1216 x 352 crop, rows with points, the first such
+row, how well its per-row point count follows the real scan's (Pearson correlation over
+the crop's rows binned by 1, 2 and 4), and the share of points behind the dense surface
+(see-through: > 0.3 m and > 1 m), since every map is compared with the one dense surface.
+
+Densifying a sparse map into the surface the camera sees: points far behind a near
+neighbour (the LiDAR saw past an edge the camera cannot) are set aside, then gaps along
+each row (within a ring) and along each column (between rings) are filled by linear
+interpolation of inverse depth, exact on planes such as the road; across a depth edge the
+nearer side fills the gap; the surface is smoothed within each side of its edges. Nothing
+is made above a column's top point, so the geometry ends where the real scan does; below
+its bottom point the road is continued for about two rings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from simlidar.sensors import Calibration, CalibrationError, Sensor, read_calibration
+from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image, transform_points
+from simlidar.sensors.effects import luma
+from simlidar.sensors.raycast import MeshScene
+
+from ..errors import PipelineError
+from ..stages.mesh import MeshOptions, depth_to_mesh
+from ..stages.scan import simulate_scan, with_calibration_error
+from .preview import colorize_depth, spread_points
+
+CROP_HEIGHT, CROP_WIDTH = 352, 1216
+PROFILE_BINS = (1, 2, 4)
+SEE_THROUGH_M = (0.3, 1.0)
+# Densifying: a point is set aside when a neighbour within HIDDEN_WINDOW_PX is nearer by
+# more than HIDDEN_RATIO of its depth and SEE_THROUGH_M[0]; gaps up to ROW_GAP_PX along a
+# row and COLUMN_GAP_PX along a column are filled, interpolated unless the two sides differ
+# in depth by more than EDGE_RATIO_PER_PX per pixel of the gap (the road between two far
+# rings changes by a few percent per pixel) or by more than MAX_INTERPOLATED_RATIO.
+HIDDEN_WINDOW_PX = 3
+HIDDEN_RATIO = 0.1
+ROW_GAP_PX = 4
+COLUMN_GAP_PX = 24
+EDGE_RATIO = 0.1
+EDGE_RATIO_PER_PX = 0.03
+MAX_INTERPOLATED_RATIO = 1.3
+
+
+@dataclass(frozen=True)
+class RealFrame:
+    """A real LiDAR frame and its camera: rgb (H, W, 3) uint8, points_lidar (N, 3) float64
+    (m, LiDAR frame), calibration (T_cam_lidar and K of the image's camera), name."""
+
+    rgb: np.ndarray
+    points_lidar: np.ndarray
+    calibration: Calibration
+    name: str
+
+
+def _kitti_file(stem: Path, flat_suffix: str, folder: str, suffix: str) -> Path:
+    """A frame's file in the flat layout (DIR/NAME.bin) or KITTI's tree (ROOT/velodyne/NAME.bin
+    beside ROOT/image_2/, ROOT/calib/); the flat one where neither exists (for the error)."""
+    tree = stem.parent.parent / folder / f"{stem.name}{suffix}"
+    return tree if not stem.with_suffix(flat_suffix).is_file() and tree.is_file() else stem.with_suffix(flat_suffix)
+
+
+def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
+    """KITTI object frame DIR/NAME: NAME.bin (N x 4 float32 scan), NAME.png (the image of
+    `camera`) and NAME.calib.txt, or KITTI's tree ROOT/velodyne/NAME.bin, ROOT/image_2/NAME.png
+    and ROOT/calib/NAME.txt. Raises PipelineError naming what is missing or wrong."""
+    stem = Path(stem)
+    scan_path = _kitti_file(stem, ".bin", "velodyne", ".bin")
+    image_path = _kitti_file(stem, ".png", f"image_{camera}", ".png")
+    calib_path = _kitti_file(stem, ".calib.txt", "calib", ".txt")
+    for path in (scan_path, image_path, calib_path):
+        if not path.is_file():
+            raise PipelineError(f"KITTI object frame {stem}: {path} does not exist")
+    raw = np.fromfile(scan_path, dtype=np.float32)
+    if raw.size == 0 or raw.size % 4:
+        raise PipelineError(f"{scan_path}: not a KITTI scan (N x 4 float32), {raw.size} values")
+    try:
+        rgb = np.asarray(Image.open(image_path).convert("RGB"))
+        calibration = read_calibration(calib_path, camera)
+    except (OSError, CalibrationError) as error:
+        raise PipelineError(f"KITTI object frame {stem}: {error}") from None
+    if calibration.K is None:
+        raise PipelineError(f"{calib_path}: gives no intrinsics for camera {camera}")
+    return RealFrame(rgb, raw.reshape(-1, 4)[:, :3].astype(np.float64), calibration, stem.name)
+
+
+def project_scan(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int):
+    """(H, W) float32 sparse camera-z depth (m) of points (N, 3, LiDAR frame) seen with
+    T_cam_lidar (4, 4) by K (3, 3); nearest point per pixel."""
+    return sparse_depth_image(transform_points(T_cam_lidar, points_lidar), K, width, height)[0]
+
+
+def _shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
+    """image moved by (dv, du) pixels, `fill` where nothing moved in."""
+    height, width = image.shape
+    out = np.full_like(image, fill)
+    out[max(dv, 0) : height + min(dv, 0), max(du, 0) : width + min(du, 0)] = image[
+        max(-dv, 0) : height + min(-dv, 0), max(-du, 0) : width + min(-du, 0)
+    ]
+    return out
+
+
+def hidden_points(sparse_m: np.ndarray) -> np.ndarray:
+    """(H, W) bool: points of a sparse map (m, 0 = none) far behind a near neighbour."""
+    depth = np.where(sparse_m > 0, sparse_m, np.inf)
+    nearest = depth.copy()
+    reach = range(-HIDDEN_WINDOW_PX, HIDDEN_WINDOW_PX + 1)
+    for dv in reach:
+        for du in reach:
+            nearest = np.minimum(nearest, _shifted(depth, dv, du, np.inf))
+    margin = np.maximum(SEE_THROUGH_M[0], HIDDEN_RATIO * sparse_m)
+    return (sparse_m > 0) & (nearest < sparse_m - margin)
+
+
+def fill_gaps(depth_m: np.ndarray, max_gap: int) -> np.ndarray:
+    """Fill gaps of up to max_gap pixels along each row between two valid pixels: inverse
+    depth interpolated linearly, or the nearer side across a depth edge (see
+    EDGE_RATIO_PER_PX). depth_m: (H, W) metres, 0 = none."""
+    height, width = depth_m.shape
+    valid = depth_m > 0
+    column = np.broadcast_to(np.arange(width), (height, width))
+    before = np.maximum.accumulate(np.where(valid, column, -1), axis=1)
+    after = np.minimum.accumulate(np.where(valid, column, width)[:, ::-1], axis=1)[:, ::-1]
+    inside = ~valid & (before >= 0) & (after < width) & (after - before <= max_gap)
+    rows = np.nonzero(inside)[0]
+    left, right = depth_m[rows, before[inside]], depth_m[rows, after[inside]]
+    share = (column[inside] - before[inside]) / (after[inside] - before[inside])
+    interpolated = 1.0 / ((1.0 - share) / left + share / right)
+    gap = after[inside] - before[inside]
+    allowed = np.minimum((1.0 + EDGE_RATIO_PER_PX) ** gap, MAX_INTERPOLATED_RATIO)
+    edge = np.maximum(left, right) > allowed * np.minimum(left, right)
+    filled = depth_m.copy()
+    filled[inside] = np.where(edge, np.minimum(left, right), interpolated)
+    return filled
+
+
+def smooth_surface(depth_m: np.ndarray) -> np.ndarray:
+    """Mean inverse depth over each pixel's 3 x 3 neighbours on the same surface (within
+    EDGE_RATIO of its depth): takes out the scan's range noise and ring-to-ring steps, which
+    would otherwise break the mesh into speckled holes. (H, W) m, 0 = none."""
+    valid = depth_m > 0
+    inverse = np.where(valid, 1.0 / np.where(valid, depth_m, 1.0), 0.0)
+    total, count = np.zeros_like(inverse), np.zeros_like(inverse)
+    for dv in (-1, 0, 1):
+        for du in (-1, 0, 1):
+            neighbour = _shifted(inverse, dv, du, 0.0)
+            same = (neighbour > 0) & (np.abs(neighbour - inverse) <= EDGE_RATIO * inverse)
+            total += np.where(same, neighbour, 0.0)
+            count += same
+    return np.where(valid, 1.0 / np.maximum(total / np.maximum(count, 1), 1e-9), 0.0)
+
+
+def extend_ground_down(depth_m: np.ndarray, rows: int = COLUMN_GAP_PX, baseline: int = 6) -> np.ndarray:
+    """Continue each column below its bottom pixel for up to `rows` rows where the surface
+    there comes nearer downward (the road): inverse depth extrapolated linearly from the
+    `baseline` rows above, exact for a plane. The LiDAR's lowest ring in view then still
+    finds ground just below the real scan's lowest one. (H, W) m, 0 = none."""
+    height, width = depth_m.shape
+    valid = depth_m > 0
+    bottom = height - 1 - np.argmax(valid[::-1], axis=0)
+    columns = np.arange(width)
+    above = np.clip(bottom - baseline, 0, height - 1)
+    inverse_bottom = 1.0 / np.where(valid[bottom, columns], depth_m[bottom, columns], np.inf)
+    inverse_above = 1.0 / np.where(valid[above, columns], depth_m[above, columns], np.inf)
+    slope = (inverse_bottom - inverse_above) / baseline
+    ground = valid.any(axis=0) & (inverse_above > 0) & (slope > 0)
+    extended = depth_m.copy()
+    for step in range(1, rows + 1):
+        row = bottom + step
+        take = ground & (row < height)
+        extended[row[take], columns[take]] = 1.0 / (inverse_bottom[take] + step * slope[take])
+    return extended
+
+
+def densify(sparse_m: np.ndarray) -> np.ndarray:
+    """(H, W) float32 dense surface the camera sees, from a sparse map (m, 0 = none); see
+    the module docstring."""
+    visible = np.where(hidden_points(sparse_m), 0.0, sparse_m).astype(np.float64)
+    along_rows = fill_gaps(visible, ROW_GAP_PX)
+    between_rings = fill_gaps(along_rows.T, COLUMN_GAP_PX).T
+    # Columns no ring point fell in are filled from their neighbours.
+    surface = smooth_surface(fill_gaps(between_rings, 2 * ROW_GAP_PX))
+    # The scan's own (visible) points stay exact: the surface passes through them.
+    surface = np.where(visible > 0, visible, surface)
+    return extend_ground_down(surface).astype(np.float32)
+
+
+def naive_line_sampler(dense_m: np.ndarray, K: np.ndarray, T_cam_lidar: np.ndarray, sensor: Sensor) -> np.ndarray:
+    """(H, W) float32 sparse map a naive simulator makes from a dense map (m): the pixels
+    whose direction from the LiDAR (T_cam_lidar, 4x4) lies within half a pixel of one of
+    `sensor.channels` evenly spaced pitch lines between its top and bottom beam, and of a
+    multiple of its azimuth step; no ray is cast, so nothing is hidden or seen through."""
+    points_lidar = transform_points(invert_pose(T_cam_lidar), backproject(dense_m, K).reshape(-1, 3))
+    pitch = np.arctan2(points_lidar[:, 2], np.hypot(points_lidar[:, 0], points_lidar[:, 1]))
+    azimuth = np.arctan2(points_lidar[:, 1], points_lidar[:, 0])
+    top, bottom = np.deg2rad(sensor.vertical_fov_deg)
+    line_step = (top - bottom) / max(sensor.channels - 1, 1)
+    azimuth_step = np.deg2rad(360.0 / max(sensor.points_per_frame // sensor.channels, 1))
+    half_pixel = 0.5 / K[1, 1]
+    line_offset = np.abs(pitch - top - np.round((pitch - top) / line_step) * line_step)
+    column_offset = np.abs(azimuth - np.round(azimuth / azimuth_step) * azimuth_step)
+    on_line = (pitch <= top + half_pixel) & (pitch >= bottom - half_pixel) & (line_offset <= half_pixel)
+    keep = (dense_m.reshape(-1) > 0) & on_line & (column_offset <= max(half_pixel, 0.5 / K[0, 0]))
+    return np.where(keep, dense_m.reshape(-1), 0.0).reshape(dense_m.shape).astype(np.float32)
+
+
+def crop(image: np.ndarray) -> np.ndarray:
+    """The bottom-centred CROP_HEIGHT x CROP_WIDTH window of an (H, W) image (KITTI's crop)."""
+    height, width = image.shape[:2]
+    left = max((width - CROP_WIDTH) // 2, 0)
+    return image[max(height - CROP_HEIGHT, 0) :, left : left + CROP_WIDTH]
+
+
+def row_profile(sparse_m: np.ndarray) -> np.ndarray:
+    """(crop rows,) number of points in each row of the crop."""
+    return np.count_nonzero(crop(sparse_m), axis=1)
+
+
+def profile_correlation(profile: np.ndarray, reference: np.ndarray, rows: int) -> float:
+    """Pearson correlation of two row profiles summed over bins of `rows` rows (0 when
+    either is flat)."""
+    bins = len(profile) // rows
+    binned = profile[: bins * rows].reshape(bins, rows).sum(axis=1).astype(np.float64)
+    binned_reference = reference[: bins * rows].reshape(bins, rows).sum(axis=1).astype(np.float64)
+    if binned.std() == 0 or binned_reference.std() == 0:
+        return 0.0
+    return float(np.corrcoef(binned, binned_reference)[0, 1])
+
+
+def map_figures(sparse_m: np.ndarray, dense_m: np.ndarray, reference_profile: np.ndarray) -> dict:
+    """The figures of one sparse map (H, W, m) against the dense surface and the real
+    scan's row profile (see the module docstring)."""
+    valid = sparse_m > 0
+    in_crop = crop(sparse_m) > 0
+    rows = np.nonzero(in_crop.any(axis=1))[0]
+    behind = (sparse_m - dense_m)[valid & (dense_m > 0)]
+    profile = row_profile(sparse_m)
+    figures = {
+        "valid_px": int(valid.sum()),
+        "crop_density": float(in_crop.mean()),
+        "crop_rows": len(rows),
+        "first_crop_row": int(rows.min()) if len(rows) else -1,
+    }
+    figures |= {f"correlation_{rows}": profile_correlation(profile, reference_profile, rows) for rows in PROFILE_BINS}
+    count = max(int(valid.sum()), 1)
+    figures |= {f"see_through_{limit:g}m": float((behind > limit).sum() / count) for limit in SEE_THROUGH_M}
+    return figures
+
+
+@dataclass
+class FidelityReport:
+    """The three sparse maps (H, W, m), the dense surface (H, W, m) and their figures."""
+
+    maps: dict[str, np.ndarray]
+    dense_m: np.ndarray
+    figures: dict[str, dict]
+
+
+def fidelity_report(
+    frame: RealFrame,
+    sensor: Sensor,
+    T_cam_lidar: np.ndarray,
+    rng: np.random.Generator,
+    mesh_options: MeshOptions | None = None,
+    T_error: np.ndarray | None = None,
+) -> FidelityReport:
+    """Real scan, simulation of `sensor` at T_cam_lidar (4, 4) into the densified real scan
+    (recorded with a calibration error T_error (4, 4, LiDAR frame) when given), and the
+    naive sampler, with their figures (map_figures)."""
+    height, width = frame.rgb.shape[:2]
+    K = frame.calibration.K
+    real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, K, width, height)
+    dense_m = densify(real)
+    mesh = depth_to_mesh(dense_m, K, mesh_options or MeshOptions())
+    scene = MeshScene(mesh.vertices_cam, mesh.triangles)
+    scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(frame.rgb))
+    if T_error is not None:
+        scan, _ = with_calibration_error(scan, T_cam_lidar, K, width, height, T_error)
+    maps = {
+        "real": real,
+        "simulated": scan.sparse_depth_m,
+        "naive": naive_line_sampler(dense_m, K, T_cam_lidar, sensor),
+    }
+    reference = row_profile(real)
+    figures = {name: map_figures(sparse, dense_m, reference) for name, sparse in maps.items()}
+    return FidelityReport(maps, dense_m, figures)
+
+
+_ROWS = (
+    ("valid pixels", "valid_px", "{:.0f}"),
+    ("density in the 1216x352 crop", "crop_density", "{:.2%}"),
+    ("crop rows with points", "crop_rows", "{:.0f}"),
+    ("first crop row with points", "first_crop_row", "{:.0f}"),
+    *((f"row-profile correlation, {rows} row(s)", f"correlation_{rows}", "{:.3f}") for rows in PROFILE_BINS),
+    *((f"see-through > {limit:g} m", f"see_through_{limit:g}m", "{:.2%}") for limit in SEE_THROUGH_M),
+)
+
+
+def format_table(figures: dict[str, dict]) -> str:
+    """The figures of each map side by side, one figure per line."""
+    names = list(figures)
+    lines = [f"{'':36s}" + "".join(f"{name:>12s}" for name in names)]
+    for label, key, pattern in _ROWS:
+        lines.append(f"{label:36s}" + "".join(f"{pattern.format(figures[name][key]):>12s}" for name in names))
+    return "\n".join(lines)
+
+
+def fidelity_picture(report: FidelityReport, rgb: np.ndarray, title: str) -> Image.Image:
+    """The three sparse maps over the dimmed image, then their row profiles (one colour each)."""
+    valid_dense = report.dense_m[report.dense_m > 0]
+    near_m = float(np.percentile(valid_dense, 1)) if valid_dense.size else 1.0
+    far_m = max(float(np.percentile(valid_dense, 99)) if valid_dense.size else 80.0, 1.5 * near_m)
+    panels = []
+    for name, sparse in report.maps.items():
+        grown = spread_points(sparse, radius=1)
+        overlay = (rgb * 0.35).astype(np.uint8)
+        overlay[grown > 0] = colorize_depth(grown, near_m, far_m)[grown > 0]
+        panel = Image.fromarray(overlay)
+        ImageDraw.Draw(panel).text((8, 6), f"{title}: {name}, {report.figures[name]['valid_px']} px", fill="white")
+        panels.append(panel)
+    panels.append(_profile_chart(report, rgb.shape[1]))
+    sheet = Image.new("RGB", (rgb.shape[1], sum(panel.height for panel in panels)), "white")
+    top = 0
+    for panel in panels:
+        sheet.paste(panel, (0, top))
+        top += panel.height
+    return sheet
+
+
+_COLOURS = {"real": (0, 0, 0), "simulated": (220, 60, 30), "naive": (40, 110, 220)}
+
+
+def _profile_chart(report: FidelityReport, width: int, height: int = 260) -> Image.Image:
+    """Points per crop row (x: row, top to bottom; y: count) of each map."""
+    chart = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(chart)
+    profiles = {name: row_profile(sparse) for name, sparse in report.maps.items()}
+    peak = max(max(int(profile.max()), 1) for profile in profiles.values())
+    for index, (name, profile) in enumerate(profiles.items()):
+        x = 10 + np.arange(len(profile)) * (width - 20) / max(len(profile) - 1, 1)
+        y = height - 20 - profile / peak * (height - 50)
+        draw.line(list(zip(x.tolist(), y.tolist(), strict=True)), fill=_COLOURS[name], width=2)
+        draw.text((10 + 150 * index, 6), f"{name}: points per crop row", fill=_COLOURS[name])
+    return chart
