@@ -18,7 +18,7 @@ import fsspec
 import numpy as np
 import pytest
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.output import object_store
+from simlidar.pipeline.output import object_store, store
 from simlidar.pipeline.sources.image_shards import list_shard_samples
 from simlidar.pipeline.sources.inputs import has_depth_sidecar, list_sources, stage
 from simlidar.pipeline.sources.photos import BadImage, list_inputs
@@ -187,8 +187,8 @@ def test_the_output_store_on_s3_keeps_the_rules_of_a_folder(tmp_path, bucket):
     assert not object_store.exists(out / "shard-000000.tar")  # nothing under the final name before the rename
     object_store.rename(staged, out / "shard-000000.tar")
     assert object_store.exists(out / "shard-000000.tar") and not staged.exists() and object_store.is_folder(out)
-    assert object_store.size_and_sha256(out / "shard-000000.tar") == (3000, hashlib.sha256(b"x" * 3000).hexdigest())
-    assert object_store.size_and_sha256(out / "missing.tar") is None
+    assert store.size_and_sha256(out / "shard-000000.tar") == (3000, hashlib.sha256(b"x" * 3000).hexdigest())
+    assert store.size_and_sha256(out / "missing.tar") is None
     object_store.write_json_atomically(out / "manifest.json", {"status": "running"})
     assert object_store.read_json(out / "manifest.json") == {"status": "running"}
     assert object_store.create_exclusively(out / "generate.lock", b"me")

@@ -14,7 +14,7 @@ from pathlib import Path
 from upath import UPath
 
 from ..errors import PipelineError
-from . import object_store
+from . import object_store, store
 from .manifest import ERRORS, MANIFEST
 
 PREVIEWS = "previews"
@@ -69,10 +69,4 @@ def _listed_shards(manifest_path: Path) -> list[dict]:
 
 
 def _matches(local: Path, entry: dict) -> bool:
-    if not local.is_file() or local.stat().st_size != entry.get("bytes"):
-        return False
-    digest = hashlib.sha256()
-    with local.open("rb") as stream:
-        while chunk := stream.read(object_store.HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest() == entry.get("sha256")
+    return store.size_and_sha256(local) == (entry.get("bytes"), entry.get("sha256"))

@@ -11,7 +11,6 @@ create is a conditional PUT (If-None-Match), which S3, GCS and moto honour."""
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -65,17 +64,10 @@ def list_names(folder: UPath, pattern: str = "*") -> list[str]:
     return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
 
 
-def size_and_sha256(path: UPath) -> tuple[int, str] | None:
-    """(size in bytes, SHA-256 hex) of an object, or None when there is none."""
-    digest, size = hashlib.sha256(), 0
-    try:
-        with _fresh(path).open(path.path, "rb", block_size=HASH_CHUNK) as stream:
-            while chunk := stream.read(HASH_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError:
-        return None
-    return size, digest.hexdigest()
+def open_for_reading(path: UPath):
+    """The object as a binary file read in large blocks (store.size_and_sha256 hashes it);
+    FileNotFoundError when there is none."""
+    return _fresh(path).open(path.path, "rb", block_size=HASH_CHUNK)
 
 
 def age_s(path: UPath) -> float:

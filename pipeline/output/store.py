@@ -56,14 +56,12 @@ def list_names(folder: Path, pattern: str = "*") -> list[str]:
 
 def size_and_sha256(path: Path) -> tuple[int, str] | None:
     """(size in bytes, SHA-256 hex) of a regular file, or None when there is none."""
-    if is_remote(path):
-        return object_store.size_and_sha256(path)
-    if not path.is_file():
+    if not is_remote(path) and not path.is_file():
         return None
     digest = hashlib.sha256()
     size = 0
     try:
-        with open(path, "rb") as handle:
+        with object_store.open_for_reading(path) if is_remote(path) else open(path, "rb") as handle:
             while chunk := handle.read(HASH_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
