@@ -19,14 +19,18 @@ import numpy as np
 from PIL import Image
 
 IMAGE = "jpg"
+# An image kept in its original lossless bytes (KITTI's PNGs) is the `png` member instead.
+IMAGE_PNG = "png"
+IMAGE_MEMBERS = (IMAGE, IMAGE_PNG)
 SPARSE = "sparse.png"
 DENSE = "dense.png"
 META = "json"
 POINTS = "points.npy"
 TEACHER = "teacher.png"
 
-REQUIRED_MEMBERS = (IMAGE, SPARSE, DENSE, META)
-MEMBER_ORDER = (IMAGE, SPARSE, DENSE, TEACHER, META, POINTS)
+# Every sample has one of IMAGE_MEMBERS and all of these.
+REQUIRED_MEMBERS = (SPARSE, DENSE, META)
+MEMBER_ORDER = (IMAGE, IMAGE_PNG, SPARSE, DENSE, TEACHER, META, POINTS)
 
 POINT_FIELDS = ("x", "y", "z", "intensity", "ring")
 
@@ -36,6 +40,18 @@ MAX_DEPTH_M = np.iinfo(np.uint16).max / DEPTH_SCALE
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _SEPARATORS = re.compile(r"[\\/]")
 _OTHER_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def missing_members(present) -> list[str]:
+    """The required members (names after the key) absent from `present`; no image is
+    reported as "jpg or png"."""
+    missing = [] if any(name in present for name in IMAGE_MEMBERS) else [" or ".join(IMAGE_MEMBERS)]
+    return missing + [name for name in REQUIRED_MEMBERS if name not in present]
+
+
+def image_bytes(members: dict) -> bytes:
+    """The encoded image of a sample (member name -> bytes), JPEG or PNG."""
+    return members[IMAGE] if IMAGE in members else members[IMAGE_PNG]
 
 
 def encode_depth_png(depth_m: np.ndarray) -> bytes:

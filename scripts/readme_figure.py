@@ -13,7 +13,8 @@ from simlidar.pipeline.output.preview import sample_panel
 
 def main(shard: str, key: str, out: str = "docs/sample.jpg") -> None:
     with tarfile.open(shard) as tar:
-        member = {name: tar.extractfile(f"{key}.{name}").read() for name in schema.REQUIRED_MEMBERS}
+        names = (schema.IMAGE, *schema.REQUIRED_MEMBERS)
+        member = {name: tar.extractfile(f"{key}.{name}").read() for name in names}
     sparse = schema.decode_depth_png(member[schema.SPARSE])
     dense = schema.decode_depth_png(member[schema.DENSE])
     Path(out).parent.mkdir(parents=True, exist_ok=True)

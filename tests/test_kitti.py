@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from simlidar.pipeline import schema
+from simlidar.train import data
 
 from .helpers import tar_members
 from .kitti_tree import DRIVE, SIZE, kitti_depths, write_kitti_tree
@@ -21,8 +22,10 @@ def test_convert_writes_scan_ground_truth_and_teacher(cli, tmp_path):
     sparse, groundtruth, wall = kitti_depths(5)
     assert np.array_equal(schema.decode_depth_png(members[f"{key}.sparse.png"]), sparse)
     assert np.array_equal(schema.decode_depth_png(members[f"{key}.dense.png"]), groundtruth)
-    rgb = np.asarray(Image.open(io.BytesIO(members[f"{key}.jpg"])))
-    assert rgb.shape == (*SIZE, 3)
+    # KITTI's PNG bytes, unchanged: eval sees the benchmark's own inputs.
+    image = root / "raw" / DRIVE[:10] / DRIVE / "image_02" / "data" / "0000000005.png"
+    assert members[f"{key}.png"] == image.read_bytes() and f"{key}.jpg" not in members
+    assert np.asarray(Image.open(io.BytesIO(members[f"{key}.png"]))).shape == (*SIZE, 3)
     teacher, valid = schema.decode_relative_png(members[f"{key}.teacher.png"])
     # disparity 1/15 m (left) and 1/25 m (right), min-max normalised -> 1 and 0
     assert valid.all() and np.all(teacher[:, :24] == 1.0) and np.all(teacher[:, 24:] == 0.0)
@@ -43,13 +46,19 @@ def test_convert_without_a_teacher_and_the_val_selection_layout(cli, tmp_path):
         (folder / sub).mkdir(parents=True)
         (folder / sub / f"{name}.png").write_bytes(schema.encode_depth_png(depth))
     (folder / "image").mkdir()
-    Image.fromarray(np.zeros((*SIZE, 3), np.uint8)).save(folder / "image" / f"{stem}.png")
+    rgb = np.random.default_rng(0).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "image" / f"{stem}.png")
     code, _, err = cli(
         "convert", "kitti", tmp_path / "kitti", "--split", "val_selection_cropped", "--out", tmp_path / "s", "--quiet"
     )
     assert code == 0, err
     members = tar_members(tmp_path / "s" / "shard-000000.tar")
-    assert set(members) == {f"val_selection_cropped__{stem}.{m}" for m in ("jpg", "sparse.png", "dense.png", "json")}
+    key = f"val_selection_cropped__{stem}"
+    assert set(members) == {f"{key}.{m}" for m in ("png", "sparse.png", "dense.png", "json")}
+    assert members[f"{key}.png"] == (folder / "image" / f"{stem}.png").read_bytes()
+    # The training loader decodes the lossless image: the very pixels of the benchmark.
+    sample = next(iter(data.eval_stream([str(tmp_path / "s" / "shard-000000.tar")])))
+    assert np.array_equal((sample["rgb"].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8), rgb)
 
 
 def test_missing_files_are_one_line_errors(cli, tmp_path):

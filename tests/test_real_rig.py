@@ -19,7 +19,7 @@ from simlidar.pipeline.sources.calibrated_rig import load_calibration
 from simlidar.sensors.camera import invert_pose
 from simlidar.sensors.mount import R_CAM_LIDAR_NOMINAL
 from simlidar.sensors.rig_geometry import yaw_rotation
-from simlidar.train.data import check_scenes, train_stream
+from simlidar.train.data import TrainStream, index_shards
 
 from .helpers import main, tar_members, write_photo
 
@@ -203,8 +203,9 @@ def test_dense_pixels_of_one_camera_reproject_onto_the_others_within_a_pixel(rig
 def test_the_loader_batches_a_frames_cameras_as_one_scene(rig_run):
     _, out = rig_run
     urls = [str(out / "shard-000000.tar")]
-    check_scenes(urls)
-    scene = next(iter(train_stream(urls, batch_size=1, crop_hw=(16, 16), seed=0, scenes=True)))
+    index = index_shards(urls, scenes=True)
+    assert index.units[0][:2] == (("000-r0", "000-r1", "000-r2"), ("001-r0", "001-r1", "001-r2"))
+    scene = next(iter(TrainStream(index, batch_size=1, crop_hw=(16, 16), seed=0)))
     assert scene["rgb"].shape == (3, 3, 16, 16) and scene["sparse"].shape == (3, 1, 16, 16)
     assert scene["neighbours"].tolist() == [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
 

@@ -1,6 +1,7 @@
 """The shard loader: 16-bit decoding, identical crop and flip, determinism, bad input."""
 
 import io
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.train import data
 from simlidar.train.errors import TrainError
+from torch.utils.data import default_collate
 
-from .train_shards import write_ramp_shards
+from .train_shards import sample_ids, write_ramp_shards
 
 
 def test_decoding_keeps_16_bit_depth_and_the_teacher(tmp_path):
@@ -27,9 +29,14 @@ def test_decoding_keeps_16_bit_depth_and_the_teacher(tmp_path):
     assert sample["teacher_valid"].min() == 1
 
 
+def loader(folder, **options):
+    return data.train_loader(data.index_shards(data.list_shards(folder)), **options)
+
+
 def test_crop_and_flip_move_every_map_together(tmp_path):
-    urls = data.list_shards(write_ramp_shards(tmp_path / "shards"))
-    batch = next(iter(data.train_loader(urls, batch_size=8, crop_hw=(16, 24), seed=3, workers=0)))
+    batch = next(
+        iter(loader(write_ramp_shards(tmp_path / "shards"), batch_size=8, crop_hw=(16, 24), seed=3, workers=0))
+    )
     assert batch["rgb"].shape == (8, 3, 16, 24) and batch["dense"].shape == (8, 1, 16, 24)
     dense, sparse, red = batch["dense"][:, 0], batch["sparse"][:, 0], batch["rgb"][:, 0]
     column = (dense - 2.0) * 4  # the source column of each pixel, from the depth
@@ -40,22 +47,57 @@ def test_crop_and_flip_move_every_map_together(tmp_path):
 
 
 def test_small_images_are_padded_with_no_depth(tmp_path):
-    urls = data.list_shards(write_ramp_shards(tmp_path / "shards", shards=1, per_shard=1))
-    batch = next(iter(data.train_loader(urls, batch_size=1, crop_hw=(32, 40), seed=0, workers=0)))
+    shards = write_ramp_shards(tmp_path / "shards", shards=1, per_shard=1)
+    batch = next(iter(loader(shards, batch_size=1, crop_hw=(32, 40), seed=0, workers=0)))
     assert batch["dense"].shape == (1, 1, 32, 40) and (batch["dense"][0, 0, 24:] == 0).all()
 
 
-def test_the_stream_is_a_function_of_the_seed_and_resumes_mid_way(tmp_path):
-    urls = data.list_shards(write_ramp_shards(tmp_path / "shards"))
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("done", [1, 3, 4])
+def test_the_stream_is_a_function_of_the_seed_and_resumes_at_any_step(tmp_path, workers, done):
+    # A resumed loader starts at worker 0; worker w must play the role of worker
+    # (w + done) % workers, or batches done, done + 1 swap (the issue: stop at 3, workers 2).
+    index = data.index_shards(data.list_shards(write_ramp_shards(tmp_path / "shards", shards=3, per_shard=4)))
 
-    def batches(seed, done, count):
-        loader = data.train_loader(urls, batch_size=3, crop_hw=(8, 8), seed=seed, workers=0, batches_done=done)
-        return [batch["dense"] for batch, _ in zip(loader, range(count), strict=False)]
+    def batches(seed, batches_done, count):
+        options = dict(batch_size=3, crop_hw=(8, 8), seed=seed, workers=workers, shuffle_buffer=5)
+        stream = data.train_loader(index, batches_done=batches_done, **options)
+        return [batch["dense"] + 1000 * batch["sparse"] for batch, _ in zip(stream, range(count), strict=False)]
 
-    straight = batches(0, 0, 6)
-    assert all(torch.equal(a, b) for a, b in zip(straight, batches(0, 0, 6), strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(straight[4:], batches(0, 4, 2), strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(straight, batches(1, 0, 6), strict=True))
+    straight = batches(0, 0, 7)
+    assert all(torch.equal(a, b) for a, b in zip(straight, batches(0, 0, 7), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(straight[done:], batches(0, done, 7 - done), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(straight, batches(1, 0, 7), strict=True))
+
+
+def test_resume_skips_whole_shards_without_opening_them(tmp_path, monkeypatch):
+    # 6 shards of 4 samples, one worker, no shuffle: after 5 batches of 2 the worker has used
+    # 10 samples, so the first two shards it read are never opened again and the third is
+    # read from its third sample on.
+    index = data.index_shards(data.list_shards(write_ramp_shards(tmp_path / "shards", shards=6, per_shard=4)))
+    opened = []
+    real_read = data.TrainStream._read_shard
+    monkeypatch.setattr(
+        data.TrainStream, "_read_shard", lambda self, shard: opened.append(shard) or real_read(self, shard)
+    )
+    options = dict(batch_size=2, crop_hw=(8, 8), seed=0, shuffle_buffer=1)
+    straight = list(islice(iter(data.TrainStream(index, **options)), 14))
+    order = list(opened)
+    opened.clear()
+    resumed = list(islice(iter(data.TrainStream(index, batches_done=5, **options)), 4))
+    assert sample_ids(default_collate(straight[10:])) == sample_ids(default_collate(resumed))
+    assert opened == order[2:4] and len(set(order[:4])) == 4
+
+
+def test_ranks_read_disjoint_samples(tmp_path):
+    index = data.index_shards(data.list_shards(write_ramp_shards(tmp_path / "shards", shards=4, per_shard=2)))
+    options = dict(batch_size=1, crop_hw=(8, 8), seed=0, shuffle_buffer=1, world_size=2)
+    seen = [
+        [sample_ids(batch)[0] for batch in islice(data.train_loader(index, workers=1, rank=rank, **options), 4)]
+        for rank in (0, 1)
+    ]
+    # Each rank reads 2 of the 4 shards per epoch: 4 distinct samples, none of the other rank's.
+    assert len(set(seen[0])) == len(set(seen[1])) == 4 and not set(seen[0]) & set(seen[1])
 
 
 def test_bad_shard_folders_are_one_line_errors(tmp_path):
@@ -66,6 +108,9 @@ def test_bad_shard_folders_are_one_line_errors(tmp_path):
     with pytest.raises(TrainError, match=r"sample 's0-0' has no sparse\.png") as error:
         data.check_shards(urls)
     assert "\n" not in str(error.value)
+    urls = data.list_shards(write_ramp_shards(tmp_path / "no-image", drop="jpg"))
+    with pytest.raises(TrainError, match=r"sample 's0-0' has no jpg or png member"):
+        data.check_shards(urls)
 
 
 def test_samples_without_a_teacher_have_an_empty_teacher_mask(tmp_path):

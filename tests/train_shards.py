@@ -11,13 +11,15 @@ from simlidar.pipeline.writer import ShardWriter
 
 def ramp_sample(seed: int, size=(24, 40), teacher: bool = True) -> dict:
     """A sample whose maps all encode the column: dense = 2 + column / 4 m (exact in
-    1/256 m steps), sparse = dense on every 3rd row, teacher = normalised 1 / dense."""
+    1/256 m steps), sparse = dense on every 3rd row, teacher = normalised 1 / dense; its
+    green channel is the seed (`sample_id`)."""
     height, width = size
     dense = np.tile(2.0 + np.arange(width, dtype=np.float32) / 4, (height, 1))
     dense[0, 0] = 200.5  # beyond 8 bits: must survive decoding
     sparse = np.where((np.arange(height) % 3 == seed % 3)[:, None], dense, 0).astype(np.float32)
     rgb = np.zeros((height, width, 3), np.uint8)
     rgb[..., 0] = (np.arange(width) * 5)[None, :]
+    rgb[..., 1] = seed
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")  # lossless, stored as the image member
     members = {
@@ -42,3 +44,8 @@ def write_ramp_shards(folder, shards=2, per_shard=4, drop=None, teacher=True):
                     members.pop(drop)
                 writer.write(f"s{shard}-{index}", members)
     return folder
+
+
+def sample_ids(batch) -> list[int]:
+    """The seed of each sample of a batch of ramp samples (its green channel)."""
+    return [round(value) for value in (batch["rgb"][:, 1, 0, 0] * 255).tolist()]

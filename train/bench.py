@@ -2,21 +2,32 @@
 
 - loader: samples/s that one worker decodes, crops and flips (run in-process, which
   is exactly one DataLoader worker's job);
-- training: samples/s of forward + backward + AdamW step on batches already on the device;
+- training: samples/s of forward + backward + AdamW step on batches already on the device,
+  per rank and over all ranks (under torchrun the model is wrapped in DDP, so the figure
+  includes the gradient all-reduce), and the process's peak memory;
 - inference: frames/s at KITTI's 352 x 1216, batch 1.
+
+`ssi_gradient_ratios` (simlidar bench-ssi) measures how strongly the fine-tuning SSI term
+pulls a pixel next to the supervised L1, by depth range.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import resource
+import sys
 import time
 from itertools import islice
 
 import torch
+import torch.nn.functional as F
 
-from . import data
+from . import data, distributed
 from .config import TrainConfig
-from .loop import compute_loss, pick_device
+from .factory import pick_device
+from .loop import compute_loss, finetune_ssi
+from .losses import masked_l1
 from .model import DepthCompletionNet, ModelConfig, parameter_count
 
 KITTI_HW = (352, 1216)
@@ -27,9 +38,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def loader_rate(urls: list[str], crop_hw: tuple[int, int], samples: int) -> float:
+def loader_rate(index: data.ShardIndex, crop_hw: tuple[int, int], samples: int) -> float:
     """Samples/s of one loader worker (after a warm-up sample)."""
-    stream = iter(data.train_stream(urls, 1, crop_hw, seed=0, shuffle_buffer=1))
+    stream = iter(data.TrainStream(index, 1, crop_hw, seed=0, shuffle_buffer=1))
     next(stream)
     started = time.perf_counter()
     for _ in islice(stream, samples):
@@ -37,15 +48,21 @@ def loader_rate(urls: list[str], crop_hw: tuple[int, int], samples: int) -> floa
     return samples / (time.perf_counter() - started)
 
 
-def training_rate(urls, width, batch_size, crop_hw, steps, device) -> float:
-    """Samples/s of training steps on one real batch kept on the device."""
-    stream = data.train_stream(urls, batch_size, crop_hw, seed=0, shuffle_buffer=1)
+def training_rate(index, width, batch_size, crop_hw, steps, device, ranks: distributed.Ranks | None = None) -> float:
+    """Samples/s of this rank's training steps on one real batch kept on the device (DDP
+    under torchrun)."""
+    ranks = ranks or distributed.Ranks()
+    stream = data.TrainStream(
+        index, batch_size, crop_hw, seed=0, shuffle_buffer=1, rank=ranks.rank, world_size=ranks.world_size
+    )
     batch = torch.utils.data.default_collate(list(islice(iter(stream), batch_size)))
     batch = {name: tensor.to(device) for name, tensor in batch.items()}
     on_cuda = device.type == "cuda"
     memory_format = torch.channels_last if on_cuda else torch.contiguous_format
     model = DepthCompletionNet(ModelConfig(width)).to(device, memory_format=memory_format).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if ranks.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
     config = TrainConfig(shards="")
     rgb, sparse = (batch[name].contiguous(memory_format=memory_format) for name in ("rgb", "sparse"))
     amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
@@ -85,20 +102,74 @@ def inference_fps(width: int, device: torch.device, frames: int = 10) -> float:
     return frames / (time.perf_counter() - started)
 
 
+def peak_memory_gb() -> float:
+    """This process's peak resident memory (GB; ru_maxrss is in KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+
+
 def run_bench(shards, width, batch_size, crop_hw, steps, samples, device_name="auto"):
-    """The bench's report, one line at a time as each figure is measured."""
-    urls = data.list_shards(shards)
-    data.check_shards(urls)
-    device = pick_device(device_name)
-    parameters = parameter_count(DepthCompletionNet(ModelConfig(width)))
-    threads = torch.get_num_threads()
-    yield f"device {device} ({threads} CPU threads); model width {width}: {parameters / 1e6:.2f} M parameters"
-    per_worker = loader_rate(urls, crop_hw, samples)
-    yield f"loader:    {per_worker:8.1f} samples/s per worker (decode + crop + flip)"
-    training = training_rate(urls, width, batch_size, crop_hw, steps, device)
-    yield f"training:  {training:8.1f} samples/s (batch {batch_size}, crop {crop_hw[0]}x{crop_hw[1]})"
-    yield f"workers needed to keep up: {math.ceil(training / per_worker)}"
-    yield f"inference: {inference_fps(width, device):8.1f} frames/s at {KITTI_HW[0]}x{KITTI_HW[1]}, batch 1"
+    """The bench's report, one line at a time as each figure is measured (rank 0's lines
+    only, under torchrun: `torchrun --nproc_per_node N --no-python simlidar bench-train`)."""
+    index = data.index_shards(data.list_shards(shards))
+    device = pick_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
+    ranks = distributed.setup(device.type == "cuda")
+    main = ranks.is_main
+    try:
+        parameters = parameter_count(DepthCompletionNet(ModelConfig(width)))
+        threads = torch.get_num_threads()
+        if main:
+            yield f"device {device} ({threads} CPU threads); model width {width}: {parameters / 1e6:.2f} M parameters"
+        per_worker = loader_rate(index, crop_hw, samples)
+        if main:
+            yield f"loader:    {per_worker:8.1f} samples/s per worker (decode + crop + flip)"
+        per_rank = training_rate(index, width, batch_size, crop_hw, steps, device, ranks)
+        total = distributed.mean_over_ranks([per_rank], device)[0] * ranks.world_size
+        if main:
+            shape = (
+                f"batch {batch_size} per rank, crop {crop_hw[0]}x{crop_hw[1]}, peak memory {peak_memory_gb():.2f} GB"
+            )
+            yield f"training:  {per_rank:8.1f} samples/s per rank ({shape})"
+            yield f"training:  {total:8.1f} samples/s over {ranks.world_size} rank(s)"
+            yield f"workers needed per rank to keep up: {math.ceil(per_rank / per_worker)}"
+            yield f"inference: {inference_fps(width, device):8.1f} frames/s at {KITTI_HW[0]}x{KITTI_HW[1]}, batch 1"
+    finally:
+        distributed.teardown()
+
+
+# Depth ranges (m) of the SSI-to-L1 gradient comparison.
+DEPTH_RANGES = ((3.0, 10.0), (10.0, 30.0), (30.0, 90.0))
+
+
+def ssi_gradient_ratios(shards: str, crop_hw: tuple[int, int], samples: int, ssi_weight: float, trim: float):
+    """How hard fine-tuning's SSI term pulls a pixel next to the supervised L1, by depth.
+    On generated samples, fine-tuning is imitated: the LiDAR points are the ground truth,
+    the teacher's relative disparity the SSI target, and the prediction the dense depth
+    off by a smooth +-10 % field. Yields lines: per depth range, the mean |dL/d depth| of
+    a pixel with ground truth (L1) and of one without (ssi_weight x SSI), and their ratio."""
+    index = data.index_shards(data.list_shards(shards))
+    stream = data.TrainStream(index, samples, crop_hw, seed=0, shuffle_buffer=1)
+    batch = torch.utils.data.default_collate(list(islice(iter(stream), samples)))
+    generator = torch.Generator().manual_seed(0)
+    field = F.interpolate(torch.rand(samples, 1, 4, 8, generator=generator), size=crop_hw, mode="bilinear")
+    prediction = (batch["dense"].clamp(min=1.0) * (0.9 + 0.2 * field)).requires_grad_()
+    ground_truth = {**batch, "dense": batch["sparse"]}
+    gt_mask = (batch["sparse"] > 0).float()
+    (l1_gradient,) = torch.autograd.grad(masked_l1(prediction, batch["sparse"], gt_mask), prediction)
+    config = TrainConfig(shards=shards, stage="finetune", ssi_weight=ssi_weight, trim=trim)
+    (ssi_gradient,) = torch.autograd.grad(ssi_weight * finetune_ssi(config, prediction, ground_truth), prediction)
+    depth = batch["dense"]
+    yield f"{samples} samples, crop {crop_hw[0]}x{crop_hw[1]}; SSI weight {ssi_weight}, trim {trim}"
+    yield f"{'depth (m)':>10s} {'L1 |grad|':>11s} {'SSI |grad|':>11s} {'SSI / L1':>9s}"
+    for low, high in DEPTH_RANGES:
+        in_range = (depth >= low) & (depth < high)
+        l1 = l1_gradient[in_range & (gt_mask > 0)].abs()
+        ssi = ssi_gradient[in_range & (gt_mask == 0) & (ssi_gradient != 0)].abs()
+        if len(l1) and len(ssi):
+            l1_mean, ssi_mean = l1.mean().item(), ssi.mean().item()
+            yield f"{f'{low:g}-{high:g}':>10s} {l1_mean:11.3e} {ssi_mean:11.3e} {ssi_mean / l1_mean:9.3f}"
+        else:
+            yield f"{f'{low:g}-{high:g}':>10s} {'(no pixels)':>11s}"
 
 
 # DA-V2 takes sides that are multiples of its 14-pixel patches: a KITTI-like frame.

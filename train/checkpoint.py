@@ -13,21 +13,25 @@ from torch import nn
 
 from .errors import TrainError
 from .model import DepthCompletionNet, ModelConfig
+from .schedule import ema_decay
 
 FORMAT = "simlidar-depth-completion/1"
 
 
 class EMA:
-    """An exponential moving average of a model's weights (buffers are copied)."""
+    """An exponential moving average of a model's weights (buffers are copied), its decay
+    warmed up (schedule.ema_decay) so that it follows the early, fast-moving weights."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        """Fold in the weights after optimizer step `step` (0-based)."""
+        decay = ema_decay(step, self.decay)
         for average, current in zip(self.model.parameters(), model.parameters(), strict=True):
-            average.lerp_(current, 1.0 - self.decay)
+            average.lerp_(current, 1.0 - decay)
         for average, current in zip(self.model.buffers(), model.buffers(), strict=True):
             average.copy_(current)
 

@@ -5,12 +5,14 @@ stays fast; only the torch-free run options (`simlidar.train.config`) load up fr
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 import click
 
-from .config import LOSS_NAMES, OBJECTIVES, STAGES, STUDENTS, TrainConfig
+from .config import DECAYS, LOSS_NAMES, OBJECTIVES, STAGES, STUDENTS, TrainConfig
+from .errors import TrainingInterrupted
 
 DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.name != "shards"}
 
@@ -23,11 +25,22 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     type=click.Choice(STAGES),
     help="pretrain: L1/L2 on the dense target; finetune: supervised on real GT + SSI to the teacher.",
 )
-@click.option("--out", default=None, help="Run folder (config.json, log.csv, last.pt) [default: runs/STAGE].")
+@click.option(
+    "--out",
+    default=None,
+    help="Run folder (config.json, log.csv, val.csv, tensorboard/, last.pt, best.pt) [default: runs/STAGE].",
+)
 @click.option("--init", default=None, help="Checkpoint to start from (needed by --stage finetune).")
-@click.option("--steps", default=DEFAULTS["steps"], type=int, help="Optimizer steps in the whole schedule.")
+@click.option(
+    "--steps",
+    default=DEFAULTS["steps"],
+    type=int,
+    help="Optimizer steps in the whole schedule; may be raised when resuming (the schedule is recomputed).",
+)
 @click.option("--stop-at", default=None, type=int, help="Checkpoint and stop at this step; re-run to continue.")
-@click.option("--batch-size", default=DEFAULTS["batch_size"], type=int, help="Samples per step.")
+@click.option(
+    "--batch-size", default=DEFAULTS["batch_size"], type=int, help="Samples per step (per rank under torchrun)."
+)
 @click.option("--crop", default=DEFAULTS["crop"], type=(int, int), help="Random crop H W (smaller images are padded).")
 @click.option(
     "--width",
@@ -35,17 +48,26 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     type=int,
     help="Model width (channels of the first stage) [default: 32, 16 for bins-kd students, or --init's].",
 )
-@click.option("--lr", default=DEFAULTS["lr"], type=float, help="Peak learning rate of the one-cycle schedule (AdamW).")
+@click.option("--lr", default=DEFAULTS["lr"], type=float, help="Peak learning rate (AdamW), reached after the warm-up.")
+@click.option("--min-lr", default=DEFAULTS["min_lr"], type=float, help="Learning rate the decay ends at.")
+@click.option(
+    "--decay", default=DEFAULTS["decay"], type=click.Choice(DECAYS), help="Shape of the decay after the warm-up."
+)
 @click.option("--weight-decay", default=DEFAULTS["weight_decay"], type=float, help="AdamW weight decay.")
-@click.option("--warmup", default=DEFAULTS["warmup"], type=float, help="Share of the steps spent warming up.")
-@click.option("--clip", default=DEFAULTS["clip"], type=float, help="Gradient-norm clipping.")
-@click.option("--ema", default=DEFAULTS["ema"], type=float, help="EMA decay of the weights (0 = off).")
+@click.option("--warmup", default=DEFAULTS["warmup"], type=float, help="Share of the steps warming up (0..1).")
+@click.option("--clip", default=DEFAULTS["clip"], type=float, help="Gradient-norm clipping (0 = off).")
+@click.option(
+    "--ema",
+    default=DEFAULTS["ema"],
+    type=float,
+    help="EMA decay of the weights (0 = off), warmed up as min(EMA, (1 + step) / (10 + step)).",
+)
 @click.option("--loss", default=DEFAULTS["loss"], type=click.Choice(LOSS_NAMES), help="Supervised loss.")
 @click.option(
     "--ssi-weight",
     default=DEFAULTS["ssi_weight"],
     type=float,
-    help="finetune: lambda of the SSI term (pixels without GT, in disparity).",
+    help="finetune: weight of the SSI term (pixels without GT; in metric depth, residuals in metres).",
 )
 @click.option(
     "--gradient-weight",
@@ -57,7 +79,7 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     "--trim",
     default=DEFAULTS["trim"],
     type=float,
-    help="finetune: share of largest SSI residuals left out per image (0 = least-squares MSE; MiDaS: 0.2).",
+    help="finetune: share of largest SSI residuals left out per image (MiDaS's ssitrim: 0.2; 0 = ssimae).",
 )
 @click.option(
     "--objective",
@@ -104,6 +126,12 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
 @click.option("--shuffle-buffer", default=DEFAULTS["shuffle_buffer"], type=int, help="Samples in the shuffle buffer.")
 @click.option("--log-every", default=DEFAULTS["log_every"], type=int, help="Steps between log.csv rows.")
 @click.option("--save-every", default=DEFAULTS["save_every"], type=int, help="Steps between checkpoints.")
+@click.option(
+    "--val-shards",
+    default=None,
+    help="Held-out shards (e.g. `convert kitti --split val`) for KITTI metrics in val.csv and best.pt by RMSE.",
+)
+@click.option("--val-every", default=DEFAULTS["val_every"], type=int, help="Steps between validations.")
 @click.option("--device", default=DEFAULTS["device"], help="auto (cuda, then mps, then cpu), or a torch device.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
@@ -113,12 +141,24 @@ def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
     simlidar train --shards out/ --stage pretrain
     simlidar train --stage finetune --shards kitti_shards/ --init runs/pretrain/last.pt
     simlidar train --shards rig_shards/ --objective bins-kd --view-relational --out runs/student
+    torchrun --nproc_per_node 8 --no-python simlidar train --shards out/   # DDP: a GPU per rank
     """
-    from .loop import train as run_train
-
     config = TrainConfig(crop=tuple(crop), bin_range=tuple(bin_range), out=out or f"runs/{options['stage']}", **options)
-    row = run_train(config, stop_at=stop_at, progress=not quiet)
-    click.echo(f"step {row.get('step')}: loss {row.get('loss')}; checkpoint {Path(config.out) / 'last.pt'}")
+    try:
+        from .loop import train as run_train
+
+        result = run_train(config, stop_at=stop_at, progress=not quiet)
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, TrainingInterrupted):
+            click.echo(
+                f"interrupted at step {interrupt.step}: saved {interrupt.checkpoint}; re-run the command to resume",
+                err=True,
+            )
+        else:
+            click.echo("interrupted before training started: nothing new was saved", err=True)
+        sys.exit(130)
+    if not result["done_before"]:
+        click.echo(f"step {result['step']}: loss {result['loss']}; checkpoint {Path(config.out) / 'last.pt'}")
 
 
 @click.command("eval")
@@ -131,7 +171,7 @@ def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(checkpoint, shards, out, previews, no_ema, device, quiet) -> None:
     """KITTI depth-completion metrics (RMSE, MAE in mm; iRMSE, iMAE in 1/km; REL; delta<1.25)."""
-    from .loop import evaluate as run_evaluate
+    from .validate import evaluate as run_evaluate
 
     out = out or str(Path(checkpoint).parent / "eval")
     result = run_evaluate(checkpoint, shards, out, device, previews, use_ema=not no_ema, progress=not quiet)
@@ -156,6 +196,21 @@ def bench_train(shards, width, batch_size, crop, steps, samples, device) -> None
     from .bench import run_bench
 
     for line in run_bench(shards, width, batch_size, tuple(crop), steps, samples, device):
+        click.echo(line)
+
+
+@click.command("bench-ssi")
+@click.option("--shards", default="out/demo", show_default=True, help="Generated shards (e.g. `make demo`'s).")
+@click.option("--crop", default=(256, 512), type=(int, int), help="Crop H W of each sample.")
+@click.option("--samples", default=8, type=int, help="Samples in the one batch measured.")
+@click.option("--ssi-weight", default=DEFAULTS["ssi_weight"], type=float, help="Weight of the SSI term.")
+@click.option("--trim", default=DEFAULTS["trim"], type=float, help="SSI's trimmed share.")
+def bench_ssi(shards, crop, samples, ssi_weight, trim) -> None:
+    """Per depth range, the gradient fine-tuning's SSI term puts on a pixel without ground truth next to the
+    supervised L1's on a pixel with it (the LiDAR points as ground truth, a prediction 10 % off)."""
+    from .bench import ssi_gradient_ratios
+
+    for line in ssi_gradient_ratios(shards, tuple(crop), samples, ssi_weight, trim):
         click.echo(line)
 
 

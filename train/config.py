@@ -10,6 +10,8 @@ LOSS_NAMES = ("l1", "l2")
 # depth-bin head, cross-interaction KD from the teacher (and view-relational KD).
 OBJECTIVES = ("completion", "bins-kd")
 STUDENTS = ("completion", "mono")
+# The learning rate's decay after the warm-up (schedule.get_lr).
+DECAYS = ("cosine", "linear")
 DEFAULT_WIDTH = 32
 
 
@@ -24,14 +26,16 @@ class TrainConfig:
     crop: tuple[int, int] = (256, 512)
     width: int | None = None
     lr: float = 1e-3
+    min_lr: float = 0.0
+    decay: str = "cosine"
     weight_decay: float = 0.01
     warmup: float = 0.05
     clip: float = 1.0
     ema: float = 0.999
     loss: str = "l1"
-    ssi_weight: float = 0.1
+    ssi_weight: float = 1.0
     gradient_weight: float = 0.5
-    trim: float = 0.0
+    trim: float = 0.2
     objective: str = "completion"
     student: str = "completion"
     bins: int = 64
@@ -46,10 +50,13 @@ class TrainConfig:
     shuffle_buffer: int = 256
     log_every: int = 20
     save_every: int = 1000
+    val_shards: str | None = None
+    val_every: int = 1000
     device: str = "auto"
 
 
 # Options that do not change what a run computes: a run may resume with others.
 # Not --workers: each loader worker reads its own shards, so the count sets which
 # samples make up each batch.
-FREE_TO_CHANGE = {"log_every", "save_every", "device"}
+# --steps may change too (raised to train longer): the schedule is recomputed and recorded.
+FREE_TO_CHANGE = {"log_every", "save_every", "val_shards", "val_every", "device", "steps"}

@@ -5,11 +5,26 @@ A sample becomes a dict of float tensors: rgb (3, H, W) in 0..1, sparse and dens
 (1, H, W) relative disparity in 0..1 with teacher_valid (1, H, W) 0/1. Training
 crops and flips all maps identically.
 
-Training streams are endless and a pure function of (seed, samples already
-consumed): shards are reshuffled per epoch with the seed, split by node and then by
-DataLoader worker, shuffled in a seeded buffer, and each sample's crop and flip come
-from its own seeded generator. A run that resumes at step S skips what the first S
-batches used, so it sees exactly the batches an uninterrupted run would have.
+Training reads *units*: a sample, or with `scenes` a whole scene (every view of one rig
+frame, for view-relational training). `index_shards` lists each shard's units once, from
+the tar headers (and, for scenes, the json members), before training starts; the index
+is what lets a worker group a scene within one pass over one shard and skip whole shards.
+
+Training streams are endless and a pure function of (seed, rank, world size, workers,
+units already consumed):
+
+- the shard sequence is every shard once per epoch in an order drawn from (seed, epoch);
+  position i of it goes to rank i % world, then to loader worker (i // world) % workers,
+  so ranks and workers read disjoint positions;
+- each worker shuffles its units' *addresses* (shard position, unit) through a seeded
+  buffer, then reads the shards in order and hands units out in the shuffled order;
+- each unit's crop and flip come from a generator seeded by (seed, rank, worker, index).
+
+A DataLoader takes batch i from worker i % workers. A run that resumes after S batches
+gives worker w the role of worker (w + S) % workers, and each role skips the units it
+gave to the first S batches by replaying the buffer on addresses only (no I/O): shards
+whose units were all used are never opened. The resumed run sees exactly the batches an
+uninterrupted run would have, for any worker count and any stop step.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterator
-from functools import partial
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -81,30 +96,134 @@ def _list_remote_shards(url: str, scheme: str) -> list[str]:
     return shards
 
 
-def check_shards(urls: list[str]) -> None:
-    """Read the tar headers of local shards (no data) and fail on the first sample that
-    lacks a required member: better now than an hour into training."""
+@dataclass(frozen=True)
+class ShardIndex:
+    """What training reads from each shard, in file order: shard urls[i] holds units[i],
+    a unit being the keys of one sample, or with `scenes` the keys of every view of one
+    scene in view order. views: the distinct view counts of the scenes (() for samples);
+    incomplete: scenes left out because a view is missing (a view that failed to generate);
+    teacher_samples: samples with a teacher.png member."""
+
+    urls: tuple[str, ...]
+    units: tuple[tuple[tuple[str, ...], ...], ...]
+    scenes: bool = False
+    views: tuple[int, ...] = ()
+    incomplete: int = 0
+    teacher_samples: int = 0
+
+    @property
+    def unit_count(self) -> int:
+        return sum(len(units) for units in self.units)
+
+
+def index_shards(urls: list[str], scenes: bool = False) -> ShardIndex:
+    """Read the tar headers of every shard (and, for scenes, the json members) and check
+    each sample has the required members: better now than an hour into training. Remote
+    shards are streamed once for this. scenes: group the views of each scene (see
+    `group_scenes`); a scene whose views span two shards is an error."""
+    units, views, incomplete, teacher_samples, previous = [], set(), 0, 0, None
     for url in urls:
-        if not Path(url).is_file():
-            continue
-        try:
-            with tarfile.open(url) as tar:
-                names = tar.getnames()
-        except (tarfile.TarError, OSError) as error:
-            raise TrainError(f"{url} is not a readable tar shard ({error}); regenerate it") from None
-        members: dict[str, set[str]] = {}
-        for name in names:
-            key, _, member = Path(name).name.partition(".")
-            members.setdefault(key, set()).add(member)
-        if not members:
+        samples = _shard_samples(url, with_meta=scenes)
+        if not samples:
             raise TrainError(f"{url} holds no samples; regenerate it or remove it from the shard folder")
-        for key, present in members.items():
-            missing = [member for member in schema.REQUIRED_MEMBERS if member not in present]
+        teacher_samples += sum(schema.TEACHER in present for present, _ in samples.values())
+        for key, (present, _) in samples.items():
+            missing = schema.missing_members(present)
             if missing:
                 raise TrainError(
-                    f"{url}: sample {key!r} has no {', '.join(missing)} member; "
-                    f"every sample needs {', '.join(schema.REQUIRED_MEMBERS)}"
+                    f"{url}: sample {key!r} has no {', '.join(missing)} member; every sample needs "
+                    f"{' or '.join(schema.IMAGE_MEMBERS)} and {', '.join(schema.REQUIRED_MEMBERS)}"
                 )
+        if not scenes:
+            units.append(tuple((key,) for key in samples))
+            continue
+        groups = group_scenes(url, [(key, meta) for key, (_, meta) in samples.items()])
+        if previous is not None and groups and groups[0].scene == previous.scene and not previous.complete:
+            raise TrainError(
+                f"scene {previous.scene!r} has views in {previous.url} and {url}: --view-relational needs every "
+                "scene within one shard; regenerate with `simlidar generate --rig` (it keeps a photo's views together)"
+            )
+        previous = groups[-1] if groups else None
+        units.append(tuple(group.keys for group in groups if group.complete))
+        views.update(group.views for group in groups if group.complete)
+        incomplete += sum(not group.complete for group in groups)
+    index = ShardIndex(tuple(urls), tuple(units), scenes, tuple(sorted(views)), incomplete, teacher_samples)
+    if index.unit_count == 0:
+        raise TrainError(f"no complete scene in {len(urls)} shard(s): every scene misses a view; regenerate them")
+    return index
+
+
+def check_shards(urls: list[str]) -> None:
+    """index_shards' checks alone (for eval and the bench)."""
+    index_shards(urls)
+
+
+def _shard_samples(url: str, with_meta: bool) -> dict[str, tuple[set[str], dict | None]]:
+    """key -> (member names, parsed json or None) of one shard, in file order."""
+    samples: dict[str, tuple[set[str], dict | None]] = {}
+    local, stream = Path(url).is_file(), None
+    try:
+        stream = None if local else wds.gopen(url, "rb")
+        with tarfile.open(url) if local else tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                key, suffix = wds.tariterators.base_plus_ext(member.name)
+                if key is None or not member.isfile():
+                    continue
+                present = samples.setdefault(key, (set(), None))[0]
+                present.add(suffix)
+                if with_meta and suffix == schema.META:
+                    samples[key] = (present, json.loads(tar.extractfile(member).read()))
+    except (tarfile.TarError, OSError, ValueError) as error:
+        raise TrainError(f"{url} is not a readable tar shard ({error}); regenerate it") from None
+    finally:
+        if stream is not None:
+            stream.close()
+    return samples
+
+
+@dataclass(frozen=True)
+class SceneGroup:
+    url: str
+    scene: str
+    keys: tuple[str, ...]
+    views: int
+    complete: bool
+
+
+def group_scenes(url: str, samples: list[tuple[str, dict]]) -> list[SceneGroup]:
+    """One shard's (key, json) in file order -> its scenes. A scene is a run of consecutive
+    samples with one scene id (the writer puts a photo's views next to each other), closed
+    when the id changes, when it holds the scene's recorded view count (rig.views), or at
+    the end of the shard; its keys are sorted by view. It is complete when it holds every
+    view exactly once. A scene of one view, or a sample of no rig, is an error: it has no
+    neighbour to relate to."""
+    groups: list[SceneGroup] = []
+    run: list[tuple[str, int]] = []
+    scene, views = None, 0
+
+    def close() -> None:
+        keys = tuple(key for key, _ in sorted(run, key=lambda item: item[1]))
+        complete = sorted(view for _, view in run) == list(range(views))
+        groups.append(SceneGroup(url, scene, keys, views, complete))
+
+    for key, meta in samples:
+        rig = meta.get("rig") if isinstance(meta, dict) else None
+        if not isinstance(rig, dict) or meta.get("scene") is None or int(rig.get("views", 1)) < 2:
+            where = (
+                f"scene {meta.get('scene')!r}" if isinstance(meta, dict) and meta.get("scene") else f"sample {key!r}"
+            )
+            raise TrainError(
+                f"{url}: {where} has a single view; --view-relational needs scenes of 2+ adjacent views: "
+                "make shards with `simlidar generate --rig virtual`"
+            )
+        if run and (meta["scene"] != scene or len(run) == views):
+            close()
+            run = []
+        scene, views = meta["scene"], int(rig["views"])
+        run.append((key, int(rig.get("view", 0))))
+    if run:
+        close()
+    return groups
 
 
 def decode_sample(sample: dict) -> dict:
@@ -112,10 +231,10 @@ def decode_sample(sample: dict) -> dict:
     sparse and dense (H, W) float32 metres, teacher (H, W) float32 0..1 and teacher_valid
     (H, W) bool (from teacher.png; for a generated sample without it, from its dense
     teacher depth; all zero for real data with no teacher), and the key."""
-    missing = [member for member in schema.REQUIRED_MEMBERS if member not in sample]
+    missing = schema.missing_members(sample)
     if missing:
         raise TrainError(f"{sample.get('__url__', '?')}: sample {sample['__key__']!r} has no {', '.join(missing)}")
-    with Image.open(io.BytesIO(sample[schema.IMAGE])) as image:
+    with Image.open(io.BytesIO(schema.image_bytes(sample))) as image:
         rgb = np.asarray(image.convert("RGB"))
     sparse = schema.decode_depth_png(sample[schema.SPARSE])
     dense = schema.decode_depth_png(sample[schema.DENSE])
@@ -187,142 +306,152 @@ def to_tensors(maps: dict) -> dict:
 
 MAP_NAMES = ("rgb", "sparse", "dense", "teacher", "teacher_valid")
 
-
-def _endless_shards(urls: list[str], seed: int) -> Iterator[dict]:
-    """Every shard once per epoch, in an order drawn from (seed, epoch), forever."""
-    for epoch in range(1 << 62):
-        for index in np.random.default_rng([seed, epoch]).permutation(len(urls)):
-            yield {"url": urls[index]}
+# An address: (position in the worker's shard sequence, shard index, unit index in the shard).
+Address = tuple[int, int, int]
 
 
-def _skip_and_augment(
-    samples: Iterator[dict], batch_size: int, batches_done: int, crop_hw: tuple[int, int], seed: int
-) -> Iterator[dict]:
-    """Drop what this worker gave to the first batches_done batches (the DataLoader
-    takes batch i from worker i % num_workers), then decode, crop and flip each sample
-    with a generator seeded by (seed, rank, worker, sample index): a sample's
-    augmentation does not depend on what ran before it."""
-    rank, _, worker, num_workers = wds.utils.pytorch_worker_info()
-    skipped = len(range(worker, batches_done, num_workers)) * batch_size
-    for index, sample in enumerate(islice(samples, skipped, None), start=skipped):
-        maps = decode_sample(sample)
-        rng = np.random.default_rng([seed, rank, worker, index])
-        yield to_tensors(crop_and_flip({name: maps[name] for name in MAP_NAMES}, crop_hw, rng))
+class AddressShuffle:
+    """A seeded shuffle buffer over an endless iterator: filled to `size`, then each item
+    out is a random pick among the buffered ones, replaced by the next item in. Fed
+    addresses instead of samples, it can be replayed without reading any data."""
+
+    # Uniform draws are taken from the generator this many at a time (replay speed).
+    DRAWS = 4096
+
+    def __init__(self, items: Iterator[Address], size: int, rng: np.random.Generator):
+        self.items, self.size, self.rng = items, size, rng
+        self.buffer: list[Address] = []
+        self.last_in: Address | None = None
+        self.draws: list[float] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Address:
+        while len(self.buffer) < self.size:
+            self.last_in = next(self.items)
+            self.buffer.append(self.last_in)
+        if not self.draws:
+            self.draws = self.rng.random(self.DRAWS).tolist()[::-1]
+        pick = int(self.draws.pop() * len(self.buffer))
+        self.buffer[pick], self.buffer[-1] = self.buffer[-1], self.buffer[pick]
+        return self.buffer.pop()
+
+    def still_to_come(self):
+        """A test of the addresses this shuffle will still hand out: the buffered ones and
+        every one after the last taken in."""
+        buffered, last_in = {address[::2] for address in self.buffer}, self.last_in
+        return lambda address: last_in is None or address > last_in or address[::2] in buffered
 
 
-def _scene_views(sample: dict) -> tuple[str | None, int]:
-    """(scene id, view index) from a sample's json; scene None for samples of no rig."""
-    meta = json.loads(sample[schema.META])
-    return meta.get("scene"), int(meta.get("rig", {}).get("view", 0))
+class TrainStream(torch.utils.data.IterableDataset):
+    """The endless training stream of one rank, in the order the module docstring
+    describes. Each item is one unit decoded, cropped and flipped: for samples, a dict of
+    MAP_NAMES tensors (C, H, W); for scenes (index.scenes), the same stacked per view
+    (V, C, H, W) plus `neighbours` (V, V), 1 where two views are adjacent (the DataLoader
+    adds the batch dimension; `flatten_scenes` turns S scenes into S * V samples).
+    batches_done: batches this rank's loader already gave (a resumed run's step)."""
 
+    def __init__(
+        self,
+        index: ShardIndex,
+        batch_size: int,
+        crop_hw: tuple[int, int],
+        seed: int,
+        batches_done: int = 0,
+        shuffle_buffer: int = 256,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        super().__init__()
+        self.index, self.batch_size, self.crop_hw, self.seed = index, batch_size, tuple(crop_hw), seed
+        self.batches_done, self.shuffle_buffer, self.rank, self.world_size = (
+            batches_done,
+            shuffle_buffer,
+            rank,
+            world_size,
+        )
 
-def _group_scenes(samples: Iterator[dict]) -> Iterator[list[dict]]:
-    """Consecutive samples of one scene (the writer puts a photo's rig views next to each
-    other) -> one list per scene, in view order. A scene of one view is an error: it has
-    no neighbour to relate to."""
-    group: list[dict] = []
-    scene = None
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        role = (worker + self.batches_done) % workers
+        used = len(range(role, self.batches_done, workers)) * self.batch_size
+        rng = np.random.default_rng([self.seed, self.rank, role])
+        addresses = AddressShuffle(self._addresses(role, workers), self.shuffle_buffer, rng)
+        for _ in range(used):
+            next(addresses)
+        reader = self._units_in_order(role, workers, addresses.still_to_come())
+        pending: dict[tuple[int, int], list[dict]] = {}
+        for number, address in enumerate(addresses, start=used):
+            while address[::2] not in pending:
+                key, unit = next(reader)
+                pending[key] = unit
+            yield self._augment(pending.pop(address[::2]), [self.seed, self.rank, role, number])
 
-    def finished() -> list[dict]:
-        if len(group) < 2:
-            raise TrainError(_one_view_message(group[0]["__key__"], scene, group[0].get("__url__", "?")))
-        return sorted(group, key=lambda sample: _scene_views(sample)[1])
+    def _shard_positions(self, role: int, workers: int) -> Iterator[tuple[int, int]]:
+        """(position, shard index) of this rank and worker role, forever."""
+        count = len(self.index.urls)
+        sequence = (
+            shard for epoch in range(1 << 62) for shard in np.random.default_rng([self.seed, epoch]).permutation(count)
+        )
+        first, step = self.rank + self.world_size * role, self.world_size * workers
+        return enumerate(islice(sequence, first, None, step))
 
-    for sample in samples:
-        sample_scene, _ = _scene_views(sample)
-        if sample_scene is None:
-            raise TrainError(_one_view_message(sample["__key__"], None, sample.get("__url__", "?")))
-        if group and sample_scene != scene:
-            yield finished()
-            group = []
-        group.append(sample)
-        scene = sample_scene
-    if group:
-        yield finished()
+    def _addresses(self, role: int, workers: int) -> Iterator[Address]:
+        for position, shard in self._shard_positions(role, workers):
+            for unit in range(len(self.index.units[shard])):
+                yield position, shard, unit
 
+    def _units_in_order(self, role: int, workers: int, wanted) -> Iterator[tuple[tuple[int, int], list[dict]]]:
+        """((position, unit), its samples) of the wanted addresses, reading the shards in
+        order; a shard with no wanted unit is not opened."""
+        for position, shard in self._shard_positions(role, workers):
+            units = self.index.units[shard]
+            if any(wanted((position, shard, unit)) for unit in range(len(units))):
+                for unit, samples in self._read_shard(shard):
+                    if wanted((position, shard, unit)):
+                        yield (position, unit), samples
 
-def _one_view_message(key: str, scene: str | None, url: str) -> str:
-    where = f"scene {scene!r}" if scene is not None else f"sample {key!r} (no scene id)"
-    return (
-        f"{url}: {where} has a single view; --view-relational needs scenes of 2+ adjacent views: "
-        "make shards with `simlidar generate --rig virtual`"
-    )
+    def _read_shard(self, shard: int) -> Iterator[tuple[int, list[dict]]]:
+        """(unit index, its samples in view order) of one shard, as the samples stream by."""
+        url, units = self.index.urls[shard], self.index.units[shard]
+        place = {key: (unit, view) for unit, keys in enumerate(units) for view, key in enumerate(keys)}
+        collected: dict[int, list] = {}
+        done = 0
+        for sample in wds.tarfile_samples([{"url": url}]):
+            if sample["__key__"] not in place:
+                continue
+            unit, view = place[sample["__key__"]]
+            views = collected.setdefault(unit, [None] * len(units[unit]))
+            views[view] = sample
+            if all(item is not None for item in views):
+                done += 1
+                yield unit, collected.pop(unit)
+        if done != len(units):
+            raise TrainError(f"{url} changed since training started ({done} of {len(units)} units read); restart")
 
-
-def check_scenes(urls: list[str]) -> None:
-    """Read the json members of the first local shard and fail on the first scene with a
-    single view (or a sample with no scene id): better now than inside a loader worker."""
-    local = [url for url in urls if Path(url).is_file()]
-    if not local:
-        return
-    with tarfile.open(local[0]) as tar:
-        samples = [
-            {
-                "__key__": Path(member.name).name.partition(".")[0],
-                "__url__": local[0],
-                schema.META: tar.extractfile(member).read(),
-            }
-            for member in tar.getmembers()
-            if member.name.endswith("." + schema.META)
-        ]
-    for _ in _group_scenes(iter(samples)):
-        pass
-
-
-def _skip_and_augment_scenes(
-    scenes: Iterator[list[dict]], batch_size: int, batches_done: int, crop_hw: tuple[int, int], seed: int
-) -> Iterator[dict]:
-    """_skip_and_augment for whole scenes: every view of a scene gets the same crop window
-    and flip; maps are stacked (V, C, H, W) and `neighbours` (V, V) marks adjacent views."""
-    rank, _, worker, num_workers = wds.utils.pytorch_worker_info()
-    skipped = len(range(worker, batches_done, num_workers)) * batch_size
-    for index, scene in enumerate(islice(scenes, skipped, None), start=skipped):
+    def _augment(self, samples: list[dict], seed: list[int]) -> dict:
+        """Decode, crop and flip a unit; every view of a scene gets the same window and flip.
+        A scene's maps are stacked (V, C, H, W) and `neighbours` (V, V) marks adjacent views."""
         views = []
-        neighbours = torch.zeros(len(scene), len(scene))
-        for position, sample in enumerate(scene):
+        for sample in samples:
             maps = decode_sample(sample)
-            rng = np.random.default_rng([seed, rank, worker, index])
-            views.append(to_tensors(crop_and_flip({name: maps[name] for name in MAP_NAMES}, crop_hw, rng)))
-            for other in maps["meta"]["rig"].get("neighbours", []):
-                if other < len(scene):
-                    neighbours[position, other] = neighbours[other, position] = 1
-        yield {**{name: torch.stack([view[name] for view in views]) for name in MAP_NAMES}, "neighbours": neighbours}
+            crop = crop_and_flip({name: maps[name] for name in MAP_NAMES}, self.crop_hw, np.random.default_rng(seed))
+            views.append((to_tensors(crop), maps["meta"]))
+        if not self.index.scenes:
+            return views[0][0]
+        neighbours = torch.zeros(len(views), len(views))
+        for position, (_, meta) in enumerate(views):
+            for other in meta["rig"].get("neighbours", []):
+                neighbours[position, other] = neighbours[other, position] = 1
+        stacked = {name: torch.stack([tensors[name] for tensors, _ in views]) for name in MAP_NAMES}
+        return {**stacked, "neighbours": neighbours}
 
 
 def flatten_scenes(batch: dict) -> dict:
     """A batch of scenes (S, V, C, H, W) -> views (S * V, C, H, W); neighbours stay (S, V, V)."""
     return {name: tensor if name == "neighbours" else tensor.flatten(0, 1) for name, tensor in batch.items()}
-
-
-def train_stream(
-    urls: list[str],
-    batch_size: int,
-    crop_hw: tuple[int, int],
-    seed: int,
-    batches_done: int = 0,
-    shuffle_buffer: int = 256,
-    scenes: bool = False,
-) -> wds.DataPipeline:
-    """The endless training pipeline, one sample at a time (the DataLoader batches);
-    scenes: one scene (all its views) at a time instead, for view-relational training."""
-    if scenes:
-        return wds.DataPipeline(
-            partial(_endless_shards, urls, seed),
-            wds.split_by_node,
-            wds.split_by_worker,
-            wds.tarfile_to_samples(),
-            wds.pipelinefilter(_group_scenes)(),
-            wds.shuffle(shuffle_buffer, min(shuffle_buffer, 64), seed=seed),
-            wds.pipelinefilter(_skip_and_augment_scenes)(batch_size, batches_done, tuple(crop_hw), seed),
-        )
-    return wds.DataPipeline(
-        partial(_endless_shards, urls, seed),
-        wds.split_by_node,
-        wds.split_by_worker,
-        wds.tarfile_to_samples(),
-        wds.shuffle(shuffle_buffer, min(shuffle_buffer, 64), seed=seed),
-        wds.pipelinefilter(_skip_and_augment)(batch_size, batches_done, tuple(crop_hw), seed),
-    )
 
 
 def _full_frames(samples: Iterator[dict]) -> Iterator[dict]:
@@ -332,31 +461,26 @@ def _full_frames(samples: Iterator[dict]) -> Iterator[dict]:
 
 
 def eval_stream(urls: list[str]) -> wds.DataPipeline:
-    """Every sample once, in shard order, at full size."""
-    return wds.DataPipeline(
-        wds.SimpleShardList(urls),
-        wds.split_by_node,
-        wds.split_by_worker,
-        wds.tarfile_to_samples(),
-        wds.pipelinefilter(_full_frames)(),
-    )
+    """Every sample once, in shard order, at full size (all of it on every rank: the
+    caller decides who evaluates)."""
+    return wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.pipelinefilter(_full_frames)())
 
 
 def train_loader(
-    urls: list[str],
+    index: ShardIndex,
     batch_size: int,
     crop_hw: tuple[int, int],
     seed: int,
     workers: int,
     batches_done: int = 0,
     shuffle_buffer: int = 256,
-    scenes: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> torch.utils.data.DataLoader:
-    """Batches of cropped samples (scenes: of batch_size whole scenes), forever. At most
-    one worker per shard of this node, so that no worker is left without data."""
-    rank, world_size, _, _ = wds.utils.pytorch_worker_info()
-    workers = max(0, min(workers, len(urls[rank::world_size])))
-    stream = train_stream(urls, batch_size, crop_hw, seed, batches_done, shuffle_buffer, scenes)
+    """Batches of cropped units (batch_size samples, or batch_size whole scenes), forever.
+    At most one worker per shard of this rank, so that no worker reads a shard twice in one epoch."""
+    workers = max(0, min(workers, len(index.urls[rank::world_size])))
+    stream = TrainStream(index, batch_size, crop_hw, seed, batches_done, shuffle_buffer, rank, world_size)
     return torch.utils.data.DataLoader(
         stream,
         batch_size=batch_size,

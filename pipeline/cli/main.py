@@ -29,9 +29,9 @@ for command in (generate, inspect_command, publish, bench, sensors, teachers, co
 def add_training_commands() -> None:
     """The training commands come from `simlidar.train.cli`, imported here rather than at module
     level so that the data pipeline never depends on the training package."""
-    from simlidar.train.cli import bench_student, bench_train, evaluate, train
+    from simlidar.train.cli import bench_ssi, bench_student, bench_train, evaluate, train
 
-    for command in (train, evaluate, bench_train, bench_student):
+    for command in (train, evaluate, bench_train, bench_ssi, bench_student):
         cli.add_command(command)
 
 

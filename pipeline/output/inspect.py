@@ -160,7 +160,8 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
     for shard in report.shards:
         for key, members in _check_shard(out_dir, shard, with_points, report):
             if previews and len(panels) < previews and (report.samples - 1) % preview_every == 0:
-                panels.append(sample_panel(members[schema.IMAGE], members[schema.SPARSE], members[schema.DENSE], key))
+                image = schema.image_bytes(members)
+                panels.append(sample_panel(image, members[schema.SPARSE], members[schema.DENSE], key))
                 report.preview_keys.append(key)
     preview_dir = out_dir / PREVIEWS
     if store.exists(preview_dir):
@@ -193,7 +194,7 @@ def _check_shard(out_dir: Path, shard: dict, with_points: bool, report: Inspecti
         return
     if len(samples) != shard["samples"]:
         report.problems.append(f"{shard['shard']}: {len(samples)} samples, the manifest says {shard['samples']}")
-    required = schema.REQUIRED_MEMBERS + ((schema.POINTS,) if with_points else ())
+    required = (schema.POINTS,) if with_points else ()
     for key, members in samples.items():
         report.keys.append(key)
         report.member_sets.add(frozenset(members))
@@ -208,12 +209,12 @@ def _check_sample(key: str, members: dict, required: tuple[str, ...], report: In
     """Decode one sample in place and add it to the statistics; the problem, if any."""
     if not schema.is_valid_key(key):
         return "invalid key"
-    missing = [name for name in required if name not in members]
+    missing = schema.missing_members(members) + [name for name in required if name not in members]
     if missing:
         return f"missing {', '.join(missing)}"
     try:
         meta = json.loads(members[schema.META])
-        with Image.open(io.BytesIO(members[schema.IMAGE])) as image:
+        with Image.open(io.BytesIO(schema.image_bytes(members))) as image:
             image_size = image.size
         sparse = schema.decode_depth_png(members[schema.SPARSE])
         dense = schema.decode_depth_png(members[schema.DENSE])

@@ -9,13 +9,13 @@ Expected layout under ROOT (the benchmark's zips unpacked side by side):
     depth_selection/val_selection_cropped/{image,velodyne_raw,groundtruth_depth,intrinsics}/...
 
 A sample has the real projected scan as `sparse.png`, the semi-dense annotated
-ground truth as `dense.png`, the RGB (PNG re-encoded as JPEG q95) and, with a
-teacher, its relative disparity as `teacher.png`.
+ground truth as `dense.png`, the camera image with its original bytes (KITTI's PNG as
+the `png` member: `eval` sees exactly the benchmark's inputs) and, with a teacher, its
+relative disparity as `teacher.png`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +31,8 @@ from ..errors import PipelineError
 from ..writer import ShardWriter
 
 SPLITS = ("train", "val", "val_selection_cropped")
-JPEG_QUALITY = 95
+# The image member that keeps a file's own bytes, by the format Pillow reads.
+IMAGE_MEMBER_OF_FORMAT = {"PNG": schema.IMAGE_PNG, "JPEG": schema.IMAGE}
 
 
 @dataclass(frozen=True)
@@ -143,21 +144,20 @@ def frame_members(frame: KittiFrame, rgb: np.ndarray, split: str, teacher_out=No
     for path, depth in ((frame.sparse, sparse), (frame.groundtruth, groundtruth)):
         if depth.shape != (height, width):
             raise PipelineError(f"{path} is {depth.shape[1]}x{depth.shape[0]} but {frame.image} is {width}x{height}")
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    image_member = _image_member(frame.image)
     meta = {
         "source": "kitti_depth_completion",
         "split": split,
         "source_path": str(frame.image),
         "image_size": [width, height],
         "K": frame.K.tolist() if frame.K is not None else None,
-        "image_encoding": f"jpeg q{JPEG_QUALITY} from png",
+        "image_encoding": "original bytes",
         "sparse": "velodyne_raw",
         "dense": "groundtruth (semi-dense, annotated)",
         "counts": {"sparse_pixels": int(np.count_nonzero(sparse)), "dense_pixels": int(np.count_nonzero(groundtruth))},
     }
     members = {
-        schema.IMAGE: buffer.getvalue(),
+        image_member: frame.image.read_bytes(),
         schema.SPARSE: frame.sparse.read_bytes(),
         schema.DENSE: frame.groundtruth.read_bytes(),
     }
@@ -174,6 +174,15 @@ def frame_members(frame: KittiFrame, rgb: np.ndarray, split: str, teacher_out=No
         }
     members[schema.META] = json.dumps(meta, sort_keys=True).encode()
     return members
+
+
+def _image_member(path: Path) -> str:
+    """The schema member that holds `path`'s bytes unchanged (png or jpg)."""
+    with Image.open(path) as image:
+        image_format = image.format
+    if image_format not in IMAGE_MEMBER_OF_FORMAT:
+        raise PipelineError(f"{path} is a {image_format} image; KITTI's images are PNG: check the tree")
+    return IMAGE_MEMBER_OF_FORMAT[image_format]
 
 
 def _batches(frames: list[KittiFrame], size: int) -> Iterator[list[KittiFrame]]:

@@ -1,0 +1,59 @@
+"""Multi-GPU and multi-node training with torchrun (DistributedDataParallel).
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; with WORLD_SIZE > 1 `setup` joins the
+process group (nccl on CUDA, gloo on CPU). Each rank reads its own shard positions (see
+data.py), computes its batch, and DDP averages the gradients; rank 0 alone writes logs,
+checkpoints and runs validation. --batch-size is per rank.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(use_cuda: bool) -> Ranks:
+    """This process's place in a torchrun job (a single process: rank 0 of 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Ranks()
+    ranks = Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(ranks.local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return ranks
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value averaged over the ranks (the values themselves in a single process);
+    device: where the backend reduces (CUDA for nccl)."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / dist.get_world_size()).tolist()

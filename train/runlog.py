@@ -1,0 +1,82 @@
+"""What a run writes as it goes (rank 0 only): OUT/log.csv (a row per --log-every steps:
+loss, its parts, the learning rate that step used, speed), OUT/val.csv (a row per
+validation: KITTI metrics) and TensorBoard events in OUT/tensorboard/ (the same scalars
+and a few preview pictures per validation). A run resumed at step S first drops the rows
+and events a killed run wrote after S, so the logs always match the weights."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import METRIC_NAMES
+
+
+class CsvLog:
+    """A CSV file of rows keyed by "step", appended to and flushed row by row."""
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None):
+        kept = []
+        if resume_step is not None and path.is_file():
+            with open(path, newline="") as existing:
+                kept = [row for row in csv.DictReader(existing) if int(row["step"]) <= resume_step]
+        self.file = open(path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, columns, extrasaction="ignore")
+        self.writer.writeheader()
+        self.writer.writerows(kept)
+        self.file.flush()
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class RunLog:
+    def __init__(self, out: Path, loss_parts: tuple[str, ...], resume_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.loss_parts = loss_parts
+        columns = ["step", "loss", *loss_parts, "lr", "samples_per_s", "elapsed_s"]
+        self.train = CsvLog(out / "log.csv", columns, resume_step)
+        self.val = CsvLog(out / "val.csv", ["step", *METRIC_NAMES, "images", "best"], resume_step)
+        # Events at steps after the checkpoint's are dropped (those at its step are its own).
+        purge_step = resume_step + 1 if resume_step is not None else None
+        self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+
+    def step(self, step: int, loss: float, parts: dict, lr: float, samples_per_s: float, elapsed_s: float) -> dict:
+        """Write one training row; returns it as logged (strings)."""
+        row = {
+            "step": step,
+            "loss": f"{loss:.6g}",
+            **{name: f"{parts[name]:.6g}" for name in self.loss_parts},
+            "lr": f"{lr:.6g}",
+            "samples_per_s": f"{samples_per_s:.2f}",
+            "elapsed_s": f"{elapsed_s:.1f}",
+        }
+        self.train.write(row)
+        self.tensorboard.add_scalar("loss/total", loss, step)
+        for name in self.loss_parts:
+            self.tensorboard.add_scalar(f"loss/{name}", parts[name], step)
+        self.tensorboard.add_scalar("lr", lr, step)
+        self.tensorboard.add_scalar("samples_per_s", samples_per_s, step)
+        return row
+
+    def validation(self, step: int, mean: dict, images: int, best: bool, pictures: list[tuple[str, np.ndarray]]):
+        self.val.write(
+            {"step": step, **{name: f"{mean[name]:.6g}" for name in METRIC_NAMES}, "images": images, "best": int(best)}
+        )
+        for name in METRIC_NAMES:
+            self.tensorboard.add_scalar(f"val/{name}", mean[name], step)
+        for key, picture in pictures:
+            self.tensorboard.add_image(f"val/{key}", picture, step, dataformats="HWC")
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self.train.close()
+        self.val.close()
+        self.tensorboard.close()
