@@ -34,7 +34,7 @@ from .output.manifest import (
 from .sources.calibrated_rig import list_frames
 from .sources.inputs import has_depth_sidecar, list_sources
 from .sources.photos import IMAGE_SUFFIXES
-from .stages.teacher import build_teacher
+from .stages.teacher import build_teacher, teacher_cache_dir
 from .writer import ShardPlan, plan_shards
 
 log = logging.getLogger("simlidar.generate")
@@ -85,6 +85,7 @@ def generate(
     plan = config.resolve()
     items, unit = list_items(plan)
     teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
+    teacher_cache_dir(config.teacher_cache, out_dir)  # likewise a --cache URL that cannot work
     if store.exists(out_dir):
         raise PipelineError(f"--out {out_dir} is a file; give a folder")
     with OutputLock(out_dir) as lock:

@@ -65,10 +65,15 @@ def test_a_scheme_without_its_package_names_the_extra(monkeypatch):
     assert str(raised.value) == 's3:// locations need an optional package: pip install "simlidar[s3]"'
 
 
-def test_credentials_in_a_url_are_refused_and_not_echoed():
+def test_credentials_in_a_url_are_refused_and_not_echoed(cli, tmp_path):
     with pytest.raises(PipelineError) as raised:
         filesystem("s3://AKIASECRET:hunter2@bucket/photos")
     assert "hunter2" not in str(raised.value) and "AKIASECRET" not in str(raised.value)
+    photo_folder(tmp_path / "photos")
+    for option in ("--out", "--cache", "--images"):
+        args = {"--images": tmp_path / "photos", "--out": tmp_path / "out", option: "s3://AKIA:hunter2@bucket/x"}
+        code, out, err = cli("generate", *[str(part) for pair in args.items() for part in pair], "--quiet")
+        assert code == 2 and "must not carry credentials" in err and "hunter2" not in out + err, option
     with pytest.raises(PipelineError, match="not a filesystem fsspec knows"):
         filesystem("nosuchscheme://bucket/photos")
 
