@@ -32,8 +32,10 @@ from .output.manifest import (
     remove_temporaries,
 )
 from .sources.calibrated_rig import list_frames
+from .sources.image_shards import is_shard_source
 from .sources.inputs import has_depth_sidecar, list_sources
 from .sources.photos import IMAGE_SUFFIXES
+from .sources.urls import is_url
 from .stages.teacher import build_teacher, teacher_cache_dir
 from .writer import ShardPlan, plan_shards
 
@@ -123,6 +125,8 @@ def list_items(plan: RunPlan) -> tuple[list, str]:
     for --teacher sidecar."""
     config = plan.config
     if plan.calibration is not None:
+        if is_url(config.images) or is_shard_source(config.images):
+            raise PipelineError("a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
         root, unit = Path(config.images), "frame"
         items = list_frames(root, plan.calibration)
     else:
