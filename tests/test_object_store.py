@@ -413,3 +413,10 @@ def test_the_teacher_cache_lives_on_s3_beside_an_output_there(tmp_path, bucket, 
     cached = again.predict([TeacherInput(tmp_path / "p.png", rgb)])[0]
     assert (first.misses, again.hits) == (1, 1) and np.array_equal(cached.depth, computed.depth)
     assert fsspec.filesystem("s3").find(f"{bucket[5:]}/out/teacher-cache")
+
+
+def test_an_output_in_a_bucket_that_does_not_exist_is_one_line(cli, tmp_path, s3_server):
+    photo_folder(tmp_path / "photos")
+    code, _, err = cli("generate", "--images", tmp_path / "photos", "--out", "s3://no-such-bucket-here/out", "--quiet")
+    assert err.startswith("error: cannot write to s3://no-such-bucket-here/out (") and err.count("\n") == 1
+    assert code == 2
