@@ -41,8 +41,9 @@ from .stages.teacher import TeacherSpec
 TEACHERS = known_teachers()
 # Where a return's reflectance comes from: the photo's luma, or one value everywhere.
 REFLECTANCE_SOURCES = ("luma", "uniform")
-# Photos larger than this are recorded, not meshed: meshing and casting hold ~100 bytes
-# per pixel (a 108 MP photo took ~10 GB), so 24 MP stays near 2.5 GB per worker.
+# Photos larger than this are recorded, not meshed: a photo's run holds ~250 bytes per
+# pixel at its peak (measured: 0.67 GB for 1.5 MP, 1.8 GB for 6 MP), so 24 MP is ~6 GB per
+# worker. A fixed figure, not one read from the machine: output never depends on the machine.
 DEFAULT_MAX_PIXELS = 24_000_000
 # Fields that do not change what is written: a resumed run may change them.
 RUNTIME_FIELDS = ("teacher_batch_size", "teacher_device", "teacher_cache")

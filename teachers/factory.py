@@ -27,13 +27,15 @@ def load_teacher(
     a photo is shrunk before the model (0 = never); revision: a branch, tag or commit
     of the weights (default: the registry's, else main). Raises TeacherError
     (unknown name) or TeacherUnavailable (weights not reachable, not a depth model). device and dtype None mean auto."""
-    from .hf import HFTeacher
+    from .hf import HFTeacher, select_amp_dtype, select_device
 
     check_teacher_name(name, output or "")
     options = {"device": device or "auto", "dtype": dtype or "auto", "batch_size": batch_size, "max_size": max_size}
     if name == "sidecar":
         return SidecarTeacher()
     if name == "auto":
+        # The model loads only when a photo needs it, but a bad device or dtype is refused now.
+        select_amp_dtype(options["dtype"], select_device(options["device"]))
         return AutoTeacher(lambda: load_teacher(DEFAULT_MODEL, revision=revision, **options))
     if is_hf_name(name):
         return HFTeacher(name, name[len(HF_PREFIX) :], output, revision or "main", **options)

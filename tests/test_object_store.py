@@ -186,12 +186,12 @@ def test_the_output_store_on_s3_keeps_the_rules_of_a_folder(tmp_path, bucket):
     out = object_store.location(f"{bucket}/run/")
     assert object_store.is_remote(out) and str(out) == f"{bucket}/run"
     assert object_store.location("file:///tmp/x") == Path("/tmp/x") and object_store.location("out") == Path("out")
-    assert not object_store.is_folder(out) and object_store.list_names(out) == []
+    assert object_store.list_names(out) == []
     staged = object_store.temporary_name(out / "shard-000000.tar")
     staged.write_bytes(b"x" * 3000)
     assert not object_store.exists(out / "shard-000000.tar")  # nothing under the final name before the rename
     object_store.rename(staged, out / "shard-000000.tar")
-    assert object_store.exists(out / "shard-000000.tar") and not staged.exists() and object_store.is_folder(out)
+    assert object_store.exists(out / "shard-000000.tar") and not staged.exists()
     assert store.size_and_sha256(out / "shard-000000.tar") == (3000, hashlib.sha256(b"x" * 3000).hexdigest())
     assert store.size_and_sha256(out / "missing.tar") is None
     object_store.write_json_atomically(out / "manifest.json", {"status": "running"})

@@ -19,7 +19,7 @@ from simlidar.pipeline.config import GenerateConfig
 from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output.lock import LOCK, OutputLock, OutputLocked, read_holder, still_held
 from simlidar.pipeline.runner import generate as run_generate
-from simlidar.pipeline.sources.photos import list_inputs, load_image
+from simlidar.pipeline.sources.photos import BadImage, _decode_problem, list_inputs, load_image
 from simlidar.sensors import SensorSpecError, load_sensor
 from simlidar.sensors.catalog import CATALOG_DIR
 
@@ -130,17 +130,15 @@ def test_reasons_are_deterministic_and_a_text_depth_file_is_named_as_such(cli, t
     assert sample_keys(runs[0]) == ["good-v0"]
 
 
-def test_a_truncated_photo_gives_a_reason_without_a_memory_address(tmp_path):
+def test_decoding_reasons_never_hold_a_memory_address(tmp_path):
     photo = write_photo(tmp_path, "a.jpg", wall_depth())
     truncated = tmp_path / "cut.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:60])
-    reasons = set()
-    for _ in range(2):
-        with pytest.raises(Exception) as caught:
-            load_image(truncated, 95)
-        reasons.add(str(caught.value))
-    assert len(reasons) == 1 and " at 0x" not in reasons.pop()
+    with pytest.raises(BadImage, match=r"^not a readable image \(image file is truncated\)$"):
+        load_image(truncated, 95)
+    buffer_error = OSError("broken data stream when reading <_io.BytesIO object at 0x7f3a2c1b9e50> at byte 12")
+    assert _decode_problem(buffer_error) == "not a readable image (broken data stream when reading at byte 12)"
     assert load_image(photo, 95).rgb.shape == (*SIZE, 3)
 
 
@@ -250,16 +248,28 @@ def test_a_live_lock_is_refused_naming_its_holder_and_released_after(tmp_path):
     assert not (out / LOCK).exists() and not still_held(out, first.token)
 
 
-def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = {"host": socket.gethostname(), "pid": dead.pid, "process_start": "1", "since": "then", "token": "old"}
+    return dead.pid
+
+
+def folder_with_stale_lock(tmp_path) -> tuple:
+    """(folder, pid): an output folder whose lock names a process that has ended."""
+    out = tmp_path / "out"
+    out.mkdir()
+    pid = dead_pid()
+    stale = {"host": socket.gethostname(), "pid": pid, "process_start": "1", "since": "then", "token": "old"}
     (out / LOCK).write_text(json.dumps(stale))
+    return out, pid
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    out, gone = folder_with_stale_lock(tmp_path)
     lock = OutputLock(out)
     lock.acquire()
-    assert lock.taken_over.pid == dead.pid and read_holder(out).token == lock.token
+    assert lock.taken_over.pid == gone and read_holder(out).token == lock.token
     assert not still_held(out, "old")
     lock.release()
 
@@ -466,12 +476,25 @@ def test_a_corrupted_or_truncated_finished_shard_is_made_again_and_said_so(cli, 
 
 
 # Case 10: every option is checked before anything is written.
-@pytest.mark.parametrize("fov", ["0", "179", "nan"])
-def test_a_bad_fov_is_refused_before_the_output_folder_is_touched(cli, tmp_path, fov):
+BAD_OPTIONS = {
+    "fov 0": (("--fov", "0"), "--fov must be between 1 and 170 degrees, got 0.0"),
+    "fov 179": (("--fov", "179"), "--fov must be between 1 and 170 degrees, got 179.0"),
+    "fov nan": (("--fov", "nan"), "--fov must be between 1 and 170 degrees, got nan"),
+    "device": (("--teacher", "auto", "--device", "bogus"), "--device 'bogus': give auto, cpu, cuda, cuda:N or mps"),
+    "dtype on cpu": (
+        ("--teacher", "auto", "--device", "cpu", "--dtype", "fp16"),
+        "--dtype fp16 is for GPUs; on the CPU the teacher runs in fp32 (--dtype auto)",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=list(BAD_OPTIONS))
+def test_a_bad_option_is_refused_before_the_output_folder_is_touched(cli, tmp_path, bad):
+    options, message = BAD_OPTIONS[bad]
     photos = tmp_path / "photos"
     write_photo(photos, "a.jpg", wall_depth())
-    code, _, err = generate(cli, photos, tmp_path / "out", "--fov", fov)
-    assert code == 2 and err == f"error: --fov must be between 1 and 170 degrees, got {float(fov)}\n"
+    code, _, err = generate(cli, photos, tmp_path / "out", *options)
+    assert code == 2 and err == f"error: {message}\n"
     assert not (tmp_path / "out").exists()
 
 
@@ -526,10 +549,8 @@ def test_a_writer_of_a_run_that_lost_the_lock_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     killed = OutputLock(out)
     killed.acquire()
-    dead = subprocess.Popen(["true"])
-    dead.wait()
     record = json.loads((out / LOCK).read_text())
-    (out / LOCK).write_text(json.dumps({**record, "pid": dead.pid}))
+    (out / LOCK).write_text(json.dumps({**record, "pid": dead_pid()}))
     with OutputLock(out) as newer:
         assert newer.taken_over.token == killed.token
         with pytest.raises(LostOutputLock, match="now held by another run; shard-000000.tar not written"):
@@ -632,3 +653,33 @@ def test_a_second_run_on_a_busy_output_is_refused_and_the_first_finishes_clean(c
     assert not (out / LOCK).exists() and not list(out.glob("*.tmp"))
     code, _, err = cli("inspect", out, "--previews", "0")
     assert code == 0, err
+
+
+TAKE_LOCK = """
+import sys, time
+from pathlib import Path
+from simlidar.pipeline.output.lock import OutputLock, OutputLocked
+lock = OutputLock(Path(sys.argv[1]))
+while time.time() < float(sys.argv[2]):
+    pass
+try:
+    lock.acquire()
+except OutputLocked:
+    print("refused")
+else:
+    print("took it")
+    time.sleep(2)
+    lock.release()
+"""
+
+
+def test_runs_that_find_the_same_stale_lock_at_once_let_exactly_one_take_it(tmp_path):
+    out, _ = folder_with_stale_lock(tmp_path)
+    start_at = time.time() + 3.0
+    racers = [
+        subprocess.Popen([sys.executable, "-c", TAKE_LOCK, str(out), str(start_at)], stdout=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    outcomes = sorted(racer.communicate(timeout=60)[0].decode().strip() for racer in racers)
+    assert outcomes == ["refused", "refused", "refused", "took it"]
+    assert not (out / LOCK).exists() and sorted(os.listdir(out)) == []

@@ -139,7 +139,7 @@ def _absolute_source(images: str) -> str:
     "--max-pixels",
     default=DEFAULT_MAX_PIXELS,
     type=int,
-    help="Photos with more pixels are recorded in errors.jsonl, not made (meshing holds ~100 bytes per pixel); "
+    help="Photos with more pixels are recorded in errors.jsonl, not made (a photo's run holds ~250 bytes per pixel); "
     "shrink them first, or raise this where memory allows.",
 )
 @click.option("--seed", default=0, type=int, help="Run seed; the same seed gives byte-identical shards.")

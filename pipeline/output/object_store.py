@@ -46,10 +46,6 @@ def exists(path: UPath) -> bool:
     return _fresh(path).isfile(path.path)
 
 
-def is_folder(path: UPath) -> bool:
-    return _fresh(path).isdir(path.path)
-
-
 def make_folder(path: UPath) -> None:
     """Nothing to do: an object store has no folders, only names with slashes."""
 

@@ -1,8 +1,10 @@
-"""The output folder's file operations, in one place: whatever the run, the lock,
-inspect or publish does to the output folder goes through these few functions, so
-another storage (an object store) needs only these rewritten: a location on an object
-store (an --out URL, held as a UPath) is handed to object_store.py's function of the
-same name.
+"""The output folder's file operations, in one place, so that another storage (an
+object store) needs only these rewritten: the run's records (manifest, inputs list,
+errors, stats, lock), the checks resume and inspect make (exists, list, size and
+SHA-256, read), and the shard writer's temporary name, rename and removal. (The writer
+streams into its temporary file; previews and publish's Hub staging stay local.) A
+location on an object store (an --out URL, held as a UPath) is handed to the function
+of the same name in object_store.py.
 
 A write is atomic: the bytes go to a temporary name unique to this process and are
 renamed over the target, so a reader sees the old file or the new one, never half."""
@@ -26,15 +28,10 @@ HASH_CHUNK = 1 << 20
 
 
 def exists(path: Path) -> bool:
+    """Whether a file (not a folder) is at `path`."""
     if is_remote(path):
         return object_store.exists(path)
     return path.is_file()
-
-
-def is_folder(path: Path) -> bool:
-    if is_remote(path):
-        return object_store.is_folder(path)
-    return path.is_dir()
 
 
 def make_folder(path: Path) -> None:

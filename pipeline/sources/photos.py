@@ -30,7 +30,7 @@ EXIF_ORIENTATION = 0x0112
 # A photo file larger than this is refused unread (a 24 MP JPEG is ~10 MB; a PNG ~70 MB).
 MAX_INPUT_BYTES = 256 * 2**20
 # "<_io.BytesIO object at 0x7f...>" and the like: an address differs from run to run.
-_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+_OBJECT_REPR = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class BadImage(Exception):
@@ -226,7 +226,7 @@ def _file_kind(mode: int) -> str:
 
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
-    """Meshing holds ~100 bytes per pixel: a photo above `max_pixels` could exhaust memory."""
+    """A photo's run holds ~250 bytes per pixel: one above `max_pixels` could exhaust memory."""
     if max_pixels and width * height > max_pixels:
         raise BadImage(
             f"{path.name} is {width}x{height} ({width * height / 1e6:.1f} MP), above max_pixels "
