@@ -57,12 +57,10 @@ class ShardWorker:
         teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, out_dir)))
         batch_size = self.config.teacher_batch_size
         may_publish = (lambda: still_held(out_dir, self.lock_token)) if self.lock_token else (lambda: True)
-        # Inputs not on this machine are staged in a scratch folder while their shard is made.
-        staging = tempfile.TemporaryDirectory(dir=scratch_folder())
+        staging = tempfile.TemporaryDirectory(dir=scratch_folder())  # for inputs not on this machine
         with ShardWriter(tar_path(out_dir, shard), may_publish) as writer, staging as scratch:
             for start in range(0, len(shard.items), batch_size):
-                batch = shard.items[start : start + batch_size]
-                loaded = self._read(batch, Path(scratch), errors, times, on_input)
+                loaded = self._read(shard.items[start : start + batch_size], Path(scratch), errors, times, on_input)
                 with times.stage("teacher"):
                     inputs = [TeacherInput(path, image.rgb) for _, images, _ in loaded for path, image in images]
                     predictions = teacher.predict(inputs)
