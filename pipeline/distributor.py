@@ -26,6 +26,7 @@ from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInp
 
 from .config import RunPlan
 from .errors import PipelineError
+from .output import object_store
 from .stages.teacher import CachedTeacher, TeacherCache, TeacherSpec, build_teacher, teacher_cache_dir
 from .worker import ShardWorker
 from .writer import ShardPlan
@@ -195,7 +196,7 @@ def _run_shard(plan: RunPlan, shard: ShardPlan, out_dir: str, counter, actors: l
         counter.report.remote(shard.index, done)
 
     counter.report.remote(shard.index, 0)
-    return worker.run(shard, Path(out_dir), on_input=report)
+    return worker.run(shard, object_store.location(out_dir), on_input=report)
 
 
 @ray.remote(num_cpus=0)
@@ -229,7 +230,7 @@ class TeacherActor:
     """The run's teacher behind its cache, loaded once, serving batches from every shard."""
 
     def __init__(self, plan: RunPlan, out_dir: str):
-        cache = TeacherCache(teacher_cache_dir(plan.config.teacher_cache, Path(out_dir)))
+        cache = TeacherCache(teacher_cache_dir(plan.config.teacher_cache, out_dir))
         self.teacher = CachedTeacher(process_teacher(plan.teacher), cache)
 
     def name(self) -> str:

@@ -11,13 +11,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from simlidar.teachers import Teacher, find_depth_sidecar
+from simlidar.teachers import Teacher
 from tqdm import tqdm
 
 from .config import GenerateConfig, RunPlan
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .output import store
+from .output import object_store, store
 from .output.lock import OutputLock
 from .output.manifest import (
     ERRORS,
@@ -32,8 +32,11 @@ from .output.manifest import (
     remove_temporaries,
 )
 from .sources.calibrated_rig import list_frames
-from .sources.photos import IMAGE_SUFFIXES, list_inputs
-from .stages.teacher import build_teacher
+from .sources.image_shards import is_shard_source
+from .sources.inputs import has_depth_sidecar, list_sources
+from .sources.photos import IMAGE_SUFFIXES
+from .sources.urls import is_url
+from .stages.teacher import build_teacher, teacher_cache_dir
 from .writer import ShardPlan, plan_shards
 
 log = logging.getLogger("simlidar.generate")
@@ -84,6 +87,7 @@ def generate(
     plan = config.resolve()
     items, unit = list_items(plan)
     teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
+    teacher_cache_dir(config.teacher_cache, out_dir)  # likewise a --cache URL that cannot work
     if store.exists(out_dir):
         raise PipelineError(f"--out {out_dir} is a file; give a folder")
     with OutputLock(out_dir) as lock:
@@ -121,14 +125,16 @@ def list_items(plan: RunPlan) -> tuple[list, str]:
     for --teacher sidecar."""
     config = plan.config
     if plan.calibration is not None:
+        if is_url(config.images) or is_shard_source(config.images):
+            raise PipelineError("a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
         root, unit = Path(config.images), "frame"
         items = list_frames(root, plan.calibration)
     else:
-        (items, root), unit = list_inputs(config.images), "img"
+        (items, root), unit = list_sources(config.images), "img"
     items = items[: config.limit]
     if not items:
         raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if config.teacher == "sidecar" and not any(find_depth_sidecar(item.path) for item in items):
+    if config.teacher == "sidecar" and not any(has_depth_sidecar(item) for item in items):
         raise PipelineError(
             f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
             "photo.depth.npy); add those files, or pass --teacher with a depth model"
@@ -226,10 +232,13 @@ class _ProgressBar:
 
 
 class _log_to:
-    """Append this run's log lines to the output's log file."""
+    """Append this run's log lines to the output's log file (on an object store: to a
+    local file of this process, added to the store's log when the run ends)."""
 
     def __init__(self, path: Path):
-        self._handler = logging.FileHandler(path)
+        self._path = path
+        self._local = object_store.temporary_name(path) if object_store.is_remote(path) else path
+        self._handler = logging.FileHandler(self._local)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def __enter__(self) -> None:
@@ -239,3 +248,6 @@ class _log_to:
     def __exit__(self, *exc_info) -> None:
         log.removeHandler(self._handler)
         self._handler.close()
+        if self._local != self._path:
+            object_store.append(self._path, self._local.read_bytes())
+            self._local.unlink()

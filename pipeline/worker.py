@@ -5,6 +5,7 @@ plan and the inputs, never on which process runs it or in what order."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,9 @@ from .errors import UnusableDepth, error_stage
 from .output import store
 from .output.lock import still_held
 from .sources.calibrated_rig import RigFrame, load_frame
-from .sources.photos import BadImage, LoadedImage, SourceItem, load_image
+from .sources.inputs import InputItem, stage
+from .sources.photos import BadImage, LoadedImage, load_image
+from .sources.urls import scratch_folder
 from .stages.mesh import check_depth_usable
 from .stages.scene import Scene, SceneCamera, ViewMaker, image_rng, simulate_scene
 from .stages.teacher import CachedTeacher, TeacherCache, teacher_cache_dir
@@ -24,7 +27,8 @@ from .stages.timing import StageTimes
 from .stages.views import CalibratedViews, PhotoViews, VirtualRigViews
 from .writer import ShardPlan, ShardWriter, stats_path, tar_path
 
-Loaded = tuple[SourceItem | RigFrame, list[tuple[Path, LoadedImage]]]
+# An input read: the item, (path, image) of each of its cameras, what its source said about it.
+Loaded = tuple[InputItem | RigFrame, list[tuple[Path, LoadedImage]], dict | None]
 
 
 def view_maker(plan: RunPlan) -> ViewMaker:
@@ -53,16 +57,17 @@ class ShardWorker:
         teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, out_dir)))
         batch_size = self.config.teacher_batch_size
         may_publish = (lambda: still_held(out_dir, self.lock_token)) if self.lock_token else (lambda: True)
-        with ShardWriter(tar_path(out_dir, shard), may_publish) as writer:
+        staging = tempfile.TemporaryDirectory(dir=scratch_folder())  # for inputs not on this machine
+        with ShardWriter(tar_path(out_dir, shard), may_publish) as writer, staging as scratch:
             for start in range(0, len(shard.items), batch_size):
-                loaded = self._read(shard.items[start : start + batch_size], errors, times, on_input)
+                loaded = self._read(shard.items[start : start + batch_size], Path(scratch), errors, times, on_input)
                 with times.stage("teacher"):
-                    inputs = [TeacherInput(path, image.rgb) for _, images in loaded for path, image in images]
+                    inputs = [TeacherInput(path, image.rgb) for _, images, _ in loaded for path, image in images]
                     predictions = teacher.predict(inputs)
-                for item, images in loaded:
+                for item, images, source_meta in loaded:
                     item_predictions, predictions = predictions[: len(images)], predictions[len(images) :]
                     try:
-                        scene = self._scene(item, images, item_predictions, times)
+                        scene = self._scene(item, images, item_predictions, source_meta, times)
                         for key, members, sample_counts in simulate_scene(scene, self.plan, times, self.cast_threads):
                             writer.write(key, members)
                             counts.append(sample_counts)
@@ -73,23 +78,26 @@ class ShardWorker:
         store.write_json_atomically(stats_path(out_dir, shard), stats)
         return stats
 
-    def _read(self, items, errors: list[dict], times: StageTimes, on_input) -> list[Loaded]:
-        """(item, [(path, image)]) of every input that reads; the others recorded in `errors`."""
+    def _read(self, items, scratch: Path, errors: list[dict], times: StageTimes, on_input) -> list[Loaded]:
+        """(item, [(path, image)], source_meta) of every input that reads (made local in
+        `scratch` first when it is not); the others recorded in `errors`."""
         loaded = []
         for item in items:
             with times.stage("read"):
                 try:
                     quality, max_pixels = self.config.jpeg_quality, self.config.max_pixels
                     if self.plan.calibration is not None:
-                        loaded.append((item, load_frame(item, self.plan.calibration, quality, max_pixels)))
+                        loaded.append((item, load_frame(item, self.plan.calibration, quality, max_pixels), None))
                     else:
-                        loaded.append((item, [(item.path, load_image(item.path, quality, max_pixels))]))
+                        staged = stage(item, scratch)
+                        image = load_image(staged.path, quality, max_pixels)
+                        loaded.append((item, [(staged.path, image)], staged.source_meta))
                 except BadImage as error:
                     errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
                     on_input()
         return loaded
 
-    def _scene(self, item, images: list[tuple[Path, LoadedImage]], predictions: list, times: StageTimes) -> Scene:
+    def _scene(self, item, images: list[tuple[Path, LoadedImage]], predictions: list, source_meta, times) -> Scene:
         """The input as a Scene: its teacher depth made metric (one conversion draw for
         every camera of a frame: one scale for the scene) and each camera's K."""
         metric = []
@@ -121,7 +129,7 @@ class ShardWorker:
             teacher_focal_px=prediction.focal_px,
             rng=image_rng(self.config.seed, item.key, "intrinsics"),
         )
-        camera = SceneCamera(image, K, intrinsics_source, prediction, item.relpath)
+        camera = SceneCamera(image, K, intrinsics_source, prediction, item.relpath, source_meta=source_meta)
         return Scene(item.key, (camera,), self.views, self.config.views if self.plan.rig is None else 1)
 
 

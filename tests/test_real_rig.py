@@ -262,3 +262,10 @@ def test_a_missing_camera_folder_or_a_mount_is_a_one_line_error(cli, tmp_path):
     assert code == 2 and "drop --mount" in err and err.count("\n") == 1, err
     with pytest.raises(PipelineError, match="cannot read rig calibration"):
         load_calibration(str(tmp_path / "nowhere.json"))
+
+
+def test_a_calibrated_rig_needs_a_local_folder(cli, tmp_path):
+    calibration = make_rig(tmp_path / "data", frames=("000",))
+    for images in ("s3://bucket/rig", str(tmp_path / "data" / "frames-{0..1}.tar")):
+        code, _, err = cli("generate", "--images", images, "--rig", calibration, "--out", tmp_path / "o", *EXACT)
+        assert code == 2 and "a calibrated rig's images must be a local folder" in err and err.count("\n") == 1, err

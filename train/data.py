@@ -37,31 +37,64 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
 import webdataset as wds
+from fsspec.core import split_protocol
 from PIL import Image
 from simlidar.pipeline import schema
 
 from .correspondence import pixel_index_map, scene_matches
 from .errors import TrainError
 
+# Object stores webdataset has no opener of its own for (gs:// would need gsutil): read through fsspec.
+FSSPEC_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+
+
+def _open_with_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **_) -> object:
+    return fsspec.open(url, mode).open()
+
+
+for _scheme in FSSPEC_SCHEMES:
+    wds.gopen_schemes[_scheme] = _open_with_fsspec
+
 
 def list_shards(source: str | Path) -> list[str]:
     """The shard URLs of a folder (its *.tar files, sorted), a single .tar, or a
-    webdataset brace pattern ('shards/shard-{000000..000099}.tar')."""
+    webdataset brace pattern ('shards/shard-{000000..000099}.tar'); the folder and the
+    .tar may be fsspec URLs (s3://bucket/run/)."""
     text = str(source)
+    if "{" in text:
+        return list(wds.shardlists.expand_urls(text))
+    scheme = split_protocol(text)[0]
+    if scheme in FSSPEC_SCHEMES:
+        return _list_remote_shards(text, scheme)
     path = Path(text)
     if path.is_dir():
         shards = sorted(str(shard) for shard in path.glob("*.tar"))
         if not shards:
             raise TrainError(f"no shards (*.tar) in {path}: point --shards at the folder `simlidar generate` wrote")
         return shards
-    if "{" in text:
-        return list(wds.shardlists.expand_urls(text))
     if not path.is_file():
         raise TrainError(f"{text} is neither a shard folder, a .tar file nor a brace pattern of shards")
     return [text]
+
+
+def _list_remote_shards(url: str, scheme: str) -> list[str]:
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        if path.endswith(".tar") and fs.isfile(path):
+            return [url]
+        shards = sorted(fs.unstrip_protocol(found) for found in fs.glob(path.rstrip("/") + "/*.tar"))
+    except ImportError:
+        extra = FSSPEC_SCHEMES[scheme]
+        raise TrainError(f'{scheme}:// shards need an optional package: pip install "simlidar[{extra}]"') from None
+    except OSError as error:
+        raise TrainError(f"cannot list the shards in {url} ({type(error).__name__}: {error})") from None
+    if not shards:
+        raise TrainError(f"no shards (*.tar) in {url}: point --shards at the folder `simlidar generate` wrote")
+    return shards
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,12 @@ def _path_option(flag: str, default: str, help_text: str):
 @click.option(
     "--workers", default=0, type=click.IntRange(min=0), help="--scaling: workers to compare with one (0: all cores)."
 )
+@click.option(
+    "--store",
+    default="",
+    help="Time one run into this object-store URL (s3://bucket/prefix) against the same run on local disk instead.",
+)
+@click.option("--frames", default=16, show_default=True, type=click.IntRange(min=1), help="--store: photos per run.")
 @click.option("--teacher", default="", show_default=False, help="Time this teacher instead (images/s per batch size).")
 @click.option("--batch-sizes", default="1,2,4,8", show_default=True, help="--teacher: batch sizes to time.")
 @click.option(
@@ -48,13 +54,21 @@ def bench(
     meshes: bool,
     scaling: bool,
     workers: int,
+    store: str,
+    frames: int,
     teacher: str,
     **teacher_bench,
 ) -> None:
     """Print per-stage milliseconds per frame of the default mesh method (march) and the
     grid side by side, their ratio and the march's fidelity to the grid's returns,
     or with --meshes each mesh method's time, size and fidelity, or with --scaling how
-    the runner scales with workers and input count."""
+    the runner scales with workers and input count, or with --store a run's throughput
+    into an object store against local disk."""
+    if store:
+        from ..bench.store import print_store_throughput
+
+        print_store_throughput(images, store, frames)
+        return
     if teacher:
         from ..bench.teacher import print_teacher_bench
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
 from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..output import object_store
+from ..sources.urls import is_url
 from ..stages.mesh import METHODS, MeshOptions
 from .errors import with_flags
 
@@ -31,7 +32,10 @@ def _absolute_rig(rig: str) -> str:
 
 def _absolute_source(images: str) -> str:
     """--images made absolute and normal (`dir/`, `./dir` and `dir` are one run), so that the
-    recorded config does not depend on the working folder or on how the path was typed."""
+    recorded config does not depend on the working folder or on how the path was typed (a URL
+    is kept as it is)."""
+    if is_url(images):
+        return images
     return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
 
 
@@ -39,7 +43,8 @@ def _absolute_source(images: str) -> str:
 @click.option(
     "--images",
     required=True,
-    help="Photos: a folder (searched recursively), a quoted glob ('photos/**/*.jpg') or a text file of paths.",
+    help="Photos: a folder (searched recursively), a quoted glob ('photos/**/*.jpg') or a text file of paths, "
+    "local or as a URL (s3://, gs://, hf://); or WebDataset shards of images ('s3://bucket/coco-{00000..00099}.tar').",
 )
 @click.option(
     "--sensor",
@@ -47,7 +52,9 @@ def _absolute_source(images: str) -> str:
     help=f"LiDAR to simulate: {', '.join(available_sensors())}, or a path to a sensor .toml file.",
 )
 @click.option(
-    "--out", default=Path("out"), type=click.Path(path_type=Path), help="Output folder for shards and manifest."
+    "--out",
+    default="out",
+    help="Output folder for shards and manifest, or a URL (s3://bucket/run/; see 'Run on a cluster' in the README).",
 )
 @click.option(
     "--mount",
@@ -105,7 +112,8 @@ def _absolute_source(images: str) -> str:
     "teacher_cache",
     default="",
     show_default=False,
-    help="Teacher cache folder (zarr), shareable between runs [default: OUT/teacher-cache].",
+    help="Teacher cache (zarr), a folder or a URL, shareable between runs; a local folder keeps one per node "
+    "of a cluster [default: OUT/teacher-cache, on the store too when --out is a URL].",
 )
 @click.option(
     "--depth-range",
@@ -289,8 +297,8 @@ def _absolute_source(images: str) -> str:
     "--address",
     default=None,
     envvar="RAY_ADDRESS",
-    help="Ray cluster to join (also RAY_ADDRESS); --out must be on storage every node can reach "
-    "[default: a local Ray].",
+    help="Ray cluster to join (also RAY_ADDRESS); local --images and --out must be on storage every node can "
+    "reach, URLs (s3://, gs://) need no shared filesystem [default: a local Ray].",
 )
 @click.option(
     "--teacher-actors",
@@ -302,7 +310,7 @@ def _absolute_source(images: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def generate(
-    out: Path,
+    out: str,
     overwrite: bool,
     quiet: bool,
     images: str,
@@ -319,6 +327,7 @@ def generate(
     from ..runner import generate as run_generate
 
     config = GenerateConfig(images=_absolute_source(images), **options)
+    out = object_store.location(out)
     summary = run_generate(
         config,
         out,

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
+
+from ..output import object_store
+
+
+def _local_output(out: str):
+    """(a local folder with OUT's output, OUT as a UPath when it is a URL else None): for a
+    URL, a local copy (downloaded once, kept while its shards match the manifest)."""
+    from ..output.mirror import download_output, mirror_folder
+
+    location = object_store.location(out)
+    if not object_store.is_remote(location):
+        return location, None
+    copy = mirror_folder(location)
+    click.echo(f"copying {location} to {copy}/", err=True)
+    return download_output(location, copy), location
 
 
 @click.command("inspect")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out")
 @click.option("--previews", default=12, type=click.IntRange(min=0), help="Samples on the contact sheet (0: none).")
-def inspect_command(out: Path, previews: int) -> None:
-    """Check every shard in OUT against its manifest, print statistics, and write OUT/previews/
-    (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
+def inspect_command(out: str, previews: int) -> None:
+    """Check every shard in OUT (a folder or a URL) against its manifest, print statistics, and
+    write OUT/previews/ (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
     from ..errors import PipelineError
     from ..output.inspect import format_report, inspect_output
+    from ..output.mirror import upload_previews
 
-    report = inspect_output(out, previews)
+    folder, remote = _local_output(out)
+    report = inspect_output(folder, previews)
     for line in format_report(report):
         click.echo(line)
-    click.echo(f"previews in {out / 'previews'}/")
+    if remote is not None:
+        upload_previews(folder, remote)
+    click.echo(f"previews in {(remote or folder) / 'previews'}/")
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
     if report.problems:
@@ -29,23 +46,25 @@ def inspect_command(out: Path, previews: int) -> None:
 
 
 @click.command()
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out")
 @click.option("--repo", required=True, help="Hub dataset repo, USER/NAME or ORG/NAME (created if missing).")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--revision", default=None, help="Branch to upload to (created if missing) [default: main].")
 @click.option("--license", "licence", default="other", help="Licence id for the card (e.g. cc-by-4.0, apache-2.0).")
 @click.option("--split", default="train", help="Split the shards belong to (data/SPLIT/ on the Hub).")
 @click.option("--dry-run", is_flag=True, help="Check and stage OUT/hub (shards, card, preview); upload nothing.")
-def publish(out: Path, repo: str, private: bool, revision: str | None, licence: str, split: str, dry_run: bool) -> None:
-    """Publish OUT to the Hugging Face Hub as a dataset that `datasets` and webdataset load.
+def publish(out: str, repo: str, private: bool, revision: str | None, licence: str, split: str, dry_run: bool) -> None:
+    """Publish OUT (a folder or a URL) to the Hugging Face Hub as a dataset that `datasets`
+    and webdataset load.
 
-    OUT is checked first (as `simlidar inspect` does). The token comes from HF_TOKEN or
-    `hf auth login`; re-running after an interrupted upload resumes it.
+    OUT is checked first (as `simlidar inspect` does); a URL is staged in a local copy. The
+    token comes from HF_TOKEN or `hf auth login`; re-running after an interrupted upload resumes it.
     """
     from ..output.publish import stage, upload
 
-    staging = stage(out, repo, licence, split, revision or "main")
-    click.echo(f"staged {out / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")
+    folder, _ = _local_output(out)
+    staging = stage(folder, repo, licence, split, revision or "main")
+    click.echo(f"staged {folder / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")
     if dry_run:
         return
     click.echo(f"uploaded: {upload(staging, repo, private, revision)}")

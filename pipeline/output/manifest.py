@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 import time
 from importlib import metadata
 from pathlib import Path
@@ -119,7 +118,7 @@ def _remove_run_files(out_dir: Path) -> None:
         for name in store.list_names(out_dir, pattern):
             store.remove(out_dir / name)
     for folder in RUN_FOLDERS:
-        shutil.rmtree(out_dir / folder, ignore_errors=True)
+        store.remove_folder(out_dir / folder)
 
 
 def check_shard(out_dir: Path, plan: ShardPlan) -> tuple[bool, str]:

@@ -25,7 +25,8 @@ class View:
     dense_m, sparse_m: (height, width) float32 camera z (m), 0 = none; fields: what only
     this kind of view records (scene, rig, photo, T_cam_lidar_true); dense_png: dense_m
     already encoded (None: encode it); teacher_relative: also store the teacher's relative
-    disparity in the view (teacher.png, for distillation)."""
+    disparity in the view (teacher.png, for distillation); source_meta: what the input's
+    source said about it (a WebDataset input's json and txt), recorded when there is one."""
 
     key: str
     source_path: str
@@ -43,6 +44,7 @@ class View:
     fields: dict = field(default_factory=dict)
     dense_png: bytes | None = None
     teacher_relative: bool = False
+    source_meta: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def build_sample(view: View, scan: Scan, record: ScanRecord, save_points: bool) 
         "counts": counts,
         "image_reencoded": view.image_reencoded,
         **view.fields,
+        **({"source_meta": view.source_meta} if view.source_meta is not None else {}),
     }
     members = {
         schema.IMAGE: view.jpeg,

@@ -54,8 +54,9 @@ def image_rng(seed: int, key: str, purpose: str = "teacher") -> np.random.Genera
 class SceneCamera:
     """One camera of a scene: its image, K (3, 3) pixels (and where K came from), its
     teacher prediction (metric depth (H, W) m), the input path the json names, its name
-    in a calibration, and T_scene_cam (4, 4) into the scene's frame (None: the scene's
-    frame is this camera's)."""
+    in a calibration, T_scene_cam (4, 4) into the scene's frame (None: the scene's
+    frame is this camera's), and what its source said about it (a WebDataset input's
+    json and txt; None: nothing)."""
 
     image: LoadedImage
     K: np.ndarray
@@ -64,6 +65,7 @@ class SceneCamera:
     source_path: str
     name: str = ""
     T_scene_cam: np.ndarray | None = None
+    source_meta: dict | None = None
 
     @property
     def width(self) -> int:

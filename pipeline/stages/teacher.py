@@ -23,13 +23,21 @@ from pathlib import Path
 import numpy as np
 from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput, cache_id, load_teacher
 
+from ..sources.urls import filesystem, is_url, local_path
+
 DEFAULT_FOLDER = "teacher-cache"
 FORMAT = 1
 
 
-def teacher_cache_dir(option: str, out_dir: Path) -> Path:
-    """--cache DIR, or OUT/teacher-cache when not given."""
-    return Path(option).expanduser() if option else out_dir / DEFAULT_FOLDER
+def teacher_cache_dir(option: str, out_dir) -> str:
+    """--cache (a folder or a URL), or OUT/teacher-cache when not given: on the object
+    store too when OUT is a URL, so every node of a cluster reuses what any node computed."""
+    if option and is_url(option):
+        filesystem(option)  # a missing package or credentials in the URL: one line now, not in every task
+        return option
+    if option:
+        return str(Path(local_path(option)).expanduser())
+    return f"{str(out_dir).rstrip('/')}/{DEFAULT_FOLDER}"
 
 
 def file_sha256(path: Path) -> str:
@@ -48,10 +56,11 @@ def _slug(text: str) -> str:
 
 
 class TeacherCache:
-    """A zarr group of teacher outputs under `root` (created on first write)."""
+    """A zarr group of teacher outputs under `root`, a folder or an fsspec URL (created
+    on first write)."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path):
+        self.root = str(root)
         self._group = None
 
     @staticmethod
@@ -62,7 +71,7 @@ class TeacherCache:
         import zarr
 
         if self._group is None:
-            self._group = zarr.open_group(str(self.root), mode="a", attributes={"simlidar_teacher_cache": FORMAT})
+            self._group = zarr.open_group(self.root, mode="a", attributes={"simlidar_teacher_cache": FORMAT})
         return self._group
 
     def get(self, path: str, shape: tuple[int, int]) -> DepthPrediction | None:
@@ -70,7 +79,7 @@ class TeacherCache:
         import zarr
 
         try:
-            array = zarr.open_array(str(self.root), path=path, mode="r")
+            array = zarr.open_array(self.root, path=path, mode="r")
         except (FileNotFoundError, KeyError, ValueError, zarr.errors.NodeNotFoundError):
             return None
         attributes = dict(array.attrs)

@@ -40,6 +40,7 @@ def _camera_view(context: ScanContext, index: int, key: str, T_cam_lidar: np.nda
         sparse_m=sparse_m,
         fields=fields,
         dense_png=camera.dense_png,
+        source_meta=camera.source_meta,
     )
 
 
@@ -116,6 +117,7 @@ class VirtualRigViews:
                         "photo": {"image_size": [photo.width, photo.height], "K": photo.K.tolist()},
                     },
                     teacher_relative=True,
+                    source_meta=photo.source_meta,
                 )
             )
         return views
