@@ -166,6 +166,11 @@ def load_calibration(spec: str) -> Calibration:
     return Calibration(str(name), cameras, T_rig_lidar, neighbours)
 
 
+def _R_a_b(a: CalibratedCamera, b: CalibratedCamera) -> np.ndarray:
+    """(3, 3) the rotation taking directions in camera b's frame into camera a's."""
+    return a.T_rig_cam[:3, :3].T @ b.T_rig_cam[:3, :3]
+
+
 def _sees(camera: CalibratedCamera, other: CalibratedCamera) -> bool:
     """Whether a ray through some pixel of `camera` (a grid of them) lands in `other`'s
     image, treating both as looking from one point (far field: translations ignored)."""
@@ -174,7 +179,7 @@ def _sees(camera: CalibratedCamera, other: CalibratedCamera) -> bool:
     x_over_z = ((u - camera.K[0, 2]) / camera.K[0, 0])[None, :]
     y_over_z = ((v - camera.K[1, 2]) / camera.K[1, 1])[:, None]
     rays_cam = np.stack(np.broadcast_arrays(x_over_z, y_over_z, 1.0), axis=-1).reshape(-1, 3)
-    R_other_cam = other.T_rig_cam[:3, :3].T @ camera.T_rig_cam[:3, :3]
+    R_other_cam = _R_a_b(other, camera)
     rays_other = rays_cam @ R_other_cam.T
     u_other, v_other, ahead = project(rays_other, other.K)
     inside = (u_other > -0.5) & (u_other < other.width - 0.5) & (v_other > -0.5) & (v_other < other.height - 0.5)
@@ -207,9 +212,7 @@ def rig_record(calibration: Calibration, index: int, T_rig_lidar: np.ndarray) ->
         "T_rig_lidar": T_rig_lidar.tolist(),
         "neighbours": list(neighbours),
         # Directions of each neighbour's frame in this camera's, in the order of neighbours.
-        "R_cam_neighbours": [
-            (camera.T_rig_cam[:3, :3].T @ calibration.cameras[other].T_rig_cam[:3, :3]).tolist() for other in neighbours
-        ],
+        "R_cam_neighbours": [_R_a_b(camera, calibration.cameras[other]).tolist() for other in neighbours],
     }
 
 

@@ -128,19 +128,14 @@ def sweep_path(folder: Path, frame: RigFrame) -> Path:
     raise BadImage(f"no LiDAR sweep {folder.name}/{frame.relpath}.bin or .pcd for this frame")
 
 
-def project_sweep(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int):
-    """points_lidar (N, 3) m, T_cam_lidar (4, 4), K (3, 3) -> ((H, W) float32 camera z in
-    metres with a z-buffer, 0 = none; (N,) bool, the points inside the image)."""
-    return sparse_depth_image(transform_points(T_cam_lidar, points_lidar), K, width, height)
-
-
 def view_members(
     frame: RigFrame, index: int, calibration: Calibration, image, sweep: Sweep, prediction=None, teacher_name: str = ""
 ) -> dict:
     """The shard members of camera `index` of one frame (module doc)."""
     camera = calibration.cameras[index]
     T_cam_lidar = invert_pose(camera.T_rig_cam) @ calibration.T_rig_lidar
-    sparse_m, in_image = project_sweep(sweep.points_lidar, T_cam_lidar, camera.K, camera.width, camera.height)
+    points_cam = transform_points(T_cam_lidar, sweep.points_lidar)
+    sparse_m, in_image = sparse_depth_image(points_cam, camera.K, camera.width, camera.height)
     sparse_png = schema.encode_depth_png(sparse_m)
     meta = {
         "key": f"{frame.key}-r{index}",

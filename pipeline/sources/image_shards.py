@@ -12,12 +12,10 @@ the image as KEY.EXT, `KEY.depth.png` / `KEY.depth.npy` as the depth sidecar and
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import posixpath
 import re
 import tarfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from braceexpand import braceexpand
 
 from ..errors import PipelineError
 from ..schema import sanitize_key
-from .photos import BadImage
+from .photos import BadImage, disambiguate
 from .remote import StagedInput
 from .urls import filesystem, is_url, join
 
@@ -171,9 +169,7 @@ def _read_index(fs, path: str, relative: str) -> list[tuple[str, str, tuple[tupl
 
 def _unique_keys(samples: list[tuple[str, str, tuple]]) -> list[str]:
     """Sanitised __key__s; one found more than once gets a hash of shard/__key__ appended."""
-    keys = [sanitize_key(sample_key) for _, sample_key, _ in samples]
-    counts = Counter(keys)
-    return [
-        key if counts[key] == 1 else f"{key}-{hashlib.sha1(f'{shard}/{sample_key}'.encode()).hexdigest()[:8]}"
-        for key, (shard, sample_key, _) in zip(keys, samples, strict=True)
-    ]
+    return disambiguate(
+        [sanitize_key(sample_key) for _, sample_key, _ in samples],
+        [f"{shard}/{sample_key}" for shard, sample_key, _ in samples],
+    )

@@ -13,7 +13,7 @@ import io
 import os
 import re
 import stat
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,15 +171,16 @@ def _items_from_relpaths(root: Path, relpaths: list[str]) -> list[SourceItem]:
 
 def unique_keys(relpaths: list[str]) -> list[str]:
     """Sanitised keys; paths whose keys would collide get a hash of the path appended."""
-    keys = [sanitize_key(os.path.splitext(relpath)[0]) for relpath in relpaths]
-    owners = defaultdict(list)
-    for index, key in enumerate(keys):
-        owners[key].append(index)
-    for indices in owners.values():
-        if len(indices) > 1:
-            for index in indices:
-                keys[index] += "-" + hashlib.sha1(relpaths[index].encode()).hexdigest()[:8]
-    return keys
+    return disambiguate([sanitize_key(os.path.splitext(relpath)[0]) for relpath in relpaths], relpaths)
+
+
+def disambiguate(keys: list[str], names: list[str]) -> list[str]:
+    """keys, each found more than once with "-" and 8 hex digits of its name's sha1 appended."""
+    counts = Counter(keys)
+    return [
+        key if counts[key] == 1 else f"{key}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+        for key, name in zip(keys, names, strict=True)
+    ]
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
