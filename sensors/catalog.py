@@ -113,18 +113,17 @@ def configure_sensor(sensor: Sensor, integration_time_s: float | None = None, **
     problems = new_effects.problems()
     if problems:
         raise SensorSpecError(f"sensor {sensor.name}: {problems[0][1]}")
-    if integration_time_s is None:
-        configured = dataclasses.replace(sensor, effects=new_effects)
-        check_rays_per_frame(configured)
-        return configured
-    if not isinstance(sensor, RisleyLidar):
-        raise SensorSpecError(
-            f"`integration_time_s` applies to non-repetitive (risley) sensors; {sensor.name} is {sensor.kind} "
-            "and always integrates one revolution"
-        )
-    if not 0 < integration_time_s <= 10:
-        raise SensorSpecError(f"`integration_time_s` must be in (0, 10] seconds, got {integration_time_s}")
-    configured = dataclasses.replace(sensor, effects=new_effects, integration_time_s=integration_time_s)
+    changes = {"effects": new_effects}
+    if integration_time_s is not None:
+        if not isinstance(sensor, RisleyLidar):
+            raise SensorSpecError(
+                f"`integration_time_s` applies to non-repetitive (risley) sensors; {sensor.name} is {sensor.kind} "
+                "and always integrates one revolution"
+            )
+        if not 0 < integration_time_s <= 10:
+            raise SensorSpecError(f"`integration_time_s` must be in (0, 10] seconds, got {integration_time_s}")
+        changes["integration_time_s"] = integration_time_s
+    configured = dataclasses.replace(sensor, **changes)
     check_rays_per_frame(configured)
     return configured
 

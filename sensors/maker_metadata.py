@@ -45,6 +45,8 @@ from .catalog import CATALOG_DIR, Sensor, SensorSpecError, sensor_from_dict
 OUSTER_PRESETS = {"OS0": "os0", "OS1": "os1", "OS2": "os2"}
 _TABLE_ORDER = ("range", "scan", "beams", "returns", "published")
 _LASER_FIELDS = {"vert_correction_deg", "rot_correction_deg", "vert_offset_m", "horiz_offset_m"}
+# [beams] fields of an imported Velodyne table, in the order of _velodyne_laser's figures.
+_LASER_COLUMNS = ("elevation_deg", "azimuth_offset_deg", "origin_forward_m", "origin_left_m", "origin_up_m")
 
 
 def preset_spec(name: str) -> dict:
@@ -105,13 +107,7 @@ def velodyne_table_spec(table: dict, label: str = "Velodyne table") -> dict:
     rows.sort(key=lambda row: -row[0])
     spec = _base(preset_spec(like))
     spec.update(name=table["name"], description=table["description"], source=table["source"])
-    spec["beams"] = {
-        "elevation_deg": [row[0] for row in rows],
-        "azimuth_offset_deg": [row[1] for row in rows],
-        "origin_forward_m": [row[2] for row in rows],
-        "origin_left_m": [row[3] for row in rows],
-        "origin_up_m": [row[4] for row in rows],
-    }
+    spec["beams"] = {key: list(column) for key, column in zip(_LASER_COLUMNS, zip(*rows, strict=True), strict=True)}
     return spec
 
 

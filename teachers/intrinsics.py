@@ -38,10 +38,15 @@ def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 
 def intrinsics_from_hfov(width: int, height: int, hfov_deg: float) -> np.ndarray:
     """(3, 3) K of a square-pixel camera with the given horizontal field of view."""
-    if not 1.0 <= hfov_deg <= 170.0:
+    if not MIN_FOV_DEG <= hfov_deg <= MAX_FOV_DEG:
         raise IntrinsicsError(f"`fov_deg` must be between 1 and 170 degrees, got {hfov_deg}")
-    focal = 0.5 * width / math.tan(math.radians(hfov_deg) / 2.0)
+    focal = _focal_px_from_hfov(width, hfov_deg)
     return intrinsics_matrix(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0)
+
+
+def _focal_px_from_hfov(width: int, hfov_deg: float) -> float:
+    """The focal length (pixels) that spans `width` pixels with a horizontal FOV of hfov_deg."""
+    return 0.5 * width / math.tan(math.radians(hfov_deg) / 2.0)
 
 
 def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
@@ -89,7 +94,7 @@ def check_intrinsics(K: np.ndarray, width: int, height: int) -> None:
     for name, value in zip(INTRINSICS_FIELDS, (fx, fy, cx, cy), strict=True):
         if not math.isfinite(value):
             raise IntrinsicsError(f"{name} must be finite, got {value}")
-    fx_low, fx_high = (0.5 * width / math.tan(math.radians(fov) / 2.0) for fov in (MAX_FOV_DEG, MIN_FOV_DEG))
+    fx_low, fx_high = (_focal_px_from_hfov(width, fov) for fov in (MAX_FOV_DEG, MIN_FOV_DEG))
     if not fx_low <= fx <= fx_high:
         raise IntrinsicsError(
             f"fx = {fx:g} px is outside {fx_low:.1f}..{fx_high:.0f} px, a field of view of {MIN_FOV_DEG:g}-"
@@ -146,7 +151,7 @@ def parse_fov_range(text: str) -> tuple[float, float]:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
         raise IntrinsicsError(f"`fov_range` takes MIN,MAX degrees, got {text!r}") from None
-    if not 1.0 <= low <= high <= 170.0:
+    if not MIN_FOV_DEG <= low <= high <= MAX_FOV_DEG:
         raise IntrinsicsError(f"`fov_range` needs 1 <= MIN <= MAX <= 170 degrees, got {text!r}")
     return low, high
 

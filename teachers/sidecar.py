@@ -37,15 +37,16 @@ def read_depth_sidecar(path: Path) -> np.ndarray:
                 if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
                     raise TeacherError(f"{path.name}: depth PNG must be 16-bit (metres x 256), got mode {image.mode}")
                 depth = np.asarray(image).astype(np.float32) / 256.0
+    except TeacherError:
+        raise
     except UnidentifiedImageError:
         raise TeacherError(f"{path.name}: not a PNG image; save depth as a 16-bit PNG (metres x 256)") from None
     except (OSError, ValueError) as error:
-        if isinstance(error, TeacherError):
-            raise
         raise TeacherError(f"{path.name}: unreadable depth sidecar ({error})") from None
     if depth.ndim != 2:
         raise TeacherError(f"{path.name}: depth must be a 2-D (H, W) array, got shape {depth.shape}")
-    depth = depth.astype(np.float32)
+    # Both readers give a fresh array: convert without a second copy where it is float32 already.
+    depth = depth.astype(np.float32, copy=False)
     depth[~np.isfinite(depth) | (depth < 0)] = 0.0
     return depth
 

@@ -150,13 +150,13 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
     camera = sidecar_camera(path, StageTimes())
     scene = Scene(path.stem, (camera,), PhotoViews())
     depth, K, width, height = camera.prediction.depth, camera.K, camera.width, camera.height
+    scan_camera = camera.scan_camera("uniform")
     results = []
     for method in METHODS:
         mesh_seconds, cast_seconds = [], []
         for _ in range(repeats):
             times = StageTimes()
             ray_scene, (mesh,) = mesh_scene(scene, MeshOptions(method=method), times)
-            scan_camera = camera.scan_camera("uniform")
             scan = simulate_rig_scan(ray_scene, [scan_camera], sensor, T_cam_lidar, np.random.default_rng(0), times)
             mesh_seconds.append(times.seconds["mesh"])
             cast_seconds.append(times.seconds["scene"] + times.seconds["cast"])

@@ -23,6 +23,8 @@ from ..output.manifest import prepare_output
 from ..sources.photos import list_inputs
 from ..writer import plan_shards
 
+# A bundled scene's files: the photo, its depth sidecar and its intrinsics sidecar.
+SCENE_FILES = (".jpg", ".depth.png", ".json")
 MEMORY_PROBE = """
 import resource, sys
 from simlidar.pipeline.config import GenerateConfig
@@ -48,9 +50,9 @@ def copy_scene(source: Path, folder: Path, copies: int, scale: int = 1) -> None:
     (folder / "scene.depth.png").write_bytes(schema.encode_depth_png(depth))
     (folder / "scene.json").write_text(json.dumps(intrinsics))
     for index in range(copies):
-        for suffix in (".jpg", ".depth.png", ".json"):
+        for suffix in SCENE_FILES:
             os.link(folder / f"scene{suffix}", folder / f"{source.stem}_{index:05d}{suffix}")
-    for suffix in (".jpg", ".depth.png", ".json"):
+    for suffix in SCENE_FILES:
         (folder / f"scene{suffix}").unlink()
 
 

@@ -13,6 +13,7 @@ import click
 import numpy as np
 import torch
 from simlidar.teachers import DepthConversion, TeacherInput, load_teacher, to_metric
+from simlidar.teachers.registry import HF_PREFIX, is_hf_name
 
 # Depth Anything V2 Small's published preprocessing (its preprocessor_config.json).
 DA_V2_PROCESSOR = {
@@ -107,10 +108,10 @@ def print_teacher_bench(
             if name != "depth-anything-v2-small":
                 raise click.BadParameter("--random-weights builds depth-anything-v2-small only")
             folder = random_depth_anything_v2_small(Path(scratch))
-            teacher = load_teacher(f"hf:{folder}", output="disparity", device=device, dtype=dtype)
+            teacher = load_teacher(f"{HF_PREFIX}{folder}", output="disparity", device=device, dtype=dtype)
             label = f"{name} architecture, random weights"
         else:
-            output = "disparity" if name.startswith("hf:") else None  # timing does not depend on it
+            output = "disparity" if is_hf_name(name) else None  # timing does not depend on it
             teacher = load_teacher(name, output=output, device=device, dtype=dtype)
             label = f"{name} @ {teacher.revision}"
         if not hasattr(teacher, "forward"):

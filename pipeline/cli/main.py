@@ -39,10 +39,7 @@ def main() -> None:
     add_training_commands()
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
         sys.exit(130)
     except click.ClickException as error:

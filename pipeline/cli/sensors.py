@@ -28,10 +28,15 @@ PATTERN_SIZE = (1200, 300)
 MARGIN = 40
 
 
+def horizontal_fov_deg(sensor: Sensor) -> float:
+    """The horizontal field of view (deg) of a spinning or risley sensor."""
+    return sensor.field_of_view_deg()[0] if isinstance(sensor, RisleyLidar) else sensor.horizontal_fov_deg
+
+
 def sensor_row(sensor: Sensor) -> dict:
     """The figures `sensors list` shows for one sensor."""
     top, bottom = sensor.vertical_fov_deg
-    horizontal = sensor.field_of_view_deg()[0] if isinstance(sensor, RisleyLidar) else sensor.horizontal_fov_deg
+    horizontal = horizontal_fov_deg(sensor)
     return {
         "name": sensor.name,
         "kind": sensor.kind,
@@ -82,11 +87,9 @@ def pattern_image(sensor: Sensor, rng: np.random.Generator) -> Image.Image:
     directions = firing.directions_lidar
     azimuth = np.rad2deg(np.arctan2(directions[:, 1], directions[:, 0]))
     elevation = np.rad2deg(np.arcsin(np.clip(directions[:, 2], -1, 1)))
-    if isinstance(sensor, RisleyLidar):
-        half_width = sensor.field_of_view_deg()[0] / 2 + 1
-        left, right = half_width, -half_width
-    else:
-        left, right = sensor.horizontal_fov_deg / 2, -sensor.horizontal_fov_deg / 2
+    # A risley pattern's edge is ragged: a degree of margin either side.
+    half_width = horizontal_fov_deg(sensor) / 2 + (1 if isinstance(sensor, RisleyLidar) else 0)
+    left, right = half_width, -half_width
     top, bottom = elevation.max() + 1, elevation.min() - 1
     width, height = PATTERN_SIZE
     canvas = np.full((height + 2 * MARGIN, width + 2 * MARGIN, 3), 255, np.uint8)

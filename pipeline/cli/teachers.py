@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 from simlidar.teachers import DEFAULT_MODEL, MODELS, TeacherError, TeacherUnavailable, check_teacher_name
+from simlidar.teachers.registry import HF_PREFIX, is_hf_name
 
 
 @click.group()
@@ -48,9 +49,9 @@ def pull(name: str, revision: str) -> None:
         name = DEFAULT_MODEL
     if name == "sidecar":
         raise TeacherError("the sidecar teacher reads depth files beside the photos; it has no weights to pull")
-    if name.startswith("hf:"):
+    if is_hf_name(name):
         check_teacher_name(name, "depth")
-        model_id, default_revision = name[3:], "main"
+        model_id, default_revision = name[len(HF_PREFIX) :], "main"
     else:
         check_teacher_name(name)
         model_id, default_revision = MODELS[name].repo_id, MODELS[name].revision
