@@ -309,9 +309,7 @@ def _train(config: TrainConfig, stop_at, progress: bool, device: torch.device, r
         set_rng_state(resume["rng"])
         best_rmse = resume.get("best_val_rmse_mm") or float("inf")
     schedule = _schedule_record(config, resume, step, say)
-    trained = model
-    if ranks.world_size > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
+    trained = distributed.wrap(model, ranks, device)
     if ranks.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({**asdict(config), "schedule": schedule}, indent=2) + "\n")
