@@ -61,8 +61,7 @@ def training_rate(index, width, batch_size, crop_hw, steps, device, ranks: distr
     memory_format = torch.channels_last if on_cuda else torch.contiguous_format
     model = DepthCompletionNet(ModelConfig(width)).to(device, memory_format=memory_format).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    if ranks.world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
+    model = distributed.wrap(model, ranks, device)
     config = TrainConfig(shards="")
     rgb, sparse = (batch[name].contiguous(memory_format=memory_format) for name in ("rgb", "sparse"))
     amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16

@@ -380,12 +380,8 @@ class TrainStream(torch.utils.data.IterableDataset):
     ):
         super().__init__()
         self.index, self.batch_size, self.crop_hw, self.seed = index, batch_size, tuple(crop_hw), seed
-        self.batches_done, self.shuffle_buffer, self.rank, self.world_size = (
-            batches_done,
-            shuffle_buffer,
-            rank,
-            world_size,
-        )
+        self.batches_done, self.shuffle_buffer = batches_done, shuffle_buffer
+        self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()

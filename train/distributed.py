@@ -39,6 +39,14 @@ def setup(use_cuda: bool) -> Ranks:
     return ranks
 
 
+def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """The module that trains: the model itself in a single process, DDP around it under torchrun."""
+    if ranks.world_size == 1:
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -89,13 +89,12 @@ def _check(config: TrainConfig, stop_at: int | None = None) -> None:
         raise TrainError(
             f"--lr must be positive and at least --min-lr (got --lr {config.lr}, --min-lr {config.min_lr})"
         )
-    for name, value, interval in (
-        ("warmup", config.warmup, "[0, 1]"),
-        ("trim", config.trim, "[0, 1)"),
-        ("ema", config.ema, "[0, 1)"),
-    ):
-        if not (0 <= value <= 1 if name == "warmup" else 0 <= value < 1):
-            raise TrainError(f"--{name} must lie in {interval} (got {value})")
+    if not 0 <= config.warmup <= 1:
+        raise TrainError(f"--warmup must lie in [0, 1] (got {config.warmup})")
+    for name in ("trim", "ema"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise TrainError(f"--{name} must lie in [0, 1) (got {value})")
     if config.stage == "finetune" and config.init is None:
         raise TrainError("--stage finetune needs --init CKPT (a pretrained checkpoint, e.g. runs/pretrain/last.pt)")
     if config.view_relational and config.objective != "bins-kd":
@@ -310,9 +309,7 @@ def _train(config: TrainConfig, stop_at, progress: bool, device: torch.device, r
         set_rng_state(resume["rng"])
         best_rmse = resume.get("best_val_rmse_mm") or float("inf")
     schedule = _schedule_record(config, resume, step, say)
-    trained = model
-    if ranks.world_size > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
+    trained = distributed.wrap(model, ranks, device)
     if ranks.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({**asdict(config), "schedule": schedule}, indent=2) + "\n")
