@@ -1,0 +1,352 @@
+"""Depth discontinuities a teacher smears, cut where the photo has its edge.
+
+A teacher spreads every depth jump over a band of several pixels (wider and more
+irregular on hedges, fences and poles than any one blur kernel), while the photo stays
+sharp. Meshed as it is, the band becomes a sloped sheet between the foreground and the
+background that the LiDAR hits: returns on no surface. This stage runs on each camera's
+depth before meshing, so every mesh method (and the dense target) sees the same result.
+
+1. seeds: a pixel is the inside of a smeared jump when, along a row or a column, the
+   pixels a span L before and after it (L = radius / 4, radius / 2 or radius) differ by
+   more than 1 + min_jump, its own depth lies between theirs (more than 3% from both),
+   its disparity slope is at least half the span's mean slope, and that mean is
+   `steepness` times the slope at both ends of the span. A plane (the road at grazing
+   angles, a wall seen obliquely) has one disparity slope everywhere and is never a
+   seed; a jump squeezed into the span has flat ends. Slopes are one-sided, the gentler
+   side's, so a pixel beside a sharp jump measures its own surface. The seed's two
+   ends are the near and far levels of its jump.
+2. band: every pixel within reach_px of a seed takes the nearest and farthest level of
+   the seeds around it, so the band also covers the tails of the smear and an edge the
+   teacher moved off the photo's.
+3. sides: each band pixel goes to the near or the far side (split at the geometric mean
+   of its levels). The evidence is the photo: the pixel's colour is compared with the
+   colours of the confident pixels (outside the band, within the levels) of each side
+   nearby, weighted by distance and colour likeness, so the cut falls on the photo's
+   edge; where the pixel's own depth lies between the levels is a weak prior that
+   decides where the colours do not. A pixel whose depth is already within the depths of
+   its side's confident pixels keeps it; any other takes the depth of the most alike
+   confident pixel of its side (the side's level when none is near). A ray then meets
+   the foreground, the background (which the mesh's hidden layer continues behind the
+   foreground) or nothing, never the smear.
+
+Sharp depth has no pixel inside a multi-pixel jump, so the stage leaves it as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numba
+import numpy as np
+
+RULES = ("photo", "none")
+# Inside a jump means more than this share from both of its levels (the flying-return
+# definition's margin); a pixel within it of its side's depths keeps its own.
+SIDE_MARGIN = 0.03
+# Confident pixels of a side lie within this share of its level (the smear's own tails
+# and a third surface nearer or farther are no side of this jump).
+LEVEL_SLACK = 0.1
+# Every SAMPLE_STEP-th pixel of the window in each direction is a colour sample.
+SAMPLE_STEP = 3
+# A band pixel goes with its 8 neighbours when more of them than this are on the other side.
+VOTE_MARGIN = 1
+# The band's levels are gathered over blocks of this many pixels a side.
+LEVEL_BLOCK = 2
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    """How depth discontinuities are handled before meshing.
+
+    rule: "photo" (cut each smeared jump at the photo's edge) or "none" (the teacher's
+        depth as it is).
+    radius_px: the longest span (pixels) a smeared jump is looked for over, and the
+        radius of the window colour samples are taken from.
+    min_jump: the smallest jump handled, as far / near depth - 1.
+    steepness: how much steeper than at its ends a span's mean disparity slope must be.
+    reach_px: how far (pixels) the band reaches beyond its seeds.
+    colour_sigma: how different two colours (RGB, 0-255, Euclidean) may be and still
+        count as alike (the width of the colour weight).
+    """
+
+    rule: str = "photo"
+    radius_px: int = 12
+    min_jump: float = 0.25
+    steepness: float = 1.5
+    reach_px: int = 6
+    colour_sigma: float = 24.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rule in RULES, f"rule must be one of {', '.join(RULES)}, got {self.rule!r}"),
+            (4 <= self.radius_px <= 64, f"radius_px must be in 4..64, got {self.radius_px}"),
+            (self.min_jump > 0, f"min_jump must be positive, got {self.min_jump}"),
+            (self.steepness >= 1, f"steepness must be at least 1, got {self.steepness}"),
+            (0 <= self.reach_px <= self.radius_px, f"reach_px must be in 0..radius_px, got {self.reach_px}"),
+            (self.colour_sigma > 0, f"colour_sigma must be positive, got {self.colour_sigma}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class EdgeResult:
+    """depth_m: (H, W) float32 handled depth (m, 0 = none); band_px: pixels in a band;
+    moved_px: pixels whose depth changed."""
+
+    depth_m: np.ndarray
+    band_px: int
+    moved_px: int
+
+
+def edge_record(options: EdgeOptions, result: EdgeResult | None) -> dict:
+    """The json record of the rule, its parameters and what it did."""
+    record = asdict(options)
+    if result is not None:
+        record |= {"band_px": result.band_px, "moved_px": result.moved_px}
+    return record
+
+
+def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = EdgeOptions()) -> EdgeResult:
+    """Cut the smeared depth discontinuities of depth_m (H, W, m; 0, NaN or inf = none)
+    at the edges of the photo rgb (H, W, 3, uint8) (see the module docstring)."""
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth_m must be (H, W), got shape {depth_m.shape}")
+    if rgb.shape != (*depth_m.shape, 3):
+        raise ValueError(f"rgb must be (H, W, 3) = {(*depth_m.shape, 3)}, got shape {rgb.shape}")
+    depth = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, 0.0).astype(np.float32)
+    if options.rule == "none" or min(depth.shape) < 2 * options.radius_px + 3:
+        return EdgeResult(depth, 0, 0)
+    seed_near, seed_far = _seed_levels(depth, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN)
+    near, far = _band_levels(seed_near, seed_far, options.reach_px)
+    band = (far > 0) & (depth > 0)
+    rows, cols = np.nonzero(band)
+    sides = np.full(depth.shape, -1, np.int8)
+    targets = np.zeros((2, *depth.shape), np.float32)
+    _weigh_sides(
+        depth,
+        np.ascontiguousarray(rgb, dtype=np.float32),
+        band,
+        near,
+        far,
+        rows.astype(np.int64),
+        cols.astype(np.int64),
+        options.radius_px,
+        options.colour_sigma,
+        sides,
+        targets,
+    )
+    handled = depth.copy()
+    _move_to_sides(sides, targets, rows.astype(np.int64), cols.astype(np.int64), handled)
+    return EdgeResult(handled, len(rows), int(np.count_nonzero(handled != depth)))
+
+
+@numba.njit(cache=True, parallel=True)
+def _seed_levels(depth, radius: int, min_jump: float, steepness: float, margin: float) -> tuple:
+    """(H, W) float32 near and far depth (m) of the smeared jump each pixel of depth (H, W,
+    m, 0 = none) is the inside of, 0 elsewhere (step 1 of the module docstring)."""
+    height, width = depth.shape
+    near_levels = np.zeros((height, width), np.float32)
+    far_levels = np.zeros((height, width), np.float32)
+    spans = (max(radius // 2, 1), radius)
+    for row in numba.prange(1, height - 1):
+        for col in range(1, width - 1):
+            d = depth[row, col]
+            if d <= 0:
+                continue
+            for axis in range(2):
+                step_row, step_col = (0, 1) if axis == 0 else (1, 0)
+                own = _gentle_slope(depth, row, col, step_row, step_col)
+                for span in spans:
+                    before_row, before_col = row - span * step_row, col - span * step_col
+                    after_row, after_col = row + span * step_row, col + span * step_col
+                    if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
+                        continue
+                    before, after = depth[before_row, before_col], depth[after_row, after_col]
+                    near, far = min(before, after), max(before, after)
+                    if near <= 0 or far <= (1 + min_jump) * near or not (1 + margin) * near < d < (1 - margin) * far:
+                        continue
+                    mean_slope = (1 / near - 1 / far) / (2 * span)
+                    ends = max(
+                        _gentle_slope(depth, before_row, before_col, step_row, step_col),
+                        _gentle_slope(depth, after_row, after_col, step_row, step_col),
+                    )
+                    if own >= 0.5 * mean_slope and mean_slope > steepness * ends:
+                        near_levels[row, col] = near if near_levels[row, col] == 0 else min(near, near_levels[row, col])
+                        far_levels[row, col] = max(far, far_levels[row, col])
+    return near_levels, far_levels
+
+
+@numba.njit(cache=True)
+def _gentle_slope(depth, row: int, col: int, step_row: int, step_col: int) -> float:
+    """The smaller disparity step (1/m) from pixel (row, col) of depth (H, W, m) to its two
+    neighbours along (step_row, step_col); inf where one of the three has no depth."""
+    before, here, after = depth[row - step_row, col - step_col], depth[row, col], depth[row + step_row, col + step_col]
+    if before <= 0 or here <= 0 or after <= 0:
+        return np.inf
+    return min(abs(1 / before - 1 / here), abs(1 / after - 1 / here))
+
+
+def _band_levels(seed_near: np.ndarray, seed_far: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) nearest seed near level and farthest seed far level within `reach` pixels of
+    each pixel (0 and 0 where no seed is that close), over LEVEL_BLOCK-pixel blocks (the
+    reach widened to whole blocks: a quarter of the work of exact windows)."""
+    near = np.where(seed_near > 0, seed_near, np.float32(np.inf))
+    near_blocks, far_blocks = _block_extremes(near, True), _block_extremes(seed_far, False)
+    block_reach = -(-reach // LEVEL_BLOCK)
+    near_blocks = _running_extreme(_running_extreme(near_blocks, block_reach, True).T.copy(), block_reach, True).T
+    far_blocks = _running_extreme(_running_extreme(far_blocks, block_reach, False).T.copy(), block_reach, False).T
+    near_px = _expand(np.ascontiguousarray(near_blocks), seed_near.shape)
+    return np.where(np.isfinite(near_px), near_px, 0.0).astype(np.float32), _expand(
+        np.ascontiguousarray(far_blocks), seed_far.shape
+    )
+
+
+@numba.njit(cache=True)
+def _block_extremes(image: np.ndarray, minimum: bool) -> np.ndarray:
+    """Min (or max) of each LEVEL_BLOCK-square tile of image (H, W): (ceil(H / b), ceil(W / b))."""
+    height, width = image.shape
+    fill = np.inf if minimum else 0.0
+    tiles = np.full(((height + LEVEL_BLOCK - 1) // LEVEL_BLOCK, (width + LEVEL_BLOCK - 1) // LEVEL_BLOCK), fill)
+    for row in range(height):
+        for col in range(width):
+            tile_row, tile_col = row // LEVEL_BLOCK, col // LEVEL_BLOCK
+            a, b = tiles[tile_row, tile_col], image[row, col]
+            tiles[tile_row, tile_col] = min(a, b) if minimum else max(a, b)
+    return tiles.astype(np.float32)
+
+
+@numba.njit(cache=True)
+def _expand(tiles: np.ndarray, shape: tuple) -> np.ndarray:
+    """The (H, W) image each of whose pixels holds its LEVEL_BLOCK-square tile's value."""
+    out = np.empty(shape, tiles.dtype)
+    for row in range(shape[0]):
+        for col in range(shape[1]):
+            out[row, col] = tiles[row // LEVEL_BLOCK, col // LEVEL_BLOCK]
+    return out
+
+
+@numba.njit(cache=True)
+def _running_extreme(image: np.ndarray, radius: int, minimum: bool) -> np.ndarray:
+    """Min (or max) over [i - radius, i + radius] along the last axis of (R, N) image,
+    clipped to the row: van Herk / Gil-Werman, three comparisons per value."""
+    rows, length = image.shape
+    size = 2 * radius + 1
+    padded_length = (length + 2 * radius + size - 1) // size * size
+    fill = np.inf if minimum else -np.inf
+    out = np.empty_like(image)
+    padded = np.empty(padded_length, image.dtype)
+    prefix = np.empty(padded_length, image.dtype)
+    suffix = np.empty(padded_length, image.dtype)
+    for row in range(rows):
+        padded[:] = fill
+        padded[radius : radius + length] = image[row]
+        for start in range(0, padded_length, size):
+            prefix[start] = padded[start]
+            for i in range(start + 1, start + size):
+                a, b = prefix[i - 1], padded[i]
+                prefix[i] = min(a, b) if minimum else max(a, b)
+            end = start + size - 1
+            suffix[end] = padded[end]
+            for i in range(end - 1, start - 1, -1):
+                a, b = suffix[i + 1], padded[i]
+                suffix[i] = min(a, b) if minimum else max(a, b)
+        for i in range(length):
+            a, b = suffix[i], prefix[i + 2 * radius]
+            out[row, i] = min(a, b) if minimum else max(a, b)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _weigh_sides(depth, rgb, band, near, far, rows, cols, radius: int, colour_sigma: float, sides, targets) -> None:
+    """For each band pixel (rows[i], cols[i]) of depth (H, W, m), by the colour of rgb
+    (H, W, 3) and its levels near, far (H, W, m): write into sides (H, W) the side it
+    belongs to (0 near, 1 far; -1 stays where it is left alone) and into targets (2, H,
+    W) the depth it takes on each side (0: it keeps its own) (step 3 of the module
+    docstring)."""
+    height, width = depth.shape
+    offsets = np.arange(-radius, radius + 1, SAMPLE_STEP)
+    spatial_sigma = radius / 2.0
+    spatial = np.empty((len(offsets), len(offsets)))
+    for i in range(len(offsets)):
+        for j in range(len(offsets)):
+            spatial[i, j] = np.exp(-(offsets[i] ** 2 + offsets[j] ** 2) / (2 * spatial_sigma**2))
+    colour_scale = 1.0 / (2 * colour_sigma * colour_sigma)
+    for index in numba.prange(len(rows)):
+        row, col = rows[index], cols[index]
+        d, low, high = depth[row, col], near[row, col], far[row, col]
+        # A third surface nearer or farther than this jump is left as it is.
+        if not low / (1 + LEVEL_SLACK) <= d <= high * (1 + LEVEL_SLACK):
+            continue
+        likeness, presence, best_weight = np.zeros(2), np.zeros(2), np.zeros(2)
+        best_depth = np.array([low, high])
+        lowest, highest = np.full(2, np.inf), np.zeros(2)
+        for i in range(len(offsets)):
+            sample_row = row + offsets[i]
+            if sample_row < 0 or sample_row >= height:
+                continue
+            for j in range(len(offsets)):
+                sample_col = col + offsets[j]
+                if sample_col < 0 or sample_col >= width or band[sample_row, sample_col]:
+                    continue
+                sample = depth[sample_row, sample_col]
+                if low / (1 + LEVEL_SLACK) <= sample <= low * (1 + LEVEL_SLACK):
+                    side = 0
+                elif high / (1 + LEVEL_SLACK) <= sample <= high * (1 + LEVEL_SLACK):
+                    side = 1
+                else:
+                    continue
+                colour = 0.0
+                for channel in range(3):
+                    difference = rgb[row, col, channel] - rgb[sample_row, sample_col, channel]
+                    colour += difference * difference
+                # A Cauchy-like kernel: as selective as a Gaussian near 0, without an exp.
+                alike = 1.0 / (1.0 + colour * colour_scale)
+                weight = spatial[i, j] * alike * alike
+                likeness[side] += weight
+                presence[side] += spatial[i, j]
+                lowest[side] = min(lowest[side], sample)
+                highest[side] = max(highest[side], sample)
+                if weight > best_weight[side]:
+                    best_weight[side], best_depth[side] = weight, sample
+        sides[row, col] = _side(d, low, high, likeness, presence)
+        for side in range(2):
+            if not lowest[side] * (1 - SIDE_MARGIN) <= d <= highest[side] * (1 + SIDE_MARGIN):
+                targets[side, row, col] = best_depth[side]
+
+
+@numba.njit(cache=True)
+def _move_to_sides(sides, targets, rows, cols, out) -> None:
+    """Give each band pixel (rows[i], cols[i]) the depth of its side (sides (H, W), targets
+    (2, H, W), see _weigh_sides) in out (H, W, m), after a vote of its 8 neighbours: a pixel
+    outvoted by more than VOTE_MARGIN goes to their side, so a textured patch of the photo
+    does not break a surface into a salt-and-pepper of sides."""
+    height, width = sides.shape
+    for index in range(len(rows)):
+        row, col = rows[index], cols[index]
+        side = sides[row, col]
+        if side < 0:
+            continue
+        votes = np.zeros(2)
+        for dv in range(-1, 2):
+            for du in range(-1, 2):
+                r, c = row + dv, col + du
+                if (dv or du) and 0 <= r < height and 0 <= c < width and sides[r, c] >= 0:
+                    votes[sides[r, c]] += 1
+        if votes[1 - side] > votes[side] + VOTE_MARGIN:
+            side = 1 - side
+        if targets[side, row, col] > 0:
+            out[row, col] = targets[side, row, col]
+
+
+@numba.njit(cache=True)
+def _side(d: float, near: float, far: float, likeness: np.ndarray, presence: np.ndarray) -> int:
+    """0 (near) or 1 (far): the colour evidence of each side (the mean likeness of its
+    confident pixels) times a weak prior from where depth d lies between near and far."""
+    toward_far = min(max(np.log(d / near) / np.log(far / near), 0.0), 1.0)
+    evidence_near = (likeness[0] / presence[0] if presence[0] > 0 else 0.0) * (1.25 - toward_far)
+    evidence_far = (likeness[1] / presence[1] if presence[1] > 0 else 0.0) * (0.25 + toward_far)
+    if evidence_near == evidence_far:
+        return 0 if toward_far < 0.5 else 1
+    return 0 if evidence_near > evidence_far else 1
