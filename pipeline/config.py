@@ -35,6 +35,8 @@ from .errors import PipelineError
 from .sources.calibrated_rig import Calibration, is_calibration, load_calibration
 from .sources.photos import MIN_IMAGE_SIDE
 from .sources.virtual_rig import Rig, load_rig
+from .stages.edges import RULES as EDGE_RULES
+from .stages.edges import EdgeOptions
 from .stages.mesh import METHODS, MeshOptions
 from .stages.teacher import TeacherSpec
 
@@ -57,8 +59,9 @@ class RunPlan:
     config: what the user said (seed, views, jpeg quality, ... as recorded); sensor with
     the run's overrides; mount and its jitter ranges; calibration_error: ranges of the
     recorded extrinsics' error (None: exact); teacher: how to build it; conversion:
-    relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; rig (a virtual
-    rig) or calibration (a calibrated rig), at most one of them."""
+    relative-to-metric; intrinsics_policy and fov_range_deg; edges: how each camera's depth
+    discontinuities are cut before meshing; mesh options; rig (a virtual rig) or calibration
+    (a calibrated rig), at most one of them."""
 
     config: GenerateConfig
     sensor: Sensor
@@ -69,6 +72,7 @@ class RunPlan:
     conversion: DepthConversion
     intrinsics_policy: tuple[str, ...]
     fov_range_deg: tuple[float, float]
+    edges: EdgeOptions
     mesh: MeshOptions
     rig: Rig | None
     calibration: Calibration | None
@@ -89,6 +93,7 @@ class GenerateConfig:
     fov_deg: float | None = None
     intrinsics: tuple[float, float, float, float] | None = None
     save_points: bool = False
+    edges: str = EdgeOptions.rule
     max_depth_jump: float = MeshOptions.max_depth_jump
     max_grazing_deg: float = MeshOptions.max_grazing_deg
     occlusion_fill_px: int = MeshOptions.occlusion_fill_px
@@ -134,6 +139,7 @@ class GenerateConfig:
             ),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
             (self.seed >= 0, "--seed must not be negative"),
+            (self.edges in EDGE_RULES, f"--edges must be one of {', '.join(EDGE_RULES)}"),
             (self.max_depth_jump > 0, "--max-depth-jump must be positive"),
             (0 < self.max_grazing_deg <= 90, "--max-grazing-deg must be in (0, 90]"),
             (self.occlusion_fill_px >= 0, "--occlusion-fill must not be negative"),
@@ -212,6 +218,7 @@ class GenerateConfig:
             ),
             intrinsics_policy=parse_policy(self.intrinsics_policy, self.fov_deg),
             fov_range_deg=parse_fov_range(self.fov_range),
+            edges=EdgeOptions(rule=self.edges),
             mesh=MeshOptions(
                 self.max_depth_jump,
                 self.max_grazing_deg,

@@ -10,6 +10,8 @@ from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, availab
 from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from ..output import object_store
 from ..sources.urls import is_url
+from ..stages.edges import RULES as EDGE_RULES
+from ..stages.edges import EdgeOptions
 from ..stages.mesh import METHODS, MeshOptions
 from .errors import with_flags
 
@@ -174,6 +176,14 @@ def _absolute_source(images: str) -> str:
 )
 @click.option("--fov-range", default="50,80", help="MIN,MAX horizontal field of view (deg) of the random policy.")
 @click.option("--save-points", is_flag=True, help="Also store each scan's N x 5 points (x, y, z, intensity, ring).")
+@click.option(
+    "--edges",
+    default=EdgeOptions.rule,
+    type=click.Choice(EDGE_RULES),
+    help="Depth jumps the teacher smeared over several pixels, before meshing: photo (each pixel of the smear "
+    "goes to the near or far side, the photo's colour edges placing the cut; no LiDAR return in the gap, and "
+    "the dense target is that depth), none (the teacher's depth as it is, smear included).",
+)
 @click.option(
     "--max-depth-jump",
     default=MeshOptions.max_depth_jump,

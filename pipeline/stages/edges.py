@@ -9,8 +9,9 @@ depth before meshing, so every mesh method (and the dense target) sees the same 
 1. seeds: a pixel is the inside of a smeared jump when, along a row or a column, the
    pixels a span L before and after it (L = radius / 4, radius / 2 or radius) differ by
    more than 1 + min_jump, its own depth lies between theirs (more than 3% from both),
-   its disparity slope is at least half the span's mean slope, and that mean is
-   `steepness` times the slope at both ends of the span. A plane (the road at grazing
+   its disparity slope is at least half the span's mean slope, that mean is `steepness`
+   times the slope at both ends of the span, and no one pixel step makes more than half
+   of the change (a sharp jump is no smear). A plane (the road at grazing
    angles, a wall seen obliquely) has one disparity slope everywhere and is never a
    seed; a jump squeezed into the span has flat ends. Slopes are one-sided, the gentler
    side's, so a pixel beside a sharp jump measures its own surface. The seed's two
@@ -48,6 +49,8 @@ SIDE_MARGIN = 0.03
 LEVEL_SLACK = 0.1
 # Every SAMPLE_STEP-th pixel of the window in each direction is a colour sample.
 SAMPLE_STEP = 3
+# A smear spreads a jump: no one pixel step of it makes more than this share of it.
+MAX_STEP_SHARE = 0.35
 # A band pixel goes with its 8 neighbours when more of them than this are on the other side.
 VOTE_MARGIN = 1
 # The band's levels are gathered over blocks of this many pixels a side.
@@ -172,10 +175,27 @@ def _seed_levels(depth, radius: int, min_jump: float, steepness: float, margin: 
                         _gentle_slope(depth, before_row, before_col, step_row, step_col),
                         _gentle_slope(depth, after_row, after_col, step_row, step_col),
                     )
-                    if own >= 0.5 * mean_slope and mean_slope > steepness * ends:
+                    if (
+                        own >= 0.5 * mean_slope
+                        and mean_slope > steepness * ends
+                        and _spread(depth, before_row, before_col, step_row, step_col, 2 * span)
+                    ):
                         near_levels[row, col] = near if near_levels[row, col] == 0 else min(near, near_levels[row, col])
                         far_levels[row, col] = max(far, far_levels[row, col])
     return near_levels, far_levels
+
+
+@numba.njit(cache=True)
+def _spread(depth, row: int, col: int, step_row: int, step_col: int, steps: int) -> bool:
+    """Whether the disparity change over `steps` steps from (row, col) along (step_row,
+    step_col) is spread over several pixels: no one step makes more than MAX_STEP_SHARE
+    of it (a sharp jump beside a slanted surface is no smear), and every pixel has depth."""
+    total = abs(1 / depth[row + steps * step_row, col + steps * step_col] - 1 / depth[row, col])
+    for k in range(steps):
+        a, b = depth[row + k * step_row, col + k * step_col], depth[row + (k + 1) * step_row, col + (k + 1) * step_col]
+        if a <= 0 or b <= 0 or abs(1 / b - 1 / a) > MAX_STEP_SHARE * total:
+            return False
+    return True
 
 
 @numba.njit(cache=True)
