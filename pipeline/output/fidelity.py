@@ -7,8 +7,9 @@ pitch-binned line sampler (what simulators without ray casting do) samples the s
 map. Each of the three sparse maps is described by figures a depth-completion network
 feels: valid pixels, density in KITTI's 1216 x 352 crop, rows with points, the first such
 row, how well its per-row point count follows the real scan's (Pearson correlation over
-the crop's rows binned by 1, 2 and 4), and the share of points behind the dense surface
-(see-through: > 0.3 m and > 1 m), since every map is compared with the one dense surface.
+the crop's rows binned by 1, 2 and 4), the share of points behind the dense surface
+(see-through: > 0.3 m and > 1 m), since every map is compared with the one dense surface,
+and the share of flying returns (output/flying.py: inside a jump of that surface).
 
 Densifying a sparse map into the surface the camera sees: points far behind a near
 neighbour (the LiDAR saw past an edge the camera cannot) are set aside, then gaps along
@@ -32,8 +33,10 @@ from simlidar.sensors.effects import luma
 from simlidar.sensors.raycast import MeshScene
 
 from ..errors import PipelineError
+from ..stages.edges import EdgeOptions, handle_edges
 from ..stages.mesh import MeshOptions, depth_to_mesh
 from ..stages.scan import simulate_scan, with_calibration_error
+from .flying import blur_depth, flying_share, shifted
 from .preview import colorize_depth, spread_points
 
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
@@ -101,16 +104,6 @@ def project_scan(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarra
     return sparse_depth_image(transform_points(T_cam_lidar, points_lidar), K, width, height)[0]
 
 
-def _shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
-    """image moved by (dv, du) pixels, `fill` where nothing moved in."""
-    height, width = image.shape
-    out = np.full_like(image, fill)
-    out[max(dv, 0) : height + min(dv, 0), max(du, 0) : width + min(du, 0)] = image[
-        max(-dv, 0) : height + min(-dv, 0), max(-du, 0) : width + min(-du, 0)
-    ]
-    return out
-
-
 def hidden_points(sparse_m: np.ndarray) -> np.ndarray:
     """(H, W) bool: points of a sparse map (m, 0 = none) far behind a near neighbour."""
     depth = np.where(sparse_m > 0, sparse_m, np.inf)
@@ -118,7 +111,7 @@ def hidden_points(sparse_m: np.ndarray) -> np.ndarray:
     reach = range(-HIDDEN_WINDOW_PX, HIDDEN_WINDOW_PX + 1)
     for dv in reach:
         for du in reach:
-            nearest = np.minimum(nearest, _shifted(depth, dv, du, np.inf))
+            nearest = np.minimum(nearest, shifted(depth, dv, du, np.inf))
     margin = np.maximum(SEE_THROUGH_M[0], HIDDEN_RATIO * sparse_m)
     return (sparse_m > 0) & (nearest < sparse_m - margin)
 
@@ -154,7 +147,7 @@ def smooth_surface(depth_m: np.ndarray) -> np.ndarray:
     total, count = np.zeros_like(inverse), np.zeros_like(inverse)
     for dv in (-1, 0, 1):
         for du in (-1, 0, 1):
-            neighbour = _shifted(inverse, dv, du, 0.0)
+            neighbour = shifted(inverse, dv, du, 0.0)
             same = (neighbour > 0) & (np.abs(neighbour - inverse) <= EDGE_RATIO * inverse)
             total += np.where(same, neighbour, 0.0)
             count += same
@@ -255,6 +248,7 @@ def map_figures(sparse_m: np.ndarray, dense_m: np.ndarray, reference_profile: np
     figures |= {f"correlation_{rows}": profile_correlation(profile, reference_profile, rows) for rows in PROFILE_BINS}
     count = max(int(valid.sum()), 1)
     figures |= {f"see_through_{limit:g}m": float((behind > limit).sum() / count) for limit in SEE_THROUGH_M}
+    figures["flying"] = flying_share(sparse_m, dense_m)
     return figures
 
 
@@ -274,15 +268,22 @@ def fidelity_report(
     rng: np.random.Generator,
     mesh_options: MeshOptions | None = None,
     T_error: np.ndarray | None = None,
+    teacher_blur: tuple[str, int] | None = None,
+    edges: EdgeOptions | None = None,
 ) -> FidelityReport:
     """Real scan, simulation of `sensor` at T_cam_lidar (4, 4) into the densified real scan
     (recorded with a calibration error T_error (4, 4, LiDAR frame) when given), and the
-    naive sampler, with their figures (map_figures)."""
+    naive sampler, with their figures (map_figures). teacher_blur: (kind, factor) of
+    output/flying.py's blur_depth: the simulation and the naive sampler get that soft copy
+    of the densified scan as a teacher's depth, the simulation after the edge rule
+    `edges` as generate applies it (figures stay against the sharp densified scan)."""
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
     real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, K, width, height)
     dense_m = densify(real)
-    mesh = depth_to_mesh(dense_m, K, mesh_options or MeshOptions())
+    teacher_m = dense_m if teacher_blur is None else blur_depth(dense_m, *teacher_blur)
+    handled_m = handle_edges(teacher_m, frame.rgb, edges or EdgeOptions()).depth_m
+    mesh = depth_to_mesh(handled_m, K, mesh_options or MeshOptions())
     scene = MeshScene(mesh.vertices_cam, mesh.triangles)
     scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(frame.rgb))
     if T_error is not None:
@@ -290,7 +291,7 @@ def fidelity_report(
     maps = {
         "real": real,
         "simulated": scan.sparse_depth_m,
-        "naive": naive_line_sampler(dense_m, K, T_cam_lidar, sensor),
+        "naive": naive_line_sampler(teacher_m, K, T_cam_lidar, sensor),
     }
     reference = row_profile(real)
     figures = {name: map_figures(sparse, dense_m, reference) for name, sparse in maps.items()}
@@ -304,6 +305,7 @@ _ROWS = (
     ("first crop row with points", "first_crop_row", "{:.0f}"),
     *((f"row-profile correlation, {rows} row(s)", f"correlation_{rows}", "{:.3f}") for rows in PROFILE_BINS),
     *((f"see-through > {limit:g} m", f"see_through_{limit:g}m", "{:.2%}") for limit in SEE_THROUGH_M),
+    ("flying returns", "flying", "{:.2%}"),
 )
 
 

@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 
 from ..errors import PipelineError
-from .fidelity import _shifted
 
 JUMP_RATIO = 1.25
 SIDE_MARGIN = 0.03
@@ -65,6 +64,16 @@ def flying_share(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> float:
     return float(flying_mask(sparse_m, true_depth_m).sum() / returns) if returns else 0.0
 
 
+def shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
+    """image (H, W) moved by (dv, du) pixels, `fill` where nothing moved in."""
+    height, width = image.shape
+    out = np.full_like(image, fill)
+    out[max(dv, 0) : height + min(dv, 0), max(du, 0) : width + min(du, 0)] = image[
+        max(-dv, 0) : height + min(-dv, 0), max(-du, 0) : width + min(-du, 0)
+    ]
+    return out
+
+
 def parse_teacher_blur(text: str) -> tuple[str, int]:
     """'KIND:F' (KIND one of BLUR_KINDS, F a factor in 1..32 pixels) as (kind, factor);
     PipelineError naming the option otherwise."""
@@ -94,7 +103,7 @@ def blur_depth(depth_m: np.ndarray, kind: str, factor: int, seed: int = 0) -> np
         raise ValueError(f"kind must be one of {BLUR_KINDS}, got {kind!r}")
     depth = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, 0.0).astype(np.float64)
     if kind == "shift":
-        depth = _shifted(depth, round(factor / 4), round(factor / 2), 0.0)
+        depth = shifted(depth, round(factor / 4), round(factor / 2), 0.0)
     elif kind == "dilate":
         depth = _nearest_within(depth, max(factor // 2, 1))
     if kind in ("box", "shift", "dilate"):
@@ -155,8 +164,8 @@ def _nearest_within(depth: np.ndarray, radius: int) -> np.ndarray:
     for dv, du in ((1, 0), (0, 1)):
         source = nearest.copy()
         for shift in range(1, radius + 1):
-            nearest = np.minimum(nearest, _shifted(source, shift * dv, shift * du, np.inf))
-            nearest = np.minimum(nearest, _shifted(source, -shift * dv, -shift * du, np.inf))
+            nearest = np.minimum(nearest, shifted(source, shift * dv, shift * du, np.inf))
+            nearest = np.minimum(nearest, shifted(source, -shift * dv, -shift * du, np.inf))
     return np.where(depth > 0, nearest, 0.0)
 
 

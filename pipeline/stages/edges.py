@@ -48,7 +48,7 @@ SIDE_MARGIN = 0.03
 # and a third surface nearer or farther are no side of this jump).
 LEVEL_SLACK = 0.1
 # Every SAMPLE_STEP-th pixel of the window in each direction is a colour sample.
-SAMPLE_STEP = 3
+SAMPLE_STEP = 4
 # A smear spreads a jump: no one pixel step of it makes more than this share of it.
 MAX_STEP_SHARE = 0.35
 # A band pixel goes with its 8 neighbours when more of them than this are on the other side.
@@ -121,7 +121,8 @@ def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = Ed
     depth = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, 0.0).astype(np.float32)
     if options.rule == "none" or min(depth.shape) < 2 * options.radius_px + 3:
         return EdgeResult(depth, 0, 0)
-    seed_near, seed_far = _seed_levels(depth, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN)
+    disparity = np.divide(1.0, depth, out=np.zeros_like(depth), where=depth > 0)
+    seed_near, seed_far = _seed_levels(disparity, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN)
     near, far = _band_levels(seed_near, seed_far, options.reach_px)
     band = (far > 0) & (depth > 0)
     rows, cols = np.nonzero(band)
@@ -146,66 +147,74 @@ def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = Ed
 
 
 @numba.njit(cache=True, parallel=True)
-def _seed_levels(depth, radius: int, min_jump: float, steepness: float, margin: float) -> tuple:
-    """(H, W) float32 near and far depth (m) of the smeared jump each pixel of depth (H, W,
-    m, 0 = none) is the inside of, 0 elsewhere (step 1 of the module docstring)."""
-    height, width = depth.shape
+def _seed_levels(disparity, radius: int, min_jump: float, steepness: float, margin: float) -> tuple:
+    """(H, W) float32 near and far depth (m) of the smeared jump each pixel of disparity
+    (H, W, 1/m, 0 = none) is the inside of, 0 elsewhere (step 1 of the module docstring)."""
+    height, width = disparity.shape
     near_levels = np.zeros((height, width), np.float32)
     far_levels = np.zeros((height, width), np.float32)
     spans = (max(radius // 2, 1), radius)
     for row in numba.prange(1, height - 1):
         for col in range(1, width - 1):
-            d = depth[row, col]
-            if d <= 0:
+            x = disparity[row, col]
+            if x <= 0:
                 continue
             for axis in range(2):
                 step_row, step_col = (0, 1) if axis == 0 else (1, 0)
-                own = _gentle_slope(depth, row, col, step_row, step_col)
                 for span in spans:
                     before_row, before_col = row - span * step_row, col - span * step_col
                     after_row, after_col = row + span * step_row, col + span * step_col
                     if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
                         continue
-                    before, after = depth[before_row, before_col], depth[after_row, after_col]
-                    near, far = min(before, after), max(before, after)
-                    if near <= 0 or far <= (1 + min_jump) * near or not (1 + margin) * near < d < (1 - margin) * far:
+                    # In disparity the near side is the larger.
+                    a, b = disparity[before_row, before_col], disparity[after_row, after_col]
+                    far, near = min(a, b), max(a, b)
+                    if far <= 0 or near <= (1 + min_jump) * far:
                         continue
-                    mean_slope = (1 / near - 1 / far) / (2 * span)
+                    if not (1 + margin) * far < x < (1 - margin) * near:
+                        continue
+                    mean_slope = (near - far) / (2 * span)
+                    if _gentle_slope(disparity, row, col, step_row, step_col) < 0.5 * mean_slope:
+                        continue
                     ends = max(
-                        _gentle_slope(depth, before_row, before_col, step_row, step_col),
-                        _gentle_slope(depth, after_row, after_col, step_row, step_col),
+                        _gentle_slope(disparity, before_row, before_col, step_row, step_col),
+                        _gentle_slope(disparity, after_row, after_col, step_row, step_col),
                     )
-                    if (
-                        own >= 0.5 * mean_slope
-                        and mean_slope > steepness * ends
-                        and _spread(depth, before_row, before_col, step_row, step_col, 2 * span)
+                    if mean_slope > steepness * ends and _spread(
+                        disparity, before_row, before_col, step_row, step_col, 2 * span
                     ):
-                        near_levels[row, col] = near if near_levels[row, col] == 0 else min(near, near_levels[row, col])
-                        far_levels[row, col] = max(far, far_levels[row, col])
+                        near_m, far_m = np.float32(1 / near), np.float32(1 / far)
+                        near_levels[row, col] = (
+                            near_m if near_levels[row, col] == 0 else min(near_m, near_levels[row, col])
+                        )
+                        far_levels[row, col] = max(far_m, far_levels[row, col])
     return near_levels, far_levels
 
 
 @numba.njit(cache=True)
-def _spread(depth, row: int, col: int, step_row: int, step_col: int, steps: int) -> bool:
+def _spread(disparity, row: int, col: int, step_row: int, step_col: int, steps: int) -> bool:
     """Whether the disparity change over `steps` steps from (row, col) along (step_row,
     step_col) is spread over several pixels: no one step makes more than MAX_STEP_SHARE
     of it (a sharp jump beside a slanted surface is no smear), and every pixel has depth."""
-    total = abs(1 / depth[row + steps * step_row, col + steps * step_col] - 1 / depth[row, col])
+    total = abs(disparity[row + steps * step_row, col + steps * step_col] - disparity[row, col])
     for k in range(steps):
-        a, b = depth[row + k * step_row, col + k * step_col], depth[row + (k + 1) * step_row, col + (k + 1) * step_col]
-        if a <= 0 or b <= 0 or abs(1 / b - 1 / a) > MAX_STEP_SHARE * total:
+        a = disparity[row + k * step_row, col + k * step_col]
+        b = disparity[row + (k + 1) * step_row, col + (k + 1) * step_col]
+        if a <= 0 or b <= 0 or abs(b - a) > MAX_STEP_SHARE * total:
             return False
     return True
 
 
 @numba.njit(cache=True)
-def _gentle_slope(depth, row: int, col: int, step_row: int, step_col: int) -> float:
-    """The smaller disparity step (1/m) from pixel (row, col) of depth (H, W, m) to its two
-    neighbours along (step_row, step_col); inf where one of the three has no depth."""
-    before, here, after = depth[row - step_row, col - step_col], depth[row, col], depth[row + step_row, col + step_col]
+def _gentle_slope(disparity, row: int, col: int, step_row: int, step_col: int) -> float:
+    """The smaller disparity step (1/m) from pixel (row, col) of disparity (H, W, 1/m) to
+    its two neighbours along (step_row, step_col); inf where one of the three has none."""
+    before = disparity[row - step_row, col - step_col]
+    here = disparity[row, col]
+    after = disparity[row + step_row, col + step_col]
     if before <= 0 or here <= 0 or after <= 0:
         return np.inf
-    return min(abs(1 / before - 1 / here), abs(1 / after - 1 / here))
+    return min(abs(before - here), abs(after - here))
 
 
 def _band_levels(seed_near: np.ndarray, seed_far: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
