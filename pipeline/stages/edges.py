@@ -21,8 +21,8 @@ depth before meshing, so every mesh method (and the dense target) sees the same 
    teacher moved off the photo's.
 3. sides: each band pixel goes to the near or the far side (split at the geometric mean
    of its levels). The evidence is the photo: the pixel's colour is compared with the
-   colours of the confident pixels (outside the band, within the levels) of each side
-   nearby, weighted by distance and colour likeness, so the cut falls on the photo's
+   colours of the confident pixels of each side nearby (outside the band, within 10% of
+   the side's level), weighted by distance and colour likeness, so the cut falls on the photo's
    edge; where the pixel's own depth lies between the levels is a weak prior that
    decides where the colours do not. A pixel whose depth is already within the depths of
    its side's confident pixels keeps it; any other takes the depth of the most alike
@@ -42,15 +42,20 @@ import numpy as np
 
 RULES = ("photo", "none")
 # Inside a jump means more than this share from both of its levels (the flying-return
-# definition's margin); a pixel within it of its side's depths keeps its own.
+# definition's margin).
 SIDE_MARGIN = 0.03
+# A band pixel within this share of the depths of its side's confident pixels keeps its own.
+KEEP_MARGIN = 0.01
 # Confident pixels of a side lie within this share of its level (the smear's own tails
 # and a third surface nearer or farther are no side of this jump).
 LEVEL_SLACK = 0.1
-# Every SAMPLE_STEP-th pixel of the window in each direction is a colour sample.
-SAMPLE_STEP = 4
+# Colour samples: SAMPLES x SAMPLES evenly spaced pixels of the window of radius
+# radius_px + reach_px (so that pixels past the band are within reach of its middle).
+SAMPLES = 7
 # A smear spreads a jump: no one pixel step of it makes more than this share of it.
 MAX_STEP_SHARE = 0.35
+# The mean colour likeness that makes a pixel look like a side.
+ALIKE = 0.5
 # A band pixel goes with its 8 neighbours when more of them than this are on the other side.
 VOTE_MARGIN = 1
 # The band's levels are gathered over blocks of this many pixels a side.
@@ -136,7 +141,7 @@ def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = Ed
         far,
         rows.astype(np.int64),
         cols.astype(np.int64),
-        options.radius_px,
+        options.radius_px + options.reach_px,
         options.colour_sigma,
         sides,
         targets,
@@ -295,7 +300,7 @@ def _weigh_sides(depth, rgb, band, near, far, rows, cols, radius: int, colour_si
     W) the depth it takes on each side (0: it keeps its own) (step 3 of the module
     docstring)."""
     height, width = depth.shape
-    offsets = np.arange(-radius, radius + 1, SAMPLE_STEP)
+    offsets = np.round(np.linspace(-radius, radius, SAMPLES)).astype(np.int64)
     spatial_sigma = radius / 2.0
     spatial = np.empty((len(offsets), len(offsets)))
     for i in range(len(offsets)):
@@ -341,7 +346,7 @@ def _weigh_sides(depth, rgb, band, near, far, rows, cols, radius: int, colour_si
                     best_weight[side], best_depth[side] = weight, sample
         sides[row, col] = _side(d, low, high, likeness, presence)
         for side in range(2):
-            if not lowest[side] * (1 - SIDE_MARGIN) <= d <= highest[side] * (1 + SIDE_MARGIN):
+            if not lowest[side] * (1 - KEEP_MARGIN) <= d <= highest[side] * (1 + KEEP_MARGIN):
                 targets[side, row, col] = best_depth[side]
 
 
@@ -372,10 +377,18 @@ def _move_to_sides(sides, targets, rows, cols, out) -> None:
 @numba.njit(cache=True)
 def _side(d: float, near: float, far: float, likeness: np.ndarray, presence: np.ndarray) -> int:
     """0 (near) or 1 (far): the colour evidence of each side (the mean likeness of its
-    confident pixels) times a weak prior from where depth d lies between near and far."""
+    confident pixels) times a weak prior from where depth d lies between near and far.
+    With confident pixels on one side only, the pixel joins it if it looks like it and
+    otherwise follows its depth (a thin pole, all band, is its own near side)."""
     toward_far = min(max(np.log(d / near) / np.log(far / near), 0.0), 1.0)
-    evidence_near = (likeness[0] / presence[0] if presence[0] > 0 else 0.0) * (1.25 - toward_far)
-    evidence_far = (likeness[1] / presence[1] if presence[1] > 0 else 0.0) * (0.25 + toward_far)
+    by_depth = 0 if toward_far < 0.5 else 1
+    if presence[0] == 0 or presence[1] == 0:
+        present = 0 if presence[0] > 0 else 1
+        if presence[present] > 0 and likeness[present] / presence[present] >= ALIKE:
+            return present
+        return by_depth
+    evidence_near = likeness[0] / presence[0] * (1.25 - toward_far)
+    evidence_far = likeness[1] / presence[1] * (0.25 + toward_far)
     if evidence_near == evidence_far:
-        return 0 if toward_far < 0.5 else 1
+        return by_depth
     return 0 if evidence_near > evidence_far else 1
