@@ -51,11 +51,11 @@ KEEP_MARGIN = 0.01
 LEVEL_SLACK = 0.1
 # Colour samples: SAMPLES x SAMPLES evenly spaced pixels of the window of radius
 # radius_px + reach_px (so that pixels past the band are within reach of its middle).
-SAMPLES = 7
+SAMPLES = 5
 # A smear spreads a jump: no one pixel step of it makes more than this share of it.
 MAX_STEP_SHARE = 0.35
 # The mean colour likeness that makes a pixel look like a side.
-ALIKE = 0.5
+ALIKE = 0.2
 # A band pixel goes with its 8 neighbours when more of them than this are on the other side.
 VOTE_MARGIN = 1
 # The band's levels are gathered over blocks of this many pixels a side.
@@ -129,70 +129,70 @@ def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = Ed
     disparity = np.divide(1.0, depth, out=np.zeros_like(depth), where=depth > 0)
     seed_near, seed_far = _seed_levels(disparity, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN)
     near, far = _band_levels(seed_near, seed_far, options.reach_px)
-    band = (far > 0) & (depth > 0)
-    rows, cols = np.nonzero(band)
+    rows, cols = _band_pixels(depth, far)
     sides = np.full(depth.shape, -1, np.int8)
     targets = np.zeros((2, *depth.shape), np.float32)
     _weigh_sides(
         depth,
         np.ascontiguousarray(rgb, dtype=np.float32),
-        band,
         near,
         far,
-        rows.astype(np.int64),
-        cols.astype(np.int64),
+        rows,
+        cols,
         options.radius_px + options.reach_px,
         options.colour_sigma,
         sides,
         targets,
     )
     handled = depth.copy()
-    _move_to_sides(sides, targets, rows.astype(np.int64), cols.astype(np.int64), handled)
+    _move_to_sides(sides, targets, rows, cols, handled)
     return EdgeResult(handled, len(rows), int(np.count_nonzero(handled != depth)))
 
 
 @numba.njit(cache=True, parallel=True)
 def _seed_levels(disparity, radius: int, min_jump: float, steepness: float, margin: float) -> tuple:
-    """(H, W) float32 near and far depth (m) of the smeared jump each pixel of disparity
-    (H, W, 1/m, 0 = none) is the inside of, 0 elsewhere (step 1 of the module docstring)."""
+    """Per LEVEL_BLOCK-square tile of disparity (H, W, 1/m, 0 = none): the nearest near
+    level and the farthest far level (m) of the smeared jumps its pixels are the inside of
+    (step 1 of the module docstring); inf and 0 for a tile with none.
+    (ceil(H / LEVEL_BLOCK), ceil(W / LEVEL_BLOCK)) float32 each."""
     height, width = disparity.shape
-    near_levels = np.zeros((height, width), np.float32)
-    far_levels = np.zeros((height, width), np.float32)
-    spans = (max(radius // 2, 1), radius)
-    for row in numba.prange(1, height - 1):
-        for col in range(1, width - 1):
-            x = disparity[row, col]
-            if x <= 0:
-                continue
-            for axis in range(2):
-                step_row, step_col = (0, 1) if axis == 0 else (1, 0)
-                for span in spans:
-                    before_row, before_col = row - span * step_row, col - span * step_col
-                    after_row, after_col = row + span * step_row, col + span * step_col
-                    if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
-                        continue
-                    # In disparity the near side is the larger.
-                    a, b = disparity[before_row, before_col], disparity[after_row, after_col]
-                    far, near = min(a, b), max(a, b)
-                    if far <= 0 or near <= (1 + min_jump) * far:
-                        continue
-                    if not (1 + margin) * far < x < (1 - margin) * near:
-                        continue
-                    mean_slope = (near - far) / (2 * span)
-                    if _gentle_slope(disparity, row, col, step_row, step_col) < 0.5 * mean_slope:
-                        continue
-                    ends = max(
-                        _gentle_slope(disparity, before_row, before_col, step_row, step_col),
-                        _gentle_slope(disparity, after_row, after_col, step_row, step_col),
-                    )
-                    if mean_slope > steepness * ends and _spread(
-                        disparity, before_row, before_col, step_row, step_col, 2 * span
-                    ):
-                        near_m, far_m = np.float32(1 / near), np.float32(1 / far)
-                        near_levels[row, col] = (
-                            near_m if near_levels[row, col] == 0 else min(near_m, near_levels[row, col])
+    tile_rows, tile_cols = -(-height // LEVEL_BLOCK), -(-width // LEVEL_BLOCK)
+    near_levels = np.full((tile_rows, tile_cols), np.inf, np.float32)
+    far_levels = np.zeros((tile_rows, tile_cols), np.float32)
+    jump, inside_far, inside_near = 1 + min_jump, 1 + margin, 1 - margin
+    # Each thread owns whole tile rows, so no two write one tile.
+    for tile_row in numba.prange(tile_rows):
+        for row in range(max(tile_row * LEVEL_BLOCK, 1), min((tile_row + 1) * LEVEL_BLOCK, height - 1)):
+            for col in range(1, width - 1):
+                x = disparity[row, col]
+                if x <= 0:
+                    continue
+                for axis in range(2):
+                    step_row = 1 if axis == 1 else 0
+                    step_col = 1 - step_row
+                    for span in (max(radius // 2, 1), radius):
+                        before_row, before_col = row - span * step_row, col - span * step_col
+                        after_row, after_col = row + span * step_row, col + span * step_col
+                        if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
+                            continue
+                        # In disparity the near side is the larger.
+                        a, b = disparity[before_row, before_col], disparity[after_row, after_col]
+                        far, near = min(a, b), max(a, b)
+                        if far <= 0 or near <= jump * far or x <= inside_far * far or x >= inside_near * near:
+                            continue
+                        mean_slope = (near - far) / (2 * span)
+                        if _gentle_slope(disparity, row, col, step_row, step_col) < 0.5 * mean_slope:
+                            continue
+                        ends = max(
+                            _gentle_slope(disparity, before_row, before_col, step_row, step_col),
+                            _gentle_slope(disparity, after_row, after_col, step_row, step_col),
                         )
-                        far_levels[row, col] = max(far_m, far_levels[row, col])
+                        if mean_slope > steepness * ends and _spread(
+                            disparity, before_row, before_col, step_row, step_col, 2 * span
+                        ):
+                            tile_col = col // LEVEL_BLOCK
+                            near_levels[tile_row, tile_col] = min(near_levels[tile_row, tile_col], 1 / near)
+                            far_levels[tile_row, tile_col] = max(far_levels[tile_row, tile_col], 1 / far)
     return near_levels, far_levels
 
 
@@ -223,42 +223,33 @@ def _gentle_slope(disparity, row: int, col: int, step_row: int, step_col: int) -
 
 
 def _band_levels(seed_near: np.ndarray, seed_far: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) nearest seed near level and farthest seed far level within `reach` pixels of
-    each pixel (0 and 0 where no seed is that close), over LEVEL_BLOCK-pixel blocks (the
-    reach widened to whole blocks: a quarter of the work of exact windows)."""
-    near = np.where(seed_near > 0, seed_near, np.float32(np.inf))
-    near_blocks, far_blocks = _block_extremes(near, True), _block_extremes(seed_far, False)
-    block_reach = -(-reach // LEVEL_BLOCK)
-    near_blocks = _running_extreme(_running_extreme(near_blocks, block_reach, True).T.copy(), block_reach, True).T
-    far_blocks = _running_extreme(_running_extreme(far_blocks, block_reach, False).T.copy(), block_reach, False).T
-    near_px = _expand(np.ascontiguousarray(near_blocks), seed_near.shape)
-    return np.where(np.isfinite(near_px), near_px, 0.0).astype(np.float32), _expand(
-        np.ascontiguousarray(far_blocks), seed_far.shape
-    )
+    """Per tile (seed_near, seed_far: _seed_levels' tiles), the nearest near and farthest
+    far level of the seeds within `reach` pixels (widened to whole tiles): the band is the
+    tiles with a far level (inf and 0 elsewhere)."""
+    tile_reach = -(-reach // LEVEL_BLOCK)
+    near = _running_extreme(_running_extreme(seed_near, tile_reach, True).T.copy(), tile_reach, True).T.copy()
+    far = _running_extreme(_running_extreme(seed_far, tile_reach, False).T.copy(), tile_reach, False).T.copy()
+    return near, far
 
 
 @numba.njit(cache=True)
-def _block_extremes(image: np.ndarray, minimum: bool) -> np.ndarray:
-    """Min (or max) of each LEVEL_BLOCK-square tile of image (H, W): (ceil(H / b), ceil(W / b))."""
-    height, width = image.shape
-    fill = np.inf if minimum else 0.0
-    tiles = np.full(((height + LEVEL_BLOCK - 1) // LEVEL_BLOCK, (width + LEVEL_BLOCK - 1) // LEVEL_BLOCK), fill)
+def _band_pixels(depth: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns (int64) of the pixels of depth (H, W, m) with a depth in a band
+    tile (far (tiles) > 0), in row-major order."""
+    height, width = depth.shape
+    count = 0
     for row in range(height):
         for col in range(width):
-            tile_row, tile_col = row // LEVEL_BLOCK, col // LEVEL_BLOCK
-            a, b = tiles[tile_row, tile_col], image[row, col]
-            tiles[tile_row, tile_col] = min(a, b) if minimum else max(a, b)
-    return tiles.astype(np.float32)
-
-
-@numba.njit(cache=True)
-def _expand(tiles: np.ndarray, shape: tuple) -> np.ndarray:
-    """The (H, W) image each of whose pixels holds its LEVEL_BLOCK-square tile's value."""
-    out = np.empty(shape, tiles.dtype)
-    for row in range(shape[0]):
-        for col in range(shape[1]):
-            out[row, col] = tiles[row // LEVEL_BLOCK, col // LEVEL_BLOCK]
-    return out
+            if depth[row, col] > 0 and far[row // LEVEL_BLOCK, col // LEVEL_BLOCK] > 0:
+                count += 1
+    rows, cols = np.empty(count, np.int64), np.empty(count, np.int64)
+    index = 0
+    for row in range(height):
+        for col in range(width):
+            if depth[row, col] > 0 and far[row // LEVEL_BLOCK, col // LEVEL_BLOCK] > 0:
+                rows[index], cols[index] = row, col
+                index += 1
+    return rows, cols
 
 
 @numba.njit(cache=True)
@@ -293,9 +284,9 @@ def _running_extreme(image: np.ndarray, radius: int, minimum: bool) -> np.ndarra
 
 
 @numba.njit(cache=True, parallel=True)
-def _weigh_sides(depth, rgb, band, near, far, rows, cols, radius: int, colour_sigma: float, sides, targets) -> None:
+def _weigh_sides(depth, rgb, near, far, rows, cols, radius: int, colour_sigma: float, sides, targets) -> None:
     """For each band pixel (rows[i], cols[i]) of depth (H, W, m), by the colour of rgb
-    (H, W, 3) and its levels near, far (H, W, m): write into sides (H, W) the side it
+    (H, W, 3) and its tile's levels near, far (_band_levels' tiles, m): write into sides (H, W) the side it
     belongs to (0 near, 1 far; -1 stays where it is left alone) and into targets (2, H,
     W) the depth it takes on each side (0: it keeps its own) (step 3 of the module
     docstring)."""
@@ -309,7 +300,8 @@ def _weigh_sides(depth, rgb, band, near, far, rows, cols, radius: int, colour_si
     colour_scale = 1.0 / (2 * colour_sigma * colour_sigma)
     for index in numba.prange(len(rows)):
         row, col = rows[index], cols[index]
-        d, low, high = depth[row, col], near[row, col], far[row, col]
+        d = depth[row, col]
+        low, high = near[row // LEVEL_BLOCK, col // LEVEL_BLOCK], far[row // LEVEL_BLOCK, col // LEVEL_BLOCK]
         # A third surface nearer or farther than this jump is left as it is.
         if not low / (1 + LEVEL_SLACK) <= d <= high * (1 + LEVEL_SLACK):
             continue
@@ -322,7 +314,11 @@ def _weigh_sides(depth, rgb, band, near, far, rows, cols, radius: int, colour_si
                 continue
             for j in range(len(offsets)):
                 sample_col = col + offsets[j]
-                if sample_col < 0 or sample_col >= width or band[sample_row, sample_col]:
+                if (
+                    sample_col < 0
+                    or sample_col >= width
+                    or far[sample_row // LEVEL_BLOCK, sample_col // LEVEL_BLOCK] > 0
+                ):
                     continue
                 sample = depth[sample_row, sample_col]
                 if low / (1 + LEVEL_SLACK) <= sample <= low * (1 + LEVEL_SLACK):
