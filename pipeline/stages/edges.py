@@ -151,48 +151,49 @@ def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = Ed
 
 @numba.njit(cache=True, parallel=True)
 def _seed_levels(disparity, radius: int, min_jump: float, steepness: float, margin: float) -> tuple:
-    """Per LEVEL_BLOCK-square tile of disparity (H, W, 1/m, 0 = none): the nearest near
-    level and the farthest far level (m) of the smeared jumps its pixels are the inside of
-    (step 1 of the module docstring); inf and 0 for a tile with none.
+    """Per LEVEL_BLOCK-square tile of disparity (H, W, 1/m, 0 = none): the near and far
+    level (m) of the smeared jump its middle pixel is the inside of (step 1 of the module
+    docstring); inf and 0 for a tile with none.
     (ceil(H / LEVEL_BLOCK), ceil(W / LEVEL_BLOCK)) float32 each."""
     height, width = disparity.shape
     tile_rows, tile_cols = -(-height // LEVEL_BLOCK), -(-width // LEVEL_BLOCK)
     near_levels = np.full((tile_rows, tile_cols), np.inf, np.float32)
     far_levels = np.zeros((tile_rows, tile_cols), np.float32)
     jump, inside_far, inside_near = 1 + min_jump, 1 + margin, 1 - margin
-    # Each thread owns whole tile rows, so no two write one tile.
+    # One pixel per tile is looked at (a smear is wider than a tile, and the band grows
+    # from the tiles); each thread owns whole tile rows, so no two write one tile.
     for tile_row in numba.prange(tile_rows):
-        for row in range(max(tile_row * LEVEL_BLOCK, 1), min((tile_row + 1) * LEVEL_BLOCK, height - 1)):
-            for col in range(1, width - 1):
-                x = disparity[row, col]
-                if x <= 0:
-                    continue
-                for axis in range(2):
-                    step_row = 1 if axis == 1 else 0
-                    step_col = 1 - step_row
-                    for span in (max(radius // 2, 1), radius):
-                        before_row, before_col = row - span * step_row, col - span * step_col
-                        after_row, after_col = row + span * step_row, col + span * step_col
-                        if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
-                            continue
-                        # In disparity the near side is the larger.
-                        a, b = disparity[before_row, before_col], disparity[after_row, after_col]
-                        far, near = min(a, b), max(a, b)
-                        if far <= 0 or near <= jump * far or x <= inside_far * far or x >= inside_near * near:
-                            continue
-                        mean_slope = (near - far) / (2 * span)
-                        if _gentle_slope(disparity, row, col, step_row, step_col) < 0.5 * mean_slope:
-                            continue
-                        ends = max(
-                            _gentle_slope(disparity, before_row, before_col, step_row, step_col),
-                            _gentle_slope(disparity, after_row, after_col, step_row, step_col),
-                        )
-                        if mean_slope > steepness * ends and _spread(
-                            disparity, before_row, before_col, step_row, step_col, 2 * span
-                        ):
-                            tile_col = col // LEVEL_BLOCK
-                            near_levels[tile_row, tile_col] = min(near_levels[tile_row, tile_col], 1 / near)
-                            far_levels[tile_row, tile_col] = max(far_levels[tile_row, tile_col], 1 / far)
+        row = min(max(tile_row * LEVEL_BLOCK + LEVEL_BLOCK // 2, 1), height - 2)
+        for col in range(LEVEL_BLOCK // 2, width - 1, LEVEL_BLOCK):
+            x = disparity[row, col]
+            if x <= 0:
+                continue
+            for axis in range(2):
+                step_row = 1 if axis == 1 else 0
+                step_col = 1 - step_row
+                for span in (max(radius // 2, 1), radius):
+                    before_row, before_col = row - span * step_row, col - span * step_col
+                    after_row, after_col = row + span * step_row, col + span * step_col
+                    if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
+                        continue
+                    # In disparity the near side is the larger.
+                    a, b = disparity[before_row, before_col], disparity[after_row, after_col]
+                    far, near = min(a, b), max(a, b)
+                    if far <= 0 or near <= jump * far or x <= inside_far * far or x >= inside_near * near:
+                        continue
+                    mean_slope = (near - far) / (2 * span)
+                    if _gentle_slope(disparity, row, col, step_row, step_col) < 0.5 * mean_slope:
+                        continue
+                    ends = max(
+                        _gentle_slope(disparity, before_row, before_col, step_row, step_col),
+                        _gentle_slope(disparity, after_row, after_col, step_row, step_col),
+                    )
+                    if mean_slope > steepness * ends and _spread(
+                        disparity, before_row, before_col, step_row, step_col, 2 * span
+                    ):
+                        tile_col = col // LEVEL_BLOCK
+                        near_levels[tile_row, tile_col] = min(near_levels[tile_row, tile_col], 1 / near)
+                        far_levels[tile_row, tile_col] = max(far_levels[tile_row, tile_col], 1 / far)
     return near_levels, far_levels
 
 
