@@ -6,31 +6,35 @@ sharp. Meshed as it is, the band becomes a sloped sheet between the foreground a
 background that the LiDAR hits: returns on no surface. This stage runs on each camera's
 depth before meshing, so every mesh method (and the dense target) sees the same result.
 
-1. seeds: a pixel is the inside of a smeared jump when, along a row or a column, the
-   pixels a span L before and after it (L = radius / 4, radius / 2 or radius) differ by
-   more than 1 + min_jump, its own depth lies between theirs (more than 3% from both),
-   its disparity slope is at least half the span's mean slope, that mean is `steepness`
-   times the slope at both ends of the span, and no one pixel step makes more than half
-   of the change (a sharp jump is no smear). A plane (the road at grazing
-   angles, a wall seen obliquely) has one disparity slope everywhere and is never a
-   seed; a jump squeezed into the span has flat ends. Slopes are one-sided, the gentler
-   side's, so a pixel beside a sharp jump measures its own surface. The seed's two
-   ends are the near and far levels of its jump.
-2. band: every pixel within reach_px of a seed takes the nearest and farthest level of
-   the seeds around it, so the band also covers the tails of the smear and an edge the
-   teacher moved off the photo's.
-3. sides: each band pixel goes to the near or the far side (split at the geometric mean
-   of its levels). The evidence is the photo: the pixel's colour is compared with the
-   colours of the confident pixels of each side nearby (outside the band, within 10% of
-   the side's level), weighted by distance and colour likeness, so the cut falls on the photo's
-   edge; where the pixel's own depth lies between the levels is a weak prior that
-   decides where the colours do not. A pixel whose depth is already within the depths of
-   its side's confident pixels keeps it; any other takes the depth of the most alike
-   confident pixel of its side (the side's level when none is near). A ray then meets
-   the foreground, the background (which the mesh's hidden layer continues behind the
-   foreground) or nothing, never the smear.
+1. seeds: the middle pixel of each 2 x 2 tile is the inside of a smeared jump when,
+   along its row or column, the pixels a span L before and after it (L = radius_px / 2
+   or radius_px) differ by more than 1 + min_jump, its own depth lies between theirs
+   (more than 3% from both), its disparity slope is at least half the span's mean
+   slope, that mean is `steepness` times the slope at both ends of the span, and no
+   one-pixel step makes more than about a third of the change. A plane (the road at
+   grazing angles, a wall seen obliquely) has one disparity slope everywhere and is
+   never a seed; a jump squeezed into the span has flat ends; a sharp jump (beside a
+   slanted surface, say) is one step. Slopes are one-sided, the gentler side's, so a
+   pixel beside a sharp jump measures its own surface. The span's ends are the near and
+   far levels of the jump.
+2. band: every tile within reach_px of a seed's tile takes the nearest near and the
+   farthest far level of those seeds: the band also covers the smear's tails and an
+   edge the teacher moved off the photo's.
+3. sides: each band pixel goes to the near or the far side. The evidence is the photo:
+   the pixel's colour is compared with the colours of the confident pixels of each side
+   in a window of radius radius_px + reach_px (outside the band, within 10% of the
+   side's level), weighted by distance and colour likeness, so the cut falls on the
+   photo's edge; where its own depth lies between the levels is a weak prior that
+   decides where the colours do not. With confident pixels on one side only, a pixel
+   joins that side if it looks like it and otherwise follows its own depth (a thin pole
+   is all band: it stays the near side). A vote of the 8 neighbours then removes single
+   pixels of the other side (texture). A pixel within 1% of its side's confident depths
+   keeps its own; any other takes the depth of the most alike confident pixel of its
+   side (the side's level when there is none). A ray then meets the foreground, the
+   background (which the mesh's hidden layer continues behind the foreground) or
+   nothing, never the smear.
 
-Sharp depth has no pixel inside a multi-pixel jump, so the stage leaves it as it is.
+Sharp depth has no multi-pixel smear, so the stage leaves it (nearly) as it is.
 """
 
 from __future__ import annotations
@@ -52,13 +56,13 @@ LEVEL_SLACK = 0.1
 # Colour samples: SAMPLES x SAMPLES evenly spaced pixels of the window of radius
 # radius_px + reach_px (so that pixels past the band are within reach of its middle).
 SAMPLES = 5
-# A smear spreads a jump: no one pixel step of it makes more than this share of it.
+# A smear spreads a jump: no one-pixel step of it makes more than this share of it.
 MAX_STEP_SHARE = 0.35
 # The mean colour likeness that makes a pixel look like a side.
 ALIKE = 0.2
 # A band pixel goes with its 8 neighbours when more of them than this are on the other side.
 VOTE_MARGIN = 1
-# The band's levels are gathered over blocks of this many pixels a side.
+# Seeds, levels and the band are kept per tile of this many pixels a side.
 LEVEL_BLOCK = 2
 
 
@@ -68,8 +72,8 @@ class EdgeOptions:
 
     rule: "photo" (cut each smeared jump at the photo's edge) or "none" (the teacher's
         depth as it is).
-    radius_px: the longest span (pixels) a smeared jump is looked for over, and the
-        radius of the window colour samples are taken from.
+    radius_px: the longest span (pixels) a smeared jump is looked for over; with
+        reach_px, the radius of the window colour samples are taken from.
     min_jump: the smallest jump handled, as far / near depth - 1.
     steepness: how much steeper than at its ends a span's mean disparity slope must be.
     reach_px: how far (pixels) the band reaches beyond its seeds.
