@@ -4,6 +4,7 @@ edge (pipeline/stages/edges.py), alone and in `generate`, `fidelity` and `bench`
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ WIDTH, HEIGHT = 1242, 375
 WALL_M, BOX_M = 16.0, 12.0
 BOX_ROWS, BOX_COLS = (100, 300), (400, 800)
 BOX_RGB, WALL_RGB = (200, 40, 40), (50, 70, 190)
+KITTI_OBJECT = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_object"
 
 
 def ideal_scan(depth_m: np.ndarray) -> np.ndarray:
@@ -185,3 +187,38 @@ def test_generate_records_the_rule_and_none_keeps_the_teachers_depth(cli, tmp_pa
     manifest = json.loads((runs["none"] / "manifest.json").read_text())
     assert manifest["config"]["edges"] == "none"
     assert "edges: 'none' -> 'photo'" in generate(cli, photos, runs["none"])[2]
+
+
+@pytest.mark.skipif(not KITTI_OBJECT.is_dir(), reason="needs ../shared/data/kitti_object/")
+def test_fidelity_measures_flying_returns_on_a_blurred_real_frame(cli):
+    """The densified real scan blurred by 8 stands in for a teacher: scanned as it is, over 1%
+    of the simulated returns fly; with the edge rule, under half as many; the real scan
+    itself has none against its own densified surface."""
+    shares = {}
+    for rule in ("none", "photo"):
+        code, out, _ = cli(
+            "fidelity", "--kitti-object", KITTI_OBJECT / "000134", "--teacher-blur", "box:8", "--edges", rule
+        )
+        assert code == 0 and f"teacher depth box:8, edge rule {rule}" in out
+        row = next(line for line in out.splitlines() if line.startswith("flying returns")).split()
+        shares[rule] = [float(value.rstrip("%")) / 100 for value in row[2:]]
+    assert shares["none"][0] == shares["photo"][0] == 0.0
+    assert shares["none"][1] > 0.01 and shares["photo"][1] < shares["none"][1] / 2
+    assert cli("fidelity", "--kitti-object", KITTI_OBJECT / "000134", "--teacher-blur", "box")[0] != 0
+
+
+def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
+    street = REPO / "examples" / "scenes" / "street_kitti"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for suffix in (".jpg", ".depth.png", ".json"):
+        (photos / f"street_kitti{suffix}").write_bytes(street.with_suffix(suffix).read_bytes())
+    args = ("--images", photos, "--kitti-object", tmp_path / "none" / "000000", "--repeats", "1")
+    code, out, _ = cli("bench", "--edges", *args, "--blurs", "box:8")
+    assert code == 0
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("street_kitti")}
+    # True depth with the rule: today's scan (the rule moves nearly nothing there).
+    assert float(rows["sharp"][2].rstrip("%")) < 0.05 and abs(float(rows["sharp"][3]) - 1) < 0.005
+    assert 0 < float(rows["box:8"][2].rstrip("%")) < 0.6
+    assert "cost on street_kitti (box:4)" in out and "ratio" in out
+    assert cli("bench", "--edges", *args, "--blurs", "box:0")[0] != 0
