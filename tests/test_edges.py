@@ -220,5 +220,5 @@ def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
     # True depth with the rule: today's scan (the rule moves nearly nothing there).
     assert float(rows["sharp"][2].rstrip("%")) < 0.05 and abs(float(rows["sharp"][3]) - 1) < 0.005
     assert 0 < float(rows["box:8"][2].rstrip("%")) < 0.6
-    assert "cost on street_kitti (box:4)" in out and "ratio" in out
+    assert "cost on street_kitti (box:4)" in out and "CPU (all threads)" in out
     assert cli("bench", "--edges", *args, "--blurs", "box:0")[0] != 0

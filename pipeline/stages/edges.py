@@ -363,13 +363,16 @@ def _move_to_sides(sides, targets, rows, cols, out) -> None:
         side = sides[row, col]
         if side < 0:
             continue
-        votes = np.zeros(2)
+        same, other = 0, 0
         for dv in range(-1, 2):
             for du in range(-1, 2):
                 r, c = row + dv, col + du
                 if (dv or du) and 0 <= r < height and 0 <= c < width and sides[r, c] >= 0:
-                    votes[sides[r, c]] += 1
-        if votes[1 - side] > votes[side] + VOTE_MARGIN:
+                    if sides[r, c] == side:
+                        same += 1
+                    else:
+                        other += 1
+        if other > same + VOTE_MARGIN:
             side = 1 - side
         if targets[side, row, col] > 0:
             out[row, col] = targets[side, row, col]
