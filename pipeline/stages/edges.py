@@ -120,9 +120,12 @@ def edge_record(options: EdgeOptions, result: EdgeResult | None) -> dict:
     return record
 
 
-def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = EdgeOptions()) -> EdgeResult:
+def handle_edges(
+    depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = EdgeOptions(), threads: int = 0
+) -> EdgeResult:
     """Cut the smeared depth discontinuities of depth_m (H, W, m; 0, NaN or inf = none)
-    at the edges of the photo rgb (H, W, 3, uint8) (see the module docstring)."""
+    at the edges of the photo rgb (H, W, 3, uint8) (see the module docstring), on
+    `threads` threads (0: every core; a Ray task runs on one)."""
     if depth_m.ndim != 2:
         raise ValueError(f"depth_m must be (H, W), got shape {depth_m.shape}")
     if rgb.shape != (*depth_m.shape, 3):
@@ -130,6 +133,7 @@ def handle_edges(depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = Ed
     depth = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, 0.0).astype(np.float32)
     if options.rule == "none" or min(depth.shape) < 2 * options.radius_px + 3:
         return EdgeResult(depth, 0, 0)
+    numba.set_num_threads(threads if 0 < threads <= numba.config.NUMBA_NUM_THREADS else numba.config.NUMBA_NUM_THREADS)
     disparity = np.divide(1.0, depth, out=np.zeros_like(depth), where=depth > 0)
     seed_near, seed_far = _seed_levels(disparity, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN)
     near, far = _band_levels(seed_near, seed_far, options.reach_px)

@@ -83,10 +83,11 @@ class SceneCamera:
         """The teacher's depth as a sample's dense.png, encoded once for every view."""
         return schema.encode_depth_png(self.prediction.depth)
 
-    def with_edges_cut(self, options: EdgeOptions) -> SceneCamera:
+    def with_edges_cut(self, options: EdgeOptions, threads: int = 0) -> SceneCamera:
         """This camera with its depth's smeared jumps cut at its photo's edges
-        (stages/edges.py): the depth it is meshed from and its samples' dense target."""
-        result = handle_edges(self.prediction.depth, self.image.rgb, options)
+        (stages/edges.py, on `threads` threads, 0: every core): the depth it is meshed
+        from and its samples' dense target."""
+        result = handle_edges(self.prediction.depth, self.image.rgb, options, threads)
         prediction = dataclasses.replace(self.prediction, depth=result.depth_m)
         return dataclasses.replace(self, prediction=prediction, edges=edge_record(options, result))
 
@@ -214,7 +215,8 @@ def simulate_scene(
     jumps, mesh it, then per scan index place the LiDAR, cast one scan that serves every
     camera, and build each view's sample."""
     with times.stage("edges"):
-        scene = dataclasses.replace(scene, cameras=tuple(camera.with_edges_cut(plan.edges) for camera in scene.cameras))
+        cameras = tuple(camera.with_edges_cut(plan.edges, threads) for camera in scene.cameras)
+        scene = dataclasses.replace(scene, cameras=cameras)
     scene_mesh, meshes = mesh_scene(scene, plan.mesh, times)
     cameras = [camera.scan_camera(plan.config.reflectance) for camera in scene.cameras]
     sensor = sensor_record(plan)
