@@ -14,8 +14,8 @@ from simlidar.teachers import IntrinsicsError, Teacher, TeacherError, TeacherInp
 
 from .config import RunPlan
 from .errors import UnusableDepth, error_stage
-from .output import store
 from .output.lock import still_held
+from .output.store import Store
 from .sources.calibrated_rig import RigFrame, load_frame
 from .sources.inputs import InputItem, stage
 from .sources.photos import BadImage, LoadedImage, load_image
@@ -25,7 +25,7 @@ from .stages.scene import Scene, SceneCamera, ViewMaker, image_rng, simulate_sce
 from .stages.teacher import CachedTeacher, TeacherCache, teacher_cache_dir
 from .stages.timing import StageTimes
 from .stages.views import CalibratedViews, PhotoViews, VirtualRigViews
-from .writer import ShardPlan, ShardWriter, stats_path, tar_path
+from .writer import ShardPlan, ShardWriter
 
 # An input read: the item, (path, image) of each of its cameras, what its source said about it.
 Loaded = tuple[InputItem | RigFrame, list[tuple[Path, LoadedImage]], dict | None]
@@ -50,15 +50,15 @@ class ShardWorker:
         self.cast_threads = cast_threads
         self.views = view_maker(plan)
 
-    def run(self, shard: ShardPlan, out_dir: Path, on_input: Callable[[], None] = lambda: None) -> dict:
+    def run(self, shard: ShardPlan, store: Store, on_input: Callable[[], None] = lambda: None) -> dict:
         """Write `shard`'s tar and then its stats file (the pair marks the shard done)."""
         started = time.perf_counter()
         times, errors, counts = StageTimes(), [], []
-        teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, out_dir)))
+        teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, store)))
         batch_size = self.config.teacher_batch_size
-        may_publish = (lambda: still_held(out_dir, self.lock_token)) if self.lock_token else (lambda: True)
+        may_publish = (lambda: still_held(store, self.lock_token)) if self.lock_token else (lambda: True)
         staging = tempfile.TemporaryDirectory(dir=scratch_folder())  # for inputs not on this machine
-        with ShardWriter(tar_path(out_dir, shard), may_publish) as writer, staging as scratch:
+        with ShardWriter(store, shard.tar_name, may_publish) as writer, staging as scratch:
             for start in range(0, len(shard.items), batch_size):
                 loaded = self._read(shard.items[start : start + batch_size], Path(scratch), errors, times, on_input)
                 with times.stage("teacher"):
@@ -75,7 +75,7 @@ class ShardWorker:
                         errors.append({"path": item.relpath, "stage": error_stage(error), "reason": str(error)})
                     on_input()
         stats = shard_stats(shard, writer, counts, errors, times, time.perf_counter() - started)
-        store.write_json_atomically(stats_path(out_dir, shard), stats)
+        store.write_json_atomically(shard.stats_name, stats)
         return stats
 
     def _read(self, items, scratch: Path, errors: list[dict], times: StageTimes, on_input) -> list[Loaded]:

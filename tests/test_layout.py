@@ -81,3 +81,28 @@ def test_the_cli_shows_library_parameters_as_flags():
 
     message = "`intrinsics_policy` fov needs `fov_deg` DEG; `unknown_name` stays"
     assert with_flags(message) == "--intrinsics-policy fov needs --fov DEG; unknown_name stays"
+
+
+def _names_used(path: Path) -> set[str]:
+    """Every name and attribute a module's code uses."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add(node.name.split(".")[-1])
+    return names
+
+
+def test_only_the_store_knows_whether_an_output_is_remote():
+    """One store object per location: output/store.py picks it; the object store's local copy
+    (mirror.py) is its only other user. Input readers (sources/) tell paths from URLs themselves."""
+    allowed = {"output/store.py", "output/mirror.py"}
+    for path in _modules(PIPELINE):
+        where = path.relative_to(PIPELINE).as_posix()
+        used = _names_used(path) & {"is_remote", "object_store", "ObjectStore", "UPath", "is_url"}
+        if where.startswith("sources/"):
+            used -= {"is_url"}
+        assert where in allowed or not used, f"{where} uses {sorted(used)}"

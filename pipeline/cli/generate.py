@@ -8,8 +8,8 @@ import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
 from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
-from ..output import object_store
-from ..sources.urls import is_url
+from ..output.store import open_store
+from ..sources.urls import absolute_location
 from ..stages.mesh import METHODS, MeshOptions
 from .errors import with_flags
 
@@ -28,15 +28,6 @@ def _parse_intrinsics_option(context, parameter, value):
 def _absolute_rig(rig: str) -> str:
     """A rig file made absolute (presets stay names), for the same reason as --images."""
     return os.path.abspath(rig) if rig.endswith((".toml", ".json")) else rig
-
-
-def _absolute_source(images: str) -> str:
-    """--images made absolute and normal (`dir/`, `./dir` and `dir` are one run), so that the
-    recorded config does not depend on the working folder or on how the path was typed (a URL
-    is kept as it is)."""
-    if is_url(images):
-        return images
-    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
 
 
 @click.command()
@@ -326,8 +317,8 @@ def generate(
     """
     from ..runner import generate as run_generate
 
-    config = GenerateConfig(images=_absolute_source(images), **options)
-    out = object_store.location(out)
+    config = GenerateConfig(images=absolute_location(images), **options)
+    out = open_store(out)
     summary = run_generate(
         config,
         out,
@@ -342,9 +333,10 @@ def generate(
     if quiet:
         return
     totals = summary.manifest["totals"]
+    skipped = totals["images_skipped"]
     click.echo(
         f"read {totals['images_written']} of {totals['inputs']} images"
-        + (f" ({totals['images_skipped']} skipped, see {out / 'errors.jsonl'})" if totals["images_skipped"] else "")
+        + (f" ({skipped} skipped, see {out.where('errors.jsonl')})" if skipped else "")
     )
     click.echo(
         f"wrote {totals['samples']} samples in {summary.shards_total} shards"

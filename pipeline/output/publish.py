@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .. import schema
 from ..errors import PipelineError
-from . import store
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST
 
@@ -60,7 +59,7 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revis
     if refused:
         raise PublishError(f"the Hub or `datasets` would reject {refused[0]}; regenerate with simlidar {_version()}")
     staging, temporary = out_dir / STAGING, out_dir / f"{STAGING}.tmp"
-    if store.exists(staging):
+    if staging.is_file():
         raise PublishError(f"{staging} is a file, not a staging folder; move it away and publish again")
     _remove_tree(temporary)
     try:
@@ -95,7 +94,7 @@ def _remove_tree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
-        store.remove(path)
+        path.unlink(missing_ok=True)
 
 
 def hub_name_problems(report: Inspection) -> list[str]:

@@ -36,7 +36,9 @@ import numpy as np
 from simlidar.sensors.camera import project
 
 from ..errors import PipelineError
+from .image_shards import is_shard_source
 from .photos import BadImage, LoadedImage, is_image_name, load_image, unique_keys
+from .urls import is_url
 
 # Pixels per side of the grid whose rays test whether two cameras' fields of view overlap.
 OVERLAP_GRID = 33
@@ -216,9 +218,12 @@ def rig_record(calibration: Calibration, index: int, T_rig_lidar: np.ndarray) ->
     }
 
 
-def list_frames(root: Path, calibration: Calibration) -> list[RigFrame]:
-    """The frames under `root` (ROOT/CAMERA/FRAME.ext), sorted by FRAME: every FRAME
-    name found in any camera's folder, with that camera's image or None."""
+def list_frames(root: str | Path, calibration: Calibration) -> list[RigFrame]:
+    """The frames under `root` (ROOT/CAMERA/FRAME.ext), a local folder, sorted by FRAME:
+    every FRAME name found in any camera's folder, with that camera's image or None."""
+    if is_url(str(root)) or is_shard_source(str(root)):
+        raise PipelineError("a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
+    root = Path(root)
     if not root.is_dir():
         raise PipelineError(f"--images {root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration --rig")
     per_camera: list[dict[str, str]] = []

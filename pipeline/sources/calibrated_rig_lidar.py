@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from .. import schema
 from ..errors import PipelineError
+from ..output.store import LocalStore
 from ..writer import ShardWriter
 from .calibrated_rig import Calibration, RigFrame, list_frames, load_calibration, load_frame, rig_record
 from .kitti import teacher_member
@@ -219,7 +220,7 @@ def convert_rig(
     shards, samples, errors = [], 0, []
     with tqdm(total=len(frames), disable=not progress, unit="frame") as bar:
         for start in range(0, len(frames), shard_size):
-            with ShardWriter(out / f"shard-{len(shards):06d}.tar") as writer:
+            with ShardWriter(LocalStore(out), f"shard-{len(shards):06d}.tar") as writer:
                 for frame in frames[start : start + shard_size]:
                     try:
                         views = convert_frame(frame, root, calibration, folder, columns, teacher)
@@ -231,9 +232,9 @@ def convert_rig(
                     samples += len(views)
                     bar.update(1)
             if writer.samples:
-                shards.append({"name": writer.path.name, "samples": writer.samples, "sha256": writer.sha256})
+                shards.append({"name": writer.name, "samples": writer.samples, "sha256": writer.sha256})
             else:
-                writer.path.unlink()
+                (out / writer.name).unlink()
     (out / "errors.jsonl").write_text("".join(json.dumps(error) + "\n" for error in errors))
     if not samples:
         raise PipelineError(f"no frame of {root} could be converted: {out}/errors.jsonl says why for each")

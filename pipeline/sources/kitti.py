@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .. import schema
 from ..errors import PipelineError
+from ..output.store import LocalStore
 from ..writer import ShardWriter
 
 SPLITS = ("train", "val", "val_selection_cropped")
@@ -220,7 +221,7 @@ def convert_kitti(
     shards = []
     with tqdm(total=len(frames), disable=not progress, unit="frame") as bar:
         for index, shard_frames in enumerate(_batches(frames, shard_size)):
-            with ShardWriter(out / f"shard-{index:06d}.tar") as writer:
+            with ShardWriter(LocalStore(out), f"shard-{index:06d}.tar") as writer:
                 for batch in _batches(shard_frames, 8):
                     rgbs = []
                     for frame in batch:
@@ -236,7 +237,7 @@ def convert_kitti(
                             raise PipelineError(f"teacher {teacher_name} failed on {frame.image}: {prediction}")
                         writer.write(frame.key, frame_members(frame, rgb, split, prediction, teacher_name))
                         bar.update(1)
-            shards.append({"name": writer.path.name, "samples": writer.samples, "sha256": writer.sha256})
+            shards.append({"name": writer.name, "samples": writer.samples, "sha256": writer.sha256})
     manifest = {
         "source": "kitti_depth_completion",
         "root": str(Path(root).resolve()),
