@@ -23,7 +23,7 @@ from typing import Protocol
 import ray
 from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput
 
-from .config import RunPlan
+from .config import Plan
 from .errors import PipelineError
 from .output.store import Store
 from .stages.teacher import CachedTeacher, TeacherCache, TeacherSpec, build_teacher, teacher_cache_dir
@@ -60,7 +60,7 @@ def disk_error(error: OSError, store: Store, plan: ShardPlan) -> PipelineError:
 
 
 def run_in_process(
-    plan: RunPlan, shards: list[ShardPlan], store: Store, progress: Progress, teacher: Teacher, lock_token: str = ""
+    plan: Plan, shards: list[ShardPlan], store: Store, progress: Progress, teacher: Teacher, lock_token: str = ""
 ) -> list[ShardFailure]:
     """Run shards one after another here with the run's `teacher`; Open3D still casts on every core."""
     worker = ShardWorker(plan, teacher, lock_token=lock_token)
@@ -81,7 +81,7 @@ def run_in_process(
 
 
 def run_on_ray(
-    plan: RunPlan,
+    plan: Plan,
     shards: list[ShardPlan],
     store: Store,
     progress: Progress,
@@ -117,7 +117,7 @@ def run_on_ray(
 
 
 def _run_tasks(
-    plan: RunPlan,
+    plan: Plan,
     shards: list[ShardPlan],
     store: Store,
     progress: Progress,
@@ -183,7 +183,7 @@ def process_teacher(spec: TeacherSpec) -> Teacher:
     return build_teacher(spec)
 
 
-def _run_shard(plan: RunPlan, shard: ShardPlan, store: Store, counter, actors: list, lock_token: str) -> dict:
+def _run_shard(plan: Plan, shard: ShardPlan, store: Store, counter, actors: list, lock_token: str) -> dict:
     """One Ray task: one shard, casting on this task's single CPU."""
     teacher = RemoteTeacher(actors, shard.index) if actors else process_teacher(plan.teacher)
     worker = ShardWorker(plan, teacher, cast_threads=1, lock_token=lock_token)
@@ -216,10 +216,10 @@ def _cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _teacher_pool(plan: RunPlan, store: Store, size: int | None) -> list:
+def _teacher_pool(plan: Plan, store: Store, size: int | None) -> list:
     gpus = _cluster_gpus()
     if size is None:
-        size = gpus if plan.teacher.name != "sidecar" else 0
+        size = gpus if plan.teacher is not None and plan.teacher.name != "sidecar" else 0
     actor_class = TeacherActor.options(num_gpus=1 if gpus else 0)
     return [actor_class.remote(plan, store) for _ in range(size)]
 
@@ -228,7 +228,7 @@ def _teacher_pool(plan: RunPlan, store: Store, size: int | None) -> list:
 class TeacherActor:
     """The run's teacher behind its cache, loaded once, serving batches from every shard."""
 
-    def __init__(self, plan: RunPlan, store: Store):
+    def __init__(self, plan: Plan, store: Store):
         cache = TeacherCache(teacher_cache_dir(plan.config.teacher_cache, store))
         self.teacher = CachedTeacher(process_teacher(plan.teacher), cache)
 

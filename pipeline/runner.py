@@ -1,5 +1,6 @@
-"""The run: list inputs, plan shards, skip finished ones, hand the rest to a
-distributor (this process, or Ray), then record the run in the manifest."""
+"""The run, the same for `generate` and every `convert`: list the inputs of the run's kind,
+plan shards, skip finished ones, hand the rest to a distributor (this process, or Ray),
+then record the run in the manifest."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from simlidar.teachers import Teacher
 from tqdm import tqdm
 
-from .config import GenerateConfig, RunPlan
+from .config import Plan, RunConfig
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
 from .output.lock import OutputLock
@@ -33,9 +34,6 @@ from .output.manifest import (
     remove_temporaries,
 )
 from .output.store import Store, as_store
-from .sources.calibrated_rig import list_frames
-from .sources.inputs import has_depth_sidecar, list_sources
-from .sources.photos import IMAGE_SUFFIXES
 from .stages.teacher import build_teacher, teacher_cache_dir
 from .writer import ShardPlan, plan_shards
 
@@ -59,7 +57,7 @@ class _Run:
     """What making the pending shards needs: the plan and its teacher, the folder, the
     shards, how they are distributed (run_info, as recorded) and the lock's token."""
 
-    plan: RunPlan
+    plan: Plan
     teacher: Teacher
     store: Store
     shards: list[ShardPlan]
@@ -69,7 +67,7 @@ class _Run:
 
 
 def generate(
-    config: GenerateConfig,
+    config: RunConfig,
     out: Store | str | Path,
     overwrite: bool = False,
     progress: bool = True,
@@ -77,8 +75,8 @@ def generate(
     address: str | None = None,
     teacher_actors: int | None = None,
 ) -> RunSummary:
-    """Make every missing shard of `config` in the folder `out` (a store, or a path or URL
-    opened as one), holding its lock meanwhile.
+    """Make every missing shard of `config` (generate's, or a converter's) in the folder
+    `out` (a store, or a path or URL opened as one), holding its lock meanwhile.
 
     workers: shards at a time (0: every core); 1 runs in this process without Ray.
     address: a Ray cluster to join (else RAY_ADDRESS, else a local Ray).
@@ -87,7 +85,7 @@ def generate(
     started = time.time()
     store = as_store(out)
     plan = config.resolve()
-    items, unit = list_items(plan)
+    items = plan.kind.list_inputs(plan)
     teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
     teacher_cache_dir(config.teacher_cache, store)  # likewise a --cache URL that cannot work
     if store.is_file():
@@ -111,35 +109,14 @@ def generate(
             log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(shards), len(pending), run_info)
             run = _Run(plan, teacher, store, shards, run_info, lock.token, started)
             finished_inputs = sum(read_stats(store, shard)["inputs"] for shard in shards if shard not in pending)
-            with _ProgressBar(len(items), finished_inputs, len(shards), len(pending), progress, unit) as bar:
+            with _ProgressBar(plan, len(items), finished_inputs, len(shards), len(pending), progress) as bar:
                 failures = _make_shards(run, pending, bar)
-            manifest = finalize_output(store, config, plan.sensor, shards, started, run_info, failures)
+            manifest = finalize_output(store, plan, shards, started, run_info, failures)
             log.info(
                 "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
             )
     _raise_for_failures(failures, shards, manifest, len(items), store)
     return RunSummary(store, manifest, len(shards), len(shards) - len(pending), time.time() - started, remade)
-
-
-def list_items(plan: RunPlan) -> tuple[list, str]:
-    """The run's inputs (photos, or a calibrated rig's frames), sorted and limited, and
-    the progress bar's unit; PipelineError when there are none, or no depth sidecars
-    for --teacher sidecar."""
-    config = plan.config
-    if plan.calibration is not None:
-        root, unit = Path(config.images), "frame"
-        items = list_frames(config.images, plan.calibration)
-    else:
-        (items, root), unit = list_sources(config.images), "img"
-    items = items[: config.limit]
-    if not items:
-        raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if config.teacher == "sidecar" and not any(has_depth_sidecar(item) for item in items):
-        raise PipelineError(
-            f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
-            "photo.depth.npy); add those files, or pass --teacher with a depth model"
-        )
-    return items, unit
 
 
 def _verify_finished(store: Store, shards: list[ShardPlan]) -> list[tuple[str, str]]:
@@ -177,7 +154,7 @@ def _make_shards(run: _Run, pending: list[ShardPlan], bar: _ProgressBar) -> list
         log.error("run stopped: %s", why)
         remove_temporaries(run.store)
         try:
-            finalize_output(run.store, run.plan.config, run.plan.sensor, run.shards, run.started, info, [], why)
+            finalize_output(run.store, run.plan, run.shards, run.started, info, [], why)
         except OSError:
             _mark_stopped_or_log(run.store, why)
         raise
@@ -203,11 +180,16 @@ def _raise_for_failures(failures: list, shards: list, manifest: dict, inputs: in
 
 
 class _ProgressBar:
-    """Inputs (photos or rig frames) done, with rate and ETA, and shards done as a postfix."""
+    """Inputs (photos or frames) done, with rate and ETA, and shards done as a postfix."""
 
-    def __init__(self, inputs: int, inputs_done: int, shards: int, pending_shards: int, enabled: bool, unit: str):
+    def __init__(self, plan, inputs: int, inputs_done: int, shards: int, pending_shards: int, enabled: bool):
         self._bar = tqdm(
-            total=inputs, initial=inputs_done, unit=unit, desc="generate", disable=not enabled, dynamic_ncols=True
+            total=inputs,
+            initial=inputs_done,
+            unit=plan.kind.unit,
+            desc=plan.config.command.removeprefix("simlidar "),
+            disable=not enabled,
+            dynamic_ncols=True,
         )
         self._shards_total = shards
         self._shards_done = shards - pending_shards

@@ -20,7 +20,7 @@ import pytest
 from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output.store import LocalStore, ObjectStore, open_store
 from simlidar.pipeline.sources.image_shards import list_shard_samples
-from simlidar.pipeline.sources.inputs import has_depth_sidecar, list_sources, stage
+from simlidar.pipeline.sources.inputs import list_sources
 from simlidar.pipeline.sources.photos import BadImage, list_inputs
 from simlidar.pipeline.sources.remote import list_remote_inputs
 from simlidar.pipeline.sources.urls import SCRATCH, filesystem, scratch_folder
@@ -98,8 +98,8 @@ def test_photos_on_s3_list_and_stage_as_the_same_folder_on_disk(tmp_path, bucket
     assert [(i.relpath, i.key) for i in remote_items] == [(i.relpath, i.key) for i in local_items]
     assert [i.relpath for i in remote_items] == ["a/one.jpg", "b/one.jpg", "yard.jpg"]
     assert [i.sidecars for i in remote_items] == [(".depth.png", ".json"), (".depth.png",), ()]
-    assert [has_depth_sidecar(i) for i in remote_items] == [has_depth_sidecar(i) for i in local_items] == [1, 1, 0]
-    staged = stage(remote_items[0], tmp_path / "scratch")
+    assert [i.has_depth_sidecar() for i in remote_items] == [i.has_depth_sidecar() for i in local_items] == [1, 1, 0]
+    staged = remote_items[0].stage(tmp_path / "scratch")
     assert staged.path.name == "one.jpg" and staged.source_meta is None
     for name in ("one.jpg", "one.depth.png", "one.json"):
         assert (staged.path.parent / name).read_bytes() == (local / "a" / name).read_bytes()
@@ -151,15 +151,15 @@ def test_webdataset_shards_list_and_stage_the_same_on_disk_and_on_s3(tmp_path, b
         "coco-00001.tar/000000001",
     ]
     assert remote[0].key == f"000000001-{duplicate}" and remote[1].key == "000000002"
-    assert all(has_depth_sidecar(sample) for sample in remote)
-    corridor = stage(remote[0], tmp_path / "scratch")
+    assert all(sample.has_depth_sidecar() for sample in remote)
+    corridor = remote[0].stage(tmp_path / "scratch")
     assert corridor.path.read_bytes() == (SCENES / "corridor.jpg").read_bytes()
     assert (corridor.path.parent / f"{remote[0].key}.depth.png").read_bytes() == (
         SCENES / "corridor.depth.png"
     ).read_bytes()
     assert corridor.source_meta == {"json": {"url": "http://x/1.jpg", "width": 640}, "txt": "a corridor"}
     assert not corridor.path.with_suffix(".json").exists()  # metadata, not intrinsics
-    street = stage(remote[1], tmp_path / "scratch")
+    street = remote[1].stage(tmp_path / "scratch")
     assert json.loads(street.path.with_suffix(".json").read_text())["fx"] == 721.5377
     with tarfile.open(shards[1]) as tar:
         assert len(tar.getnames()) == 3
@@ -173,7 +173,7 @@ def test_damaged_image_shards(tmp_path):
     write_image_shard(tmp_path / "json.tar", [("k", {"jpg": (SCENES / "yard.jpg").read_bytes(), "json": b"{oops"})])
     (sample,), _ = list_shard_samples(str(tmp_path / "json.tar"))
     with pytest.raises(BadImage, match=r"k.json in json.tar is not valid JSON \(Expecting property name"):
-        stage(sample, tmp_path / "scratch")
+        sample.stage(tmp_path / "scratch")
     write_image_shard(tmp_path / "cut.tar", [(f"k{i}", {"jpg": (SCENES / "yard.jpg").read_bytes()}) for i in range(3)])
     (tmp_path / "cut.tar").write_bytes((tmp_path / "cut.tar").read_bytes()[:100_000])  # inside the second image
     with pytest.raises(PipelineError, match="cut.tar is not a readable tar"):
@@ -411,8 +411,8 @@ def test_a_listed_photo_missing_on_the_store_is_recorded_not_fatal(tmp_path, buc
     items, _ = list_sources(f"{bucket}/photos/list.txt")
     assert [item.relpath for item in items] == ["gone/away.jpg", "missing.jpg", "yard.jpg"]
     with pytest.raises(BadImage, match="no such file on the store"):
-        stage(items[1], tmp_path)
-    assert stage(items[2], tmp_path).path.read_bytes() == (SCENES / "yard.jpg").read_bytes()
+        items[1].stage(tmp_path)
+    assert items[2].stage(tmp_path).path.read_bytes() == (SCENES / "yard.jpg").read_bytes()
 
 
 def test_the_teacher_cache_lives_on_s3_beside_an_output_there(tmp_path, bucket, monkeypatch):

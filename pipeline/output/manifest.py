@@ -12,9 +12,7 @@ import platform
 import time
 from importlib import metadata
 
-from simlidar.sensors import SpinningLidar
-
-from ..config import GenerateConfig
+from ..config import Plan, RunConfig
 from ..errors import PipelineError
 from ..writer import ShardPlan
 from .lock import LOCK
@@ -51,7 +49,7 @@ def input_record(items: list) -> dict:
     return {"count": len(items), "sha256": hashlib.sha256(input_list(items)).hexdigest()}
 
 
-def prepare_output(store: Store, config: GenerateConfig, items: list, overwrite: bool) -> None:
+def prepare_output(store: Store, config: RunConfig, items: list, overwrite: bool) -> None:
     """Make `store` (whose lock the caller holds) ready: new, the same run (same config
     and input list: resume), or replaced with overwrite."""
     listing = input_list(items)
@@ -71,7 +69,8 @@ def prepare_output(store: Store, config: GenerateConfig, items: list, overwrite:
     remove_temporaries(store)
     if not store.exists(MANIFEST):
         store.write_atomically(INPUTS, listing)
-        record = {"format": FORMAT, "status": "running", "config": config.to_dict(), "versions": versions()}
+        record = {"format": FORMAT, "status": "running", "command": config.command, "config": config.to_dict()}
+        record["versions"] = versions()
         store.write_json_atomically(MANIFEST, {**record, "inputs": input_record(items)})
 
 
@@ -82,11 +81,16 @@ def remove_temporaries(store: Store) -> None:
             store.remove(name)
 
 
-def _run_changes(store: Store, config: GenerateConfig, listing: bytes, fingerprint: str) -> list[str]:
-    """What differs between this run and the one recorded in `store`: config fields, then inputs."""
+def _run_changes(store: Store, config: RunConfig, listing: bytes, fingerprint: str) -> list[str]:
+    """What differs between this run and the one recorded in `store`: the command that made
+    it, config fields, then inputs."""
     try:
         previous = store.read_json(MANIFEST)
-        changes = config.differences(GenerateConfig.from_dict(previous["config"]))
+        # Runs recorded before converters shared the engine were all generate's.
+        command = previous.get("command", "simlidar generate")
+        if command != config.command:
+            return [f"made by `{command}`"]
+        changes = config.differences(type(config).from_dict(previous["config"]))
     except (OSError, ValueError, KeyError, TypeError, PipelineError):
         return ["its manifest.json is unreadable"]
     recorded = previous.get("inputs")
@@ -164,9 +168,8 @@ def _made(store: Store, plan: ShardPlan) -> bool:
 
 def finalize_output(
     store: Store,
-    config: GenerateConfig,
-    sensor: SpinningLidar,
-    plans: list[ShardPlan],
+    plan: Plan,
+    shards: list[ShardPlan],
     started_at: float,
     run_info: dict,
     failures: list,
@@ -175,7 +178,7 @@ def finalize_output(
     """Write errors.jsonl and manifest.json from the finished shards' stats files;
     the manifest is "complete" only when no shard failed and the run was not stopped
     (`stopped`: why it was, e.g. a full disk)."""
-    all_stats = [read_stats(store, plan) for plan in plans if _made(store, plan)]
+    all_stats = [read_stats(store, shard) for shard in shards if _made(store, shard)]
     errors = [json.dumps(error, sort_keys=True) + "\n" for stats in all_stats for error in stats["errors"]]
     store.write_atomically(ERRORS, "".join(errors).encode())
     samples = sum(stats["samples"] for stats in all_stats)
@@ -184,18 +187,15 @@ def finalize_output(
         "format": FORMAT,
         "status": "incomplete" if failures or stopped else "complete",
         "stopped": stopped,
-        "config": config.to_dict(),
+        "command": plan.config.command,
+        "made_by": plan.kind.made_by(plan),
+        "config": plan.config.to_dict(),
         "versions": versions(),
-        "inputs": input_record([item for plan in plans for item in plan.items]),
+        "inputs": input_record([item for shard in shards for item in shard.items]),
         "run": run_info,
-        "shards_planned": len(plans),
+        "shards_planned": len(shards),
         "failed_shards": [{"shard": failure.shard, "reason": failure.reason} for failure in failures],
-        "sensor": {
-            "name": sensor.name,
-            "spec_hash": sensor.spec_hash(),
-            "channels": sensor.channels,
-            "points_per_frame": sensor.points_per_frame,
-        },
+        "sensor": plan.manifest_sensor(),
         "shards": [
             {key: stats[key] for key in ("shard", "inputs", "images_written", "samples", "sha256", "bytes")}
             for stats in all_stats

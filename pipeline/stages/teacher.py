@@ -165,7 +165,20 @@ class TeacherSpec:
     revision: str | None = None
 
 
-def build_teacher(spec: TeacherSpec) -> Teacher:
-    """The teacher `spec` asks for (weights located, model not yet loaded)."""
+class NoTeacher:
+    """The teacher of a run that has none (a converter without --teacher): it is never asked."""
+
+    name = ""
+
+    def predict(self, batch: Sequence[TeacherInput]) -> list[DepthPrediction | TeacherError]:
+        if batch:
+            raise ValueError("this run has no teacher; its inputs ask for none")
+        return []
+
+
+def build_teacher(spec: TeacherSpec | None) -> Teacher:
+    """The teacher `spec` asks for (weights located, model not yet loaded); None: none."""
+    if spec is None:
+        return NoTeacher()
     settings = dataclasses.asdict(spec)
     return load_teacher(settings.pop("name"), **settings)
