@@ -139,10 +139,10 @@ def handle_edges(
     near, far = _band_levels(seed_near, seed_far, options.reach_px)
     rows, cols = _band_pixels(depth, far)
     sides = np.full(depth.shape, -1, np.int8)
-    targets = np.zeros((2, *depth.shape), np.float32)
+    targets = np.zeros((len(rows), 2), np.float32)
     _weigh_sides(
         depth,
-        np.ascontiguousarray(rgb, dtype=np.float32),
+        np.ascontiguousarray(rgb),
         near,
         far,
         rows,
@@ -296,8 +296,8 @@ def _running_extreme(image: np.ndarray, radius: int, minimum: bool) -> np.ndarra
 def _weigh_sides(depth, rgb, near, far, rows, cols, radius: int, colour_sigma: float, sides, targets) -> None:
     """For each band pixel (rows[i], cols[i]) of depth (H, W, m), by the colour of rgb
     (H, W, 3) and its tile's levels near, far (_band_levels' tiles, m): write into sides (H, W) the side it
-    belongs to (0 near, 1 far; -1 stays where it is left alone) and into targets (2, H,
-    W) the depth it takes on each side (0: it keeps its own) (step 3 of the module
+    belongs to (0 near, 1 far; -1 stays where it is left alone) and into targets[i] (2,)
+    the depth it takes on each side (0: it keeps its own) (step 3 of the module
     docstring)."""
     height, width = depth.shape
     offsets = np.round(np.linspace(-radius, radius, SAMPLES)).astype(np.int64)
@@ -338,7 +338,7 @@ def _weigh_sides(depth, rgb, near, far, rows, cols, radius: int, colour_sigma: f
                     continue
                 colour = 0.0
                 for channel in range(3):
-                    difference = rgb[row, col, channel] - rgb[sample_row, sample_col, channel]
+                    difference = float(rgb[row, col, channel]) - float(rgb[sample_row, sample_col, channel])
                     colour += difference * difference
                 # A Cauchy-like kernel: as selective as a Gaussian near 0, without an exp.
                 alike = 1.0 / (1.0 + colour * colour_scale)
@@ -352,13 +352,13 @@ def _weigh_sides(depth, rgb, near, far, rows, cols, radius: int, colour_sigma: f
         sides[row, col] = _side(d, low, high, likeness, presence)
         for side in range(2):
             if not lowest[side] * (1 - KEEP_MARGIN) <= d <= highest[side] * (1 + KEEP_MARGIN):
-                targets[side, row, col] = best_depth[side]
+                targets[index, side] = best_depth[side]
 
 
 @numba.njit(cache=True)
 def _move_to_sides(sides, targets, rows, cols, out) -> None:
     """Give each band pixel (rows[i], cols[i]) the depth of its side (sides (H, W), targets
-    (2, H, W), see _weigh_sides) in out (H, W, m), after a vote of its 8 neighbours: a pixel
+    (N, 2), see _weigh_sides) in out (H, W, m), after a vote of its 8 neighbours: a pixel
     outvoted by more than VOTE_MARGIN goes to their side, so a textured patch of the photo
     does not break a surface into a salt-and-pepper of sides."""
     height, width = sides.shape
@@ -378,8 +378,8 @@ def _move_to_sides(sides, targets, rows, cols, out) -> None:
                         other += 1
         if other > same + VOTE_MARGIN:
             side = 1 - side
-        if targets[side, row, col] > 0:
-            out[row, col] = targets[side, row, col]
+        if targets[index, side] > 0:
+            out[row, col] = targets[index, side]
 
 
 @numba.njit(cache=True)
