@@ -137,7 +137,7 @@ records its intrinsics `K`, `T_cam_lidar`, the teacher's depth conversion and it
 | `sparse.png` | simulated LiDAR depth: uint16, metres = value / 256, 0 = no return |
 | `dense.png` | teacher depth, same encoding |
 | `json` | K, image size, T_cam_lidar, sensor, teacher, depth conversion, seed, source path, counts |
-| `points.npy` | when present: N x 5 float32 (x, y, z, intensity, ring) in the LiDAR frame |
+| `points.npy` | when present: N x 7 float32 in the LiDAR frame (columns in the json's `points_layout`) |
 
 Camera frame: OpenCV (x right, y down, z forward). LiDAR frame: x forward, y left, z up.
 
