@@ -21,6 +21,7 @@ one, so a laser seen on few rays keeps the shared value instead of a noisy one.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +29,10 @@ import numpy as np
 # ln(range / RANGE_REFERENCE_M) is the range feature: 0 at 10 m.
 RANGE_REFERENCE_M = 10.0
 FEATURES = ("range", "incidence", "luma", "greenness")
-# Pull of each laser's logit toward the shared one (in log-likelihood units per logit^2).
-LASER_RIDGE = 1.0
+# Pull of each laser's logit toward the shared one (in log-likelihood units per logit^2):
+# strong enough that a laser's logit fitted on one KITTI frame is no worse than the shared
+# one on the other (a weaker pull fits each frame's own lasers and transfers worse).
+LASER_RIDGE = 10.0
 # Keeps the weights finite where a feature does not vary (e.g. uniform reflectance).
 WEIGHT_RIDGE = 1e-6
 NEWTON_STEPS = 50
@@ -111,6 +114,17 @@ class FittedRayDrop:
         """(N,) probability that each hit's beam returns."""
         logit = np.asarray(self.laser_logit)[hits.ring] + hits.matrix() @ self.weights
         return 1.0 / (1.0 + np.exp(-logit))
+
+    def matching_count(self, hits: HitFeatures, count: float) -> FittedRayDrop:
+        """This model with every laser's logit shifted alike so that the expected number of
+        returns among `hits` is `count` (0 < count < len(hits))."""
+        logit = np.asarray(self.laser_logit)[hits.ring] + hits.matrix() @ self.weights
+        low, high = -50.0, 50.0
+        for _ in range(100):
+            shift = 0.5 * (low + high)
+            expected = np.sum(1.0 / (1.0 + np.exp(-(logit + shift))))
+            low, high = (shift, high) if expected < count else (low, shift)
+        return dataclasses.replace(self, laser_logit=tuple(float(value + shift) for value in self.laser_logit))
 
     def problems(self, channels: int) -> list[str]:
         """What is wrong with these figures for a sensor of `channels` lasers; empty when nothing."""
