@@ -17,7 +17,7 @@ from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, loa
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
 from ..errors import PipelineError
-from ..output.drop_fit import fit_drop, read_frame, sensor_file_text, with_ray_drop
+from ..output.drop_fit import check_fittable, fit_drop, read_frame, sensor_file_text, with_ray_drop
 from ..output.fidelity import read_kitti_object_frame
 from ..output.preview import colorize_depth, spread_points
 from ..stages.mesh import MeshOptions
@@ -281,6 +281,7 @@ def fit_drop_command(
             "fit-drop needs real frames: give --kitti-object DIR/NAME or --frame SCAN IMAGE CALIBRATION"
         )
     sensor = load_sensor(sensor_name)
+    check_fittable(sensor)
     real = [read_kitti_object_frame(stem, camera) for stem in kitti_objects]
     real += [read_frame(scan, image, calibration, camera) for scan, image, calibration in frames]
     model, figures = fit_drop(real, sensor, seed, match_count)

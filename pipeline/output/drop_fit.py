@@ -25,11 +25,12 @@ from simlidar.sensors import CalibrationError, ReturnEffects, SpinningLidar, rea
 from simlidar.sensors.camera import transform_points
 from simlidar.sensors.catalog import CATALOG_DIR
 from simlidar.sensors.ray_drop import FittedRayDrop, HitFeatures, fit_ray_drop
+from simlidar.sensors.raycast import MeshScene
 
 from ..errors import PipelineError
 from ..sources.calibrated_rig_lidar import read_sweep
 from ..stages.mesh import MeshOptions
-from ..stages.scan import photo_scan_camera, simulate_rig_scan
+from ..stages.scan import ScanCamera, photo_scan_camera, simulate_rig_scan
 from .fidelity import RealFrame, real_geometry
 from .scan_metrics import points_in_image
 
@@ -90,17 +91,34 @@ def drop_observations(
 ) -> DropObservations:
     """The beams of an ideal `sensor` scan from the frame's own calibration into its
     densified geometry, with which of them its real scan returned."""
+    _, _, scene = real_geometry(frame, mesh_options)
+    camera = photo_scan_camera(frame.calibration.K, frame.rgb)
+    return observe_drop(scene, camera, sensor, frame.calibration.T_cam_lidar, frame.points_lidar, rng)
+
+
+def observe_drop(
+    scene: MeshScene,
+    camera: ScanCamera,
+    sensor: SpinningLidar,
+    T_cam_lidar: np.ndarray,
+    real_points_lidar: np.ndarray,
+    rng: np.random.Generator,
+) -> DropObservations:
+    """The beams of an ideal `sensor` scan at T_cam_lidar (4, 4) into `scene` (camera frame,
+    m) that hit, each with whether the real scan real_points_lidar (M, 3, m) returned it."""
+    check_fittable(sensor)
+    ideal = dataclasses.replace(sensor, effects=ReturnEffects(), ray_drop=None)
+    scan = simulate_rig_scan(scene, [camera], ideal, T_cam_lidar, rng)
+    points_lidar = scan.points_lidar[:, :3].astype(np.float64)
+    return DropObservations(scan.hits, real_returns(points_lidar, scan.hits.ring, real_points_lidar, sensor))
+
+
+def check_fittable(sensor) -> None:
+    """PipelineError unless a ray drop can be fitted for `sensor`: a spinning one."""
     if not isinstance(sensor, SpinningLidar):
         raise PipelineError(
             f"fit-drop needs a spinning sensor (lasers x azimuth cells); {sensor.name} is {sensor.kind}"
         )
-    _, _, scene = real_geometry(frame, mesh_options)
-    ideal = dataclasses.replace(sensor, effects=ReturnEffects(), ray_drop=None)
-    camera = photo_scan_camera(frame.calibration.K, frame.rgb)
-    scan = simulate_rig_scan(scene, [camera], ideal, frame.calibration.T_cam_lidar, rng)
-    points_lidar = scan.points_lidar[:, :3].astype(np.float64)
-    returned = real_returns(points_lidar, scan.hits.ring, frame.points_lidar, sensor)
-    return DropObservations(scan.hits, returned)
 
 
 def fit_drop(

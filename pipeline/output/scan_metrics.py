@@ -96,10 +96,11 @@ class RangeGrid:
 
 
 def cells_in_view(sensor: SpinningLidar, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(channels, columns) bool: the range-image cells whose beam, fired at the cell's centre
-    from its laser's origin by `sensor` at T_cam_lidar (4, 4), can reach the image of K (3, 3)."""
+    """(channels, columns) bool: the range-image cells with a beam that, fired from its laser's
+    origin by `sensor` at T_cam_lidar (4, 4), can reach the image of K (3, 3)."""
     grid = RangeGrid.of(sensor)
-    centre_phase = 0.5 * grid.step_rad
+    # Each cell holds CELL_STEPS beams, fired here half a step from its edges and each other.
+    centre_phase = 0.5 * np.deg2rad(sensor.azimuth_step_deg)
     directions_lidar, ring = sensor.ray_directions(centre_phase)
     origins_cam = transform_points(T_cam_lidar, sensor.ray_origins(centre_phase))
     reach = rays_reaching_frustum(
