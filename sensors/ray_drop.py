@@ -134,6 +134,8 @@ class FittedRayDrop:
             problems.append(f"laser_logit must have one entry per laser ({channels}), got {len(self.laser_logit)}")
         if not all(np.isfinite(figures)) or max(abs(value) for value in figures) > 100:
             problems.append("every figure must be a finite number within +-100")
+        if not 0 <= self.returns <= self.rays:
+            problems.append(f"returns ({self.returns}) must be between 0 and rays ({self.rays})")
         return problems
 
 

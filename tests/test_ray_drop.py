@@ -10,10 +10,11 @@ from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.config import GenerateConfig
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.output.drop_fit import observe_drop, real_returns, with_ray_drop
+from simlidar.pipeline.output.drop_fit import fit_drop, observe_drop, real_returns, with_ray_drop
+from simlidar.pipeline.output.fidelity import RealFrame
 from simlidar.pipeline.stages.march import depth_grid_scene
 from simlidar.pipeline.stages.scan import photo_scan_camera, simulate_rig_scan
-from simlidar.sensors import MOUNTS, ReturnEffects, SensorSpecError, load_sensor, mount_pose
+from simlidar.sensors import MOUNTS, Calibration, ReturnEffects, SensorSpecError, load_sensor, mount_pose
 from simlidar.sensors.catalog import CATALOG_DIR
 from simlidar.sensors.ray_drop import FittedRayDrop, HitFeatures, fit_ray_drop
 
@@ -165,7 +166,26 @@ def test_fit_drop_command_writes_a_sensor_file_that_loads(cli, tmp_path):
     assert "000000" in fitted.source and fitted.rays > 10_000
     # Densified geometry and one scan: the figures are near the known ones, not exact.
     assert fitted.luma_coefficient < 0 < fitted.greenness_coefficient
+    code, _, err = cli("sensors", "fit-drop", "--kitti-object", stem, "--out", tmp_path / "missing" / "x.toml")
+    assert code == 2 and "does not exist" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--out", out)
     assert code == 2 and "needs real frames" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--sensor", "avia", "--kitti-object", stem, "--out", out)
     assert code == 2 and "needs a spinning sensor" in err and err.count("\n") == 1
+
+
+def test_frames_that_tell_no_drop_apart_are_a_clear_error():
+    """A real scan whose points all lie behind its camera leaves no geometry to fit on."""
+    behind = np.column_stack([np.full(50, -10.0), np.linspace(-2, 2, 50), np.zeros(50)])
+    calibration = Calibration(mount_pose(MOUNTS["kitti"]), KITTI_K, "test")
+    frame = RealFrame(np.zeros((375, 1242, 3), np.uint8), behind, calibration, "behind")
+    with pytest.raises(PipelineError, match="nothing tells a drop apart"):
+        fit_drop([frame], load_sensor("hdl64-kitti"))
+
+
+def test_a_ray_drop_table_with_more_returns_than_rays_is_refused(tmp_path):
+    text = with_ray_drop((CATALOG_DIR / "hdl64.toml").read_text(), dataclasses.replace(KNOWN, rays=5, returns=9))
+    path = tmp_path / "odd.toml"
+    path.write_text(text)
+    with pytest.raises(SensorSpecError, match=r"returns \(9\) must be between 0 and rays \(5\)"):
+        load_sensor(str(path))

@@ -151,3 +151,7 @@ def test_generate_records_the_motion_and_refuses_a_deskew_without_it(cli, photos
     assert code == 2 and "--deskew needs --ego-motion" in err and err.count("\n") == 1
     code, _, err = generate(cli, photos, tmp_path / "bad", "--ego-motion", "speed=abc")
     assert code == 2 and "--ego-motion: speed must be a number" in err and err.count("\n") == 1
+    rig = tmp_path / "calibration.json"
+    rig.write_text("{}")
+    code, _, err = generate(cli, photos, tmp_path / "bad", "--ego-motion", "speed=5", "--rig", rig)
+    assert code == 2 and "--ego-motion is for one camera's scans" in err and err.count("\n") == 1

@@ -280,6 +280,8 @@ def fit_drop_command(
         raise PipelineError(
             "fit-drop needs real frames: give --kitti-object DIR/NAME or --frame SCAN IMAGE CALIBRATION"
         )
+    if not out.parent.is_dir():
+        raise PipelineError(f"--out {out}: folder {out.parent} does not exist")
     sensor = load_sensor(sensor_name)
     check_fittable(sensor)
     real = [read_kitti_object_frame(stem, camera) for stem in kitti_objects]
@@ -296,5 +298,8 @@ def fit_drop_command(
         f"{model.greenness_coefficient:+.3f}; laser logits {min(model.laser_logit):.2f}..{max(model.laser_logit):.2f}"
     )
     text = with_ray_drop(sensor_file_text(sensor_name), model)
-    write_sensor_text(text, out)
+    try:
+        write_sensor_text(text, out)
+    except OSError as error:
+        raise PipelineError(f"cannot write {out}: {error.strerror or error}") from None
     click.echo(f"{out}: {sensor.name} with its fitted ray drop (simlidar sensors show {out})")

@@ -135,6 +135,12 @@ def fit_drop(
     hits = HitFeatures.concatenate([seen.hits for seen in observations])
     returned = np.concatenate([seen.returned for seen in observations])
     real_points = [real_points_in_image(frame) for frame in frames]
+    if returned.all() or not returned.any():
+        raise PipelineError(
+            f"fit-drop: of the {len(returned)} beams that hit the frames' densified scans, the real scans returned "
+            f"{'every one' if len(returned) and returned.all() else 'none'}: nothing tells a drop apart (are the "
+            "frames' scans, images and calibrations of one recording?)"
+        )
     names = ", ".join(frame.name for frame in frames)
     source = (
         f"fitted by `simlidar sensors fit-drop` on {len(frames)} real frame(s) ({names}): {len(hits)} beams of an "
