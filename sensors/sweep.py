@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Firing
+from .mount import spec_items
 
 # Bounds of the ranges a spec may give: a car's speed (m/s) and yaw rate (deg/s).
 MAX_SPEED_MPS = 70.0
@@ -59,14 +60,8 @@ def parse_ego_motion(text: str, option: str = "`ego_motion`") -> EgoMotion | Non
     if text.strip().lower() in ("none", ""):
         return None
     ranges = {field: (0.0, 0.0) for field, _, _ in _MOTION_KEYS.values()}
-    for part in text.split(","):
-        key, equals, value = part.partition("=")
-        key = key.strip().lower()
-        if key not in _MOTION_KEYS or not equals:
-            raise ValueError(
-                f"{option}: {part.strip()!r} is not KEY=VALUE or KEY=LOW:HIGH with KEY one of "
-                f"{', '.join(_MOTION_KEYS)} (m/s, deg/s), e.g. speed=5:15,yaw_rate=-10:10"
-            )
+    hint = "(m/s, deg/s), e.g. speed=5:15,yaw_rate=-10:10"
+    for key, value in spec_items(text, _MOTION_KEYS, option, "KEY=VALUE or KEY=LOW:HIGH", hint):
         field, unit, bound = _MOTION_KEYS[key]
         try:
             numbers = [float(end) for end in value.split(":")]

@@ -10,8 +10,9 @@ import numpy as np
 from simlidar.sensors import mount_pose, sample_mount_jitter
 from simlidar.sensors.mount import jittered_pose
 
-from ..config import RAY_DROP_MODELS, GenerateConfig
+from ..config import GenerateConfig
 from ..output.fidelity import fidelity_picture, fidelity_report, format_table, read_kitti_object_frame
+from .generate import RAY_DROP_OPTION
 
 
 @click.command("fidelity")
@@ -45,13 +46,7 @@ from ..output.fidelity import fidelity_picture, fidelity_report, format_table, r
     type=float,
     help="Return effect override: 10%-target detection range (m); 0 = no weak-return drop.",
 )
-@click.option(
-    "--ray-drop",
-    default="auto",
-    type=click.Choice(RAY_DROP_MODELS),
-    help="Which beams that hit come back: fitted (the sensor file's model fitted to real scans), weak-return (from "
-    "the photo's luma and --detection-range), auto (fitted where the sensor has it).",
-)
+@RAY_DROP_OPTION
 @click.option("--seed", default=0, type=int, help="Seed of the simulated frame's phase and return effects.")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Write the picture here.")
 def fidelity(

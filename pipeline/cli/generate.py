@@ -39,6 +39,16 @@ def _absolute_source(images: str) -> str:
     return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
 
 
+# Shared with `fidelity`.
+RAY_DROP_OPTION = click.option(
+    "--ray-drop",
+    default="auto",
+    type=click.Choice(RAY_DROP_MODELS),
+    help="Which beams that hit come back: fitted (the sensor file's model fitted to real scans, `sensors fit-drop`), "
+    "weak-return (from the photo's luma and --detection-range), auto (fitted where the sensor has it).",
+)
+
+
 @click.command()
 @click.option(
     "--images",
@@ -251,13 +261,7 @@ def _absolute_source(images: str) -> str:
     help="With --ego-motion: write each scan motion-compensated, every return in the LiDAR's frame at the camera's "
     "trigger time [default: as measured, uncompensated like KITTI's raw scans].",
 )
-@click.option(
-    "--ray-drop",
-    default="auto",
-    type=click.Choice(RAY_DROP_MODELS),
-    help="Which beams that hit come back: fitted (the sensor file's model fitted to real scans, `sensors fit-drop`), "
-    "weak-return (from the photo's luma and --detection-range), auto (fitted where the sensor has it).",
-)
+@RAY_DROP_OPTION
 @click.option(
     "--range-noise",
     "range_noise_m",

@@ -17,8 +17,8 @@ from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, loa
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
 from ..errors import PipelineError
-from ..output.drop_fit import check_fittable, fit_drop, read_frame, sensor_file_text, with_ray_drop
-from ..output.fidelity import read_kitti_object_frame
+from ..output.drop_fit import check_fittable, fit_drop, sensor_file_text, with_ray_drop
+from ..output.fidelity import read_frame, read_kitti_object_frame
 from ..output.preview import colorize_depth, spread_points
 from ..stages.mesh import MeshOptions
 from ..stages.scan import simulate_rig_scan

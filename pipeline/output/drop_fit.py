@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from simlidar.sensors import CalibrationError, ReturnEffects, SpinningLidar, read_calibration
+from simlidar.sensors import ReturnEffects, SpinningLidar
 from simlidar.sensors.camera import transform_points
 from simlidar.sensors.catalog import CATALOG_DIR
 from simlidar.sensors.ray_drop import FittedRayDrop, HitFeatures, fit_ray_drop
 from simlidar.sensors.raycast import MeshScene
 
 from ..errors import PipelineError
-from ..sources.calibrated_rig_lidar import read_sweep
 from ..stages.mesh import MeshOptions
 from ..stages.scan import ScanCamera, photo_scan_camera, simulate_rig_scan
 from .fidelity import RealFrame, real_geometry
@@ -46,23 +44,6 @@ class DropObservations:
 
     hits: HitFeatures
     returned: np.ndarray
-
-
-def read_frame(scan: Path, image: Path, calibration: Path, camera: int = 2) -> RealFrame:
-    """Any real frame: a scan (.bin N x 4 or N x 5 float32, or .pcd; LiDAR frame), its camera
-    image and a calibration with that camera's K (a KITTI calib file, or .json/.toml with
-    T_cam_lidar and K). PipelineError naming what is missing or wrong."""
-    for path in (scan, image, calibration):
-        if not Path(path).is_file():
-            raise PipelineError(f"frame {scan}: {path} does not exist")
-    try:
-        rgb = np.asarray(Image.open(image).convert("RGB"))
-        found = read_calibration(calibration, camera)
-    except (OSError, CalibrationError) as error:
-        raise PipelineError(f"frame {scan}: {error}") from None
-    if found.K is None:
-        raise PipelineError(f"{calibration}: gives no intrinsics (K) for the image's camera")
-    return RealFrame(rgb, read_sweep(Path(scan)).points_lidar, found, Path(scan).stem)
 
 
 def real_returns(points_lidar: np.ndarray, ring: np.ndarray, real_points_lidar: np.ndarray, sensor: SpinningLidar):

@@ -31,6 +31,7 @@ from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image
 from simlidar.sensors.raycast import MeshScene
 
 from ..errors import PipelineError
+from ..sources.calibrated_rig_lidar import read_sweep
 from ..stages.mesh import MeshOptions, depth_to_mesh
 from ..stages.scan import photo_scan_camera, simulate_rig_scan, with_calibration_error
 from .preview import colorize_depth, spread_points
@@ -79,20 +80,25 @@ def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
     scan_path = _kitti_file(stem, ".bin", "velodyne", ".bin")
     image_path = _kitti_file(stem, ".png", f"image_{camera}", ".png")
     calib_path = _kitti_file(stem, ".calib.txt", "calib", ".txt")
-    for path in (scan_path, image_path, calib_path):
-        if not path.is_file():
-            raise PipelineError(f"KITTI object frame {stem}: {path} does not exist")
-    raw = np.fromfile(scan_path, dtype=np.float32)
-    if raw.size == 0 or raw.size % 4:
-        raise PipelineError(f"{scan_path}: not a KITTI scan (N x 4 float32), {raw.size} values")
+    return read_frame(scan_path, image_path, calib_path, camera, stem.name)
+
+
+def read_frame(scan: Path, image: Path, calibration: Path, camera: int = 2, name: str = "") -> RealFrame:
+    """Any real frame: a scan (.bin N x 4 or N x 5 float32, or .pcd; LiDAR frame), its camera's
+    image and a calibration with that camera's K (a KITTI calib file, or .json/.toml with
+    T_cam_lidar and K; `camera` picks KITTI's). Raises PipelineError naming what is missing or wrong."""
+    name = name or Path(scan).stem
+    for path in (scan, image, calibration):
+        if not Path(path).is_file():
+            raise PipelineError(f"frame {name}: {path} does not exist")
     try:
-        rgb = np.asarray(Image.open(image_path).convert("RGB"))
-        calibration = read_calibration(calib_path, camera)
+        rgb = np.asarray(Image.open(image).convert("RGB"))
+        found = read_calibration(calibration, camera)
     except (OSError, CalibrationError) as error:
-        raise PipelineError(f"KITTI object frame {stem}: {error}") from None
-    if calibration.K is None:
-        raise PipelineError(f"{calib_path}: gives no intrinsics for camera {camera}")
-    return RealFrame(rgb, raw.reshape(-1, 4)[:, :3].astype(np.float64), calibration, stem.name)
+        raise PipelineError(f"frame {name}: {error}") from None
+    if found.K is None:
+        raise PipelineError(f"{calibration}: gives no intrinsics (K) for camera {camera}")
+    return RealFrame(rgb, read_sweep(Path(scan)).points_lidar, found, name)
 
 
 def project_scan(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int):
