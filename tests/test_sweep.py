@@ -124,6 +124,26 @@ def test_a_turning_lidar_sees_the_wall_through_its_own_pose_at_each_firing():
     assert np.allclose(deskewed.points_lidar[:, 0], WALL_X, atol=1e-4)
 
 
+@pytest.mark.parametrize("deskew", [False, True])
+def test_a_risley_sensor_moving_toward_the_wall_is_triggered_mid_frame(deskew):
+    """A Livox Avia integrates 0.1 s; its camera is triggered in the middle of the frame."""
+    speed = 10.0
+    camera = ScanCamera(KITTI_K, 1242, 375)
+    scan = simulate_rig_scan(
+        wall_scene(),
+        [camera],
+        load_sensor("avia"),
+        mount_pose(MOUNTS["camera"]),
+        np.random.default_rng(0),
+        motion=SweepMotion(speed, 0.0, deskew),
+    )
+    x, time_s = scan.points_lidar[:, 0].astype(np.float64), scan.points_lidar[:, 5].astype(np.float64)
+    trigger = scan.ego_motion["trigger_time_s"]
+    assert trigger == pytest.approx(0.5 * (time_s.min() + time_s.max()), abs=1e-3)
+    expected = np.full_like(x, WALL_X) if deskew else WALL_X - speed * (time_s - trigger)
+    assert np.allclose(x, expected, atol=1e-4)
+
+
 def test_ego_motion_specs_parse_and_bad_ones_say_why():
     assert parse_ego_motion("none") is None
     assert parse_ego_motion("speed=5:15,yaw_rate=-10:10") == EgoMotion((5.0, 15.0), (-10.0, 10.0))
