@@ -1,13 +1,14 @@
 """A scan as a real sweep is recorded: each return's ring, firing time and azimuth in
 points.npy, and a LiDAR that moves during its sweep (raw or motion-compensated)."""
 
+import dataclasses
 import json
 import re
 
 import numpy as np
 import pytest
 from simlidar.pipeline.stages.scan import ScanCamera, simulate_rig_scan, simulate_scan
-from simlidar.sensors import MOUNTS, SpinningLidar, load_sensor, mount_pose
+from simlidar.sensors import MOUNTS, ReturnEffects, SpinningLidar, load_sensor, mount_pose
 from simlidar.sensors.raycast import MeshScene
 from simlidar.sensors.sweep import EgoMotion, SweepMotion, parse_ego_motion
 
@@ -126,13 +127,14 @@ def test_a_turning_lidar_sees_the_wall_through_its_own_pose_at_each_firing():
 
 @pytest.mark.parametrize("deskew", [False, True])
 def test_a_risley_sensor_moving_toward_the_wall_is_triggered_mid_frame(deskew):
-    """A Livox Avia integrates 0.1 s; its camera is triggered in the middle of the frame."""
+    """A Livox Avia (no range noise) integrates 0.1 s; its camera is triggered in the middle
+    of the frame."""
     speed = 10.0
     camera = ScanCamera(KITTI_K, 1242, 375)
     scan = simulate_rig_scan(
         wall_scene(),
         [camera],
-        load_sensor("avia"),
+        dataclasses.replace(load_sensor("avia"), effects=ReturnEffects()),
         mount_pose(MOUNTS["camera"]),
         np.random.default_rng(0),
         motion=SweepMotion(speed, 0.0, deskew),
