@@ -14,7 +14,7 @@ from ..config import GenerateConfig
 from ..output.fidelity import fidelity_picture, fidelity_report, format_table, read_kitti_object_frame
 from ..output.flying import parse_teacher_blur
 from ..stages.edges import RULES as EDGE_RULES
-from ..stages.edges import EdgeOptions
+from .generate import RAY_DROP_OPTION
 
 
 @click.command("fidelity")
@@ -57,11 +57,13 @@ from ..stages.edges import EdgeOptions
 )
 @click.option(
     "--edges",
-    default=EdgeOptions.rule,
+    default="none",
     show_default=True,
     type=click.Choice(EDGE_RULES),
-    help="The edge rule applied to the teacher's depth before meshing, as generate's --edges.",
+    help="The edge rule applied to the depth before meshing, as generate's --edges (photo there); none by "
+    "default, since a densified scan is no teacher's depth: give photo with --teacher-blur.",
 )
+@RAY_DROP_OPTION
 @click.option("--seed", default=0, type=int, help="Seed of the simulated frame's phase and return effects.")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Write the picture here.")
 def fidelity(
@@ -73,13 +75,15 @@ def fidelity(
     detection_range_m: float | None,
     teacher_blur: str,
     edges: str,
+    ray_drop: str,
     seed: int,
     plot: Path | None,
 ) -> None:
     """Simulate --sensor into the geometry of a real scan (densified) from the same calibration, and print
     real / simulated / naive line sampler side by side: valid pixels, density in the 1216x352 crop, rows
     with points, first row, row-profile correlation with the real scan (1, 2, 4 rows), see-through share,
-    flying returns (inside a depth jump of the densified scan)."""
+    flying returns (inside a depth jump of the densified scan), and within the camera's view Chamfer
+    distance, F-score, ray-drop accuracy and F1 in the range image, range error where both return."""
     blur = None if teacher_blur == "none" else parse_teacher_blur(teacher_blur)
     frame = read_kitti_object_frame(frame_stem, camera)
     plan = GenerateConfig(
@@ -90,6 +94,7 @@ def fidelity(
         mount_jitter="none",
         calibration_error=calibration_error,
         detection_range_m=detection_range_m,
+        ray_drop=ray_drop,
         seed=seed,
         edges=edges,
     ).resolve()
@@ -100,8 +105,9 @@ def fidelity(
         T_error = jittered_pose(np.eye(4), *sample_mount_jitter(plan.calibration_error, rng))
     report = fidelity_report(frame, plan.sensor, T_cam_lidar, rng, plan.mesh, T_error, blur, plan.edges)
     where = plan.mount.name if mount else f"the frame's calibration ({frame.calibration.source})"
+    drop = "fitted ray drop" if plan.sensor.ray_drop is not None else "weak-return drop"
     click.echo(
-        f"{frame.name}: {plan.sensor.name} on {where}, calibration error {calibration_error}, "
+        f"{frame.name}: {plan.sensor.name} ({drop}) on {where}, calibration error {calibration_error}, "
         f"teacher depth {teacher_blur}, edge rule {edges}"
     )
     click.echo(format_table(report.figures))
