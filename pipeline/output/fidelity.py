@@ -292,13 +292,14 @@ def fidelity_report(
     naive sampler, with their figures (map_figures). teacher_blur: (kind, factor) of
     output/flying.py's blur_depth: the simulation and the naive sampler get that soft copy
     of the densified scan as a teacher's depth, the simulation after the edge rule
-    `edges` as generate applies it (figures stay against the sharp densified scan)."""
+    `edges` as generate applies it (None: no rule); figures stay against the sharp
+    densified scan."""
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
     real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, K, width, height)
     dense_m = densify(real)
     teacher_m = dense_m if teacher_blur is None else blur_depth(dense_m, *teacher_blur)
-    handled_m = handle_edges(teacher_m, frame.rgb, edges or EdgeOptions()).depth_m
+    handled_m = teacher_m if edges is None else handle_edges(teacher_m, frame.rgb, edges).depth_m
     mesh = depth_to_mesh(handled_m, K, mesh_options or MeshOptions())
     scene = MeshScene(mesh.vertices_cam, mesh.triangles)
     scan = simulate_rig_scan(scene, [photo_scan_camera(K, frame.rgb)], sensor, T_cam_lidar, rng)
