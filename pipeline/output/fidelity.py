@@ -29,11 +29,11 @@ from PIL import Image, ImageDraw
 from simlidar.sensors import Calibration, CalibrationError, Sensor, read_calibration
 from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image, transform_points
 from simlidar.sensors.effects import luma
-from simlidar.sensors.raycast import MeshScene
 
 from ..errors import PipelineError
-from ..stages.mesh import MeshOptions, depth_to_mesh
+from ..stages.mesh import MeshOptions
 from ..stages.scan import simulate_scan, with_calibration_error
+from ..stages.target import ray_target
 from .preview import colorize_depth, spread_points
 
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
@@ -282,9 +282,8 @@ def fidelity_report(
     K = frame.calibration.K
     real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, K, width, height)
     dense_m = densify(real)
-    mesh = depth_to_mesh(dense_m, K, mesh_options or MeshOptions())
-    scene = MeshScene(mesh.vertices_cam, mesh.triangles)
-    scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(frame.rgb))
+    target = ray_target(dense_m, K, mesh_options).target
+    scan = simulate_scan(target, K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(frame.rgb))
     if T_error is not None:
         scan, _ = with_calibration_error(scan, T_cam_lidar, K, width, height, T_error)
     maps = {

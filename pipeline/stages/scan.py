@@ -1,5 +1,5 @@
-"""One LiDAR scan of one meshed photo: fire, frustum culling, cast (with sub-rays for
-beam divergence), return effects, projection."""
+"""One LiDAR scan of a ray target (a photo's, or a rig's cameras'): fire, frustum culling,
+cast (with sub-rays for beam divergence), return effects, projection."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from simlidar.sensors.effects import (
     signal_strength,
     sub_ray_directions,
 )
-from simlidar.sensors.raycast import MeshScene
+from simlidar.sensors.targets import RayTarget
 
 from .timing import StageTimes
 
@@ -83,7 +83,7 @@ def sample_reflectance(points_scene: np.ndarray, cameras: list[ScanCamera]) -> n
 
 
 def simulate_scan(
-    scene: MeshScene,
+    target: RayTarget,
     K: np.ndarray,
     width: int,
     height: int,
@@ -94,7 +94,7 @@ def simulate_scan(
     threads: int = 0,
     reflectance: np.ndarray | None = None,
 ) -> Scan:
-    """Fire one frame of `sensor` placed at `T_cam_lidar` (4, 4) into `scene` (camera
+    """Fire one frame of `sensor` placed at `T_cam_lidar` (4, 4) into `target` (camera
     frame, metres) and project the returns into the (width x height) camera K (3, 3).
 
     The frame's phase and every return effect draw from `rng` (sensors/effects.py has the
@@ -102,7 +102,7 @@ def simulate_scan(
     point is its reflectance x cos(incidence) / range^2, normalised by intensity_from_signal.
     """
     return simulate_rig_scan(
-        scene, [ScanCamera(K, width, height, reflectance=reflectance)], sensor, T_cam_lidar, rng, times, threads
+        target, [ScanCamera(K, width, height, reflectance=reflectance)], sensor, T_cam_lidar, rng, times, threads
     )
 
 
@@ -134,7 +134,7 @@ def _points_lidar(firing: Firing, returned: np.ndarray, distance_m: np.ndarray, 
 
 
 def simulate_rig_scan(
-    scene: MeshScene,
+    target: RayTarget,
     cameras: list[ScanCamera],
     sensor: Sensor,
     T_scene_lidar: np.ndarray,
@@ -142,7 +142,7 @@ def simulate_rig_scan(
     times: StageTimes | None = None,
     threads: int = 0,
 ) -> Scan:
-    """One frame of `sensor` placed at `T_scene_lidar` (4, 4) in `scene` (any frame, m)
+    """One frame of `sensor` placed at `T_scene_lidar` (4, 4) in `target` (any frame, m)
     serving several cameras: only beams that can reach one of the cameras' images are
     cast; a hit's reflectance comes from the first camera that sees it. sparse_depth_m is
     the first camera's; the others project points_scene themselves (own z-buffer)."""
@@ -160,7 +160,7 @@ def simulate_rig_scan(
         flat_scene = sub_rays_scene.reshape(-1, 3)
         flat_origins_scene = np.repeat(beam_origins_scene, sub_rays, axis=0)
     with times.stage("cast"):
-        hits = scene.cast(flat_origins_scene, flat_scene, threads=threads)
+        hits = target.cast(flat_origins_scene, flat_scene, threads=threads)
     with times.stage("project"):
         in_range = np.isfinite(hits.t) & (hits.t >= sensor.min_range_m) & (hits.t <= sensor.max_range_m)
         range_m = np.where(in_range, hits.t, np.inf)
