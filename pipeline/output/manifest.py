@@ -60,10 +60,10 @@ def prepare_output(store: Store, config: RunConfig, items: list, overwrite: bool
         if changes:
             raise PipelineError(
                 f"{store} holds a different run ({'; '.join(changes)}); "
-                "use another --out, or pass --overwrite to replace it"
+                "use another `out`, or pass `overwrite` to replace it"
             )
     elif [name for name in store.list_names() if not name.startswith(LOCK)] and not overwrite:
-        raise PipelineError(f"{store} is not empty and holds no simlidar run; use a new --out or pass --overwrite")
+        raise PipelineError(f"{store} is not empty and holds no simlidar run; use a new `out` or pass `overwrite`")
     if overwrite:
         _remove_run_files(store)
     remove_temporaries(store)

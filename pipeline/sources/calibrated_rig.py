@@ -226,7 +226,7 @@ def list_frames(root: str | Path, calibration: Calibration) -> list[RigFrame]:
         raise PipelineError("a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
     root = Path(root)
     if not root.is_dir():
-        raise PipelineError(f"{root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration --rig")
+        raise PipelineError(f"{root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration `rig`")
     per_camera: list[dict[str, str]] = []
     for camera in calibration.cameras:
         folder = root / camera.name

@@ -86,7 +86,7 @@ def _with_sidecar_depth(items: list, teacher: str, root) -> list:
     if teacher == "sidecar" and not any(item.has_depth_sidecar() for item in items):
         raise PipelineError(
             f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
-            "photo.depth.npy); add those files, or pass --teacher with a depth model"
+            "photo.depth.npy); add those files, or pass `teacher` with a depth model"
         )
     return items
 
@@ -94,9 +94,9 @@ def _with_sidecar_depth(items: list, teacher: str, root) -> list:
 def _no_rig_options(config: GenerateConfig, calibration_error: MountJitter | None, why: str) -> None:
     """Options a rig's one scan per frame cannot honour."""
     if config.views != 1:
-        raise PipelineError(f"--rig makes one LiDAR scan per {why} for all views: keep --views 1")
+        raise PipelineError(f"`rig` makes one LiDAR scan per {why} for all views: keep `views` 1")
     if calibration_error is not None:
-        raise PipelineError("--calibration-error is for single cameras; drop it or --rig")
+        raise PipelineError("`calibration_error` is for single cameras; drop it or `rig`")
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def generate_kind(config: GenerateConfig, calibration_error: MountJitter | None)
     if is_calibration(config.rig):
         if config.mount or config.intrinsics:
             raise PipelineError(
-                "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop --mount and --intrinsics"
+                "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop `mount` and `intrinsics`"
             )
         _no_rig_options(config, calibration_error, "frame")
         return CalibratedRig(load_calibration(config.rig))

@@ -90,9 +90,9 @@ def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
         return list_images(path), path
     if path.is_file():
         if is_image_name(path.name):
-            raise PipelineError(f"--images {path} is one photo; give its folder, a glob or a text file of paths")
+            raise PipelineError(f"`images` {path} is one photo; give its folder, a glob or a text file of paths")
         return _items(path.parent, _paths_from_list(path)), path.parent
-    raise PipelineError(f"--images {source} does not exist (give a folder, a glob or a text file of paths)")
+    raise PipelineError(f"`images` {source} does not exist (give a folder, a glob or a text file of paths)")
 
 
 def list_images(root: Path) -> list[SourceItem]:
@@ -101,7 +101,7 @@ def list_images(root: Path) -> list[SourceItem]:
     if not root.exists():
         raise PipelineError(f"input folder {root} does not exist")
     if not root.is_dir():
-        raise PipelineError(f"--images must be a folder, {root} is a file")
+        raise PipelineError(f"`images` must be a folder, {root} is a file")
     return _items_from_relpaths(root, [relpath for relpath in _walk(root) if is_image_name(relpath.rpartition("/")[2])])
 
 
