@@ -295,7 +295,10 @@ def _converter_checks(config: ConvertKittiConfig | ConvertRigConfig) -> list[tup
 
 
 def _converter_teacher(config: ConvertKittiConfig | ConvertRigConfig) -> TeacherSpec | None:
+    """The spec of the teacher of teacher.png, None when the run has none."""
     if not config.teacher:
+        if config.teacher_output:
+            raise PipelineError("`teacher_output` is for an hf:ORG/NAME `teacher`; give one, or drop it")
         return None
     check_teacher_name(config.teacher, config.teacher_output)
     return TeacherSpec(

@@ -26,11 +26,12 @@ from ..stages.recorded import kitti_sample, sweep_sample
 from ..stages.scene import Scene, simulate_scene
 from ..stages.timing import StageTimes
 from ..stages.views import CalibratedViews, PhotoViews, VirtualRigViews
-from .calibrated_rig import Calibration, is_calibration, list_frames, load_calibration, load_frame
+from .calibrated_rig import Calibration, is_calibration, list_frames, load_calibration, load_frame, rig_folder
 from .calibrated_rig_lidar import find_lidar_folder, read_frame_sweep
 from .inputs import list_sources
 from .kitti import KittiFrame, list_kitti_frames, read_kitti_frame
 from .photos import IMAGE_SUFFIXES, LoadedImage, load_image
+from .urls import is_url
 from .virtual_rig import Rig, load_rig
 
 if TYPE_CHECKING:
@@ -340,17 +341,15 @@ class RigLidar:
 
 
 def kitti_kind(config: ConvertKittiConfig) -> KittiDepth:
+    if is_url(config.root):
+        raise PipelineError(f"{config.root}: the KITTI tree must be a local folder")
     return KittiDepth(Path(config.root), config.split, Path(config.raw) if config.raw else None)
 
 
 def rig_lidar_kind(config: ConvertRigConfig) -> RigLidar:
     """The rig's calibration read and its LiDAR folder found before any work."""
     calibration = load_calibration(config.rig)
-    root = Path(config.root)
-    if not root.is_dir():
-        raise PipelineError(
-            f"{root} is not a folder: pass the rig's folder (ROOT/CAMERA/FRAME.jpg, ROOT/LIDAR/FRAME.bin)"
-        )
+    root = rig_folder(config.root)
     lidar_folder = find_lidar_folder(root, calibration, config.lidar_folder or None)
     return RigLidar(calibration, root, lidar_folder, config.lidar_columns)
 
