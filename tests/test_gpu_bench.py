@@ -70,24 +70,36 @@ exec sleep 30
 """
 
 
+def sampled_arguments(folder, utilisation: GpuUtilisation) -> list[str]:
+    """Run `utilisation`'s block until the fake nvidia-smi has printed its two samples; the
+    arguments it was called with."""
+    (folder / "arguments").unlink(missing_ok=True)
+    with utilisation:
+        for _ in range(200):
+            if len(utilisation.samples) == 2:
+                break
+            time.sleep(0.05)
+    return (folder / "arguments").read_text().split()
+
+
 def test_gpu_utilisation_is_read_from_nvidia_smi_and_absent_without_it(tmp_path, monkeypatch):
     fake = tmp_path / "nvidia-smi"
     fake.write_text(FAKE_NVIDIA_SMI)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
-    with GpuUtilisation(interval_ms=50) as utilisation:
-        for _ in range(100):
-            if len(utilisation.samples) == 2:
-                break
-            time.sleep(0.05)
-    assert utilisation.mean() == pytest.approx(46.0)
-    arguments = (tmp_path / "arguments").read_text().split()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    utilisation = GpuUtilisation(interval_ms=50)
+    arguments = sampled_arguments(tmp_path, utilisation)
+    assert utilisation.mean() == pytest.approx(46.0)  # "[N/A]" is no sample
     assert "--loop-ms=50" in arguments and "--id=1,3" in arguments
-    assert utilisation._process.poll() is not None  # stopped with the block
     start, seconds = utilisation.started, utilisation.seconds
     utilisation.samples = [(start + 0.1 * index * seconds, 10.0 * index) for index in range(11)]
     assert utilisation.mean(middle_half=True) == pytest.approx(50.0)  # samples 3..7 of 0..10
+    assert "--id=1" in sampled_arguments(tmp_path, GpuUtilisation(devices=1))  # the first GPU torch sees
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert "--id=0" in sampled_arguments(tmp_path, GpuUtilisation(devices=1))
+    assert not [argument for argument in sampled_arguments(tmp_path, GpuUtilisation()) if "--id" in argument]
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with GpuUtilisation() as without:
         pass
@@ -102,6 +114,8 @@ def test_a_gpu_size_without_a_gpu_and_a_bad_json_path_are_refused_before_any_wor
     (tmp_path / "file").write_text("")
     code, out, err = cli("bench", "gpu", "--size", "tiny", "--json", tmp_path / "file" / "x.json")
     assert code == 2 and f"--json {tmp_path / 'file' / 'x.json'}: cannot make its folder" in err and out == ""
+    code, out, err = cli("bench", "--repeats", "3", "gpu", "--size", "tiny", "--json", tmp_path / "x.json")
+    assert code == 2 and "--repeats belong to the frame bench, not to `bench gpu`" in err and out == ""
     assert not (tmp_path / "x.json").exists()
 
 

@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,13 +128,20 @@ def torchrun(shards: str, scratch: Path, batch_size: int, crop: tuple[int, int],
     (scratch / "spec.json").write_text(json.dumps(spec))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
     command = [*launcher, "-m", "simlidar.train.gpu_bench", str(scratch / "spec.json")]
+    # Its own process group, so that a stuck run goes with all its ranks (a rank left behind
+    # would hold its GPU).
+    launched = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"torchrun on {ranks} ranks did not finish in {TORCHRUN_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        last_words = [line for line in done.stderr.splitlines() if line.strip()][-20:]
-        raise RuntimeError(f"torchrun on {ranks} ranks failed (exit {done.returncode}):\n" + "\n".join(last_words))
+        _, stderr = launched.communicate(timeout=TORCHRUN_TIMEOUT_S)
+    except BaseException:
+        os.killpg(launched.pid, signal.SIGKILL)
+        launched.communicate()
+        raise
+    if launched.returncode != 0:
+        last_words = [line for line in stderr.splitlines() if line.strip()][-20:]
+        raise RuntimeError(f"torchrun on {ranks} ranks failed (exit {launched.returncode}):\n" + "\n".join(last_words))
     return json.loads(Path(spec["result"]).read_text())
 
 

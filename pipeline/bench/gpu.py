@@ -306,13 +306,15 @@ def generate_rows(plan: GeneratePlan, repeats: int, models: ModelFolders, work: 
     free_gpu_memory()
     runs = timed_runs(config, counts, work, actors, plan.cpus)
     (short_s, _), (long_s, utilisation) = runs[1], runs[2]
-    rate = (counts[2] - counts[1]) / (long_s - short_s) if long_s > short_s else math.nan
-    ratio = rate / (alone["bare_ips"] * actors)
+    whole = f"whole long run {counts[2] / long_s:.1f}/s"
+    if long_s > short_s:
+        rate = (counts[2] - counts[1]) / (long_s - short_s)
+        ratio = rate / (alone["bare_ips"] * actors)
+        note = f"{ratio:.2f} of the teacher alone x {actors} (goal >= 0.9); the long run less the short one; {whole}"
+    else:
+        rate = ratio = None
+        note = f"no steady rate: the long run took no longer than the short one (a busy machine?); {whole}"
     what = f"{counts[2]} photos {width}x{height}, {slots} shard task(s) + {actors} teacher actor(s)"
-    note = (
-        f"{ratio:.2f} of the teacher alone x {actors} (goal >= 0.9); the long run less the short one; "
-        f"whole long run {counts[2] / long_s:.1f}/s"
-    )
     figures = {"photos": counts, "seconds": [seconds for seconds, _ in runs], "ratio": ratio, "weights": weights}
     return [
         Row("generate", f"teacher alone, {alone['what']}", alone["bare_ips"], "img/s", note=alone["note"]),
@@ -387,7 +389,7 @@ def training_rows(plan: TrainPlan, training: Training, shards: Path, work: Path)
         raise PipelineError("part 2 made no shards to train on (see its row)")
     rows = []
     for objective in training.OBJECTIVES:
-        with GpuUtilisation() as utilisation:
+        with GpuUtilisation(devices=1) as utilisation:
             figures = training.single_device(
                 str(shards),
                 work,
@@ -401,6 +403,7 @@ def training_rows(plan: TrainPlan, training: Training, shards: Path, work: Path)
             )
         rows.append(loop_row(figures, utilisation.mean(middle_half=True)))
         click.echo(f"  {objective}: {figures['samples_per_s']:.1f} samples/s", err=True)
+    free_gpu_memory()  # torchrun's rank 0 shares this process's GPU
     for figures in training.torchrun(str(shards), work / "torchrun", plan.batch_size, plan.crop, plan.timed_steps):
         rows.append(torchrun_row(figures))
     return rows
@@ -440,34 +443,38 @@ def torchrun_row(figures: dict) -> Row:
 
 
 class GpuUtilisation:
-    """The visible GPUs' utilisation (nvidia-smi's utilization.gpu: the share of time a kernel
-    ran), sampled every `interval_ms` by one `nvidia-smi --loop-ms` process while the block
-    runs. nvidia-smi comes with the NVIDIA driver; where there is none (no GPU), mean() is None.
-    seconds: how long the block took."""
+    """The utilisation of the GPUs this torch sees (nvidia-smi's utilization.gpu: the share
+    of time a kernel ran), sampled every `interval_ms` by one `nvidia-smi --loop-ms` process
+    while the block runs; devices: the first N of them only (None: all). nvidia-smi comes
+    with the NVIDIA driver; without a GPU or without it, mean() is None. seconds: how long
+    the block took."""
 
-    def __init__(self, interval_ms: int = 200):
-        self.interval_ms = interval_ms
+    def __init__(self, interval_ms: int = 200, devices: int | None = None):
+        self.interval_ms, self.devices = interval_ms, devices
         self.samples: list[tuple[float, float]] = []
-        self.started = self.ended = 0.0
-        self.seconds = 0.0
+        self.started = self.ended = self.seconds = 0.0
         self._process: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
 
     def __enter__(self) -> GpuUtilisation:
         command = shutil.which("nvidia-smi")
-        if command:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        if command and torch.cuda.is_available():
             query = ["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"--loop-ms={self.interval_ms}"]
             self._process = subprocess.Popen(
-                [command, *query, *([f"--id={visible}"] if visible else [])],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
+                [command, *query, *self._id_option()], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
             )
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
         self.started = time.perf_counter()
         return self
+
+    def _id_option(self) -> list[str]:
+        """nvidia-smi's --id of the GPUs measured: CUDA_VISIBLE_DEVICES's (indices or UUIDs,
+        both of which it takes), the first `devices` of them."""
+        visible = [part.strip() for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
+        if self.devices is not None:
+            visible = (visible or [str(index) for index in range(self.devices)])[: self.devices]
+        return [f"--id={','.join(visible)}"] if visible else []
 
     def _read(self) -> None:
         for line in self._process.stdout:
@@ -506,9 +513,14 @@ def _finite(value):
 
 
 def write_report(path: Path, report: dict) -> None:
+    """The report as JSON at `path`, whole or not at all (written aside, then renamed)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
-    temporary.replace(path)
+    try:
+        temporary.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+        temporary.replace(path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise PipelineError(f"cannot write --json {path}: {error.strerror or error}") from None
 
 
 def print_table(rows: list[Row], seconds: dict[str, float]) -> None:

@@ -79,7 +79,7 @@ PLANS = {
     "cpu": BenchPlan(
         "cpu",
         TeacherPlan(DA_V2, ("fp32",), (1,), input_px=518, repeats=2),
-        GeneratePlan(photo_scale=2, input_px=196, shard_size=2, waves=(1, 1, 3)),
+        GeneratePlan(photo_scale=2, input_px=196, shard_size=2, waves=(1, 1, 4)),
         TrainPlan(steps=6, batch_size=2, crop=(128, 256), workers=1, timed_steps=2, loader_samples=8),
     ),
     "tiny": BenchPlan(

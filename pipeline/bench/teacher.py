@@ -53,16 +53,13 @@ def random_depth_anything_v2(name: str, folder: Path, input_px: int = DA_V2_INPU
     """Save the published architecture of `name` (see DA_V2_ARCHITECTURES) with random
     weights and its processor (short side to `input_px`, 518 as published) into
     `folder`, for timing without downloading the weights: a forward costs the same
-    whatever the weights. Built on the GPU when there is one (initialising 100 M random
-    weights takes seconds on a CPU)."""
+    whatever the weights."""
     from transformers import DepthAnythingForDepthEstimation, DPTImageProcessorPil
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = DepthAnythingForDepthEstimation(depth_anything_v2_config(name))
-    model.save_pretrained(folder)
+    DepthAnythingForDepthEstimation(depth_anything_v2_config(name)).save_pretrained(folder)
     size = {"height": input_px, "width": input_px}
     DPTImageProcessorPil(size=size, **DA_V2_PROCESSOR).save_pretrained(folder)
     return folder

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..bench.frame import print_frame_table, print_mesh_table
 from ..bench.gpu_plan import SIZE_CHOICES
@@ -71,6 +72,10 @@ def bench(
     the runner scales with workers and input count, or with --store a run's throughput
     into an object store against local disk. `simlidar bench gpu` measures what a GPU gives."""
     if context.invoked_subcommand is not None:
+        given = [name for name in context.params if context.get_parameter_source(name) != ParameterSource.DEFAULT]
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise click.UsageError(f"{flags} belong to the frame bench, not to `bench {context.invoked_subcommand}`")
         return
     if store:
         from ..bench.store import print_store_throughput
