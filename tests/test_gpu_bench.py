@@ -134,9 +134,12 @@ def test_the_cpu_half_runs_every_part_exits_0_and_writes_every_row(cli, tmp_path
     assert [(row["model"], row["precision"], row["batch_size"]) for row in teacher] == list(expected)
     assert [row["parameters"] for row in teacher] == [PUBLISHED_PARAMETERS[row["model"]] for row in teacher]
     alone, run, shares = (row for row in rows if row["part"] == "generate")
-    # 2 cores, one holding the teacher actor: one task slot; waves 1, 1, 2 of 1-photo shards
-    assert run["figures"]["photos"] == [1, 1, 2]
-    assert run["figures"]["ratio"] == pytest.approx(run["rate"] / alone["rate"])
+    # 2 cores, one holding the teacher actor: one task slot; waves 0, 1, 2 of 1-photo shards
+    assert run["figures"]["photos"] == [0, 1, 2] and run["figures"]["seconds"][0] == 0
+    if run["rate"] is None:  # a busy machine can make the long run no slower than the short one
+        assert run["figures"]["ratio"] is None and run["note"].startswith("no steady rate")
+    else:
+        assert run["figures"]["ratio"] == pytest.approx(run["rate"] / alone["rate"])
     assert {"read", "teacher", "cast", "encode"} <= set(shares["figures"])
     train = [row for row in rows if row["part"] == "train"]
     assert [row["what"].split(",")[0] for row in train] == list(OBJECTIVES)

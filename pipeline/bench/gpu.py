@@ -280,9 +280,8 @@ def time_forward(teacher, batch_size: int, plan: TeacherPlan, row: Row) -> Row:
     try:
         pixel_values = torch.rand(batch_size, 3, plan.input_px, plan.input_px, device=device)
         row.rate = bare_images_per_second(teacher, pixel_values, plan.repeats)
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError:  # a smaller GPU: the row says so and the next one runs
         row.note = f"out of GPU memory at batch {batch_size}; {row.note}"
-        torch.cuda.empty_cache()
     row.peak_gpu_gb = peak_gpu_gb(device)
     return row
 
@@ -338,12 +337,16 @@ def teacher_alone(config: GenerateConfig, photo_hw: tuple[int, int], repeats: in
 
 
 def timed_runs(config: GenerateConfig, counts: list[int], work: Path, actors: int, cpus: int | None) -> list:
-    """(seconds, mean GPU utilisation over its middle half) of a generate run of each count."""
+    """(seconds, mean GPU utilisation over its middle half) of a generate run of each count
+    (none, and (0, None), for a count of 0)."""
     ray.init(address="local", num_cpus=cpus or os.cpu_count(), **RAY_QUIET)
     try:
         address = ray.get_runtime_context().gcs_address
         runs = []
         for name, count in zip(RUNS, counts, strict=True):
+            if count == 0:
+                runs.append((0.0, None))
+                continue
             with GpuUtilisation() as utilisation:
                 generate(
                     dataclasses.replace(config, limit=count),
@@ -372,15 +375,19 @@ def time_shares(short_dir: Path, long_dir: Path, photos: int) -> Row:
     """Where a shard task's time goes: each stage's milliseconds per photo and share, the long
     run's less the short run's over the `photos` more, so that start-up (the first tasks
     waiting for an actor to load its model) cancels out. A task's teacher stage is its wait
-    on the actors: their queue, preprocessing, forward and resizing."""
+    on the actors (their queue, preprocessing, forward and resizing) and the conversion to
+    metric depth."""
     short, long = stage_seconds(short_dir), stage_seconds(long_dir)
     seconds = {stage: max(0.0, spent - short.get(stage, 0.0)) for stage, spent in long.items()}
-    total = seconds.pop("total", 0.0) or math.nan
+    total = seconds.pop("total", 0.0)
     seconds["other"] = max(0.0, total - sum(seconds.values()))
     ranked = sorted(seconds.items(), key=lambda item: -item[1])
     per_photo_ms = {stage: 1000 * spent / photos for stage, spent in ranked}
-    shares = ", ".join(f"{stage} {spent / total:.0%} ({per_photo_ms[stage]:.0f} ms)" for stage, spent in ranked[:5])
-    return Row("generate", "a shard task's time per photo (long run less short)", note=shares, figures=per_photo_ms)
+    if total > 0:
+        note = ", ".join(f"{stage} {spent / total:.0%} ({per_photo_ms[stage]:.0f} ms)" for stage, spent in ranked[:5])
+    else:
+        note = "none: the long run's tasks took no longer than the short run's (a busy machine?)"
+    return Row("generate", "a shard task's time per photo (long run less short)", note=note, figures=per_photo_ms)
 
 
 def training_rows(plan: TrainPlan, training: Training, shards: Path, work: Path) -> list[Row]:
