@@ -89,7 +89,7 @@ def single_device(
         device=str(device),
     )
     per_worker = loader_rate(index, config.crop, loader_samples)
-    compute_rate, _ = training_rate(index, config, timed_steps, device)
+    compute_rate = training_rate(index, config, timed_steps, device)[0]  # its model let go before the loop
     reset_peak_gpu_memory(device)
     train(config, progress=False)
     return {
@@ -172,6 +172,7 @@ def rank_figures(spec: dict) -> list[dict]:
                     "steps": spec["steps"],
                 }
             )
+            del model  # not in the next objective's peak memory
         return figures
     finally:
         distributed.teardown()
