@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from simlidar.pipeline.bench.gpu import GpuUtilisation, torchrun_row
+from simlidar.pipeline.bench.gpu import (
+    GpuUtilisation,
+    ShardSpan,
+    shard_spans,
+    steady_rate,
+    steady_window,
+    time_shares,
+    torchrun_row,
+)
 from simlidar.pipeline.bench.gpu_plan import PLANS
 from simlidar.pipeline.bench.scaling import copy_scene
 from simlidar.pipeline.bench.teacher import DA_V2_ARCHITECTURES, depth_anything_v2_config
@@ -63,6 +71,28 @@ def test_ranks_that_disagree_make_a_failed_row():
     assert row.error == "the ranks' weights differ by up to 3e-07" == row.note
 
 
+def test_the_steady_window_runs_from_the_first_end_to_the_last_start(tmp_path):
+    # Two task slots: shards of 4 photos; the first wave's first shard ends at 10 s.
+    spans = [
+        ShardSpan(0.0, 10.0, 4, {"total": 10.0, "teacher": 8.0, "cast": 1.0}),
+        ShardSpan(0.0, 12.0, 4, {"total": 12.0, "teacher": 9.0, "cast": 2.0}),
+        ShardSpan(10.0, 14.0, 4, {"total": 4.0, "teacher": 2.0, "cast": 1.0}),
+        ShardSpan(12.0, 16.0, 4, {"total": 4.0, "teacher": 2.0, "cast": 1.0}),
+        ShardSpan(14.0, 18.0, 4, {"total": 4.0, "teacher": 2.0, "cast": 1.0}),
+    ]
+    assert steady_window(spans) == (10.0, 14.0)
+    # in 10..14 s: 1/6 of shard 2, all of shard 3, half of shard 4
+    assert steady_rate(spans, (10.0, 14.0)) == pytest.approx((4 / 6 + 4 + 2) / 4)
+    assert steady_window(spans[:2]) is None  # one wave: no shard starts after another ends
+    row = time_shares([span for span in spans if span.start >= 10.0])
+    assert row.figures == {"shards": 3, "ms_per_photo": {"teacher": 500.0, "cast": 250.0, "other": 250.0}}
+    assert row.note == "teacher 50% (500 ms), cast 25% (250 ms), other 25% (250 ms)"
+    stats = tmp_path / "shard-000000.stats.json"
+    stats.write_text(json.dumps({"inputs": 4, "seconds": {"total": 2.5, "cast": 1.0}}))
+    os.utime(stats, (1000.0, 1000.0))
+    assert shard_spans(tmp_path) == [ShardSpan(997.5, 1000.0, 4, {"total": 2.5, "cast": 1.0})]
+
+
 FAKE_NVIDIA_SMI = """#!/bin/sh
 echo "$@" > "$(dirname "$0")/arguments"
 printf '37\\n[N/A]\\n55\\n'
@@ -95,7 +125,7 @@ def test_gpu_utilisation_is_read_from_nvidia_smi_and_absent_without_it(tmp_path,
     assert "--loop-ms=50" in arguments and "--id=1,3" in arguments
     start, seconds = utilisation.started, utilisation.seconds
     utilisation.samples = [(start + 0.1 * index * seconds, 10.0 * index) for index in range(11)]
-    assert utilisation.mean(middle_half=True) == pytest.approx(50.0)  # samples 3..7 of 0..10
+    assert utilisation.mean(utilisation.middle_half()) == pytest.approx(50.0)  # samples 3..7 of 0..10
     assert "--id=1" in sampled_arguments(tmp_path, GpuUtilisation(devices=1))  # the first GPU torch sees
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert "--id=0" in sampled_arguments(tmp_path, GpuUtilisation(devices=1))
@@ -134,13 +164,13 @@ def test_the_cpu_half_runs_every_part_exits_0_and_writes_every_row(cli, tmp_path
     assert [(row["model"], row["precision"], row["batch_size"]) for row in teacher] == list(expected)
     assert [row["parameters"] for row in teacher] == [PUBLISHED_PARAMETERS[row["model"]] for row in teacher]
     alone, run, shares = (row for row in rows if row["part"] == "generate")
-    # 2 cores, one holding the teacher actor: one task slot; waves 0, 1, 2 of 1-photo shards
-    assert run["figures"]["photos"] == [0, 1, 2] and run["figures"]["seconds"][0] == 0
-    if run["rate"] is None:  # a busy machine can make the long run no slower than the short one
-        assert run["figures"]["ratio"] is None and run["note"].startswith("no steady rate")
-    else:
-        assert run["figures"]["ratio"] == pytest.approx(run["rate"] / alone["rate"])
-    assert {"read", "teacher", "cast", "encode"} <= set(shares["figures"])
+    # 2 cores, one holding the teacher actor: one task slot, so the 3 one-photo shards run one
+    # after another and the steady window is the second one's span
+    assert run["figures"]["photos"] == [0, 3] and run["figures"]["seconds"][0] == 0
+    assert run["figures"]["ratio"] == pytest.approx(run["rate"] / alone["rate"])
+    assert run["note"].endswith(f"over its steady {run['figures']['window_s']:.1f} s")
+    assert shares["figures"]["shards"] == 1
+    assert {"read", "teacher", "cast", "encode"} <= set(shares["figures"]["ms_per_photo"])
     train = [row for row in rows if row["part"] == "train"]
     assert [row["what"].split(",")[0] for row in train] == list(OBJECTIVES)
     assert all(row["figures"]["workers_needed"] >= 1 and row["peak_gpu_gb"] is None for row in train)

@@ -54,7 +54,7 @@ from .teacher import DA_V2_INPUT_PX, bare_images_per_second, bench_teacher, rand
 
 BUNDLED_STREET = Path(__file__).resolve().parents[2] / "examples" / "scenes" / "street_kitti.jpg"
 GENERATE_TEACHER = "depth-anything-v2-small"
-RUNS = ("warm-up", "short", "long")
+RUNS = ("warm-up", "timed")
 RAY_QUIET = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 
 
@@ -154,7 +154,7 @@ def run_gpu_bench(size: str, json_path: Path, training: Training) -> bool:
         parts: dict[str, Callable[[], list[Row]]] = {
             "teacher": lambda: teacher_rows(plan.teacher, models),
             "generate": lambda: generate_rows(plan.generate, plan.teacher.repeats, models, work / "generate"),
-            "train": lambda: training_rows(plan.train, training, work / "generate" / "long", work / "train"),
+            "train": lambda: training_rows(plan.train, training, work / "generate" / "timed", work / "train"),
         }
         for number, (part, measure) in enumerate(parts.items(), start=1):
             click.echo(f"part {number}/{len(parts)}: {part} ...", err=True)
@@ -195,7 +195,7 @@ def describe(plan: BenchPlan, slots: int, actors: int) -> str:
     return (
         f"size {plan.name}: teacher: {', '.join(teacher.models)} x {', '.join(teacher.precisions)} x batch "
         f"{', '.join(map(str, teacher.batch_sizes))} at {teacher.input_px}x{teacher.input_px}, median of "
-        f"{teacher.repeats}; generate: {photos} photos (warm-up, short, long run; shards of {gen.shard_size}, "
+        f"{teacher.repeats}; generate: {photos} photos (warm-up, timed run; shards of {gen.shard_size}, "
         f"{slots} task slot(s) + {actors} teacher actor(s)), the street photo / {gen.photo_scale}, teacher input "
         f"{gen.input_px} px; train: {train.steps} steps per objective (batch {train.batch_size}, crop "
         f"{train.crop[0]}x{train.crop[1]}), {train.timed_steps} compute-only steps alone and under torchrun"
@@ -287,8 +287,9 @@ def time_forward(teacher, batch_size: int, plan: TeacherPlan, row: Row) -> Row:
 
 
 def generate_rows(plan: GeneratePlan, repeats: int, models: ModelFolders, work: Path) -> list[Row]:
-    """Part 2: generate's three runs on Ray (started here once, so no run pays for it), the
-    teacher alone at the photos' input beside them, and where the long run's time went."""
+    """Part 2: a warm-up run and a timed run of generate on Ray (started here once, so that no
+    run pays for it), the teacher alone at the photos' input beside them, and where a shard
+    task's time went: all taken in the timed run's steady window."""
     slots, actors = task_slots(plan)
     counts = photo_counts(plan, slots)
     folder, weights = models.folder(GENERATE_TEACHER, plan.input_px)
@@ -303,22 +304,23 @@ def generate_rows(plan: GeneratePlan, repeats: int, models: ModelFolders, work: 
         width, height = photo.size
     alone = teacher_alone(config, (height, width), repeats)
     free_gpu_memory()
-    runs = timed_runs(config, counts, work, actors, plan.cpus)
-    (short_s, _), (long_s, utilisation) = runs[1], runs[2]
-    whole = f"whole long run {counts[2] / long_s:.1f}/s"
-    if long_s > short_s:
-        rate = (counts[2] - counts[1]) / (long_s - short_s)
-        ratio = rate / (alone["bare_ips"] * actors)
-        note = f"{ratio:.2f} of the teacher alone x {actors} (goal >= 0.9); the long run less the short one; {whole}"
+    seconds, utilisation = timed_runs(config, counts, work, actors, plan.cpus)
+    spans = shard_spans(work / "timed")
+    window = steady_window(spans)
+    if window is None:  # a single wave: no shard starts after one has ended
+        rate, how = counts[-1] / seconds[-1], "the whole run (a single wave: no steady window)"
+        shares = spans
     else:
-        rate = ratio = None
-        note = f"no steady rate: the long run took no longer than the short one (a busy machine?); {whole}"
-    what = f"{counts[2]} photos {width}x{height}, {slots} shard task(s) + {actors} teacher actor(s)"
-    figures = {"photos": counts, "seconds": [seconds for seconds, _ in runs], "ratio": ratio, "weights": weights}
+        rate, how = steady_rate(spans, window), f"its steady {window[1] - window[0]:.1f} s"
+        shares = [span for span in spans if span.start >= window[0]] or spans
+    ratio = rate / (alone["bare_ips"] * actors)
+    note = f"{ratio:.2f} of the teacher alone x {actors} (goal >= 0.9), over {how}"
+    what = f"{counts[-1]} photos {width}x{height}, {slots} shard task(s) + {actors} teacher actor(s)"
+    figures = {"photos": counts, "seconds": seconds, "ratio": ratio, "window_s": window and window[1] - window[0]}
     return [
         Row("generate", f"teacher alone, {alone['what']}", alone["bare_ips"], "img/s", note=alone["note"]),
-        Row("generate", what, rate, "photos/s", gpu_util=utilisation, note=note, figures=figures),
-        time_shares(work / "short", work / "long", counts[2] - counts[1]),
+        Row("generate", what, rate, "photos/s", gpu_util=utilisation.mean(window), note=note, figures=figures),
+        time_shares(shares),
     ]
 
 
@@ -336,62 +338,87 @@ def teacher_alone(config: GenerateConfig, photo_hw: tuple[int, int], repeats: in
     }
 
 
-def timed_runs(config: GenerateConfig, counts: list[int], work: Path, actors: int, cpus: int | None) -> list:
-    """(seconds, mean GPU utilisation over its middle half) of a generate run of each count
-    (none, and (0, None), for a count of 0)."""
+def timed_runs(
+    config: GenerateConfig, counts: list[int], work: Path, actors: int, cpus: int | None
+) -> tuple[list[float], GpuUtilisation]:
+    """Each run's seconds (0 for a run of 0 photos, which is left out) and the GPU
+    utilisation sampled over the timed run (the last)."""
     ray.init(address="local", num_cpus=cpus or os.cpu_count(), **RAY_QUIET)
     try:
         address = ray.get_runtime_context().gcs_address
-        runs = []
+        seconds = []
         for name, count in zip(RUNS, counts, strict=True):
-            if count == 0:
-                runs.append((0.0, None))
-                continue
-            with GpuUtilisation() as utilisation:
-                generate(
-                    dataclasses.replace(config, limit=count),
-                    work / name,
-                    progress=False,
-                    address=address,
-                    teacher_actors=actors,
-                )
-            runs.append((utilisation.seconds, utilisation.mean(middle_half=True)))
-            click.echo(f"  {name} run: {count} photos in {utilisation.seconds:.1f} s", err=True)
-        return runs
+            utilisation = GpuUtilisation()
+            if count:
+                with utilisation:
+                    run_config = dataclasses.replace(config, limit=count)
+                    generate(run_config, work / name, progress=False, address=address, teacher_actors=actors)
+                click.echo(f"  {name} run: {count} photos in {utilisation.seconds:.1f} s", err=True)
+            seconds.append(utilisation.seconds)
+        return seconds, utilisation
     finally:
         ray.shutdown()
 
 
-def stage_seconds(out_dir: Path) -> dict[str, float]:
-    """Seconds per stage (and "total") summed over a run's shard stats."""
-    seconds: dict[str, float] = defaultdict(float)
+@dataclass(frozen=True)
+class ShardSpan:
+    """When a shard's task ran (wall-clock seconds: its stats file is written as it ends, after
+    `seconds["total"]`), its photos and its stats' seconds per stage."""
+
+    start: float
+    end: float
+    photos: int
+    seconds: dict
+
+
+def shard_spans(out_dir: Path) -> list[ShardSpan]:
+    spans = []
     for stats_file in out_dir.glob("*.stats.json"):
-        for stage, spent in json.loads(stats_file.read_text())["seconds"].items():
+        stats = json.loads(stats_file.read_text())
+        end = stats_file.stat().st_mtime
+        spans.append(ShardSpan(end - stats["seconds"]["total"], end, stats["inputs"], stats["seconds"]))
+    return spans
+
+
+def steady_window(spans: list[ShardSpan]) -> tuple[float, float] | None:
+    """From the first shard's end (the actors have loaded and served; every task slot is
+    busy) to the last shard's start (after which slots fall idle); None when that is empty."""
+    start, end = min(span.end for span in spans), max(span.start for span in spans)
+    return (start, end) if end > start else None
+
+
+def steady_rate(spans: list[ShardSpan], window: tuple[float, float]) -> float:
+    """Photos/s made within `window`, each shard's photos spread evenly over its span."""
+    start, end = window
+    made = sum(
+        span.photos * max(0.0, min(span.end, end) - max(span.start, start)) / (span.end - span.start)
+        for span in spans
+        if span.end > span.start
+    )
+    return made / (end - start)
+
+
+def time_shares(spans: list[ShardSpan]) -> Row:
+    """Where a shard task's time goes: each stage's milliseconds per photo and share, over the
+    shards that started in the steady window (so not the first tasks' wait for an actor to
+    load its model). A task's teacher stage is its wait on the actors (their queue,
+    preprocessing, forward and resizing) and the conversion to metric depth."""
+    seconds: dict[str, float] = defaultdict(float)
+    for span in spans:
+        for stage, spent in span.seconds.items():
             seconds[stage] += spent
-    return seconds
-
-
-def time_shares(short_dir: Path, long_dir: Path, photos: int) -> Row:
-    """Where a shard task's time goes: each stage's milliseconds per photo and share, the long
-    run's less the short run's over the `photos` more, so that start-up (the first tasks
-    waiting for an actor to load its model) cancels out. A task's teacher stage is its wait
-    on the actors (their queue, preprocessing, forward and resizing) and the conversion to
-    metric depth."""
-    short, long = stage_seconds(short_dir), stage_seconds(long_dir)
-    seconds = {stage: max(0.0, spent - short.get(stage, 0.0)) for stage, spent in long.items()}
-    total = seconds.pop("total", 0.0)
+    total = seconds.pop("total", 0.0) or math.nan
     seconds["other"] = max(0.0, total - sum(seconds.values()))
     ranked = sorted(seconds.items(), key=lambda item: -item[1])
+    photos = sum(span.photos for span in spans)
     per_photo_ms = {stage: 1000 * spent / photos for stage, spent in ranked}
-    if total > 0:
-        note = ", ".join(f"{stage} {spent / total:.0%} ({per_photo_ms[stage]:.0f} ms)" for stage, spent in ranked[:5])
-    else:
-        note = "none: the long run's tasks took no longer than the short run's (a busy machine?)"
-    return Row("generate", "a shard task's time per photo (long run less short)", note=note, figures=per_photo_ms)
+    note = ", ".join(f"{stage} {spent / total:.0%} ({per_photo_ms[stage]:.0f} ms)" for stage, spent in ranked[:5])
+    what = f"a shard task's time per photo ({len(spans)} shards)"
+    return Row("generate", what, note=note, figures={"shards": len(spans), "ms_per_photo": per_photo_ms})
 
 
 def training_rows(plan: TrainPlan, training: Training, shards: Path, work: Path) -> list[Row]:
-    """Part 3, on part 2's long run: the loop per objective on this device, then torchrun."""
+    """Part 3, on part 2's timed run: the loop per objective on this device, then torchrun."""
     if not (shards / "manifest.json").is_file():
         raise PipelineError("part 2 made no shards to train on (see its row)")
     rows = []
@@ -408,7 +435,7 @@ def training_rows(plan: TrainPlan, training: Training, shards: Path, work: Path)
                 plan.timed_steps,
                 plan.loader_samples,
             )
-        rows.append(loop_row(figures, utilisation.mean(middle_half=True)))
+        rows.append(loop_row(figures, utilisation.mean(utilisation.middle_half())))
         click.echo(f"  {objective}: {figures['samples_per_s']:.1f} samples/s", err=True)
     free_gpu_memory()  # torchrun's rank 0 shares this process's GPU
     for figures in training.torchrun(str(shards), work / "torchrun", plan.batch_size, plan.crop, plan.timed_steps):
@@ -453,8 +480,8 @@ class GpuUtilisation:
     """The utilisation of the GPUs this torch sees (nvidia-smi's utilization.gpu: the share
     of time a kernel ran), sampled every `interval_ms` by one `nvidia-smi --loop-ms` process
     while the block runs; devices: the first N of them only (None: all). nvidia-smi comes
-    with the NVIDIA driver; without a GPU or without it, mean() is None. seconds: how long
-    the block took."""
+    with the NVIDIA driver; without a GPU or without it, mean() is None. Times are wall-clock
+    (time.time(), as files' modification times are); seconds: how long the block took."""
 
     def __init__(self, interval_ms: int = 200, devices: int | None = None):
         self.interval_ms, self.devices = interval_ms, devices
@@ -472,7 +499,7 @@ class GpuUtilisation:
             )
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
-        self.started = time.perf_counter()
+        self.started = time.time()
         return self
 
     def _id_option(self) -> list[str]:
@@ -486,24 +513,27 @@ class GpuUtilisation:
     def _read(self) -> None:
         for line in self._process.stdout:
             try:
-                self.samples.append((time.perf_counter(), float(line)))
+                self.samples.append((time.time(), float(line)))
             except ValueError:
                 continue  # "[N/A]" or a message: not a sample
 
     def __exit__(self, *exc_info) -> None:
-        self.ended = time.perf_counter()
+        self.ended = time.time()
         self.seconds = self.ended - self.started
         if self._process is not None:
             self._process.terminate()
             self._process.wait(timeout=10)
             self._reader.join(timeout=10)
 
-    def mean(self, middle_half: bool = False) -> float | None:
-        """Mean percentage over the GPUs and the block (middle_half: its middle half only,
-        leaving out start-up and the last tasks), or None without samples."""
-        start, end = self.started, self.ended
-        if middle_half:
-            start, end = start + (end - start) / 4, end - (end - start) / 4
+    def middle_half(self) -> tuple[float, float]:
+        """The block's middle half: without its start-up and its last moments."""
+        quarter = (self.ended - self.started) / 4
+        return self.started + quarter, self.ended - quarter
+
+    def mean(self, window: tuple[float, float] | None = None) -> float | None:
+        """Mean percentage over the GPUs and the block (or `window` of it: wall-clock start
+        and end), or None without samples there."""
+        start, end = window or (self.started, self.ended)
         values = [value for at, value in self.samples if start <= at <= end]
         return sum(values) / len(values) if values else None
 
