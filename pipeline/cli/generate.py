@@ -7,10 +7,10 @@ import os
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
-from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
-from ..output import object_store
-from ..sources.urls import is_url
+from ..config import DEFAULT_MAX_PIXELS, RAY_DROP_MODELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..sources.urls import absolute_location
 from ..stages.mesh import METHODS, MeshOptions
+from .engine import run_and_report, run_options
 from .errors import with_flags
 
 
@@ -30,13 +30,14 @@ def _absolute_rig(rig: str) -> str:
     return os.path.abspath(rig) if rig.endswith((".toml", ".json")) else rig
 
 
-def _absolute_source(images: str) -> str:
-    """--images made absolute and normal (`dir/`, `./dir` and `dir` are one run), so that the
-    recorded config does not depend on the working folder or on how the path was typed (a URL
-    is kept as it is)."""
-    if is_url(images):
-        return images
-    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
+# Shared with `fidelity`.
+RAY_DROP_OPTION = click.option(
+    "--ray-drop",
+    default="auto",
+    type=click.Choice(RAY_DROP_MODELS),
+    help="Which beams that hit come back: fitted (the sensor file's model fitted to real scans, `sensors fit-drop`), "
+    "weak-return (from the photo's luma and --detection-range), auto (fitted where the sensor has it).",
+)
 
 
 @click.command()
@@ -173,7 +174,12 @@ def _absolute_source(images: str) -> str:
     "auto: fov when --fov is given, else random.",
 )
 @click.option("--fov-range", default="50,80", help="MIN,MAX horizontal field of view (deg) of the random policy.")
-@click.option("--save-points", is_flag=True, help="Also store each scan's N x 5 points (x, y, z, intensity, ring).")
+@click.option(
+    "--save-points",
+    is_flag=True,
+    help="Also store each scan's points.npy: N x 7 float32 in the LiDAR frame (x, y, z m, intensity, ring, firing "
+    "time s since the sweep started, azimuth rad); the json's points_layout states it.",
+)
 @click.option(
     "--max-depth-jump",
     default=MeshOptions.max_depth_jump,
@@ -234,6 +240,20 @@ def _absolute_source(images: str) -> str:
     "(KITTI-like: roll=0.1,pitch=0.1,yaw=0.1,horizontal=0.02,height=0.02); 'none' = exact.",
 )
 @click.option(
+    "--ego-motion",
+    default="none",
+    help="Per-view motion of the LiDAR during its sweep, drawn uniformly from ranges: speed=LOW:HIGH (m/s, "
+    "forward) and yaw_rate=LOW:HIGH (deg/s, left), a single value being fixed; each ray leaves from where the "
+    "LiDAR is at its firing time; 'none' = still.",
+)
+@click.option(
+    "--deskew",
+    is_flag=True,
+    help="With --ego-motion: write each scan motion-compensated, every return in the LiDAR's frame at the camera's "
+    "trigger time [default: as measured, uncompensated like KITTI's raw scans].",
+)
+@RAY_DROP_OPTION
+@click.option(
     "--range-noise",
     "range_noise_m",
     default=None,
@@ -287,28 +307,7 @@ def _absolute_source(images: str) -> str:
     type=float,
     help="Risley (Livox) sensors: seconds of firing per frame; coverage grows with it [default: the sensor file's].",
 )
-@click.option(
-    "--workers",
-    default=0,
-    type=click.IntRange(min=0),
-    help="Shards made at a time, as Ray tasks (0: one per CPU core; 1: in this process, without Ray).",
-)
-@click.option(
-    "--address",
-    default=None,
-    envvar="RAY_ADDRESS",
-    help="Ray cluster to join (also RAY_ADDRESS); local --images and --out must be on storage every node can "
-    "reach, URLs (s3://, gs://) need no shared filesystem [default: a local Ray].",
-)
-@click.option(
-    "--teacher-actors",
-    default=None,
-    type=click.IntRange(min=0),
-    help="On Ray: model copies serving every shard's teacher batches (0: one per task) "
-    "[default: one per GPU, none without GPUs].",
-)
-@click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@run_options
 def generate(
     out: str,
     overwrite: bool,
@@ -324,33 +323,5 @@ def generate(
     Re-running the same command resumes: finished shards are kept, unfinished ones redone.
     The run's config is in OUT/manifest.json, its log in OUT/generate.log.
     """
-    from ..runner import generate as run_generate
-
-    config = GenerateConfig(images=_absolute_source(images), **options)
-    out = object_store.location(out)
-    summary = run_generate(
-        config,
-        out,
-        overwrite=overwrite,
-        progress=not quiet,
-        workers=workers,
-        address=address,
-        teacher_actors=teacher_actors,
-    )
-    for shard, why in summary.shards_remade:
-        click.echo(f"made {shard} again: {why}", err=True)
-    if quiet:
-        return
-    totals = summary.manifest["totals"]
-    click.echo(
-        f"read {totals['images_written']} of {totals['inputs']} images"
-        + (f" ({totals['images_skipped']} skipped, see {out / 'errors.jsonl'})" if totals["images_skipped"] else "")
-    )
-    click.echo(
-        f"wrote {totals['samples']} samples in {summary.shards_total} shards"
-        + (f" ({summary.shards_resumed} already done)" if summary.shards_resumed else "")
-        + f": {totals['points_per_sample']:.0f} points per sample "
-        f"({totals['points_min']}-{totals['points_max']}), "
-        f"{totals['sparse_pixels_per_sample']:.0f} sparse pixels per sample"
-    )
-    click.echo(f"took {summary.elapsed_s:.1f} s; output in {out}/")
+    config = GenerateConfig(images=absolute_location(images), **options)
+    run_and_report(config, out, "images", overwrite, quiet, workers, address, teacher_actors)

@@ -18,10 +18,9 @@ import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from ..errors import PipelineError
-from . import store
+from .store import Store
 
 LOCK = "generate.lock"
 TAKEOVER = LOCK + ".takeover"
@@ -71,25 +70,25 @@ def _is_alive(holder: LockHolder) -> bool:
     return not (holder.process_start and start and start != holder.process_start)
 
 
-def read_holder(out_dir: Path) -> LockHolder | None:
+def read_holder(store: Store) -> LockHolder | None:
     """Who holds the folder's lock; None when nobody does or the file is unreadable."""
     try:
-        return LockHolder(**json.loads(store.read_bytes(out_dir / LOCK)))
+        return LockHolder(**json.loads(store.read_bytes(LOCK)))
     except (FileNotFoundError, ValueError, TypeError):
         return None
 
 
-def still_held(out_dir: Path, token: str) -> bool:
+def still_held(store: Store, token: str) -> bool:
     """Whether the run with `token` still holds the folder (checked before a shard is renamed)."""
-    holder = read_holder(out_dir)
+    holder = read_holder(store)
     return holder is not None and holder.token == token
 
 
 class OutputLock:
     """Use as a context manager around everything a run writes; `token` identifies the run."""
 
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
+    def __init__(self, store: Store):
+        self.store = store
         self.taken_over: LockHolder | None = None
         pid = os.getpid()
         self.holder = LockHolder(
@@ -111,45 +110,44 @@ class OutputLock:
             self._acquire()
         except OSError as error:
             raise PipelineError(
-                f"cannot write to {self.out_dir} ({error.strerror or error}); choose an output folder you can write to"
+                f"cannot write to {self.store} ({error.strerror or error}); choose an output folder you can write to"
             ) from None
 
     def _acquire(self) -> None:
-        store.make_folder(self.out_dir)
+        self.store.make_folder()
         record = json.dumps(asdict(self.holder)).encode()
         for _ in range(ATTEMPTS):
-            if store.create_exclusively(self.out_dir / LOCK, record):
+            if self.store.create_exclusively(LOCK, record):
                 return
-            holder = read_holder(self.out_dir)
+            holder = read_holder(self.store)
             if holder is not None and _is_alive(holder):
                 raise OutputLocked(
-                    f"{self.out_dir} is in use by another simlidar run ({holder.describe()}); wait for it to end "
-                    f"or use another output folder (if that run is gone, delete {self.out_dir / LOCK})"
+                    f"{self.store} is in use by another simlidar run ({holder.describe()}); wait for it to end "
+                    f"or use another output folder (if that run is gone, delete {self.store.where(LOCK)})"
                 )
             if self._take_over(holder):
                 self.taken_over = holder
                 return
             time.sleep(0.05)
-        raise OutputLocked(f"could not take {self.out_dir / LOCK}: other runs keep taking it; try again")
+        raise OutputLocked(f"could not take {self.store.where(LOCK)}: other runs keep taking it; try again")
 
     def _take_over(self, stale: LockHolder | None) -> bool:
         """Replace a stale (or unreadable) lock by ours, if no other run is doing the same."""
-        takeover = self.out_dir / TAKEOVER
-        if not store.create_exclusively(takeover, self.token.encode()):
-            if store.age_s(takeover) > TAKEOVER_STALE_S:
-                store.remove(takeover)
+        if not self.store.create_exclusively(TAKEOVER, self.token.encode()):
+            if self.store.age_s(TAKEOVER) > TAKEOVER_STALE_S:
+                self.store.remove(TAKEOVER)
             return False
         try:
-            if read_holder(self.out_dir) != stale:
+            if read_holder(self.store) != stale:
                 return False
-            store.write_json_atomically(self.out_dir / LOCK, asdict(self.holder))
+            self.store.write_json_atomically(LOCK, asdict(self.holder))
             return True
         finally:
-            store.remove(takeover)
+            self.store.remove(TAKEOVER)
 
     def release(self) -> None:
-        if still_held(self.out_dir, self.token):
-            store.remove(self.out_dir / LOCK)
+        if still_held(self.store, self.token):
+            self.store.remove(LOCK)
 
     def __enter__(self) -> OutputLock:
         self.acquire()
