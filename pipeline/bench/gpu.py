@@ -6,8 +6,9 @@ editing and no download (gpu_plan.py sets its size):
    weights: a forward costs the same), fp32 and fp16, batch 1/8/32 at their 518 px input:
    images/s and peak GPU memory;
 2. generate on copies of the bundled street photo with the teacher on a GPU actor per GPU and
-   shard tasks on the other cores: photos/s against the bare forward at the photos' own input
-   and batch (the goal: >= 0.9), GPU utilisation, and where the shard tasks' time goes;
+   shard tasks on the other cores: photos/s in a timed run's steady window against the bare
+   forward at the photos' own input and batch (the goal: >= 0.9), GPU utilisation, and where
+   the shard tasks' time goes;
 3. training on those shards, which the train package measures (simlidar.train.gpu_bench):
    the loop with AMP and channels-last per objective, the loader workers it needs, torchrun.
 
