@@ -64,6 +64,7 @@ def single_device(
     shards: str,
     scratch: Path,
     objective: str,
+    *,
     steps: int,
     batch_size: int,
     crop: tuple[int, int],

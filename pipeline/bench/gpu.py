@@ -79,22 +79,11 @@ class Training(Protocol):
 
     OBJECTIVES: tuple[str, ...]
 
-    def single_device(
-        self,
-        shards: str,
-        scratch: Path,
-        objective: str,
-        steps: int,
-        batch_size: int,
-        crop: tuple[int, int],
-        workers: int | None,
-        timed_steps: int,
-        loader_samples: int,
-    ) -> dict: ...
+    def single_device(self, shards: str, scratch: Path, objective: str, **plan) -> dict:
+        """One objective's figures; plan: a TrainPlan's fields."""
 
-    def torchrun(
-        self, shards: str, scratch: Path, batch_size: int, crop: tuple[int, int], timed_steps: int
-    ) -> list[dict]: ...
+    def torchrun(self, shards: str, scratch: Path, batch_size: int, crop, timed_steps: int) -> list[dict]:
+        """Each objective's figures under torchrun."""
 
 
 def choose_plan(size: str) -> BenchPlan:
@@ -425,17 +414,7 @@ def training_rows(plan: TrainPlan, training: Training, shards: Path, work: Path)
     rows = []
     for objective in training.OBJECTIVES:
         with GpuUtilisation(devices=1) as utilisation:
-            figures = training.single_device(
-                str(shards),
-                work,
-                objective,
-                plan.steps,
-                plan.batch_size,
-                plan.crop,
-                plan.workers,
-                plan.timed_steps,
-                plan.loader_samples,
-            )
+            figures = training.single_device(str(shards), work, objective, **dataclasses.asdict(plan))
         rows.append(loop_row(figures, utilisation.mean(utilisation.middle_half())))
         click.echo(f"  {objective}: {figures['samples_per_s']:.1f} samples/s", err=True)
     free_gpu_memory()  # torchrun's rank 0 shares this process's GPU

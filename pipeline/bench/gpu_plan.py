@@ -51,7 +51,8 @@ class GeneratePlan:
 class TrainPlan:
     """Part 3, training on part 2's shards: `steps` of the training loop per objective with
     `workers` loader processes (None: one per core), `timed_steps` compute-only steps (one
-    batch kept on the device) alone and under torchrun, `loader_samples` read by one loader."""
+    batch kept on the device) alone and under torchrun, `loader_samples` read by one loader.
+    Its fields are the keyword arguments of simlidar.train.gpu_bench.single_device."""
 
     steps: int
     batch_size: int
