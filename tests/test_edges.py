@@ -146,7 +146,7 @@ def test_bad_arguments_name_the_parameter():
         handle_edges(smeared_box(), box_photo()[:10])
     with pytest.raises(ValueError, match="reach_px must be"):
         EdgeOptions(reach_px=99)
-    with pytest.raises(PipelineError, match="--teacher-blur must be KIND:F"):
+    with pytest.raises(PipelineError, match="`teacher_blur` must be KIND:F"):
         parse_teacher_blur("blur:4")
     assert parse_teacher_blur("warp:8") == ("warp", 8)
 
@@ -204,7 +204,8 @@ def test_fidelity_measures_flying_returns_on_a_blurred_real_frame(cli):
         shares[rule] = [float(value.rstrip("%")) / 100 for value in row[2:]]
     assert shares["none"][0] == shares["photo"][0] == 0.0
     assert shares["none"][1] > 0.01 and shares["photo"][1] < shares["none"][1] / 2
-    assert cli("fidelity", "--kitti-object", KITTI_OBJECT / "000134", "--teacher-blur", "box")[0] != 0
+    code, _, err = cli("fidelity", "--kitti-object", KITTI_OBJECT / "000134", "--teacher-blur", "box")
+    assert code != 0 and "--teacher-blur must be KIND:F" in err
 
 
 def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
@@ -221,4 +222,5 @@ def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
     assert float(rows["sharp"][2].rstrip("%")) < 0.05 and abs(float(rows["sharp"][3]) - 1) < 0.005
     assert 0 < float(rows["box:8"][2].rstrip("%")) < 0.6
     assert "cost on street_kitti (box:4)" in out and "CPU (all threads)" in out
-    assert cli("bench", "--edges", *args, "--blurs", "box:0")[0] != 0
+    code, _, err = cli("bench", "--edges", *args, "--blurs", "box:0")
+    assert code != 0 and "--blurs must be KIND:F" in err

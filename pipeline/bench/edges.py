@@ -125,7 +125,7 @@ def print_edge_table(images: Path, kitti_object: Path, rule: str, blurs: str, re
     """The table of edge_rows for every frame, then the rule's cost per frame."""
     blur_list = [blur for blur in blurs.split(",") if blur]
     for blur in blur_list:
-        parse_teacher_blur(blur)
+        parse_teacher_blur(blur, "blurs")
     plans = {
         name: GenerateConfig(images=".", sensor=SENSOR, mount="kitti", mount_jitter="none", edges=name).resolve()
         for name in ("photo", "none")

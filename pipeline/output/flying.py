@@ -74,13 +74,13 @@ def shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
     return out
 
 
-def parse_teacher_blur(text: str) -> tuple[str, int]:
+def parse_teacher_blur(text: str, parameter: str = "teacher_blur") -> tuple[str, int]:
     """'KIND:F' (KIND one of BLUR_KINDS, F a factor in 1..32 pixels) as (kind, factor);
-    PipelineError naming the option otherwise."""
+    PipelineError naming `parameter` (the one it was given as) otherwise."""
     kind, _, factor = text.partition(":")
     if kind not in BLUR_KINDS or not factor.isdigit() or not 1 <= int(factor) <= 32:
         raise PipelineError(
-            f"--teacher-blur must be KIND:F with KIND one of {', '.join(BLUR_KINDS)} and F in 1..32, got {text!r}"
+            f"`{parameter}` must be KIND:F with KIND one of {', '.join(BLUR_KINDS)} and F in 1..32, got {text!r}"
         )
     return kind, int(factor)
 
