@@ -7,7 +7,8 @@ if its fields are unchanged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,6 +36,7 @@ from simlidar.teachers.intrinsics import MAX_FOV_DEG, MIN_FOV_DEG
 
 from .errors import PipelineError
 from .sources.calibrated_rig_lidar import LIDAR_COLUMNS
+from .sources.fingerprint import named_file_hashes
 from .sources.kinds import InputKind, generate_kind, kitti_kind, rig_lidar_kind
 from .sources.kitti import SPLITS
 from .sources.photos import MIN_IMAGE_SIDE
@@ -62,7 +64,8 @@ class RunPlan:
     the run's overrides; mount and its jitter ranges; calibration_error: ranges of the
     recorded extrinsics' error (None: exact); teacher: how to build it; conversion:
     relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; kind: the kind
-    of input (photos, a virtual rig, a calibrated rig)."""
+    of input (photos, a virtual rig, a calibrated rig); config_files: the content hashes of
+    the files the config names, taken before they were read (part of the run's identity)."""
 
     config: GenerateConfig
     sensor: Sensor
@@ -75,6 +78,7 @@ class RunPlan:
     fov_range_deg: tuple[float, float]
     mesh: MeshOptions
     kind: InputKind
+    config_files: dict = field(default_factory=dict)
 
     def manifest_sensor(self) -> dict:
         """The manifest's record of the simulated sensor."""
@@ -102,6 +106,10 @@ class RunConfig:
         if unknown:
             raise PipelineError(f"unknown config fields: {', '.join(unknown)}")
         return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in record.items()})
+
+    def named_files(self) -> dict[str, str]:
+        """{role: path} of the files this config names (sensor, mount, rig, calibration)."""
+        return {}
 
     def differences(self, other: RunConfig) -> list[str]:
         """'field: old -> new' for every field that differs from `other`."""
@@ -178,9 +186,12 @@ class GenerateConfig(RunConfig):
             (self.mesh_faces > 0, "--mesh-faces must be positive (a face count, or a fraction below 1)"),
             (1 <= self.poisson_depth <= 16, "--poisson-depth must be in 1..16"),
             (self.poisson_trim_px > 0, "--poisson-trim must be positive"),
-            (self.range_noise_m is None or self.range_noise_m >= 0, "--range-noise must not be negative"),
+            (self.range_noise_m is None or 0 <= self.range_noise_m < math.inf, "--range-noise must be 0 or more m"),
             (self.drop_rate is None or 0 <= self.drop_rate < 1, "--drop-rate must be in [0, 1)"),
-            (self.detection_range_m is None or self.detection_range_m >= 0, "--detection-range must not be negative"),
+            (
+                self.detection_range_m is None or 0 <= self.detection_range_m < math.inf,
+                "--detection-range must be 0 or more m",
+            ),
             (self.divergence_mrad is None or 0 <= self.divergence_mrad <= 50, "--divergence must be in [0, 50] mrad"),
             (self.sub_rays is None or 1 <= self.sub_rays <= 32, "--sub-rays must be in 1..32"),
             (self.returns in (None, *RETURN_MODES), f"--returns must be one of {', '.join(RETURN_MODES)}"),
@@ -204,6 +215,18 @@ class GenerateConfig(RunConfig):
             if not ok:
                 raise PipelineError(message)
 
+    def named_files(self) -> dict[str, str]:
+        named = {}
+        if self.sensor.endswith(".toml"):
+            named["sensor"] = self.sensor
+        if self.mount and self.mount not in MOUNTS:
+            named["mount"] = self.mount
+            if not self.mount.endswith((".json", ".toml")):  # a KITTI raw calibration reads the file beside it
+                named["mount's calib_cam_to_cam.txt"] = str(Path(self.mount).with_name("calib_cam_to_cam.txt"))
+        if self.rig.endswith((".toml", ".json")):
+            named["rig"] = self.rig
+        return named
+
     def mount_model(self, sensor: Sensor) -> Mount:
         """The named mount, the mount a calibration file states (into image camera
         mount_camera), or the sensor's own."""
@@ -218,6 +241,7 @@ class GenerateConfig(RunConfig):
         """Parse every option once into the run's plan; PipelineError (one line, naming
         the flag) on a bad value. SensorSpecError, TeacherError and IntrinsicsError pass
         through: the CLI prints them as one line too."""
+        config_files = named_file_hashes(self.named_files())
         try:
             jitter = parse_mount_jitter(self.mount_jitter)
             calibration_error = parse_mount_jitter(self.calibration_error, "--calibration-error")
@@ -257,6 +281,7 @@ class GenerateConfig(RunConfig):
                 self.poisson_trim_px,
             ),
             kind=generate_kind(self, calibration_error),
+            config_files=config_files,
         )
 
     def sensor_model(self) -> Sensor:
@@ -280,6 +305,7 @@ class ConvertPlan:
     config: ConvertKittiConfig | ConvertRigConfig
     kind: InputKind
     teacher: TeacherSpec | None
+    config_files: dict = field(default_factory=dict)
 
     def manifest_sensor(self) -> dict:
         return RECORDED_SENSOR
@@ -358,8 +384,12 @@ class ConvertRigConfig(RunConfig):
         columns = (self.lidar_columns in LIDAR_COLUMNS, f"--lidar-columns must be one of {', '.join(LIDAR_COLUMNS)}")
         _check([*_converter_checks(self), columns])
 
+    def named_files(self) -> dict[str, str]:
+        return {"rig calibration": self.rig}
+
     def resolve(self) -> ConvertPlan:
-        return ConvertPlan(self, rig_lidar_kind(self), _converter_teacher(self))
+        config_files = named_file_hashes(self.named_files())
+        return ConvertPlan(self, rig_lidar_kind(self), _converter_teacher(self), config_files)
 
 
 # What the runner, distributor, worker and manifest take: any command's resolved config.

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 from simlidar.sensors.camera import project
-from simlidar.teachers import find_depth_sidecar
+from simlidar.teachers import DEPTH_SIDECAR_SUFFIXES, find_depth_sidecar
 
 from ..errors import PipelineError
 from .image_shards import is_shard_source
-from .photos import BadImage, LoadedImage, is_image_name, load_image, unique_keys
+from .photos import BadImage, LoadedImage, beside, is_image_name, load_image, unique_keys
 from .urls import is_url
 
 # Pixels per side of the grid whose rays test whether two cameras' fields of view overlap.
@@ -91,6 +91,11 @@ class RigFrame:
     def has_depth_sidecar(self) -> bool:
         """Whether its first camera's image has depth beside it."""
         return find_depth_sidecar(Path(self.root, next(image for image in self.images if image))) is not None
+
+    def files(self) -> list[str]:
+        """What this frame is read from: every camera's image and the depth that may lie beside it."""
+        images = [str(Path(self.root, image)) for image in self.images if image]
+        return [file for image in images for file in (image, *beside(image, DEPTH_SIDECAR_SUFFIXES))]
 
 
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:

@@ -110,10 +110,14 @@ def find_lidar_folder(root: Path, calibration: Calibration, name: str | None) ->
     return candidates[0]
 
 
+def sweep_candidates(folder: Path, frame: RigFrame) -> list[Path]:
+    """Where the frame's sweep may be, in the order they are tried."""
+    return [folder / f"{frame.relpath}{suffix}" for suffix in LIDAR_SUFFIXES]
+
+
 def sweep_path(folder: Path, frame: RigFrame) -> Path:
     """The frame's sweep file; BadImage (recorded, the frame skipped) when there is none."""
-    for suffix in LIDAR_SUFFIXES:
-        path = folder / f"{frame.relpath}{suffix}"
+    for path in sweep_candidates(folder, frame):
         if path.is_file():
             return path
     raise BadImage(f"no LiDAR sweep {folder.name}/{frame.relpath}.bin or .pcd for this frame")

@@ -55,6 +55,10 @@ class ShardSample:
     def has_depth_sidecar(self) -> bool:
         return any(extension.startswith("depth.") for extension, _, _ in self.members)
 
+    def files(self) -> list[str]:
+        """What this sample is read from: its shard."""
+        return [join(self.root, self.shard)]
+
     def stage(self, folder: Path) -> StagedInput:
         """Write the sample's image and sidecars to folder/KEY/ (see the module's doc)."""
         contents = self._read()

@@ -27,7 +27,7 @@ from ..stages.scene import Scene, simulate_scene
 from ..stages.timing import StageTimes
 from ..stages.views import CalibratedViews, PhotoViews, VirtualRigViews
 from .calibrated_rig import Calibration, is_calibration, list_frames, load_calibration, load_frame
-from .calibrated_rig_lidar import find_lidar_folder, read_frame_sweep
+from .calibrated_rig_lidar import find_lidar_folder, read_frame_sweep, sweep_candidates
 from .inputs import list_sources
 from .kitti import KittiFrame, list_kitti_frames, read_kitti_frame
 from .photos import IMAGE_SUFFIXES, LoadedImage, load_image
@@ -56,6 +56,11 @@ class InputKind(Protocol):
 
     def list_inputs(self, plan) -> list:
         """Every input, sorted, each with `key` and `relpath`; PipelineError when there is none."""
+        ...
+
+    def input_files(self, item) -> list[str]:
+        """Every file (path or URL) the input is read from, present or not: what its
+        fingerprint covers (sources/fingerprint.py)."""
         ...
 
     def read(self, item, scratch: Path, plan) -> Reading:
@@ -111,6 +116,9 @@ class Photos:
             looked_for = ", ".join(sorted(IMAGE_SUFFIXES))
             raise PipelineError(f"no images in {plan.config.images} (looked for {looked_for})")
         return _with_sidecar_depth(items, plan.config.teacher, root)
+
+    def input_files(self, item) -> list[str]:
+        return item.files()
 
     def read(self, item, scratch: Path, plan) -> PhotoReading:
         staged = item.stage(scratch)
@@ -174,6 +182,9 @@ class CalibratedRig:
     def list_inputs(self, plan) -> list:
         frames = list_frames(plan.config.images, self.calibration)
         return _with_sidecar_depth(frames, plan.config.teacher, plan.config.images)
+
+    def input_files(self, item) -> list[str]:
+        return item.files()
 
     def read(self, item, scratch: Path, plan) -> FrameReading:
         loaded = load_frame(item, self.calibration, plan.config.jpeg_quality, plan.config.max_pixels)
@@ -270,6 +281,9 @@ class KittiDepth:
     def list_inputs(self, plan) -> list[KittiFrame]:
         return list_kitti_frames(self.root, self.split, self.raw)
 
+    def input_files(self, item: KittiFrame) -> list[str]:
+        return item.files()
+
     def read(self, item: KittiFrame, scratch: Path, plan) -> KittiReading:
         recording = read_kitti_frame(item)
         teacher_inputs = [TeacherInput(item.image, recording.rgb)] if plan.teacher is not None else []
@@ -312,6 +326,9 @@ class RigLidar:
 
     def list_inputs(self, plan) -> list:
         return list_frames(self.root, self.calibration)
+
+    def input_files(self, item) -> list[str]:
+        return [*item.files(), *(str(path) for path in sweep_candidates(self.lidar_folder, item))]
 
     def read(self, item, scratch: Path, plan) -> SweepReading:
         loaded = load_frame(item, self.calibration, plan.config.jpeg_quality, plan.config.max_pixels)

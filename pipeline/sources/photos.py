@@ -11,7 +11,6 @@ import glob
 import hashlib
 import io
 import os
-import re
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -19,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from simlidar.teachers import find_depth_sidecar
+from simlidar.teachers import DEPTH_SIDECAR_SUFFIXES, find_depth_sidecar
 
-from ..errors import PipelineError
+from ..errors import PipelineError, without_addresses
 from ..schema import sanitize_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SIDECAR_MARKERS = (".depth.png",)
+# What may lie beside a photo and be read with it: depth (teacher 'sidecar') and intrinsics.
+SIDECAR_FILES = (*DEPTH_SIDECAR_SUFFIXES, ".json")
 MIN_IMAGE_SIDE = 8
 EXIF_ORIENTATION = 0x0112
 # A photo file larger than this is refused unread (a 24 MP JPEG is ~10 MB; a PNG ~70 MB).
 MAX_INPUT_BYTES = 256 * 2**20
-# "<_io.BytesIO object at 0x7f...>" and the like: an address differs from run to run.
-_OBJECT_REPR = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class BadImage(Exception):
@@ -59,6 +58,10 @@ class SourceItem:
     def has_depth_sidecar(self) -> bool:
         return find_depth_sidecar(self.path) is not None
 
+    def files(self) -> list[str]:
+        """What this photo is read from: itself and every sidecar it may have (present or not)."""
+        return [str(self.path), *beside(str(self.path), SIDECAR_FILES)]
+
 
 @dataclass
 class StagedInput:
@@ -77,6 +80,12 @@ class LoadedImage:
     rgb: np.ndarray
     jpeg: bytes
     reencoded: bool
+
+
+def beside(path: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The files named like `path` (a path or a URL) with each suffix in place of its extension."""
+    stem = path[: len(path) - len(os.path.splitext(path)[1])]
+    return [stem + suffix for suffix in suffixes]
 
 
 def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
@@ -257,7 +266,7 @@ def _decode_problem(error: Exception) -> str:
     the address of its buffer object in some messages)."""
     if isinstance(error, UnidentifiedImageError):
         return "not a readable image (not a format PIL knows)"
-    return f"not a readable image ({_OBJECT_REPR.sub('', str(error)).strip()})"
+    return f"not a readable image ({without_addresses(str(error))})"
 
 
 def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImage:

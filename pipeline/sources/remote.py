@@ -12,18 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
-from .photos import BadImage, StagedInput, is_image_name, unique_keys
+from .photos import SIDECAR_FILES, BadImage, StagedInput, beside, is_image_name, unique_keys
 from .urls import filesystem, join
-
-# Files beside a photo that later steps read: depth (teacher 'sidecar') and intrinsics.
-SIDECAR_SUFFIXES = (".depth.png", ".depth.npy", ".json")
 
 
 @dataclass(frozen=True)
 class RemoteItem:
     """root: the URL inputs are listed from; relpath: POSIX path relative to it (or the
     full URL for a listed file outside it); key: as for local photos; sidecars: the
-    SIDECAR_SUFFIXES present beside the photo when it was listed."""
+    SIDECAR_FILES present beside the photo when it was listed."""
 
     root: str
     relpath: str
@@ -36,6 +33,10 @@ class RemoteItem:
 
     def has_depth_sidecar(self) -> bool:
         return any(suffix.startswith(".depth.") for suffix in self.sidecars)
+
+    def files(self) -> list[str]:
+        """What this photo is read from: itself and every sidecar it may have (present or not)."""
+        return [self.url, *beside(self.url, SIDECAR_FILES)]
 
     def stage(self, folder: Path) -> StagedInput:
         """Copy the photo and its sidecars to folder/KEY/, keeping the photo's file name."""
@@ -136,4 +137,4 @@ def _relative(path: str, root: str) -> str | None:
 
 def _sidecars_of(photo: str, present: set[str]) -> tuple[str, ...]:
     stem = photo[: len(photo) - len(posixpath.splitext(photo)[1])]
-    return tuple(suffix for suffix in SIDECAR_SUFFIXES if stem + suffix in present)
+    return tuple(suffix for suffix in SIDECAR_FILES if stem + suffix in present)

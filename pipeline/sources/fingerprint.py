@@ -1,0 +1,142 @@
+"""What a shard was made from, so that a finished shard counts as done only while that is
+still what it would be made from.
+
+- Per input: a fingerprint of every file it is read from (the photo and every sidecar it
+  may have, present or not; a rig frame's images, a sweep, a KITTI frame's files): a
+  small file by its content, a larger one by its size and modification time, a file on an
+  object store by its size and ETag (one listing per folder). The kind says which files
+  (`kind.input_files`).
+- Per run: the content hash of every file its config names (sensor, mount, rig,
+  calibration: `config.named_files()`), recorded in the manifest like the config itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import stat
+from collections import defaultdict
+
+from .urls import filesystem, is_url
+
+# Files up to this size are fingerprinted by content (a photo.json, a sidecar .npy of a
+# thumbnail): reading them costs what a stat does, and an edit that keeps size and
+# modification time is still seen.
+CONTENT_HASH_BYTES = 64 * 2**10
+# Object-store fields that change with an object's content, in order of preference.
+_VERSION_FIELDS = ("ETag", "etag", "md5Hash", "blob_id", "LastModified", "updated", "mtime", "last_modified")
+
+
+def input_fingerprints(kind, items) -> list[str]:
+    """Per item (in order), a 16-hex-digit fingerprint of the files `kind` reads it from."""
+    files = [kind.input_files(item) for item in items]
+    states = file_states(sorted({location for locations in files for location in locations}))
+    return [_digest([[location, states[location]] for location in locations])[:16] for locations in files]
+
+
+def changed_inputs(items, recorded: list, now: list[str]) -> list[str]:
+    """The relpaths of the items whose fingerprint differs from the one recorded (all of
+    them when the record does not fit the items)."""
+    if not isinstance(recorded, list) or len(recorded) != len(items):
+        return [item.relpath for item in items]
+    return [item.relpath for item, then, current in zip(items, recorded, now, strict=True) if then != current]
+
+
+def file_states(locations: list[str]) -> dict[str, str]:
+    """The state of each location (a local path or a URL) as a string: "absent", "not a
+    regular file", "sha256:..." (small files), "size:mtime_ns" or, on an object store,
+    "size:ETag"."""
+    states = {location: _local_state(location) for location in locations if not is_url(location)}
+    remote = defaultdict(list)
+    for location in locations:
+        if is_url(location):
+            remote[posixpath.dirname(location)].append(location)
+    for folder, inside in remote.items():
+        states.update(_remote_states(folder, inside))
+    return states
+
+
+def _local_state(path: str) -> str:
+    try:
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "absent"
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file"
+    if status.st_size <= CONTENT_HASH_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                return "sha256:" + hashlib.sha256(handle.read(CONTENT_HASH_BYTES + 1)).hexdigest()
+        except OSError as error:
+            return f"unreadable ({error.strerror})"
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def _remote_states(folder: str, locations: list[str]) -> dict[str, str]:
+    """One listing of `folder` on its store gives the state of every location in it."""
+    fs, path = filesystem(folder)
+    try:
+        entries = {posixpath.basename(entry["name"]): entry for entry in fs.ls(path, detail=True)}
+    except FileNotFoundError:
+        entries = {}
+    states = {}
+    for location in locations:
+        entry = entries.get(posixpath.basename(location))
+        if entry is None:
+            states[location] = "absent"
+        elif entry.get("type") != "file":
+            states[location] = "not a regular file"
+        else:
+            version = next((str(entry[name]) for name in _VERSION_FIELDS if entry.get(name) is not None), "")
+            states[location] = f"{entry.get('size')}:{version}"
+    return states
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def named_file_hashes(named: dict[str, str]) -> dict[str, dict[str, str]]:
+    """{role: {"path", "sha256"}} of the files a config names ({role: path}); a file that is
+    not there is recorded as such (its absence is part of the run too)."""
+    hashes = {}
+    for role, path in sorted(named.items()):
+        try:
+            digest = file_sha256(path) if os.path.isfile(path) else "absent"
+        except OSError as error:
+            digest = f"unreadable ({error.strerror})"
+        hashes[role] = {"path": path, "sha256": digest}
+    return hashes
+
+
+def named_file_changes(then: dict, now: dict) -> list[str]:
+    """What differs between two records of named_file_hashes, one line per file."""
+    changes = []
+    for role in sorted(set(then) | set(now)):
+        before, after = then.get(role), now.get(role)
+        if before == after:
+            continue
+        if before is None or after is None or before.get("path") != after.get("path"):
+            changes.append(f"{role} file: {_shown(before)} -> {_shown(after)}")
+        else:
+            changes.append(
+                f"the {role} file {after['path']} changed since (sha256 {before.get('sha256', '')[:12]} then, "
+                f"{after['sha256'][:12]} now)"
+            )
+    return changes
+
+
+def _shown(record: dict | None) -> str:
+    return "none" if record is None else repr(record.get("path"))
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
