@@ -128,6 +128,8 @@ _JITTER_KEYS = {
     "yaw": "yaw_deg",
 }
 DEFAULT_MOUNT_JITTER = MountJitter().describe()
+# Bounds of a jitter range: a LiDAR stays on its vehicle, and turns less than a right angle.
+MAX_JITTER_M, MAX_JITTER_DEG = 10.0, 90.0
 
 
 def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter:
@@ -139,6 +141,7 @@ def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter
     ranges = dict.fromkeys(_JITTER_KEYS.values(), 0.0)
     if text.strip().lower() in ("none", "0", ""):
         return MountJitter(**ranges)
+    given = set()
     for part in text.split(","):
         key, equals, value = part.partition("=")
         key = key.strip().lower()
@@ -147,12 +150,16 @@ def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter
                 f"{option}: {part.strip()!r} is not KEY=VALUE with KEY one of {', '.join(_JITTER_KEYS)} "
                 "(metres for horizontal and height, degrees for roll, pitch, yaw), e.g. height=0.05,pitch=1"
             )
+        if key in given:
+            raise ValueError(f"{option}: {key} is given twice; give each key once")
+        given.add(key)
         try:
             number = float(value)
         except ValueError:
             raise ValueError(f"{option}: {key} must be a number, got {value.strip()!r}") from None
-        if not 0.0 <= number < 90.0:
-            raise ValueError(f"{option}: {key} must be a range in [0, 90), got {number}")
+        unit, limit = ("m", MAX_JITTER_M) if _JITTER_KEYS[key].endswith("_m") else ("deg", MAX_JITTER_DEG)
+        if not 0.0 <= number < limit:
+            raise ValueError(f"{option}: {key} must be a range in [0, {limit:g}) {unit}, got {number:g}")
         ranges[_JITTER_KEYS[key]] = number
     return MountJitter(**ranges)
 

@@ -12,6 +12,7 @@ from simlidar.sensors.mount import jittered_pose
 
 from ..config import GenerateConfig
 from ..output.fidelity import fidelity_picture, fidelity_report, format_table, read_kitti_object_frame
+from ..output.preview import check_picture_path
 
 
 @click.command("fidelity")
@@ -60,6 +61,8 @@ def fidelity(
     """Simulate --sensor into the geometry of a real scan (densified) from the same calibration, and print
     real / simulated / naive line sampler side by side: valid pixels, density in the 1216x352 crop, rows
     with points, first row, row-profile correlation with the real scan (1, 2, 4 rows), see-through share."""
+    if plot is not None:
+        check_picture_path(plot)
     frame = read_kitti_object_frame(frame_stem, camera)
     plan = GenerateConfig(
         images=str(frame_stem),

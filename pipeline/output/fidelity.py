@@ -92,6 +92,13 @@ def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
         raise PipelineError(f"KITTI object frame {stem}: {error}") from None
     if calibration.K is None:
         raise PipelineError(f"{calib_path}: gives no intrinsics for camera {camera}")
+    height, width = rgb.shape[:2]
+    cx, cy = calibration.K[0, 2], calibration.K[1, 2]
+    if not (0 < cx < width - 1 and 0 < cy < height - 1) or abs(cx - width / 2) > width / 4:
+        raise PipelineError(
+            f"{image_path} is {width}x{height}, but {calib_path.name}'s principal point ({cx:.1f}, {cy:.1f}) does not "
+            "sit near its middle: not the image the calibration is for (resized or cropped?); give the frame's own"
+        )
     return RealFrame(rgb, raw.reshape(-1, 4)[:, :3].astype(np.float64), calibration, stem.name)
 
 
@@ -281,6 +288,8 @@ def fidelity_report(
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
     real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, K, width, height)
+    if not real.any():
+        raise PipelineError(f"{frame.name}: its real scan lands on no pixel of its image: check its calibration")
     dense_m = densify(real)
     mesh = depth_to_mesh(dense_m, K, mesh_options or MeshOptions())
     scene = MeshScene(mesh.vertices_cam, mesh.triangles)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from simlidar.sensors.camera import project
+from simlidar.sensors.files import read_text_file
 from simlidar.teachers import DEPTH_SIDECAR_SUFFIXES, find_depth_sidecar
 
 from ..errors import PipelineError
@@ -101,7 +102,7 @@ class RigFrame:
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
     try:
         matrix = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         matrix = None
     if matrix is None or matrix.shape != shape or not np.isfinite(matrix).all():
         raise PipelineError(f"{where} must be a {shape[0]}x{shape[1]} list of numbers (rows)")
@@ -138,12 +139,13 @@ def load_calibration(spec: str) -> Calibration:
     """Read and check a rig calibration .json (see the module doc); PipelineError (one
     line) on a bad field or a camera that overlaps no other."""
     path = Path(spec)
+    text = read_text_file(path, "rig calibration", PipelineError)
     try:
-        record = json.loads(path.read_text())
-    except OSError as error:
-        raise PipelineError(f"cannot read rig calibration {path}: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
         raise PipelineError(f"rig calibration {path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise PipelineError(f"rig calibration {path} is nested deeper than a calibration is") from None
     if not isinstance(record, dict):
         raise PipelineError(f"rig calibration {path} must be a JSON object with cameras and T_rig_lidar")
     unknown = sorted(set(record) - {"name", "cameras", "T_rig_lidar"} - RIG_NOTES)

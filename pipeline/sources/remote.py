@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
-from .photos import SIDECAR_FILES, BadImage, StagedInput, beside, is_image_name, unique_keys
+from .photos import (
+    SIDECAR_FILES,
+    BadImage,
+    StagedInput,
+    beside,
+    check_list_file,
+    is_image_name,
+    list_file_entries,
+    unique_keys,
+)
 from .urls import filesystem, join
 
 
@@ -85,8 +94,7 @@ def _list(fs, path: str, source: str) -> tuple[str, list[str], set[str]]:
         files = fs.find(path)
         return path.rstrip("/"), files, set(files)
     if fs.isfile(path):
-        if is_image_name(posixpath.basename(path)):
-            raise PipelineError(f"{source} is one photo; give its folder, a glob or a text file of paths")
+        check_list_file(source)
         files = _listed_paths(fs, path)
         return posixpath.dirname(path), files, _files_beside(fs, files)
     raise PipelineError(f"{source} does not exist (give a folder, a glob or a text file of paths)")
@@ -100,16 +108,10 @@ def _glob_root(pattern: str) -> str:
 
 def _listed_paths(fs, list_path: str) -> list[str]:
     """The entries of a text file of paths: URLs on the same store, or paths relative to the file's folder."""
-    try:
-        lines = fs.cat_file(list_path).decode().splitlines()
-    except UnicodeDecodeError as error:
-        raise PipelineError(f"cannot read the list of paths {list_path} ({error}); give a UTF-8 text file") from None
     folder = posixpath.dirname(list_path)
-    entries = (line.strip() for line in lines)
     return [
         fs._strip_protocol(entry) if "://" in entry else posixpath.normpath(posixpath.join(folder, entry))
-        for entry in entries
-        if entry and not entry.startswith("#")
+        for entry in list_file_entries(fs.cat_file(list_path), list_path)
     ]
 
 

@@ -51,7 +51,7 @@ def absolute_location(location: str) -> str:
     a URL is kept as it is."""
     if is_url(location):
         return location
-    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), location))
+    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), local_path(location)))
 
 
 def join(root: str, relpath: str) -> str:

@@ -117,7 +117,12 @@ def sweep_sample(
         "rig": rig_record(calibration, index, calibration.T_rig_lidar),
         "T_cam_lidar": T_cam_lidar.tolist(),
         "sensor": RECORDED_SENSOR,
-        "lidar": {"path": sweep.relpath, "columns": sweep.columns, "points": len(sweep.points_lidar)},
+        "lidar": {
+            "path": sweep.relpath,
+            "columns": sweep.columns,
+            "points": len(sweep.points_lidar),
+            "points_dropped": sweep.dropped,
+        },
         "sparse": "real LiDAR sweep, z-buffer projection",
         "dense": "the same real projection (ground truth; nothing simulated)",
         "image_reencoded": image.reencoded,
