@@ -45,12 +45,12 @@ class KittiFrame:
     image: Path
     sparse: Path
     groundtruth: Path
-    calibration: Path
+    calibration_file: Path
     calibration_field: str = ""
 
     def files(self) -> list[str]:
         """What this frame is read from."""
-        return [str(path) for path in (self.image, self.sparse, self.groundtruth, self.calibration)]
+        return [str(path) for path in (self.image, self.sparse, self.groundtruth, self.calibration_file)]
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def _frame(relpath: str, image: Path, sparse: Path, groundtruth: Path, calibrati
 def read_frame_K(frame: KittiFrame) -> np.ndarray | None:
     """K (3, 3) of the frame's camera from its calibration file (None when there is none);
     BadImage (the frame recorded and skipped) when the file does not hold a usable one."""
-    if not frame.calibration.is_file():
+    if not frame.calibration_file.is_file():
         return None
-    text = read_input_file(frame.calibration).decode("utf-8", errors="replace")
+    text = read_input_file(frame.calibration_file).decode("utf-8", errors="replace")
     if frame.calibration_field:
         lines = [line.partition(":") for line in text.splitlines()]
         found = [values for name, _, values in lines if name.strip() == frame.calibration_field]
@@ -93,10 +93,10 @@ def read_frame_K(frame: KittiFrame) -> np.ndarray | None:
         numbers = np.array([])
     what = frame.calibration_field or "K"
     if numbers.size != shape[0] * shape[1] or not np.isfinite(numbers).all():
-        raise BadImage(f"{frame.calibration}: {what} is not {shape[0] * shape[1]} finite numbers; fix the file")
+        raise BadImage(f"{frame.calibration_file}: {what} is not {shape[0] * shape[1]} finite numbers; fix the file")
     K = numbers.reshape(shape)[:, :3]
     if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.array_equal(K[2], [0, 0, 1]):
-        raise BadImage(f"{frame.calibration}: {what} is not a camera projection (fx, fy > 0, last row 0 0 1)")
+        raise BadImage(f"{frame.calibration_file}: {what} is not a camera projection (fx, fy > 0, last row 0 0 1)")
     return K
 
 
