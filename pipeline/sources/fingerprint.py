@@ -118,24 +118,16 @@ def named_file_hashes(named: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 def named_file_changes(then: dict, now: dict) -> list[str]:
-    """What differs between two records of named_file_hashes, one line per file."""
-    changes = []
-    for role in sorted(set(then) | set(now)):
-        before, after = then.get(role), now.get(role)
-        if before == after:
-            continue
-        if before is None or after is None or before.get("path") != after.get("path"):
-            changes.append(f"{role} file: {_shown(before)} -> {_shown(after)}")
-        else:
-            changes.append(
-                f"the {role} file {after['path']} changed since (sha256 {before.get('sha256', '')[:12]} then, "
-                f"{after['sha256'][:12]} now)"
-            )
-    return changes
-
-
-def _shown(record: dict | None) -> str:
-    return "none" if record is None else repr(record.get("path"))
+    """The files of two records of named_file_hashes at one path whose content differs, one
+    line each (a file named by another path is a config change, reported as one)."""
+    return [
+        f"the {role} file {now[role]['path']} changed since that run (sha256 {then[role].get('sha256', '')[:12]} "
+        f"then, {now[role]['sha256'][:12]} now)"
+        for role in sorted(set(then) & set(now))
+        if isinstance(then[role], dict)
+        and then[role].get("path") == now[role]["path"]
+        and then[role].get("sha256") != now[role]["sha256"]
+    ]
 
 
 def _digest(value) -> str:
