@@ -695,3 +695,22 @@ def test_fidelity_refuses_an_image_its_calibration_is_not_for(cli, tmp_path):
     code, out, err = cli("fidelity", "--kitti-object", tmp_path / "000134")
     assert code == 2 and out == "" and err.startswith(f"error: {tmp_path}/000134.png is 306x92, but 000134.calib.txt")
     assert "not the image the calibration is for (resized or cropped?)" in err
+
+
+# Case 2 on an object store: photos listed from a URL are fingerprinted by size and ETag (one
+# listing per folder); a sidecar replaced there makes its shard again.
+def test_photos_on_a_store_whose_sidecar_changed_make_their_shard_again(cli, tmp_path, bucket):
+    from simlidar.pipeline.sources.urls import filesystem
+
+    photos = photo_folder(tmp_path, 2)
+    fs, root = filesystem(f"{bucket}/photos")
+    for file in sorted(photos.iterdir()):
+        fs.put_file(str(file), f"{root}/{file.name}")
+    out = tmp_path / "out"
+    assert generate(cli, f"{bucket}/photos", out, "--quiet")[0] == 0
+    before = (out / "shard-000001.tar").read_bytes()
+    np.save(tmp_path / "new.npy", wall_depth(9))
+    fs.put_file(str(tmp_path / "new.npy"), f"{root}/p1.depth.npy")
+    code, _, err = generate(cli, f"{bucket}/photos", out, "--quiet")
+    assert code == 0 and err == "made shard-000001 again: 1 of its inputs changed since it was made (p1.jpg)\n"
+    assert (out / "shard-000001.tar").read_bytes() != before
