@@ -90,7 +90,7 @@ def generate(
     teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
     teacher_cache_dir(config.teacher_cache, store)  # likewise a --cache URL that cannot work
     if store.is_file():
-        raise PipelineError(f"--out {store} is a file; give a folder")
+        raise PipelineError(f"`out` {store} is a file; give a folder")
     with OutputLock(store) as lock:
         prepare_output(store, plan, items, overwrite)
         shards = plan_shards(items, config.shard_size)
@@ -126,9 +126,9 @@ def _inputs(plan: Plan, store: Store) -> list:
     listed = plan.kind.list_inputs(plan)
     items = [item for item in listed if not store.holds(plan.kind.input_files(item)[0])]
     if not items:
-        raise PipelineError(f"every input lies inside --out {store}; give an --out outside the inputs")
+        raise PipelineError(f"every input lies inside `out` {store}; give an `out` outside the inputs")
     if len(items) < len(listed):
-        log.warning("%d files inside --out %s are the run's own output, not inputs", len(listed) - len(items), store)
+        log.warning("%d files inside the output folder %s are its own, not inputs", len(listed) - len(items), store)
     return items[: plan.config.limit]
 
 

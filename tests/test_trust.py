@@ -222,10 +222,10 @@ def test_no_value_or_file_size_an_input_holds_sinks_its_shard(cli, tmp_path):
 # Case 3: whatever fails on one input (here the numba error a 1e18 m depth used to raise in the
 # mesh stage) is its errors.jsonl line, naming the stage; the rest of the shard is written.
 def test_an_unforeseen_failure_on_one_input_is_its_error_line(cli, tmp_path, monkeypatch):
-    from simlidar.pipeline.stages import scene
+    from simlidar.pipeline.stages import target
 
     photos = photo_folder(tmp_path, 3)
-    original = scene.depth_grid_scene
+    original = target.depth_grid_scene
 
     def fails_on_the_second_photo(depth, *args, **kwargs):
         if depth[35, 45] == 4.5:  # p1's box
@@ -234,7 +234,7 @@ def test_an_unforeseen_failure_on_one_input_is_its_error_line(cli, tmp_path, mon
             )
         return original(depth, *args, **kwargs)
 
-    monkeypatch.setattr(scene, "depth_grid_scene", fails_on_the_second_photo)
+    monkeypatch.setattr(target, "depth_grid_scene", fails_on_the_second_photo)
     out = tmp_path / "out"
     code, _, err = generate(cli, photos, out, "--shard-size", "3", "--quiet")
     assert code == 0, err
@@ -561,7 +561,8 @@ def test_convert_rig_refuses_a_sweep_read_in_the_wrong_width_and_counts_far_poin
     code, _, err = cli("convert", "rig", root, *rig, "--out", tmp_path / "four", "--lidar-columns", "4")
     assert code == 2 and "read as N x 4 float32 its intensity column holds negative or non-finite values" in err
     (error,) = read_errors(tmp_path / "four").values()
-    assert error["stage"] == "read" and error["reason"].endswith("(is it N x 5? pass --lidar-columns 5)")
+    assert error["stage"] == "read"
+    assert error["reason"].endswith("(is it N x 5?); say its width with --lidar-columns 4 or 5")
     assert samples_of(tmp_path / "four") == {}
     calibration = load_calibration(str(root / "calibration.json"))
     front = calibration.cameras[0]

@@ -200,7 +200,7 @@ def interrupts_deferred():
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _as_float(outputs):
+def as_float32(outputs):
     """Depth maps in float32 for the loss (autocast may have made them half)."""
     if isinstance(outputs, dict):
         return {**outputs, "depth": [o.float() for o in outputs["depth"]]}
@@ -381,7 +381,7 @@ def _train(config: TrainConfig, stop_at, progress: bool, device: torch.device, r
             sparse = batch["sparse"].contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=on_cuda):
                 outputs = trained(rgb, sparse)
-            loss, parts = compute_loss(config, _as_float(outputs), batch)
+            loss, parts = compute_loss(config, as_float32(outputs), batch)
             if not torch.isfinite(loss):
                 raise TrainError(f"loss became {loss.item()} at step {step}: lower --lr or check the shards")
             optimizer.zero_grad(set_to_none=True)

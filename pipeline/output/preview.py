@@ -23,7 +23,7 @@ _RAMP = np.array(
 )
 
 
-def check_picture_path(path: Path, option: str = "--plot") -> None:
+def check_picture_path(path: Path, option: str = "`plot`") -> None:
     """Refuse, before any work, a picture path that cannot be written: a folder that does not
     exist, or a name without an image extension Pillow writes."""
     Image.init()

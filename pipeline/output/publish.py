@@ -63,7 +63,7 @@ def check_licence(licence: str) -> None:
     single = spdx and " " not in spdx and not spdx.startswith("LicenseRef-") and licence == licence.lower()
     if not (single or licence in HUB_LICENCES):
         raise PublishError(
-            f"--license {licence!r} is not a licence id the Hub knows: give an SPDX id in lower case (cc-by-4.0, "
+            f"`licence` {licence!r} is not a licence id the Hub knows: give an SPDX id in lower case (cc-by-4.0, "
             "apache-2.0, mit, ...), one of the Hub's own (openrail, llama3, ...), or other"
         )
 
@@ -73,9 +73,9 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revis
     previews/); the card's links point at `revision`. Returns the staging folder."""
     check_licence(licence)
     if not _REPO_ID.match(repo_id):
-        raise PublishError(f"--repo {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
+        raise PublishError(f"`repo` {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
     if not _SPLIT.match(split):
-        raise PublishError(f"--split {split!r}: use letters, digits and underscores (train, validation, test)")
+        raise PublishError(f"`split` {split!r}: use letters, digits and underscores (train, validation, test)")
     report = inspect_output(out_dir)
     if report.problems:
         raise PublishError(
@@ -284,7 +284,7 @@ def upload(staging: Path, repo_id: str, private: bool, revision: str | None) -> 
     if not token:
         raise PublishError(
             "not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN, "
-            f"or use --dry-run to stage only (staged in {staging})"
+            f"or use `dry_run` to stage only (staged in {staging})"
         )
     api = HfApi(token=token)
     samples = json.loads((staging / MANIFEST).read_text())["totals"]["samples"]

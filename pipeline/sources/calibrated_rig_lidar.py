@@ -42,6 +42,10 @@ _PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "i1", ("I", 2): "<i2",
               ("U", 1): "u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8"}  # fmt: skip
 
 
+class SweepWidthError(PipelineError):
+    """A .bin sweep whose values do not fit the width it is read with (or fit both)."""
+
+
 @dataclass(frozen=True)
 class Sweep:
     """points_lidar (N, 3) float64 metres in the LiDAR frame; columns: how the file was
@@ -73,9 +77,9 @@ def read_bin_sweep(path: Path, columns: str = "auto") -> Sweep:
         width = int(columns)
         if width not in readable:
             other = 9 - width
-            raise PipelineError(
+            raise SweepWidthError(
                 f"{path}: read as N x {width} float32 its intensity column holds negative or non-finite values: "
-                f"the rows do not line up (is it N x {other}? pass --lidar-columns {other})"
+                f"the rows do not line up (is it N x {other}?)"
             )
     else:
         width = _auto_width(path, readings, readable)
@@ -91,13 +95,13 @@ def _auto_width(path: Path, readings: dict[int, np.ndarray], readable: list[int]
     if len(readable) == 1:
         return readable[0]
     if not readable:
-        raise PipelineError(
+        raise SweepWidthError(
             f"{path}: reads as neither N x 4 nor N x 5 float32 (x, y, z, intensity[, ring or time]): the intensity "
             "column holds negative or non-finite values either way"
         )
     if _looks_like_rings(readings[5][:, 4]):
         return 5
-    raise PipelineError(f"{path}: reads as N x 4 and as N x 5 float32 alike; pass --lidar-columns 4 or 5")
+    raise SweepWidthError(f"{path}: reads as N x 4 and as N x 5 float32 alike")
 
 
 def _looks_like_rings(column: np.ndarray) -> bool:
@@ -211,7 +215,7 @@ def find_lidar_folder(root: Path, calibration: Calibration, name: str | None) ->
     if name is not None:
         folder = root / name
         if not folder.is_dir():
-            raise PipelineError(f"{root} has no LiDAR folder {name}/ (--lidar-folder)")
+            raise PipelineError(f"{root} has no LiDAR folder {name}/ (`lidar_folder`)")
         return folder
     cameras = {camera.name for camera in calibration.cameras}
     candidates = [
@@ -224,7 +228,7 @@ def find_lidar_folder(root: Path, calibration: Calibration, name: str | None) ->
     if len(candidates) != 1:
         found = ", ".join(folder.name for folder in candidates) or "none"
         raise PipelineError(
-            f"{root}: cannot tell the LiDAR folder (folders with .bin or .pcd sweeps: {found}); pass --lidar-folder"
+            f"{root}: cannot tell the LiDAR folder (folders with .bin or .pcd sweeps: {found}); pass `lidar_folder`"
         )
     return candidates[0]
 
@@ -248,6 +252,8 @@ def read_frame_sweep(root: Path, folder: Path, frame: RigFrame, columns: str) ->
     path = sweep_path(folder, frame)
     try:
         sweep = read_sweep(path, columns)
+    except SweepWidthError as error:
+        raise BadImage(f"{error}; say its width with --lidar-columns 4 or 5") from None
     except PipelineError as error:
         raise BadImage(str(error)) from None
     except BadImage as error:

@@ -108,7 +108,7 @@ def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
     if path.is_file():
         check_list_file(source)
         return _items(path.parent, _paths_from_list(path)), path.parent
-    raise PipelineError(f"--images {source} does not exist (give a folder, a glob or a text file of paths)")
+    raise PipelineError(f"`images` {source} does not exist (give a folder, a glob or a text file of paths)")
 
 
 def list_images(root: Path) -> list[SourceItem]:
@@ -117,7 +117,7 @@ def list_images(root: Path) -> list[SourceItem]:
     if not root.exists():
         raise PipelineError(f"input folder {root} does not exist")
     if not root.is_dir():
-        raise PipelineError(f"--images must be a folder, {root} is a file")
+        raise PipelineError(f"`images` must be a folder, {root} is a file")
     return _items_from_relpaths(root, [relpath for relpath in _walk(root) if is_image_name(relpath.rpartition("/")[2])])
 
 
@@ -181,12 +181,12 @@ def check_list_file(source: str) -> None:
     name = source.rstrip("/").rpartition("/")[2]
     suffix = os.path.splitext(name)[1].lower()
     if is_image_name(name):
-        raise PipelineError(f"--images {source} is one photo; give its folder, a glob or a text file of paths")
+        raise PipelineError(f"`images` {source} is one photo; give its folder, a glob or a text file of paths")
     if ".tar." in name.lower() or suffix in (".tgz", ".tbz2", ".txz"):
-        raise PipelineError(f"--images {source}: compressed shards are not read; give uncompressed .tar shards")
+        raise PipelineError(f"`images` {source}: compressed shards are not read; give uncompressed .tar shards")
     if suffix not in LIST_FILE_SUFFIXES:
         raise PipelineError(
-            f"--images {source} is a {suffix} file, not a list of paths: give a folder, a glob, .tar shards or a "
+            f"`images` {source} is a {suffix} file, not a list of paths: give a folder, a glob, .tar shards or a "
             f"text file of paths ({', '.join(suffix or 'no suffix' for suffix in LIST_FILE_SUFFIXES)})"
         )
 
@@ -214,7 +214,7 @@ def _paths_from_list(list_file: Path) -> list[str]:
     if url is not None:
         raise PipelineError(
             f"{list_file} names a URL ({url}): a list file on this machine names local paths; put a list of "
-            "URLs on the store and pass its URL as --images"
+            "URLs on the store and pass its URL as `images`"
         )
     return entries
 
@@ -304,12 +304,12 @@ def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _decode_problem(error: Exception) -> str:
+def decode_problem(error: Exception) -> str:
     """Why PIL could not decode, in words that do not change from run to run (PIL puts
     the address of its buffer object in some messages)."""
     if isinstance(error, UnidentifiedImageError):
-        return "not a readable image (not a format PIL knows)"
-    return f"not a readable image ({without_addresses(str(error))})"
+        return "not a format PIL knows"
+    return without_addresses(str(error))
 
 
 def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImage:
@@ -328,7 +328,7 @@ def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImag
             unchanged = image.format == "JPEG" and image.mode == "RGB" and orientation == 1
             rgb = _to_rgb(ImageOps.exif_transpose(image))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise BadImage(_decode_problem(error)) from None
+        raise BadImage(f"not a readable image ({decode_problem(error)})") from None
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_IMAGE_SIDE:
         raise BadImage(f"image is {width}x{height}; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} is needed")
