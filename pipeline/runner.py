@@ -124,7 +124,7 @@ def _inputs(plan: Plan, store: Store) -> list:
     """The run's inputs: what its kind lists, the first `limit` of them, none of them from the
     output itself (an --out inside --images would list its own previews)."""
     listed = plan.kind.list_inputs(plan)
-    items = [item for item in listed if not store.holds(plan.kind.input_files(item)[0])]
+    items = [item for item in listed if not store.holds(next(iter(plan.kind.input_files(item))))]
     if not items:
         raise PipelineError(f"every input lies inside `out` {store}; give an `out` outside the inputs")
     if len(items) < len(listed):

@@ -698,8 +698,8 @@ def test_fidelity_refuses_an_image_its_calibration_is_not_for(cli, tmp_path):
     assert "not the image the calibration is for (resized or cropped?)" in err
 
 
-# Case 2 on an object store: photos listed from a URL are fingerprinted by size and ETag (one
-# listing per folder); a sidecar replaced there makes its shard again.
+# Case 2 on an object store: photos listed from a URL are fingerprinted by size and ETag as the
+# run's listing found them (no request more); a sidecar replaced there makes its shard again.
 def test_photos_on_a_store_whose_sidecar_changed_make_their_shard_again(cli, tmp_path, bucket):
     from simlidar.pipeline.sources.urls import filesystem
 

@@ -93,10 +93,11 @@ class RigFrame:
         """Whether its first camera's image has depth beside it."""
         return find_depth_sidecar(Path(self.root, next(image for image in self.images if image))) is not None
 
-    def files(self) -> list[str]:
-        """What this frame is read from: every camera's image and the depth that may lie beside it."""
+    def files(self) -> dict[str, None]:
+        """What this frame is read from: every camera's image and the depth that may lie beside
+        it, their state to be looked up (sources/fingerprint.py)."""
         images = [str(Path(self.root, image)) for image in self.images if image]
-        return [file for image in images for file in (image, *beside(image, DEPTH_SIDECAR_SUFFIXES))]
+        return dict.fromkeys(file for image in images for file in (image, *beside(image, DEPTH_SIDECAR_SUFFIXES)))
 
 
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:

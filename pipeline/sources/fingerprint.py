@@ -4,8 +4,9 @@ still what it would be made from.
 - Per input: a fingerprint of every file it is read from (the photo and every sidecar it
   may have, present or not; a rig frame's images, a sweep, a KITTI frame's files): a
   small file by its content, a larger one by its size and modification time, a file on an
-  object store by its size and ETag (one listing per folder). The kind says which files
-  (`kind.input_files`).
+  object store by its size and ETag as its listing gave them (so a shard's inputs cost no
+  request). The kind says which files (`kind.input_files`: location -> the state its
+  listing found, or None for a local file, looked up here).
 - Per run: the content hash of every file its config names (sensor, mount, rig,
   calibration: `config.named_files()`), recorded in the manifest like the config itself.
 """
@@ -15,11 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import stat
-from collections import defaultdict
-
-from .urls import filesystem, is_url
 
 # Files up to this size are fingerprinted by content (a photo.json, a sidecar .npy of a
 # thumbnail): reading them costs what a stat does, and an edit that keeps size and
@@ -32,8 +29,22 @@ _VERSION_FIELDS = ("ETag", "etag", "md5Hash", "blob_id", "LastModified", "update
 def input_fingerprints(kind, items) -> list[str]:
     """Per item (in order), a 16-hex-digit fingerprint of the files `kind` reads it from."""
     files = [kind.input_files(item) for item in items]
-    states = file_states(sorted({location for locations in files for location in locations}))
-    return [_digest([[location, states[location]] for location in locations])[:16] for locations in files]
+    unknown = sorted({location for each in files for location, state in each.items() if state is None})
+    found = file_states(unknown)
+    return [
+        _digest([[location, found[location] if state is None else state] for location, state in each.items()])[:16]
+        for each in files
+    ]
+
+
+def listed_state(info: dict | None) -> str:
+    """The state of a file as an fsspec listing describes it (None: not listed, absent)."""
+    if info is None:
+        return "absent"
+    if info.get("type") != "file":
+        return "not a regular file"
+    version = next((str(info[name]) for name in _VERSION_FIELDS if info.get(name) is not None), "")
+    return f"{info.get('size')}:{version}"
 
 
 def changed_inputs(items, recorded: list, now: list[str]) -> list[str]:
@@ -44,18 +55,10 @@ def changed_inputs(items, recorded: list, now: list[str]) -> list[str]:
     return [item.relpath for item, then, current in zip(items, recorded, now, strict=True) if then != current]
 
 
-def file_states(locations: list[str]) -> dict[str, str]:
-    """The state of each location (a local path or a URL) as a string: "absent", "not a
-    regular file", "sha256:..." (small files), "size:mtime_ns" or, on an object store,
-    "size:ETag"."""
-    states = {location: _local_state(location) for location in locations if not is_url(location)}
-    remote = defaultdict(list)
-    for location in locations:
-        if is_url(location):
-            remote[posixpath.dirname(location)].append(location)
-    for folder, inside in remote.items():
-        states.update(_remote_states(folder, inside))
-    return states
+def file_states(paths: list[str]) -> dict[str, str]:
+    """The state of each local path as a string: "absent", "not a regular file", "sha256:..."
+    (small files) or "size:mtime_ns"."""
+    return {path: _local_state(path) for path in paths}
 
 
 def _local_state(path: str) -> str:
@@ -74,26 +77,6 @@ def _local_state(path: str) -> str:
         except OSError as error:
             return f"unreadable ({error.strerror})"
     return f"{status.st_size}:{status.st_mtime_ns}"
-
-
-def _remote_states(folder: str, locations: list[str]) -> dict[str, str]:
-    """One listing of `folder` on its store gives the state of every location in it."""
-    fs, path = filesystem(folder)
-    try:
-        entries = {posixpath.basename(entry["name"]): entry for entry in fs.ls(path, detail=True)}
-    except FileNotFoundError:
-        entries = {}
-    states = {}
-    for location in locations:
-        entry = entries.get(posixpath.basename(location))
-        if entry is None:
-            states[location] = "absent"
-        elif entry.get("type") != "file":
-            states[location] = "not a regular file"
-        else:
-            version = next((str(entry[name]) for name in _VERSION_FIELDS if entry.get(name) is not None), "")
-            states[location] = f"{entry.get('size')}:{version}"
-    return states
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -24,6 +24,7 @@ from braceexpand import braceexpand
 
 from ..errors import PipelineError
 from ..schema import sanitize_key
+from .fingerprint import listed_state
 from .photos import BadImage, StagedInput, disambiguate
 from .urls import filesystem, is_url, join
 
@@ -49,6 +50,7 @@ class ShardSample:
     key: str
     members: tuple[tuple[str, int, int], ...]
     occurrence: int = 0
+    shard_state: str = ""
 
     @property
     def relpath(self) -> str:
@@ -58,9 +60,9 @@ class ShardSample:
     def has_depth_sidecar(self) -> bool:
         return any(extension.startswith("depth.") for extension, _, _ in self.members)
 
-    def files(self) -> list[str]:
-        """What this sample is read from: its shard."""
-        return [join(self.root, self.shard)]
+    def files(self) -> dict[str, str]:
+        """What this sample is read from: its shard, with its state as listed."""
+        return {join(self.root, self.shard): self.shard_state}
 
     def stage(self, folder: Path) -> StagedInput:
         """Write the sample's image and sidecars to folder/KEY/ (see the module's doc)."""
@@ -124,13 +126,14 @@ def list_shard_samples(source: str) -> tuple[list[ShardSample], str]:
     """Every sample with an image in the shards `source` names, in shard order and tar
     order, and the folder (path or URL) the shards are listed from."""
     shard_paths, fs, root = _expand(source)
-    samples = []
+    samples, states = [], {}
     for shard_path in shard_paths:
         relative = shard_path[len(root) + 1 :] if root else shard_path
         samples.extend(_read_index(fs, shard_path, relative))
+        states[relative] = listed_state(fs.info(shard_path))
     root_location = fs.unstrip_protocol(root) if is_url(source) else root
     items = [
-        ShardSample(root_location, shard, sample_key, "", members, occurrence)
+        ShardSample(root_location, shard, sample_key, "", members, occurrence, states[shard])
         for shard, sample_key, members, occurrence in samples
     ]
     keys = disambiguate([sanitize_key(item.sample_key) for item in items], [item.relpath for item in items])

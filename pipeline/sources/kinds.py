@@ -59,9 +59,10 @@ class InputKind(Protocol):
         """Every input, sorted, each with `key` and `relpath`; PipelineError when there is none."""
         ...
 
-    def input_files(self, item) -> list[str]:
-        """Every file (path or URL) the input is read from, present or not: what its
-        fingerprint covers (sources/fingerprint.py)."""
+    def input_files(self, item) -> dict[str, str | None]:
+        """Every file (path or URL) the input is read from, present or not, the first its main
+        one, with its state as listed (None: to be looked up): what its fingerprint covers
+        (sources/fingerprint.py)."""
         ...
 
     def read(self, item, scratch: Path, plan) -> Reading:
@@ -118,7 +119,7 @@ class Photos:
             raise PipelineError(f"no images in {plan.config.images} (looked for {looked_for})")
         return _with_sidecar_depth(items, plan.config.teacher, root)
 
-    def input_files(self, item) -> list[str]:
+    def input_files(self, item) -> dict[str, str | None]:
         return item.files()
 
     def read(self, item, scratch: Path, plan) -> PhotoReading:
@@ -184,7 +185,7 @@ class CalibratedRig:
         frames = list_frames(plan.config.images, self.calibration)
         return _with_sidecar_depth(frames, plan.config.teacher, plan.config.images)
 
-    def input_files(self, item) -> list[str]:
+    def input_files(self, item) -> dict[str, str | None]:
         return item.files()
 
     def read(self, item, scratch: Path, plan) -> FrameReading:
@@ -292,7 +293,7 @@ class KittiDepth:
     def list_inputs(self, plan) -> list[KittiFrame]:
         return list_kitti_frames(self.root, self.split, self.raw)
 
-    def input_files(self, item: KittiFrame) -> list[str]:
+    def input_files(self, item: KittiFrame) -> dict[str, str | None]:
         return item.files()
 
     def read(self, item: KittiFrame, scratch: Path, plan) -> KittiReading:
@@ -338,8 +339,8 @@ class RigLidar:
     def list_inputs(self, plan) -> list:
         return list_frames(self.root, self.calibration)
 
-    def input_files(self, item) -> list[str]:
-        return [*item.files(), *(str(path) for path in sweep_candidates(self.lidar_folder, item))]
+    def input_files(self, item) -> dict[str, str | None]:
+        return {**item.files(), **dict.fromkeys(str(path) for path in sweep_candidates(self.lidar_folder, item))}
 
     def read(self, item, scratch: Path, plan) -> SweepReading:
         loaded = load_frame(item, self.calibration, plan.config.jpeg_quality, plan.config.max_pixels)

@@ -48,9 +48,9 @@ class KittiFrame:
     calibration_file: Path
     calibration_field: str = ""
 
-    def files(self) -> list[str]:
-        """What this frame is read from."""
-        return [str(path) for path in (self.image, self.sparse, self.groundtruth, self.calibration_file)]
+    def files(self) -> dict[str, None]:
+        """What this frame is read from, their state to be looked up (sources/fingerprint.py)."""
+        return dict.fromkeys(str(path) for path in (self.image, self.sparse, self.groundtruth, self.calibration_file))
 
 
 @dataclass(frozen=True)

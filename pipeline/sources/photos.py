@@ -66,9 +66,10 @@ class SourceItem:
     def has_depth_sidecar(self) -> bool:
         return find_depth_sidecar(self.path) is not None
 
-    def files(self) -> list[str]:
-        """What this photo is read from: itself and every sidecar it may have (present or not)."""
-        return [str(self.path), *beside(str(self.path), SIDECAR_FILES)]
+    def files(self) -> dict[str, None]:
+        """What this photo is read from: itself and every sidecar it may have (present or not),
+        their state to be looked up (sources/fingerprint.py)."""
+        return dict.fromkeys([str(self.path), *beside(str(self.path), SIDECAR_FILES)])
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
+from .fingerprint import listed_state
 from .photos import (
     SIDECAR_FILES,
     BadImage,
@@ -35,6 +36,7 @@ class RemoteItem:
     relpath: str
     key: str
     sidecars: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -43,9 +45,11 @@ class RemoteItem:
     def has_depth_sidecar(self) -> bool:
         return any(suffix.startswith(".depth.") for suffix in self.sidecars)
 
-    def files(self) -> list[str]:
-        """What this photo is read from: itself and every sidecar it may have (present or not)."""
-        return [self.url, *beside(self.url, SIDECAR_FILES)]
+    def files(self) -> dict[str, str]:
+        """What this photo is read from, itself and every sidecar it may have, with their state
+        as the listing found them (`states`: the photo's, then each present sidecar's)."""
+        listed = dict(zip((self.url, *beside(self.url, self.sidecars)), self.states, strict=True))
+        return {location: listed.get(location, "absent") for location in (self.url, *beside(self.url, SIDECAR_FILES))}
 
     def stage(self, folder: Path) -> StagedInput:
         """Copy the photo and its sidecars to folder/KEY/, keeping the photo's file name."""
@@ -77,22 +81,23 @@ def list_remote_inputs(source: str) -> tuple[list[RemoteItem], str]:
     keys = unique_keys([relative or found for relative, found in zip(relatives, photos, strict=True)])
     root_url = fs.unstrip_protocol(root)
     items = [
-        RemoteItem(root_url, relative, key, _sidecars_of(photo, present))
+        RemoteItem(root_url, relative, key, *_sidecars_of(photo, present))
         if relative
-        else RemoteItem("", fs.unstrip_protocol(photo), key, _sidecars_of(photo, present))
+        else RemoteItem("", fs.unstrip_protocol(photo), key, *_sidecars_of(photo, present))
         for photo, relative, key in zip(photos, relatives, keys, strict=True)
     ]
     return items, root_url
 
 
-def _list(fs, path: str, source: str) -> tuple[str, list[str], set[str]]:
-    """(root, files the source names, every file present where they are: to find sidecars)."""
+def _list(fs, path: str, source: str) -> tuple[str, list[str], dict[str, str]]:
+    """(root, files the source names, every file present where they are with its state: to
+    find sidecars and fingerprint them without another request)."""
     if glob.has_magic(path):
-        files = [name for name, info in fs.glob(path, detail=True).items() if info["type"] == "file"]
-        return _glob_root(path), files, set(files) | _files_beside(fs, files)
+        found = {name: info for name, info in fs.glob(path, detail=True).items() if info["type"] == "file"}
+        return _glob_root(path), list(found), {**_states(found), **_files_beside(fs, list(found))}
     if fs.isdir(path):
-        files = fs.find(path)
-        return path.rstrip("/"), files, set(files)
+        found = fs.find(path, detail=True)
+        return path.rstrip("/"), list(found), _states(found)
     if fs.isfile(path):
         check_list_file(source)
         files = _listed_paths(fs, path)
@@ -115,15 +120,20 @@ def _listed_paths(fs, list_path: str) -> list[str]:
     ]
 
 
-def _files_beside(fs, files: list[str]) -> set[str]:
-    """Every file in the folders of `files` (one listing per folder), to find sidecars."""
-    beside: set[str] = set()
+def _files_beside(fs, files: list[str]) -> dict[str, str]:
+    """Every file in the folders of `files` (one listing per folder) with its state, to find sidecars."""
+    beside: dict[str, str] = {}
     for folder in sorted({posixpath.dirname(found) for found in files}):
         try:
-            beside.update(entry["name"] for entry in fs.ls(folder, detail=True) if entry["type"] == "file")
+            beside.update(_states({entry["name"]: entry for entry in fs.ls(folder, detail=True)}))
         except FileNotFoundError:
             continue
     return beside
+
+
+def _states(infos: dict[str, dict]) -> dict[str, str]:
+    """name -> listed state of the files among fsspec listing entries."""
+    return {name: listed_state(info) for name, info in infos.items() if info.get("type") == "file"}
 
 
 def _visible_photo(path: str, root: str) -> bool:
@@ -137,6 +147,8 @@ def _relative(path: str, root: str) -> str | None:
     return path[len(prefix) :] if path.startswith(prefix) else None
 
 
-def _sidecars_of(photo: str, present: set[str]) -> tuple[str, ...]:
+def _sidecars_of(photo: str, present: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the SIDECAR_FILES present beside `photo`, the states of the photo and of those)."""
     stem = photo[: len(photo) - len(posixpath.splitext(photo)[1])]
-    return tuple(suffix for suffix in SIDECAR_FILES if stem + suffix in present)
+    sidecars = tuple(suffix for suffix in SIDECAR_FILES if stem + suffix in present)
+    return sidecars, (present.get(photo, "absent"), *(present[stem + suffix] for suffix in sidecars))
