@@ -70,7 +70,7 @@ class RunPlan:
     during the sweep is drawn from (None: still); teacher: how to build it; conversion:
     relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; kind: the kind
     of input (photos, a virtual rig, a calibrated rig); config_files: the content hashes of
-    the files the config names, taken before they were read (part of the run's identity)."""
+    the files the config names (part of the run's identity)."""
 
     config: GenerateConfig
     sensor: Sensor
@@ -254,7 +254,6 @@ class GenerateConfig(RunConfig):
         """Parse every option once into the run's plan; PipelineError (one line, naming
         the flag) on a bad value. SensorSpecError, TeacherError and IntrinsicsError pass
         through: the CLI prints them as one line too."""
-        config_files = named_file_hashes(self.named_files())
         try:
             jitter = parse_mount_jitter(self.mount_jitter)
             calibration_error = parse_mount_jitter(self.calibration_error, "`calibration_error`")
@@ -296,7 +295,7 @@ class GenerateConfig(RunConfig):
                 self.poisson_trim_px,
             ),
             kind=generate_kind(self, calibration_error),
-            config_files=config_files,
+            config_files=named_file_hashes(self.named_files()),  # once each file has been read, bounded
         )
 
     def sensor_model(self) -> Sensor:
@@ -415,8 +414,8 @@ class ConvertRigConfig(RunConfig):
         return {"rig calibration": self.rig}
 
     def resolve(self) -> ConvertPlan:
-        config_files = named_file_hashes(self.named_files())
-        return ConvertPlan(self, rig_lidar_kind(self), _converter_teacher(self), config_files)
+        kind = rig_lidar_kind(self)  # reads the calibration, bounded, before it is hashed
+        return ConvertPlan(self, kind, _converter_teacher(self), named_file_hashes(self.named_files()))
 
 
 # What the runner, distributor, worker and manifest take: any command's resolved config.

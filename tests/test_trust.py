@@ -322,6 +322,7 @@ def test_a_rig_view_without_a_return_is_left_out_and_named(cli, tmp_path):
     assert sorted(samples_of(out)) == ["half-r0", "half-r1"]
     stats = json.loads((out / "shard-000000.stats.json").read_text())
     assert stats["empty_samples"] == ["half-r2"] and stats["errors"] == []
+    assert json.loads((out / "manifest.json").read_text())["totals"]["empty_samples_left_out"] == 1
 
 
 # Case 10: the disk filling while the final manifest is written stops the run with one line, and

@@ -221,6 +221,7 @@ def finalize_output(
             "inputs": sum(stats["inputs"] for stats in all_stats),
             "images_written": sum(stats["images_written"] for stats in all_stats),
             "images_skipped": sum(len(stats["errors"]) for stats in all_stats),
+            "empty_samples_left_out": sum(len(stats.get("empty_samples", [])) for stats in all_stats),
             "samples": samples,
             "points": points,
             "points_per_sample": points / samples if samples else 0.0,
