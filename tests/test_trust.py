@@ -17,17 +17,13 @@ from simlidar.pipeline import schema
 from simlidar.sensors import MOUNTS, mount_pose
 from simlidar.sensors.catalog import CATALOG_DIR
 
+from .helpers import scene_depth as wall_depth
+from .helpers import tar_members
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NUSCENES = DATA / "nuscenes_frame"
 SIZE = (96, 160)
 K_GOOD = {"fx": 100.0, "fy": 100.0, "cx": 79.5, "cy": 47.5}
-
-
-def wall_depth(seed=0):
-    """A wall at 12 m with a box at 4-6 m that moves with the seed."""
-    depth = np.full(SIZE, 12.0, np.float32)
-    depth[30:70, 40 + seed % 20 : 90 + seed % 20] = 4.0 + seed * 0.5
-    return depth
 
 
 def npy_photo(folder, name, depth, seed=0):
@@ -60,10 +56,9 @@ def samples_of(out):
     """key -> {member: bytes} of every sample in every shard of `out`."""
     samples = {}
     for shard in sorted(out.glob("shard-*.tar")):
-        with tarfile.open(shard) as tar:
-            for member in tar.getmembers():
-                key, _, name = member.name.partition(".")
-                samples.setdefault(key, {})[name] = tar.extractfile(member).read()
+        for name, data in tar_members(shard).items():
+            key, _, member = name.partition(".")
+            samples.setdefault(key, {})[member] = data
     return samples
 
 
