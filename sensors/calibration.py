@@ -144,7 +144,7 @@ def check_T_cam_lidar(T_cam_lidar, where: str) -> np.ndarray:
 def _is_numeric(value) -> bool:
     try:
         np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     return True
 

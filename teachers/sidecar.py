@@ -6,6 +6,8 @@ convention) or `photo.depth.npy` (float32 metres, (H, W)).
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +34,11 @@ def find_depth_sidecar(image_path: Path) -> Path | None:
 def read_depth_sidecar(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) = shape float32 metres from a .depth.png or .depth.npy file; NaN, inf and
     negative values become 0 (no value). The size the file's header declares is checked
-    before anything is decoded: a sidecar of another size is refused unread."""
+    before anything is decoded: a sidecar of another size is refused unread, and one that is not
+    a regular file (a FIFO would hang the reader) is never opened."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise TeacherError(f"{path.name}: not a regular file (a FIFO, a device or a folder); make it a file")
         with open(path, "rb") as handle:
             if path.suffix == ".npy":
                 depth = _read_npy(handle, path.name, shape)
@@ -105,7 +110,7 @@ class SidecarTeacher:
         return [self._predict_one(item) for item in batch]
 
     def _predict_one(self, item: TeacherInput) -> DepthPrediction | TeacherError:
-        found = [path for path in depth_sidecars(item.path) if path.is_file()]
+        found = [path for path in depth_sidecars(item.path) if os.path.lexists(path)]
         if not found:
             return TeacherError(
                 f"no depth beside {item.path.name}: add {item.path.stem}.depth.png (uint16, m x 256) "

@@ -184,6 +184,9 @@ def test_no_value_or_file_size_an_input_holds_sinks_its_shard(cli, tmp_path):
     (photos / "digits.json").write_text(json.dumps(K_GOOD).replace("100.0", "1" * 400, 1))
     (photos / "deep.json").write_text("[" * 20000 + "]" * 20000)
     (photos / "device.json").symlink_to("/dev/null")
+    npy_photo(photos, "fifo.jpg", wall_depth(1))
+    (photos / "fifo.depth.npy").unlink()
+    os.mkfifo(photos / "fifo.depth.npy")
     (photos / "partial.json").write_text(json.dumps({"fx": 100.0, "cx": 79.5, "cy": 47.5}))
     npy_photo(photos, "bulky.jpg", wall_depth(1))
     (photos / "bulky.json").write_text(json.dumps({**K_GOOD, "notes": "x" * 100000}))
@@ -204,6 +207,7 @@ def test_no_value_or_file_size_an_input_holds_sinks_its_shard(cli, tmp_path):
         "device.jpg": ("intrinsics", "device.json: not a regular file (a FIFO, a device or a folder); make it a "
                        "JSON file"),
         "partial.jpg": ("intrinsics", "partial.json: lacks fy; write fx, fy, cx, cy in pixels"),
+        "fifo.jpg": ("teacher", "fifo.depth.npy: not a regular file (a FIFO, a device or a folder); make it a file"),
         "bulky.jpg": ("intrinsics", "bulky.json: 100063 bytes; an intrinsics file is a small JSON object"),
     }  # fmt: skip
     (sample,) = samples_of(out).values()
@@ -401,12 +405,16 @@ def test_bad_sensor_and_rig_files_are_one_line_each(cli, tmp_path):
     os.mkfifo(tmp_path / "pipe.toml")
     (tmp_path / "views.toml").write_text("views = 3\n")
     (tmp_path / "nan.toml").write_text("[[views]]\nyaw = nan\nfov = 0.5\n[[views]]\nyaw = 0.2\nfov = 0.5\n")
+    huge = np.eye(4).tolist()
+    huge[0][3] = int("9" * 400)
+    (tmp_path / "huge.json").write_text(json.dumps({"T_cam_lidar": huge}))
     cases = {
         ("--sensor", "latin.toml"): "cannot read sensor file {}: not UTF-8 text (invalid continuation byte at byte",
         ("--sensor", "folder.toml"): "cannot read sensor file {}: it is a folder; give the file itself",
         ("--sensor", "pipe.toml"): "cannot read sensor file {}: it is not a regular file (a FIFO, socket or device)",
         ("--rig", "views.toml"): "rig file {}: views must be [[views]] tables (yaw, fov), got 3",
         ("--rig", "nan.toml"): "rig file {}: view 0 has a yaw or fov that is not a finite number",
+        ("--mount", "huge.json"): "--mount: {}: T_cam_lidar must be 4 rows of 4 finite numbers",
     }
     for (option, name), message in cases.items():
         code, _, err = generate(cli, photos, tmp_path / "out", option, tmp_path / name, "--quiet")
