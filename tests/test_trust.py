@@ -282,6 +282,8 @@ def test_an_input_whose_scan_gives_no_point_is_recorded_not_written(cli, tmp_pat
     for extra in (("--mount", identity), ("--mesh-stride", "100000")):
         assert generate(cli, photos, tmp_path / "o", *extra, "--overwrite", "--quiet")[0] == 2
         assert {error["stage"] for error in read_errors(tmp_path / "o").values()} == {"scan"}
+    code, _, err = generate(cli, photos, tmp_path / "o", "--range-noise", "inf", "--quiet")
+    assert code == 2 and err == "error: --range-noise must be a finite number of metres, 0 or more\n"
     code, _, err = generate(cli, photos, out, "--overwrite", "--quiet")
     assert code == 0, err
     _empty_a_sample(out / "shard-000001.tar", "p1-v0", out / "manifest.json")
