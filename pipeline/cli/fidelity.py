@@ -13,8 +13,8 @@ from simlidar.sensors.mount import jittered_pose
 from ..config import GenerateConfig
 from ..output.fidelity import fidelity_picture, fidelity_report, format_table, read_kitti_object_frame
 from ..output.flying import parse_teacher_blur
-from ..stages.edges import RULES as EDGE_RULES
 from ..output.preview import check_picture_path
+from ..stages.edges import RULES as EDGE_RULES
 from .generate import RAY_DROP_OPTION
 
 
