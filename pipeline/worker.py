@@ -10,13 +10,16 @@ the inputs, never on which process runs it or in what order."""
 from __future__ import annotations
 
 import errno
+import json
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from simlidar.teachers import IntrinsicsError, Teacher, TeacherError
 
+from . import schema
 from .config import Plan
 from .errors import UnusableDepth, error_stage, unexpected_reason
 from .output.lock import still_held
@@ -44,7 +47,7 @@ class ShardWorker:
         """Write `shard`'s tar and then its stats file (the pair marks the shard done)."""
         started = time.perf_counter()
         fingerprints = input_fingerprints(self.kind, shard.items)  # before reading: a later edit is seen
-        times, errors, counts = StageTimes(), [], []
+        times, errors, counts, sources = StageTimes(), [], [], []
         self.empty_samples = []
         teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, store)))
         batch_size = self.config.teacher_batch_size
@@ -61,10 +64,11 @@ class ShardWorker:
                     for key, members, sample_counts in samples:
                         writer.write(key, members)
                         counts.append(sample_counts)
+                        sources.append(sample_sources(members))
                     predictions = predictions[cameras:]
                     on_input()
         stats = shard_stats(shard, writer, counts, errors, times, time.perf_counter() - started)
-        stats.update(input_fingerprints=fingerprints, empty_samples=self.empty_samples)
+        stats.update(input_fingerprints=fingerprints, empty_samples=self.empty_samples, sources=count_sources(sources))
         store.write_json_atomically(shard.stats_name, stats)
         return stats
 
@@ -104,6 +108,20 @@ class ShardWorker:
                     errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
                     on_input()
         return readings
+
+
+def sample_sources(members: dict[str, bytes]) -> dict[str, str]:
+    """Where a written sample's depth and intrinsics came from, as its json records them: the
+    teacher that made its depth (sidecar, a model's name) and its intrinsics' source."""
+    meta = json.loads(members[schema.META])
+    # "random fov 61.20 deg", "exif 35mm-equivalent 28 mm": counted by their kind
+    intrinsics = meta.get("intrinsics_source", "none").split()[0]
+    return {"teacher": (meta.get("teacher") or {}).get("id") or "none", "intrinsics": intrinsics}
+
+
+def count_sources(sources: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """{"teacher": {name: samples}, "intrinsics": {source: samples}} of a shard's samples."""
+    return {kind: dict(sorted(Counter(each[kind] for each in sources).items())) for kind in ("teacher", "intrinsics")}
 
 
 def shard_stats(shard: ShardPlan, writer: ShardWriter, counts: list[dict], errors: list, times, seconds) -> dict:

@@ -7,6 +7,10 @@ class TrainError(Exception):
     the message is one line that says what to do."""
 
 
+class TrainOptionError(TrainError):
+    """An option's value, or a combination of options, that cannot work: a usage error."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training, after the checkpoint was saved: where the run stands."""
 

@@ -78,6 +78,9 @@ class _Silent:
     def shard_done(self) -> None:
         pass
 
+    def starting(self, what: str) -> None:
+        pass
+
 
 def parallel_efficiency(scene: Path, workers: int, photos: int, work_dir: Path) -> dict:
     """Seconds to make the same shards on Ray with 1 worker and with `workers`

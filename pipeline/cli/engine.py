@@ -82,4 +82,23 @@ def run_and_report(
         f"({totals['points_min']}-{totals['points_max']}), "
         f"{totals['sparse_pixels_per_sample']:.0f} sparse pixels per sample"
     )
+    click.echo(_made_with(summary.manifest))
     click.echo(f"took {summary.elapsed_s:.1f} s; output in {store}/")
+
+
+def _made_with(manifest: dict) -> str:
+    """Where the samples' depth and intrinsics came from and the mount: what the options resolved to."""
+    from ..output.manifest import describe_sources
+
+    resolved = manifest["resolved"]
+    words = describe_sources(resolved)
+    line = f"depth from {words['teacher']}; intrinsics from {words['intrinsics']}; mount {resolved['mount']}"
+    random = resolved["intrinsics"].get("random", 0)
+    if random:
+        samples = manifest["totals"]["samples"]
+        every = "every sample" if random == samples else f"{random} of {samples} samples"
+        line += (
+            f"\nnote: {every} got a random field of view: where you know the camera, give each photo a "
+            ".json with fx, fy, cx, cy, or --fov / --intrinsics"
+        )
+    return line

@@ -232,11 +232,16 @@ def kind_files(config: GenerateConfig) -> dict[str, str]:
     return {"rig": config.rig} if config.rig.endswith((".toml", ".json")) else {}
 
 
+def _jitter(config: GenerateConfig) -> str:
+    jitter = config.mount_jitter.strip()
+    return "no per-view jitter" if jitter.lower() in ("none", "") else f"per-view jitter {jitter}"
+
+
 def _simulated(plan, what: str, per: str, unit: str, rig_members: bool) -> dict:
     """The card's record of a simulated output made from `what`, one sample per `per` and
     scan; rig_members: whether samples carry teacher.png (rigs do, for distillation)."""
     sensor, config = plan.sensor, plan.config
-    intrinsics = "per image, as recorded in each sample's json (`intrinsics_source`)"
+    intrinsics = "per image, as each sample's json records (`intrinsics_source`)"
     if config.intrinsics:
         intrinsics = "fixed: fx, fy, cx, cy = " + ", ".join(f"{value:g}" for value in config.intrinsics)
     members = [
@@ -267,7 +272,7 @@ def _simulated(plan, what: str, per: str, unit: str, rig_members: bool) -> dict:
                 f"`{sensor.name}`: {sensor.channels} channels, {sensor.points_per_frame} points per frame, "
                 f"spec hash `{sensor.spec_hash()}`",
             ],
-            ["mount", f"`{config.mount or 'the sensor default'}` with per-view jitter"],
+            ["mount", f"`{plan.mount.name}`{'' if config.mount else ' (the sensor default)'}, {_jitter(config)}"],
             ["intrinsics", intrinsics],
             ["views per image", str(config.views)],
             ["seed", str(config.seed)],
