@@ -10,19 +10,17 @@ the inputs, never on which process runs it or in what order."""
 from __future__ import annotations
 
 import errno
-import json
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from simlidar.teachers import IntrinsicsError, Teacher, TeacherError
 
-from . import schema
 from .config import Plan
 from .errors import UnusableDepth, error_stage, unexpected_reason
 from .output.lock import still_held
+from .output.manifest import count_sources, sample_sources
 from .output.store import Store
 from .sources.fingerprint import input_fingerprints
 from .sources.kinds import Reading, Sample
@@ -108,20 +106,6 @@ class ShardWorker:
                     errors.append({"path": item.relpath, "stage": "read", "reason": str(error)})
                     on_input()
         return readings
-
-
-def sample_sources(members: dict[str, bytes]) -> dict[str, str]:
-    """Where a written sample's depth and intrinsics came from, as its json records them: the
-    teacher that made its depth (sidecar, a model's name) and its intrinsics' source."""
-    meta = json.loads(members[schema.META])
-    # "random fov 61.20 deg", "exif 35mm-equivalent 28 mm": counted by their kind
-    intrinsics = meta.get("intrinsics_source", "none").split()[0]
-    return {"teacher": (meta.get("teacher") or {}).get("id") or "none", "intrinsics": intrinsics}
-
-
-def count_sources(sources: list[dict[str, str]]) -> dict[str, dict[str, int]]:
-    """{"teacher": {name: samples}, "intrinsics": {source: samples}} of a shard's samples."""
-    return {kind: dict(sorted(Counter(each[kind] for each in sources).items())) for kind in ("teacher", "intrinsics")}
 
 
 def shard_stats(shard: ShardPlan, writer: ShardWriter, counts: list[dict], errors: list, times, seconds) -> dict:

@@ -113,10 +113,10 @@ def test_convert_runs_on_the_engine_resumes_and_its_output_passes_inspect_and_pu
     code, printed, err = cli("generate", "--images", root, "--out", out, "--quiet")
     assert code == 2 and "holds a different run (made by `simlidar convert kitti`)" in err
 
-    code, printed, err = cli("inspect", out)
+    code, printed, err = cli("inspect", "--shards", out)
     assert code == 0, err
     assert "3 samples in 3 shards" in printed and "per sensor: recorded 3" in printed
-    code, _, err = cli("publish", out, "--repo", "me/kitti-train", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "me/kitti-train", "--dry-run")
     assert code == 0, err
     card = (out / "hub" / "README.md").read_text()
     assert "(`simlidar convert kitti`) from the KITTI depth-completion benchmark's train split" in card
@@ -150,7 +150,7 @@ def test_a_failed_overwrite_leaves_no_old_shard_beside_the_new_ones(cli, tmp_pat
     assert manifest["status"] == "incomplete" and manifest["config"]["teacher"] == "sidecar"
     assert [shard["shard"] for shard in manifest["shards"]] == ["shard-000000.tar"]
     assert "disk full" in manifest["stopped"]
-    code, _, err = cli("inspect", out)
+    code, _, err = cli("inspect", "--shards", out)
     assert code == 2 and "the run is incomplete" in err
 
 

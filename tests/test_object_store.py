@@ -331,10 +331,10 @@ def test_generate_from_s3_shards_into_s3_resumes_after_a_kill_to_the_bytes_of_a_
     assert meta["source_meta"] == {"json": {"url": "http://example.com/0.jpg", "caption": "street 0"}}
     assert meta["source_path"] == "in-0.tar/00000"
 
-    code, printed, err = cli("inspect", out)
+    code, printed, err = cli("inspect", "--shards", out)
     assert code == 0, err
     assert "6 samples in 3 shards" in printed and fs.exists(f"{out[5:]}/previews/contact_sheet.png")
-    code, printed, err = cli("publish", out, "--repo", "me/streets", "--dry-run")
+    code, printed, err = cli("publish", "--shards", out, "--repo", "me/streets", "--dry-run")
     assert code == 0, err
     staged = Path(printed.split("staged ", 1)[1].split("/ (", 1)[0])
     assert sorted(path.name for path in (staged / "data" / "train").iterdir()) == sorted(expected)

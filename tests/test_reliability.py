@@ -383,9 +383,9 @@ DAMAGES = {
 def test_damaged_outputs_are_problems_for_inspect_and_refused_by_publish(cli, finished_output, tmp_path, damage):
     change, expected = DAMAGES[damage]
     out = damaged_copy(finished_output, tmp_path, change)
-    code, _, err = cli("inspect", out, "--previews", "0")
+    code, _, err = cli("inspect", "--shards", out, "--previews", "0")
     assert code == 2 and expected in err and "Traceback" not in err
-    code, _, err = cli("publish", out, "--repo", "me/data", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "me/data", "--dry-run")
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert not (out / "hub").exists() and not (out / "hub.tmp").exists()
 
@@ -394,12 +394,12 @@ def test_publish_refuses_a_hub_file_and_leaves_no_staging_behind(cli, finished_o
     out = damaged_copy(finished_output, tmp_path, lambda out, manifest: None)
     (out / "hub").write_text("not a folder")
     (out / "hub.tmp").write_text("left by someone")
-    code, _, err = cli("publish", out, "--repo", "me/data", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "me/data", "--dry-run")
     assert (
         code == 2 and err == f"error: {out / 'hub'} is a file, not a staging folder; move it away and publish again\n"
     )
     (out / "hub").unlink()
-    code, _, err = cli("publish", out, "--repo", "me/data", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "me/data", "--dry-run")
     assert code == 0, err
     assert sorted(path.name for path in (out / "hub" / "data" / "train").iterdir()) == [
         f"shard-{index:06d}.tar" for index in range(4)
@@ -409,7 +409,7 @@ def test_publish_refuses_a_hub_file_and_leaves_no_staging_behind(cli, finished_o
 
 def test_an_intact_output_inspects_clean(cli, finished_output, tmp_path):
     out = damaged_copy(finished_output, tmp_path, lambda out, manifest: None)
-    code, text, err = cli("inspect", out, "--previews", "2")
+    code, text, err = cli("inspect", "--shards", out, "--previews", "2")
     assert code == 0, err
     assert f"{out}: 4 samples in 4 shards" in text
 
@@ -653,7 +653,7 @@ def test_a_second_run_on_a_busy_output_is_refused_and_the_first_finishes_clean(c
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["totals"]["samples"] == 24
     assert not (out / LOCK).exists() and not list(out.glob("*.tmp"))
-    code, _, err = cli("inspect", out, "--previews", "0")
+    code, _, err = cli("inspect", "--shards", out, "--previews", "0")
     assert code == 0, err
 
 

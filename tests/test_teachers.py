@@ -220,6 +220,7 @@ def test_to_metric_draws_per_image_ranges_records_them_and_zeroes_bad_metric_pix
 def test_teacher_bench_prints_images_per_second_per_batch_size(cli, depth_anything):
     code, out, err = cli(
         "bench",
+        "teacher",
         "--teacher",
         "depth-anything-v2-small",
         "--batch-sizes",

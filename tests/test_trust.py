@@ -123,9 +123,10 @@ def test_a_shard_whose_inputs_changed_is_made_again_as_a_fresh_run_makes_it(cli,
         "made shard-000001 again: 1 of its inputs changed since it was made (p1.jpg)\n"
         "made shard-000002 again: 1 of its inputs changed since it was made (p2.jpg)\n"
     )
-    assert "shard-000001: 1 of its inputs changed since it was made (p1.jpg); making it again" in (
-        out / "generate.log"
-    ).read_text()
+    assert (
+        "shard-000001: 1 of its inputs changed since it was made (p1.jpg); making it again"
+        in (out / "generate.log").read_text()
+    )
     assert generate(cli, photos, fresh, "--quiet")[0] == 0
     for index in range(3):
         name = f"shard-00000{index}.tar"
@@ -264,7 +265,7 @@ def test_returns_beyond_the_png_range_are_counted_apart_and_json_and_png_agree(c
     sparse = schema.decode_depth_png(sample["sparse.png"])
     assert counts["sparse_pixels"] == np.count_nonzero(sparse) > 500
     assert counts["sparse_pixels_beyond_encoding"] > 300 and sparse.max() < 101
-    assert cli("inspect", out)[0] == 0
+    assert cli("inspect", "--shards", out)[0] == 0
 
 
 # Case 10 (empty samples): an input whose scan gives no point in the image is skipped and
@@ -288,7 +289,7 @@ def test_an_input_whose_scan_gives_no_point_is_recorded_not_written(cli, tmp_pat
     code, _, err = generate(cli, photos, out, "--overwrite", "--quiet")
     assert code == 0, err
     _empty_a_sample(out / "shard-000001.tar", "p1-v0", out / "manifest.json")
-    code, _, err = cli("inspect", out)
+    code, _, err = cli("inspect", "--shards", out)
     assert code == 2 and "problem: shard-000001.tar: p1-v0: no sparse pixel: an empty sample" in err
 
 
@@ -509,13 +510,13 @@ def test_an_out_inside_the_images_is_not_listed_as_input(cli, tmp_path):
     photos = photo_folder(tmp_path, 2)
     out = photos / "out"
     assert generate(cli, photos, out, "--quiet")[0] == 0
-    assert cli("inspect", out)[0] == 0 and (out / "previews" / "contact_sheet.png").is_file()
+    assert cli("inspect", "--shards", out)[0] == 0 and (out / "previews" / "contact_sheet.png").is_file()
     for extra in (("--overwrite",), ()):
         code, stdout, err = generate(cli, photos, out, *extra)
         assert code == 0, err
         assert sorted(samples_of(out)) == ["p0-v0", "p1-v0"] and "read 2 of 2 images" in stdout
     assert "(2 already done)" in stdout
-    assert cli("inspect", out)[0] == 0
+    assert cli("inspect", "--shards", out)[0] == 0
     code, _, err = generate(cli, out, out, "--teacher", "auto", "--quiet")  # its one image: previews/contact_sheet.png
     assert code == 2 and err == f"error: every input lies inside --out {out}; give an --out outside the inputs\n"
 
@@ -584,7 +585,7 @@ def test_convert_rig_refuses_a_sweep_read_in_the_wrong_width_and_counts_far_poin
     counts = json.loads(sample["json"])["counts"]
     assert counts["sparse_pixels"] == np.count_nonzero(schema.decode_depth_png(sample["sparse.png"]))
     assert counts["sparse_pixels_beyond_encoding"] > 0
-    assert cli("inspect", tmp_path / "far")[0] == 0
+    assert cli("inspect", "--shards", tmp_path / "far")[0] == 0
 
 
 # Case 9: an object store this machine has no credentials for is one line saying where they go,
@@ -600,7 +601,7 @@ def test_a_store_without_credentials_is_one_line(cli, tmp_path, bucket, monkeypa
     s3fs.S3FileSystem.clear_instance_cache()
     try:
         for args in (("generate", "--images", photos, "--out", f"{bucket}/run", "--teacher", "sidecar", "--fov", "90",
-                      "--workers", "1", "--quiet"), ("inspect", f"{bucket}/run")):  # fmt: skip
+                      "--workers", "1", "--quiet"), ("inspect", "--shards", f"{bucket}/run")):  # fmt: skip
             code, _, err = cli(*args)
             assert code == 2 and err.startswith("error: no usable credentials for the object store (Unable to locate")
             assert "AWS_ACCESS_KEY_ID" in err and err.count("\n") == 1 and "not a simlidar output" not in err
@@ -621,14 +622,18 @@ def test_messages_say_what_is_true(cli, tmp_path):
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     holder = {"host": "elsewhere", "pid": 1, "process_start": "", "since": "2026-01-01T00:00:00", "token": "x"}
     (out / LOCK).write_text(json.dumps(holder))
-    code, _, err = cli("inspect", out)
+    code, _, err = cli("inspect", "--shards", out)
     assert "problem: a run is still writing it (pid 1 on elsewhere, since 2026-01-01T00:00:00): inspect it when" in err
     (out / LOCK).unlink()
-    code, _, err = cli("inspect", out)
-    assert code == 2 and (
-        "problem: the run stopped before it finished (killed: no run holds it now): re-run the `simlidar generate` "
-        "that made it\n"
-    ) in err
+    code, _, err = cli("inspect", "--shards", out)
+    assert (
+        code == 2
+        and (
+            "problem: the run stopped before it finished (killed: no run holds it now): re-run the `simlidar generate` "
+            "that made it\n"
+        )
+        in err
+    )
     for option, value, why in (
         ("--mount-jitter", "height=20", "--mount-jitter: height must be a range in [0, 10) m, got 20"),
         ("--mount-jitter", "pitch=90", "--mount-jitter: pitch must be a range in [0, 90) deg, got 90"),
@@ -637,7 +642,7 @@ def test_messages_say_what_is_true(cli, tmp_path):
     ):
         code, _, err = generate(cli, photos, tmp_path / "other", option, value, "--quiet")
         assert code == 2 and err == f"error: {why}\n"
-    code, _, err = cli("publish", out, "--repo", "me/data", "--license", "garbage", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "me/data", "--license", "garbage", "--dry-run")
     assert code == 2 and err.startswith("error: --license 'garbage' is not a licence id the Hub knows")
     assert not (out / "hub").exists()
 
@@ -684,10 +689,14 @@ def test_convert_rig_replaces_a_generate_run_whole_and_refuses_a_changed_calibra
     before = sha256(calibration)
     calibration.write_text(json.dumps({**json.loads(calibration.read_text()), "note": "re-measured"}))
     code, _, err = cli(*rig)
-    assert code == 2 and (
-        f"(the rig calibration file {calibration} changed since that run (sha256 {before[:12]} then, "
-        f"{sha256(calibration)[:12]} now))"
-    ) in err
+    assert (
+        code == 2
+        and (
+            f"(the rig calibration file {calibration} changed since that run (sha256 {before[:12]} then, "
+            f"{sha256(calibration)[:12]} now))"
+        )
+        in err
+    )
 
 
 # Case 10 (fidelity): an image that is not the one its calibration is for is one line, not a

@@ -11,7 +11,7 @@ import click
 from ..bench.edges import BLURS, print_edge_table
 from ..bench.frame import print_frame_table, print_mesh_table
 from ..bench.gpu_plan import SIZE_CHOICES
-from ..bundled import SCENES, existing, shared_data
+from ..sources.bundled import SCENES, existing, shared_data
 from ..stages.edges import RULES as EDGE_RULES
 from .grammar import check_sensor, check_teacher
 

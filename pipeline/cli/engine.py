@@ -98,7 +98,7 @@ def _made_with(manifest: dict) -> str:
         samples = manifest["totals"]["samples"]
         every = "every sample" if random == samples else f"{random} of {samples} samples"
         line += (
-            f"\nnote: {every} got a random field of view: where you know the camera, give each photo a "
-            ".json with fx, fy, cx, cy, or --fov / --intrinsics"
+            f"\nnote: {every} got a random field of view (--fov-range): where you know the camera, give each "
+            "photo a .json with fx, fy, cx, cy, or pass --fov or --intrinsics"
         )
     return line

@@ -95,14 +95,18 @@ def publish(
     The output is checked first (as `simlidar inspect` does); a URL is staged in a local copy.
     The token comes from HF_TOKEN or `hf auth login`; re-running after an interrupted upload resumes it.
     """
-    from ..output.publish import UNSET_LICENCE, UNSET_LICENCE_WARNING, check_licence, stage, upload
+    from ..output.publish import UNSET_LICENCE, check_licence, stage, upload
 
     location = _shards_location(shards, out)
     check_licence(licence or UNSET_LICENCE)  # before an output on a store is downloaded
     folder = open_store(location).local_copy().root
     staging = stage(folder, repo, licence, split, revision or "main")
     if licence is None:
-        click.echo(f"warning: {UNSET_LICENCE_WARNING}", err=True)
+        click.echo(
+            f"warning: no --license given, so the card says `{UNSET_LICENCE}`: the data carries your photos' licence "
+            "and the teacher's terms (in the card); pass --license ID (e.g. cc-by-4.0)",
+            err=True,
+        )
     if not quiet:
         click.echo(f"staged {folder / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")
     if dry_run:

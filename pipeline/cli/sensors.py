@@ -17,11 +17,11 @@ from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, loa
 from simlidar.sensors.files import read_text_file
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
-from ..bundled import STREET
 from ..errors import PipelineError
 from ..output.drop_fit import check_fittable, fit_drop, sensor_file_text, with_ray_drop
 from ..output.fidelity import read_frame, read_kitti_object_frame
 from ..output.preview import check_picture_path, colorize_depth, spread_points
+from ..sources.bundled import STREET
 from ..stages.scan import simulate_rig_scan
 from ..stages.scene import sidecar_camera
 from ..stages.target import ray_target

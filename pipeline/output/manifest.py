@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from importlib import metadata
 
+from .. import schema
 from ..config import Plan
 from ..errors import PipelineError
 from ..sources.fingerprint import changed_inputs, input_fingerprints, named_file_changes
@@ -183,8 +184,22 @@ def _made(store: Store, plan: ShardPlan) -> bool:
     return store.exists(plan.tar_name) and store.exists(plan.stats_name)
 
 
+def sample_sources(members: dict[str, bytes]) -> dict[str, str]:
+    """Where a written sample's depth and intrinsics came from, as its json records them: the
+    teacher that made its depth (sidecar, a model's name) and its intrinsics' source."""
+    meta = json.loads(members[schema.META])
+    # "random fov 61.20 deg", "exif 35mm-equivalent 28 mm": counted by their kind
+    intrinsics = meta.get("intrinsics_source", "none").split()[0]
+    return {"teacher": (meta.get("teacher") or {}).get("id") or "none", "intrinsics": intrinsics}
+
+
+def count_sources(sources: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """{"teacher": {name: samples}, "intrinsics": {source: samples}} of a shard's samples."""
+    return {kind: dict(sorted(Counter(each[kind] for each in sources).items())) for kind in ("teacher", "intrinsics")}
+
+
 def _sources(all_stats: list[dict]) -> dict[str, dict[str, int]]:
-    """The shards' samples per teacher and per intrinsics source (see worker.count_sources);
+    """The shards' samples per teacher and per intrinsics source (count_sources);
     shards made before their stats counted them add nothing."""
     totals = {"teacher": Counter(), "intrinsics": Counter()}
     for stats in all_stats:
@@ -195,12 +210,12 @@ def _sources(all_stats: list[dict]) -> dict[str, dict[str, int]]:
 
 # How a summary and a dataset card say where a sample's intrinsics came from.
 INTRINSICS_SOURCES = {
-    "flag": "--intrinsics",
+    "flag": "the intrinsics given for every photo",
     "sidecar": "the photo's .json",
     "exif": "EXIF focal length",
     "teacher": "the teacher's focal estimate",
-    "fov": "--fov",
-    "random": "a random field of view (--fov-range)",
+    "fov": "the field of view given for every photo",
+    "random": "a random field of view",
     "calibration": "the recording's calibration",
 }
 

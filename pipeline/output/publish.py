@@ -49,11 +49,11 @@ HUB_LICENCES = {
 }  # fmt: skip
 
 
-# The card's licence when `publish` is not given one; the card then says so (UNSET_LICENCE_WARNING).
+# The card's licence when `publish` is not given one; the card then says so (UNSET_LICENCE_NOTE).
 UNSET_LICENCE = "other"
-UNSET_LICENCE_WARNING = (
-    "no --license given, so the card says `other`: the data carries the licence of your photos and the "
-    "teacher's terms (in the card's table); give the right id with `simlidar publish --license ID`"
+UNSET_LICENCE_NOTE = (
+    "> **Licence not set**: this card says `other` because no licence was given when it was published. The data "
+    "carries the licence of its photos and the teacher's terms (see the table below).\n\n"
 )
 
 
@@ -243,7 +243,7 @@ def dataset_card(
         version=_version(),
         command=made_by["command"],
         summary=made_by["summary"],
-        licence_note="" if licence else f"> **Licence not set**: {UNSET_LICENCE_WARNING}.\n\n",
+        licence_note="" if licence else UNSET_LICENCE_NOTE,
         preview=preview,
         made_with=_table(_made_with(manifest, stats)),
         members=_table([[f"`{member}`", content] for member, content in made_by["members"]]),

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 SCENES = CHECKOUT / "examples" / "scenes"
 STREET = SCENES / "street_kitti.jpg"
 
