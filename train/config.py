@@ -40,7 +40,7 @@ class TrainConfig:
     student: str = "completion"
     bins: int = 64
     bin_range: tuple[float, float] = (0.5, 100.0)
-    # Relative depth (log) units; chosen by `simlidar bench-kd-target` (README).
+    # Relative depth (log) units; chosen by `simlidar bench kd-target` (README).
     temperature: float = 0.03
     chamfer_weight: float = 0.1
     kd_weight: float = 1.0
