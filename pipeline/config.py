@@ -323,16 +323,19 @@ class GenerateConfig(RunConfig):
             )
         if self.ray_drop == "weak-return":
             sensor = replace(sensor, ray_drop=None)
-        return configure_sensor(
-            sensor,
-            integration_time_s=self.integration_time_s,
-            range_noise_m=self.range_noise_m,
-            drop_rate=self.drop_rate,
-            detection_range_m=self.detection_range_m,
-            divergence_mrad=self.divergence_mrad,
-            sub_rays=self.sub_rays,
-            returns=self.returns,
-        )
+        try:  # the overrides are options: one that does not fit the sensor is a usage error
+            return configure_sensor(
+                sensor,
+                integration_time_s=self.integration_time_s,
+                range_noise_m=self.range_noise_m,
+                drop_rate=self.drop_rate,
+                detection_range_m=self.detection_range_m,
+                divergence_mrad=self.divergence_mrad,
+                sub_rays=self.sub_rays,
+                returns=self.returns,
+            )
+        except ValueError as error:
+            raise OptionError(str(error)) from None
 
 
 @dataclass(frozen=True)

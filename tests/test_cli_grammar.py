@@ -5,12 +5,14 @@ hidden, benches run from any folder, and a run says what its options resolved to
 import json
 
 import click
+import numpy as np
 import pytest
 from huggingface_hub import DatasetCard
 from simlidar.pipeline.cli.main import add_training_commands
 from simlidar.pipeline.cli.main import cli as root
+from simlidar.sensors import load_sensor
 
-from .helpers import KITTI_K, REPO, generate, scene_depth, write_photo
+from .helpers import REPO, generate, scene_depth, write_photo
 
 
 def _every_command() -> list[tuple[list[str], click.Command]]:
@@ -31,7 +33,7 @@ def test_every_commands_help_renders_without_doubled_defaults_or_percent_escapes
     assert len(commands) >= 30  # every group's commands, hidden aliases included
     for path, command in commands:
         code, text, err = cli(*path, "--help")
-        assert code == 0 and "Usage: simlidar" in text, (path, err)
+        assert code == 0 and "Usage: " in text, (path, err)
         assert "%%" not in text, path
         context = click.Context(command, info_name=path[-1] if path else "simlidar", show_default=True)
         for parameter in command.params:
@@ -118,7 +120,7 @@ def test_sensor_files_are_kept_unless_overwrite(cli, tmp_path):
     code, _, err = cli("sensors", "import", "ouster", metadata, "--out", out)
     assert code == 1 and "exists: pass --overwrite" in err and out.read_text() == "# my own notes\n"
     code, _, err = cli("sensors", "import", "ouster", metadata, "--out", out, "--overwrite")
-    assert code == 0 and "channels" in out.read_text()
+    assert code == 0 and load_sensor(out).channels == 128
 
 
 def test_benches_find_bundled_and_shared_data_from_any_folder(cli, tmp_path, monkeypatch):
@@ -127,7 +129,7 @@ def test_benches_find_bundled_and_shared_data_from_any_folder(cli, tmp_path, mon
     code, _, err = cli("bench", "edges", "--repeats", "1")
     assert code == 1 and err.count("\n") == 1
     assert f"the shared KITTI object frames is not at {tmp_path / 'no-shared-data' / 'kitti_object'}" in err
-    assert "pass --kitti-object DIR/NAME (or set SIMLIDAR_DATA" in err
+    assert "pass --kitti-object DIR/NAME, or set SIMLIDAR_DATA" in err
     code, text, err = cli("bench", "frame", "--repeats", "1", "--sensor", "vlp16")
     assert code == 0, err
     assert {line.split()[0] for line in text.splitlines()[1:7]} == {"corridor.jpg", "street_kitti.jpg", "yard.jpg"}
@@ -136,8 +138,9 @@ def test_benches_find_bundled_and_shared_data_from_any_folder(cli, tmp_path, mon
 
 def test_the_manifest_card_and_summary_say_what_the_options_resolved_to(cli, tmp_path):
     photos = tmp_path / "photos"
+    K = np.array([[100.0, 0.0, 79.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]])
     for index in range(3):  # two photos with intrinsics, one without
-        write_photo(photos, f"img{index}.jpg", scene_depth(index), KITTI_K if index else None, seed=index)
+        write_photo(photos, f"img{index}.jpg", scene_depth(index), K if index else None, seed=index)
     out = tmp_path / "out"
     code, text, err = cli("generate", "--images", photos, "--out", out, "--workers", "1", "--views", "2")
     assert code == 0, err

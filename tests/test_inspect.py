@@ -50,7 +50,7 @@ def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
 
     code, _, err = cli("inspect", "--shards", out)
-    assert code == 2
+    assert code == 1
     problems = [line for line in err.splitlines() if line.startswith("problem:")]
     assert problems[0] == "problem: shard-000000.tar: missing"
     assert "shard-000001.tar: checksum differs from the manifest" in problems[1]
@@ -63,7 +63,7 @@ def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):
 
 def test_a_folder_without_a_manifest_is_a_one_line_error(cli, tmp_path):
     code, _, err = cli("inspect", "--shards", tmp_path)
-    assert code == 2 and err.count("\n") == 1 and "not a simlidar output" in err
+    assert code == 1 and err.count("\n") == 1 and "not a simlidar output" in err
 
 
 def test_a_shard_that_is_not_a_tar_is_reported(cli, photos, tmp_path):
@@ -71,4 +71,4 @@ def test_a_shard_that_is_not_a_tar_is_reported(cli, photos, tmp_path):
     assert generate(cli, photos, out)[0] == 0
     (out / "shard-000000.tar").write_bytes(b"\0garbage" * 10)
     code, _, err = cli("inspect", "--shards", out)
-    assert code == 2 and "checksum differs" in err and "shard-000000.tar: not a readable tar" in err
+    assert code == 1 and "checksum differs" in err and "shard-000000.tar: not a readable tar" in err

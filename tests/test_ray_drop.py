@@ -167,11 +167,11 @@ def test_fit_drop_command_writes_a_sensor_file_that_loads(cli, tmp_path):
     # Densified geometry and one scan: the figures are near the known ones, not exact.
     assert fitted.luma_coefficient < 0 < fitted.greenness_coefficient
     code, _, err = cli("sensors", "fit-drop", "--kitti-object", stem, "--out", tmp_path / "missing" / "x.toml")
-    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+    assert code == 1 and "does not exist" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--out", out)
     assert code == 2 and "needs real frames" in err and err.count("\n") == 1
-    code, _, err = cli("sensors", "fit-drop", "--sensor", "avia", "--kitti-object", stem, "--out", out)
-    assert code == 2 and "needs a spinning sensor" in err and err.count("\n") == 1
+    code, _, err = cli("sensors", "fit-drop", "--sensor", "avia", "--kitti-object", stem, "--out", out, "--overwrite")
+    assert code == 1 and "needs a spinning sensor" in err and err.count("\n") == 1
 
 
 def test_frames_that_tell_no_drop_apart_are_a_clear_error():

@@ -98,7 +98,7 @@ def test_checkpoint_of_another_width_and_other_options_are_one_line_errors(cli, 
     code, _, err = cli(
         "train", "--stage", "finetune", "--init", checkpoint, "--width", "8", "--out", tmp_path / "ft", *common
     )
-    assert code == 2 and err.count("\n") == 1
+    assert code == 1 and err.count("\n") == 1
     assert "holds a model of width 4, not 8: pass --width 4" in err
     code, _, err = cli("train", "--out", tmp_path / "run", "--lr", "0.5", *common)
     assert code == 2 and "holds a run with other options" in err and err.count("\n") == 1

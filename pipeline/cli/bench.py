@@ -15,7 +15,8 @@ from ..sources.bundled import SCENES, existing, shared_data
 from ..stages.edges import RULES as EDGE_RULES
 from .grammar import check_sensor, check_teacher
 
-KITTI_OBJECTS, KITTI_OBJECT = "kitti_object", "kitti_object/000134"
+KITTI_OBJECTS = "kitti_object"
+KITTI_OBJECT = f"{KITTI_OBJECTS}/000134"
 
 
 def _images_option(command):
@@ -47,7 +48,7 @@ def _sensor_option(command):
 
 
 def _scenes(images: Path | None) -> Path:
-    return images or existing(SCENES, "the bundled scenes (examples/scenes of a checkout)", "--images DIR")
+    return images or existing(SCENES, "the bundled scenes (examples/scenes of a checkout)", "pass --images DIR")
 
 
 @click.group(invoke_without_command=True)
@@ -94,9 +95,10 @@ def meshes(images: Path | None, sensor: str, repeats: int) -> None:
 def edges(images: Path | None, kitti_object: Path | None, edge_rule: str, blurs: str, repeats: int) -> None:
     """Scans of blurred copies of true depth (stand-ins for a teacher's soft edges, the photo sharp):
     flying returns, returns, row-profile correlation with the real scan, cost of the edge rule."""
-    shared = shared_data(KITTI_OBJECTS)
-    frames = kitti_object or existing(shared, "the shared KITTI object frames", "--kitti-object DIR/NAME") / "000134"
-    print_edge_table(_scenes(images), frames, edge_rule, blurs, repeats)
+    if kitti_object is None:
+        remedy = "pass --kitti-object DIR/NAME, or set SIMLIDAR_DATA to the shared data"
+        kitti_object = existing(shared_data(KITTI_OBJECTS), "the shared KITTI object frames", remedy) / "000134"
+    print_edge_table(_scenes(images), kitti_object, edge_rule, blurs, repeats)
 
 
 @bench.command()

@@ -7,6 +7,7 @@ import click
 
 from ..config import RunConfig
 from ..output.store import open_store
+from .grammar import overwrite_option, quiet_option
 
 RUN_OPTIONS = (
     click.option(
@@ -29,8 +30,8 @@ RUN_OPTIONS = (
         help="On Ray: model copies serving every shard's teacher batches (0: one per task) "
         "[default: one per GPU, none without GPUs].",
     ),
-    click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out."),
-    click.option("--quiet", is_flag=True, help="No progress bar or summary."),
+    overwrite_option("Replace a different or finished run in --out."),
+    quiet_option(),
 )
 
 

@@ -1,6 +1,6 @@
 """What every command shares in how it reads: names checked against their catalog before
 any work (a misspelt one is a usage error with the names meant), the options that mean the
-same on every command (--shards, --quiet, --overwrite), and a renamed flag kept working as a
+same on every command (--quiet, --overwrite), and a renamed flag kept working as a
 hidden, deprecated alias."""
 
 from __future__ import annotations
@@ -50,8 +50,6 @@ check_mount = _checked(
     lambda value: value == "" or Path(value).is_file(),
     "or a calibration file (KITTI calib.txt or calib_velo_to_cam.txt, .json/.toml with T_cam_lidar)",
 )
-
-SHARDS_HELP = "Shards: a folder (its *.tar), one .tar, or a brace pattern; a folder may be a URL (s3://...)."
 
 
 def quiet_option(what: str = "No progress bar or summary."):

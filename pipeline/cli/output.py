@@ -28,7 +28,7 @@ def _shards_location(shards: str | None, out: str | None) -> str:
     if shards and out:
         raise click.UsageError(f"give the output once: --shards {shards}")
     if out:
-        click.echo(f"note: the positional OUT is deprecated: write --shards {out}", err=True)
+        click.echo(f"warning: the positional OUT is deprecated: write --shards {out}", err=True)
     if not (shards or out):
         raise click.UsageError("Missing option '--shards': the output folder that `simlidar generate` wrote")
     return shards or out

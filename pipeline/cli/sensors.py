@@ -17,7 +17,7 @@ from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, loa
 from simlidar.sensors.files import read_text_file
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 from ..output.drop_fit import check_fittable, fit_drop, sensor_file_text, with_ray_drop
 from ..output.fidelity import read_frame, read_kitti_object_frame
 from ..output.preview import check_picture_path, colorize_depth, spread_points
@@ -304,7 +304,7 @@ def fit_drop_command(
     """Fit --sensor's ray drop (per laser, range, incidence, luma, greenness) to real scans and write the sensor
     file with it as [ray_drop] to --out (the rest of the file as it is)."""
     if not kitti_objects and not frames:
-        raise PipelineError(
+        raise OptionError(
             "fit-drop needs real frames: give --kitti-object DIR/NAME or --frame SCAN IMAGE CALIBRATION"
         )
     if not out.parent.is_dir():

@@ -190,7 +190,8 @@ def sample_sources(members: dict[str, bytes]) -> dict[str, str]:
     meta = json.loads(members[schema.META])
     # "random fov 61.20 deg", "exif 35mm-equivalent 28 mm": counted by their kind
     intrinsics = meta.get("intrinsics_source", "none").split()[0]
-    return {"teacher": (meta.get("teacher") or {}).get("id") or "none", "intrinsics": intrinsics}
+    teacher = meta.get("teacher") or "none"  # a recorded sample names its teacher.png's model
+    return {"teacher": teacher["id"] if isinstance(teacher, dict) else teacher, "intrinsics": intrinsics}
 
 
 def count_sources(sources: list[dict[str, str]]) -> dict[str, dict[str, int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import PipelineError
+from ..errors import OptionError
 
 # Anchors of a perceptually ordered near-to-far ramp (dark purple -> yellow).
 _RAMP = np.array(
@@ -29,9 +29,9 @@ def check_picture_path(path: Path, option: str = "`plot`") -> None:
     Image.init()
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format not in Image.SAVE:
-        raise PipelineError(f"{option} {path}: give a picture file name ending in .png or .jpg")
+        raise OptionError(f"{option} {path}: give a picture file name ending in .png or .jpg")
     if not path.parent.is_dir():
-        raise PipelineError(f"{option} {path}: the folder {path.parent} does not exist; make it first")
+        raise OptionError(f"{option} {path}: the folder {path.parent} does not exist; make it first")
 
 
 def colorize_depth(depth_m: np.ndarray, near_m: float, far_m: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
 
 from .. import schema
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST, describe_sources
 
@@ -70,7 +70,7 @@ def check_licence(licence: str) -> None:
         spdx = ""
     single = spdx and " " not in spdx and not spdx.startswith("LicenseRef-") and licence == licence.lower()
     if not (single or licence in HUB_LICENCES):
-        raise PublishError(
+        raise OptionError(
             f"`licence` {licence!r} is not a licence id the Hub knows: give an SPDX id in lower case (cc-by-4.0, "
             "apache-2.0, mit, ...), one of the Hub's own (openrail, llama3, ...), or other"
         )
@@ -82,9 +82,9 @@ def stage(out_dir: Path, repo_id: str, licence: str | None, split: str = "train"
     warns). Returns the staging folder."""
     check_licence(licence or UNSET_LICENCE)
     if not _REPO_ID.match(repo_id):
-        raise PublishError(f"`repo` {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
+        raise OptionError(f"`repo` {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
     if not _SPLIT.match(split):
-        raise PublishError(f"`split` {split!r}: use letters, digits and underscores (train, validation, test)")
+        raise OptionError(f"`split` {split!r}: use letters, digits and underscores (train, validation, test)")
     report = inspect_output(out_dir)
     if report.problems:
         raise PublishError(

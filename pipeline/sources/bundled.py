@@ -20,11 +20,8 @@ def shared_data(relative: str) -> Path:
     return Path(root) / relative
 
 
-def existing(path: Path, what: str, flag: str) -> Path:
-    """`path` if it exists, else a one-line error that says what is missing and how to give it."""
+def existing(path: Path, what: str, remedy: str) -> Path:
+    """`path` if it exists, else a one-line error: what is missing, where it was looked for, what to do."""
     if not path.exists():
-        shared = (
-            " (or set SIMLIDAR_DATA to the shared real data's folder)" if path.is_relative_to(shared_data("")) else ""
-        )
-        raise PipelineError(f"{what} is not at {path}: pass {flag}{shared}")
+        raise PipelineError(f"{what} is not at {path}: {remedy}")
     return path
