@@ -42,7 +42,7 @@ import ray
 import torch
 from PIL import Image
 from simlidar.teachers import TeacherUnavailable, load_teacher
-from simlidar.teachers.hf import fetch_weights
+from simlidar.teachers.hf import HFModel, fetch_weights
 from simlidar.teachers.registry import HF_PREFIX, MODELS
 
 from ..config import GenerateConfig
@@ -241,7 +241,7 @@ def teacher_rows(plan: TeacherPlan, models: ModelFolders) -> list[Row]:
         folder, weights = models.folder(name, plan.input_px)
         for precision in plan.precisions:
             teacher = load_teacher(f"{HF_PREFIX}{folder}", output="disparity", dtype=precision)
-            parameters = sum(parameter.numel() for parameter in teacher.model.parameters())
+            parameters = sum(parameter.numel() for parameter in teacher.runner.model.parameters())
             note = f"{parameters / 1e6:.2f} M parameters (published {MODELS[name].params_m} M), {weights} weights"
             for batch_size in plan.batch_sizes:
                 what = f"{name} {precision}, batch {batch_size}, {plan.input_px}x{plan.input_px}"
@@ -255,21 +255,21 @@ def teacher_rows(plan: TeacherPlan, models: ModelFolders) -> list[Row]:
                     "weights": weights,
                 }
                 row = Row("teacher", what, unit="img/s", note=note, figures=figures)
-                rows.append(time_forward(teacher, batch_size, plan, row))
+                rows.append(time_forward(teacher.runner, batch_size, plan, row))
                 click.echo(f"  {what}: {row.rate or 0:.1f} img/s", err=True)
             del teacher
             free_gpu_memory()
     return rows
 
 
-def time_forward(teacher, batch_size: int, plan: TeacherPlan, row: Row) -> Row:
+def time_forward(model: HFModel, batch_size: int, plan: TeacherPlan, row: Row) -> Row:
     """`row` with the bare forward's images/s and peak GPU memory (or why it has none)."""
-    device = teacher.device
+    device = model.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
         pixel_values = torch.rand(batch_size, 3, plan.input_px, plan.input_px, device=device)
-        row.rate = bare_images_per_second(teacher, pixel_values, plan.repeats)
+        row.rate = bare_images_per_second(model, pixel_values, plan.repeats)
     except torch.OutOfMemoryError:  # a smaller GPU: the row says so and the next one runs
         row.note = f"out of GPU memory at batch {batch_size}; {row.note}"
     row.peak_gpu_gb = peak_gpu_gb(device)
@@ -319,7 +319,7 @@ def teacher_alone(config: GenerateConfig, photo_hw: tuple[int, int], repeats: in
     photo_hw: the bare forward's images/s at the photos' model input, and the teacher stage's."""
     teacher = build_teacher(config.resolve().teacher)
     [measured] = bench_teacher(teacher, [teacher.batch_size], photo_hw, repeats)
-    precision = str(teacher.amp_dtype).removeprefix("torch.") if teacher.amp_dtype is not None else "fp32"
+    precision = str(teacher.runner.amp_dtype).removeprefix("torch.") if teacher.runner.amp_dtype else "fp32"
     return {
         "what": f"{precision}, batch {measured['batch_size']}, {measured['input']} (the photos' model input)",
         "bare_ips": measured["bare_ips"],
