@@ -25,6 +25,7 @@ from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInp
 from simlidar.teachers.model_io import ModelRunner
 
 from ..output.store import Store, open_store
+from ..sources.fingerprint import file_sha256
 from .timing import StageTimes
 
 DEFAULT_FOLDER = "teacher-cache"
@@ -37,14 +38,6 @@ def teacher_cache_dir(option: str, out: Store) -> str:
     what any node computed. A URL is checked now (a missing package or credentials in it:
     one line now, not in every task)."""
     return open_store(option).location if option else out.where(DEFAULT_FOLDER)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:
