@@ -116,7 +116,7 @@ def run_on_ray(
         cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         concurrency = min(workers, cluster_cpus) if workers else cluster_cpus
         log.info("ray at %s: %d shards at a time", ray.get_runtime_context().gcs_address, concurrency)
-        actors = _teacher_pool(plan, teacher_actors)
+        actors = teacher_pool(plan.teacher, teacher_actors)
         if actors:
             log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
         failures = _run_tasks(plan, shards, store, progress, concurrency, actors, lock_token)
@@ -243,12 +243,14 @@ def _cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _teacher_pool(plan: Plan, size: int | None) -> list:
+def teacher_pool(spec: TeacherSpec | None, size: int | None) -> list:
+    """`size` TeacherActors for the teacher of `spec`, a GPU each where the cluster has GPUs
+    (None: one per GPU for a model teacher, none for sidecars)."""
     gpus = _cluster_gpus()
     if size is None:
-        size = gpus if plan.teacher is not None and plan.teacher.name != "sidecar" else 0
+        size = gpus if spec is not None and spec.name != "sidecar" else 0
     actor_class = TeacherActor.options(num_gpus=1 if gpus else 0, max_concurrency=ACTOR_CALLS if gpus else 1)
-    return [actor_class.remote(plan.teacher) for _ in range(size)]
+    return [actor_class.remote(spec) for _ in range(size)]
 
 
 @ray.remote(num_cpus=1)
