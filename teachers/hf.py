@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -173,6 +174,24 @@ def downscale(rgb: np.ndarray, max_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BOX))
 
 
+T = TypeVar("T")
+
+
+def loaded(load: Callable[[], T], name: str, what: str) -> T:
+    """load()'s result; its failures as one TeacherUnavailable line: a package teacher `name`
+    needs is missing, or `what` cannot be loaded (a damaged file: safetensors' own error)."""
+    from safetensors import SafetensorError
+
+    try:
+        return load()
+    except ImportError as error:
+        raise TeacherUnavailable(f"{name} needs a package that is missing: {str(error).splitlines()[0]}") from None
+    except (OSError, ValueError, SafetensorError) as error:
+        raise TeacherUnavailable(
+            f"cannot load {what}: {str(error).splitlines()[0]} (fetch its files again if they are damaged)"
+        ) from None
+
+
 class HFModel:
     """A transformers depth model on its device: the forward step of an HFTeacher (its
     ModelRunner when the model runs in this process; a GPU actor holds one). The weights
@@ -196,16 +215,11 @@ class HFModel:
             from transformers.utils import logging
 
             logging.disable_progress_bar()
-            try:
-                model = AutoModelForDepthEstimation.from_pretrained(self.folder)
-            except ImportError as error:
-                raise TeacherUnavailable(
-                    f"{self.name} needs a package that is missing: {str(error).splitlines()[0]}"
-                ) from None
-            except (OSError, ValueError) as error:
-                raise TeacherUnavailable(
-                    f"cannot load {self.name} from {self.folder}: {str(error).splitlines()[0]}"
-                ) from None
+            model = loaded(
+                lambda: AutoModelForDepthEstimation.from_pretrained(self.folder),
+                self.name,
+                f"{self.name} from {self.folder}",
+            )
             self._model = model.eval().to(self.device)
         return self._model
 
@@ -274,16 +288,11 @@ class HFTeacher:
                     "pip install torchvision (the build matching your torch)"
                 )
             backend = None if is_torchvision_available() else "pil"
-            try:
-                self._processor = AutoImageProcessor.from_pretrained(self.folder, backend=backend)
-            except ImportError as error:
-                raise TeacherUnavailable(
-                    f"{self.name} needs a package that is missing: {str(error).splitlines()[0]}"
-                ) from None
-            except (OSError, ValueError) as error:
-                raise TeacherUnavailable(
-                    f"cannot load {self.name}'s processor from {self.folder}: {str(error).splitlines()[0]}"
-                ) from None
+            self._processor = loaded(
+                lambda: AutoImageProcessor.from_pretrained(self.folder, backend=backend),
+                self.name,
+                f"{self.name}'s processor from {self.folder}",
+            )
             self._levels = level_table(self._processor)
         return self._processor
 

@@ -203,3 +203,18 @@ def test_ray_with_a_teacher_actor_writes_the_bytes_of_an_in_process_run(cli, tmp
         assert (tmp_path / "here" / entry).read_bytes() == (tmp_path / "ray" / entry).read_bytes()
     # Three photos of three sizes: a call each.
     assert "teacher actor 0: 3 photos in 3 calls" in (tmp_path / "ray" / "generate.log").read_text()
+
+
+def test_damaged_weights_or_processor_config_are_one_line_naming_the_file_they_stop(tmp_path):
+    folder = save_model(tmp_path / "da", *tiny_depth_anything())
+    batch = [TeacherInput(Path("p.jpg"), kitti_rgb())]
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(TeacherUnavailable) as damaged_weights:
+        load_teacher(f"hf:{folder}", output="disparity", device="cpu").predict(batch)
+    assert str(damaged_weights.value).startswith(f"cannot load hf:{folder} from {folder}: ")
+    (folder / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(TeacherUnavailable) as damaged_processor:
+        load_teacher(f"hf:{folder}", output="disparity", device="cpu").predict(batch)
+    assert str(damaged_processor.value).startswith(f"cannot load hf:{folder}'s processor from {folder}: ")
+    for error in (damaged_weights.value, damaged_processor.value):
+        assert "\n" not in str(error) and str(error).endswith("(fetch its files again if they are damaged)")
