@@ -20,6 +20,8 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -116,11 +118,11 @@ def run_on_ray(
         cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         concurrency = min(workers, cluster_cpus) if workers else cluster_cpus
         log.info("ray at %s: %d shards at a time", ray.get_runtime_context().gcs_address, concurrency)
-        actors = teacher_pool(plan.teacher, teacher_actors)
-        if actors:
-            log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
-        failures = _run_tasks(plan, shards, store, progress, concurrency, actors, lock_token)
-        _log_actor_times(actors)
+        with teacher_pool(plan.teacher, teacher_actors) as actors:
+            if actors:
+                log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
+            failures = _run_tasks(plan, shards, store, progress, concurrency, actors, lock_token)
+            _log_actor_times(actors)
         return failures
     finally:
         if started_here:
@@ -243,14 +245,23 @@ def _cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def teacher_pool(spec: TeacherSpec | None, size: int | None) -> list:
+@contextmanager
+def teacher_pool(spec: TeacherSpec | None, size: int | None) -> Iterator[list]:
     """`size` TeacherActors for the teacher of `spec`, a GPU each where the cluster has GPUs
-    (None: one per GPU for a model teacher, none for sidecars)."""
+    (None: one per GPU for a model teacher, none for sidecars), for the block. They are killed
+    at its end: the shard tasks' worker processes outlive the run on a cluster that was already
+    running, each keeping its teacher (process_teacher) and so a handle to an actor, which
+    would otherwise hold its GPU, or its core, from the next run."""
     gpus = _cluster_gpus()
     if size is None:
         size = gpus if spec is not None and spec.name != "sidecar" else 0
     actor_class = TeacherActor.options(num_gpus=1 if gpus else 0, max_concurrency=ACTOR_CALLS if gpus else 1)
-    return [actor_class.remote(spec) for _ in range(size)]
+    actors = [actor_class.remote(spec) for _ in range(size)]
+    try:
+        yield actors
+    finally:
+        for actor in actors:
+            ray.kill(actor)
 
 
 @ray.remote(num_cpus=1)

@@ -7,13 +7,17 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import torch
 from PIL import Image
 from simlidar.pipeline.bench.teacher import DA_V2_INPUT_PX, DA_V2_PROCESSOR
+from simlidar.pipeline.config import GenerateConfig
+from simlidar.pipeline.runner import generate
 from simlidar.pipeline.stages.teacher import TeacherCache
 from simlidar.teachers import DepthPrediction, TeacherInput, TeacherUnavailable, load_teacher
 from simlidar.teachers.hf import HFModel
@@ -218,3 +222,29 @@ def test_damaged_weights_or_processor_config_are_one_line_naming_the_file_they_s
     assert str(damaged_processor.value).startswith(f"cannot load hf:{folder}'s processor from {folder}: ")
     for error in (damaged_weights.value, damaged_processor.value):
         assert "\n" not in str(error) and str(error).endswith("(fetch its files again if they are damaged)")
+
+
+@pytest.mark.slow
+def test_a_run_on_a_ray_already_running_hands_its_teacher_actors_core_back(tmp_path):
+    """The shard tasks' worker processes outlive the run and keep their teacher, and so a
+    handle to its actor: unless the run kills its actors, one keeps its core (on a GPU
+    cluster: its GPU) and the next run on that Ray waits for it forever."""
+    folder = save_model(tmp_path / "da", *tiny_depth_anything())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for scene in ("corridor", "yard"):
+        (photos / f"{scene}.jpg").write_bytes((REPO / "examples" / "scenes" / f"{scene}.jpg").read_bytes())
+    config = GenerateConfig(
+        images=str(photos), teacher=f"hf:{folder}", teacher_output="disparity", fov_deg=80, shard_size=1
+    )
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        summary = generate(config, tmp_path / "out", progress=False, address=address, teacher_actors=1)
+        assert summary.shards_total == 2 and "teacher: 1 actors" in (tmp_path / "out" / "generate.log").read_text()
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 2
+    finally:
+        ray.shutdown()

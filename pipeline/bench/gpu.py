@@ -371,14 +371,13 @@ def actor_alone(spec: TeacherSpec, photo: Path, calls: int, bare_ips: float) -> 
     with Image.open(photo) as image:
         prepared = teacher.prepare(np.asarray(image.convert("RGB")))
     batch = ray.put(ModelBatch(np.stack([prepared] * teacher.batch_size), level_table(teacher.processor)))
-    [actor] = teacher_pool(spec, 1)
-    ray.get(actor.run.remote(batch))
-    before = ray.get(actor.timings.remote())
-    started = time.perf_counter()
-    ray.get([actor.run.remote(batch) for _ in range(calls)])
-    seconds = time.perf_counter() - started
-    spent = {key: value - before[key] for key, value in ray.get(actor.timings.remote()).items()}
-    ray.kill(actor)
+    with teacher_pool(spec, 1) as [actor]:
+        ray.get(actor.run.remote(batch))
+        before = ray.get(actor.timings.remote())
+        started = time.perf_counter()
+        ray.get([actor.run.remote(batch) for _ in range(calls)])
+        seconds = time.perf_counter() - started
+        spent = {key: value - before[key] for key, value in ray.get(actor.timings.remote()).items()}
     photos = spent["photos"]
     figures = {
         "photos": photos,
