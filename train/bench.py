@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from . import data, distributed
 from .config import TrainConfig
 from .factory import pick_device
-from .loop import compute_loss, finetune_ssi
 from .losses import masked_l1
 from .model import DepthCompletionNet, ModelConfig, parameter_count
+from .objectives import compute_loss, finetune_ssi
 
 KITTI_HW = (352, 1216)
 

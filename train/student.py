@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bins import BinHead, bin_depth, check_bins
+from .bins import BinHead, bin_depth
 from .checkpoint import load_weights
-from .config import STUDENTS
+from .config import STUDENTS, check_bins
 from .errors import TrainError
 from .model import FusionEncoder, ResBlock, encoder_channels
 
