@@ -34,6 +34,7 @@ def test_torchrun_two_ranks_see_disjoint_samples_and_rank0_writes(tmp_path):
 
 def test_each_rank_picks_its_own_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert pick_device("auto", local_rank=1) == torch.device("cuda", 1)
     assert pick_device("cuda", local_rank=3) == torch.device("cuda", 3)
     assert pick_device("cuda:0", local_rank=3) == torch.device("cuda", 0)

@@ -1,7 +1,8 @@
 """One run at a time per output folder.
 
 `generate.lock` in the output folder names its holder (host, pid, the process's start
-time, when, and a token unique to the run). A second run finds it and is refused with
+time, when, and a token unique to the run); `simlidar train` holds `train.lock` in its
+run folder the same way. A second run finds it and is refused with
 who holds it; a lock whose process is gone (same host, no such pid, or the pid now
 belongs to a later process) is stale and taken over. Every shard checks, just before
 its tar takes its final name, that its run still holds the lock: a Ray worker left
@@ -24,7 +25,7 @@ from ..errors import PipelineError
 from . import store
 
 LOCK = "generate.lock"
-TAKEOVER = LOCK + ".takeover"
+TAKEOVER_SUFFIX = ".takeover"
 # A takeover file older than this was left by a run that died while taking over.
 TAKEOVER_STALE_S = 30.0
 ATTEMPTS = 20
@@ -71,25 +72,26 @@ def _is_alive(holder: LockHolder) -> bool:
     return not (holder.process_start and start and start != holder.process_start)
 
 
-def read_holder(out_dir: Path) -> LockHolder | None:
-    """Who holds the folder's lock; None when nobody does or the file is unreadable."""
+def read_holder(out_dir: Path, name: str = LOCK) -> LockHolder | None:
+    """Who holds the folder's lock (the file `name`); None when nobody does or the file is unreadable."""
     try:
-        return LockHolder(**json.loads(store.read_bytes(out_dir / LOCK)))
+        return LockHolder(**json.loads(store.read_bytes(out_dir / name)))
     except (FileNotFoundError, ValueError, TypeError):
         return None
 
 
-def still_held(out_dir: Path, token: str) -> bool:
+def still_held(out_dir: Path, token: str, name: str = LOCK) -> bool:
     """Whether the run with `token` still holds the folder (checked before a shard is renamed)."""
-    holder = read_holder(out_dir)
+    holder = read_holder(out_dir, name)
     return holder is not None and holder.token == token
 
 
 class OutputLock:
-    """Use as a context manager around everything a run writes; `token` identifies the run."""
+    """Use as a context manager around everything a run writes; `token` identifies the run,
+    `name` is the lock file's."""
 
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
+    def __init__(self, out_dir: Path, name: str = LOCK):
+        self.out_dir, self.name = out_dir, name
         self.taken_over: LockHolder | None = None
         pid = os.getpid()
         self.holder = LockHolder(
@@ -118,38 +120,38 @@ class OutputLock:
         store.make_folder(self.out_dir)
         record = json.dumps(asdict(self.holder)).encode()
         for _ in range(ATTEMPTS):
-            if store.create_exclusively(self.out_dir / LOCK, record):
+            if store.create_exclusively(self.out_dir / self.name, record):
                 return
-            holder = read_holder(self.out_dir)
+            holder = read_holder(self.out_dir, self.name)
             if holder is not None and _is_alive(holder):
                 raise OutputLocked(
                     f"{self.out_dir} is in use by another simlidar run ({holder.describe()}); wait for it to end "
-                    f"or use another output folder (if that run is gone, delete {self.out_dir / LOCK})"
+                    f"or use another output folder (if that run is gone, delete {self.out_dir / self.name})"
                 )
             if self._take_over(holder):
                 self.taken_over = holder
                 return
             time.sleep(0.05)
-        raise OutputLocked(f"could not take {self.out_dir / LOCK}: other runs keep taking it; try again")
+        raise OutputLocked(f"could not take {self.out_dir / self.name}: other runs keep taking it; try again")
 
     def _take_over(self, stale: LockHolder | None) -> bool:
         """Replace a stale (or unreadable) lock by ours, if no other run is doing the same."""
-        takeover = self.out_dir / TAKEOVER
+        takeover = self.out_dir / (self.name + TAKEOVER_SUFFIX)
         if not store.create_exclusively(takeover, self.token.encode()):
             if store.age_s(takeover) > TAKEOVER_STALE_S:
                 store.remove(takeover)
             return False
         try:
-            if read_holder(self.out_dir) != stale:
+            if read_holder(self.out_dir, self.name) != stale:
                 return False
-            store.write_json_atomically(self.out_dir / LOCK, asdict(self.holder))
+            store.write_json_atomically(self.out_dir / self.name, asdict(self.holder))
             return True
         finally:
             store.remove(takeover)
 
     def release(self) -> None:
-        if still_held(self.out_dir, self.token):
-            store.remove(self.out_dir / LOCK)
+        if still_held(self.out_dir, self.token, self.name):
+            store.remove(self.out_dir / self.name)
 
     def __enter__(self) -> OutputLock:
         self.acquire()
