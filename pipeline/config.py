@@ -1,13 +1,15 @@
-"""The run config of `simlidar generate`: every option that shapes the output.
+"""The run configs: every option that shapes an output, for `simlidar generate` and each
+`simlidar convert` command, and the plans they resolve into.
 
-It is recorded in full in manifest.json; a re-run on the same output resumes only
-if these fields are unchanged.
+A config is recorded in full in manifest.json; a re-run on the same output resumes only
+if its fields are unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 from simlidar.sensors import (
     DEFAULT_MOUNT_JITTER,
@@ -32,10 +34,12 @@ from simlidar.teachers import (
 from simlidar.teachers.intrinsics import MAX_FOV_DEG, MIN_FOV_DEG
 
 from .errors import PipelineError
-from .sources.calibrated_rig import Calibration, is_calibration, load_calibration
+from .sources.calibrated_rig_lidar import LIDAR_COLUMNS
+from .sources.kinds import InputKind, generate_kind, kitti_kind, rig_lidar_kind
+from .sources.kitti import SPLITS
 from .sources.photos import MIN_IMAGE_SIDE
-from .sources.virtual_rig import Rig, load_rig
 from .stages.mesh import METHODS, MeshOptions
+from .stages.recorded import RECORDED_SENSOR
 from .stages.teacher import TeacherSpec
 
 TEACHERS = known_teachers()
@@ -57,8 +61,8 @@ class RunPlan:
     config: what the user said (seed, views, jpeg quality, ... as recorded); sensor with
     the run's overrides; mount and its jitter ranges; calibration_error: ranges of the
     recorded extrinsics' error (None: exact); teacher: how to build it; conversion:
-    relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; rig (a virtual
-    rig) or calibration (a calibrated rig), at most one of them."""
+    relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; kind: the kind
+    of input (photos, a virtual rig, a calibrated rig)."""
 
     config: GenerateConfig
     sensor: Sensor
@@ -70,12 +74,49 @@ class RunPlan:
     intrinsics_policy: tuple[str, ...]
     fov_range_deg: tuple[float, float]
     mesh: MeshOptions
-    rig: Rig | None
-    calibration: Calibration | None
+    kind: InputKind
+
+    def manifest_sensor(self) -> dict:
+        """The manifest's record of the simulated sensor."""
+        return {
+            "name": self.sensor.name,
+            "spec_hash": self.sensor.spec_hash(),
+            "channels": self.sensor.channels,
+            "points_per_frame": self.sensor.points_per_frame,
+        }
+
+
+class RunConfig:
+    """What every run's config does: it names its command, is recorded in manifest.json as
+    a dict and lists its differences from a recorded one (what a resume refuses)."""
+
+    command: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, record: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise PipelineError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in record.items()})
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """'field: old -> new' for every field that differs from `other`."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{name}: {theirs.get(name)!r} -> {mine[name]!r}"
+            for name in mine
+            if name not in RUNTIME_FIELDS and mine[name] != theirs.get(name)
+        ]
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
+class GenerateConfig(RunConfig):
+    command: ClassVar[str] = "simlidar generate"
+
     images: str
     sensor: str = "hdl64"
     mount: str = ""
@@ -127,11 +168,6 @@ class GenerateConfig:
         checks = [
             (self.shard_size >= 1, "--shard-size must be at least 1"),
             (self.views >= 1, "--views must be at least 1"),
-            (self.rig == "" or self.views == 1, "--rig makes one LiDAR scan per photo for all views: keep --views 1"),
-            (
-                not (is_calibration(self.rig) and (self.mount or self.intrinsics)),
-                "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop --mount and --intrinsics",
-            ),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
             (self.seed >= 0, "--seed must not be negative"),
             (self.max_depth_jump > 0, "--max-depth-jump must be positive"),
@@ -187,17 +223,15 @@ class GenerateConfig:
             calibration_error = parse_mount_jitter(self.calibration_error, "--calibration-error")
         except ValueError as error:
             raise PipelineError(str(error)) from None
-        if self.rig and any(asdict(calibration_error).values()):
-            raise PipelineError("--calibration-error is for single cameras; drop it or --rig")
+        calibration_error = calibration_error if any(asdict(calibration_error).values()) else None
         sensor = self.sensor_model()
         check_teacher_name(self.teacher, self.teacher_output)
-        calibration = load_calibration(self.rig) if is_calibration(self.rig) else None
         return RunPlan(
             config=self,
             sensor=sensor,
             mount=self.mount_model(sensor),
             jitter=jitter,
-            calibration_error=calibration_error if any(asdict(calibration_error).values()) else None,
+            calibration_error=calibration_error,
             teacher=TeacherSpec(
                 self.teacher,
                 self.teacher_output or None,
@@ -222,8 +256,7 @@ class GenerateConfig:
                 self.poisson_depth,
                 self.poisson_trim_px,
             ),
-            rig=load_rig(self.rig) if self.rig and calibration is None else None,
-            calibration=calibration,
+            kind=generate_kind(self, calibration_error),
         )
 
     def sensor_model(self) -> Sensor:
@@ -239,27 +272,95 @@ class GenerateConfig:
             returns=self.returns,
         )
 
-    def to_dict(self) -> dict:
-        record = asdict(self)
-        record["intrinsics"] = list(self.intrinsics) if self.intrinsics else None
-        return record
 
-    @classmethod
-    def from_dict(cls, record: dict) -> GenerateConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(record) - known)
-        if unknown:
-            raise PipelineError(f"unknown config fields: {', '.join(unknown)}")
-        values = dict(record)
-        if values.get("intrinsics") is not None:
-            values["intrinsics"] = tuple(values["intrinsics"])
-        return cls(**values)
+@dataclass(frozen=True)
+class ConvertPlan:
+    """A converter's config resolved: the kind of input and its teacher (None: no teacher.png)."""
 
-    def differences(self, other: GenerateConfig) -> list[str]:
-        """'field: old -> new' for every field that differs from `other`."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [
-            f"{name}: {theirs.get(name)!r} -> {mine[name]!r}"
-            for name in mine
-            if name not in RUNTIME_FIELDS and mine[name] != theirs.get(name)
-        ]
+    config: ConvertKittiConfig | ConvertRigConfig
+    kind: InputKind
+    teacher: TeacherSpec | None
+
+    def manifest_sensor(self) -> dict:
+        return RECORDED_SENSOR
+
+
+def _converter_checks(config: ConvertKittiConfig | ConvertRigConfig) -> list[tuple[bool, str]]:
+    return [
+        (config.shard_size >= 1, "--shard-size must be at least 1"),
+        (config.limit is None or config.limit >= 1, "--limit must be at least 1"),
+        (config.teacher_batch_size >= 1, "--batch-size must be at least 1"),
+    ]
+
+
+def _converter_teacher(config: ConvertKittiConfig | ConvertRigConfig) -> TeacherSpec | None:
+    if not config.teacher:
+        return None
+    check_teacher_name(config.teacher, config.teacher_output)
+    return TeacherSpec(
+        config.teacher, config.teacher_output or None, config.teacher_device, "auto", config.teacher_batch_size
+    )
+
+
+def _check(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise PipelineError(message)
+
+
+@dataclass(frozen=True)
+class ConvertKittiConfig(RunConfig):
+    """`simlidar convert kitti`: ROOT, its split, the raw images' folder ("" = ROOT/raw) and
+    the teacher of teacher.png ("" = none)."""
+
+    command: ClassVar[str] = "simlidar convert kitti"
+
+    root: str
+    split: str = "train"
+    raw: str = ""
+    teacher: str = ""
+    teacher_output: str = ""
+    shard_size: int = 1000
+    limit: int | None = None
+    teacher_batch_size: int = 4
+    teacher_device: str = "auto"
+    teacher_cache: str = ""
+
+    def __post_init__(self) -> None:
+        _check([*_converter_checks(self), (self.split in SPLITS, f"--split must be one of {', '.join(SPLITS)}")])
+
+    def resolve(self) -> ConvertPlan:
+        return ConvertPlan(self, kitti_kind(self), _converter_teacher(self))
+
+
+@dataclass(frozen=True)
+class ConvertRigConfig(RunConfig):
+    """`simlidar convert rig`: ROOT, its calibration, the LiDAR folder ("" = the one with
+    sweeps), the .bin sweeps' columns and the teacher of teacher.png ("" = none)."""
+
+    command: ClassVar[str] = "simlidar convert rig"
+
+    root: str
+    rig: str
+    teacher: str = ""
+    teacher_output: str = ""
+    lidar_folder: str = ""
+    lidar_columns: str = "auto"
+    shard_size: int = 100
+    limit: int | None = None
+    jpeg_quality: int = 95
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    teacher_batch_size: int = 4
+    teacher_device: str = "auto"
+    teacher_cache: str = ""
+
+    def __post_init__(self) -> None:
+        columns = (self.lidar_columns in LIDAR_COLUMNS, f"--lidar-columns must be one of {', '.join(LIDAR_COLUMNS)}")
+        _check([*_converter_checks(self), columns])
+
+    def resolve(self) -> ConvertPlan:
+        return ConvertPlan(self, rig_lidar_kind(self), _converter_teacher(self))
+
+
+# What the runner, distributor, worker and manifest take: any command's resolved config.
+Plan = RunPlan | ConvertPlan

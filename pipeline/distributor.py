@@ -18,15 +18,14 @@ import os
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import ray
 from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput
 
-from .config import RunPlan
+from .config import Plan
 from .errors import PipelineError
-from .output import object_store
+from .output.store import Store
 from .stages.teacher import CachedTeacher, TeacherCache, TeacherSpec, build_teacher, teacher_cache_dir
 from .worker import ShardWorker
 from .writer import ShardPlan
@@ -52,16 +51,16 @@ class ShardFailure:
     reason: str
 
 
-def disk_error(error: OSError, out_dir: Path, plan: ShardPlan) -> PipelineError:
+def disk_error(error: OSError, store: Store, plan: ShardPlan) -> PipelineError:
     what = "disk full" if error.errno == errno.ENOSPC else f"cannot write ({error})"
     return PipelineError(
-        f"{what} while writing {out_dir / plan.name}.tar; finished shards are kept: "
+        f"{what} while writing {store.where(plan.tar_name)}; finished shards are kept: "
         "free space or fix the folder, then re-run the same command to resume"
     )
 
 
 def run_in_process(
-    plan: RunPlan, shards: list[ShardPlan], out_dir: Path, progress: Progress, teacher: Teacher, lock_token: str = ""
+    plan: Plan, shards: list[ShardPlan], store: Store, progress: Progress, teacher: Teacher, lock_token: str = ""
 ) -> list[ShardFailure]:
     """Run shards one after another here with the run's `teacher`; Open3D still casts on every core."""
     worker = ShardWorker(plan, teacher, lock_token=lock_token)
@@ -69,9 +68,9 @@ def run_in_process(
     for shard in shards:
         started = time.perf_counter()
         try:
-            stats = worker.run(shard, out_dir, on_input=lambda: progress.inputs_done(1))
+            stats = worker.run(shard, store, on_input=lambda: progress.inputs_done(1))
         except OSError as error:
-            raise disk_error(error, out_dir, shard) from None
+            raise disk_error(error, store, shard) from None
         except Exception as error:
             log.error("%s failed:\n%s", shard.name, traceback.format_exc())
             failures.append(ShardFailure(shard.name, f"{type(error).__name__}: {error}"))
@@ -82,9 +81,9 @@ def run_in_process(
 
 
 def run_on_ray(
-    plan: RunPlan,
+    plan: Plan,
     shards: list[ShardPlan],
-    out_dir: Path,
+    store: Store,
     progress: Progress,
     workers: int,
     address: str | None,
@@ -108,19 +107,19 @@ def run_on_ray(
         cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         concurrency = min(workers, cluster_cpus) if workers else cluster_cpus
         log.info("ray at %s: %d shards at a time", ray.get_runtime_context().gcs_address, concurrency)
-        actors = _teacher_pool(plan, out_dir, teacher_actors)
+        actors = _teacher_pool(plan, store, teacher_actors)
         if actors:
             log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
-        return _run_tasks(plan, shards, out_dir, progress, concurrency, actors, lock_token)
+        return _run_tasks(plan, shards, store, progress, concurrency, actors, lock_token)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _run_tasks(
-    plan: RunPlan,
+    plan: Plan,
     shards: list[ShardPlan],
-    out_dir: Path,
+    store: Store,
     progress: Progress,
     concurrency: int,
     actors: list,
@@ -139,11 +138,11 @@ def _run_tasks(
     while queue or running:
         while queue and len(running) < concurrency:
             shard = queue.pop(0)
-            running[run_shard.remote(plan_reference, shard, str(out_dir), counter, actors, lock_token)] = shard
+            running[run_shard.remote(plan_reference, shard, store, counter, actors, lock_token)] = shard
         finished, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
         for reference in finished:
             shard = running.pop(reference)
-            failure = _collect(reference, shard, out_dir, progress, lost)
+            failure = _collect(reference, shard, store, progress, lost)
             if failure is RETRY:
                 queue.insert(0, shard)
             elif failure is not None:
@@ -154,7 +153,7 @@ def _run_tasks(
     return failures
 
 
-def _collect(reference, shard: ShardPlan, out_dir: Path, progress: Progress, lost: dict[int, int]):
+def _collect(reference, shard: ShardPlan, store: Store, progress: Progress, lost: dict[int, int]):
     """The outcome of one finished task: None (done), RETRY (its worker process died: run it
     again, up to RAY_RETRIES times, each logged) or a ShardFailure. A full disk stops the run."""
     try:
@@ -162,7 +161,7 @@ def _collect(reference, shard: ShardPlan, out_dir: Path, progress: Progress, los
     except ray.exceptions.RayTaskError as error:
         cause = error.cause
         if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            raise disk_error(cause, out_dir, shard) from None
+            raise disk_error(cause, store, shard) from None
         log.error("%s failed:\n%s", shard.name, error)
         return ShardFailure(shard.name, f"{type(cause).__name__}: {cause}")
     except ray.exceptions.RayError as error:
@@ -184,7 +183,7 @@ def process_teacher(spec: TeacherSpec) -> Teacher:
     return build_teacher(spec)
 
 
-def _run_shard(plan: RunPlan, shard: ShardPlan, out_dir: str, counter, actors: list, lock_token: str) -> dict:
+def _run_shard(plan: Plan, shard: ShardPlan, store: Store, counter, actors: list, lock_token: str) -> dict:
     """One Ray task: one shard, casting on this task's single CPU."""
     teacher = RemoteTeacher(actors, shard.index) if actors else process_teacher(plan.teacher)
     worker = ShardWorker(plan, teacher, cast_threads=1, lock_token=lock_token)
@@ -196,7 +195,7 @@ def _run_shard(plan: RunPlan, shard: ShardPlan, out_dir: str, counter, actors: l
         counter.report.remote(shard.index, done)
 
     counter.report.remote(shard.index, 0)
-    return worker.run(shard, object_store.location(out_dir), on_input=report)
+    return worker.run(shard, store, on_input=report)
 
 
 @ray.remote(num_cpus=0)
@@ -217,20 +216,20 @@ def _cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _teacher_pool(plan: RunPlan, out_dir: Path, size: int | None) -> list:
+def _teacher_pool(plan: Plan, store: Store, size: int | None) -> list:
     gpus = _cluster_gpus()
     if size is None:
-        size = gpus if plan.teacher.name != "sidecar" else 0
+        size = gpus if plan.teacher is not None and plan.teacher.name != "sidecar" else 0
     actor_class = TeacherActor.options(num_gpus=1 if gpus else 0)
-    return [actor_class.remote(plan, str(out_dir)) for _ in range(size)]
+    return [actor_class.remote(plan, store) for _ in range(size)]
 
 
 @ray.remote(num_cpus=1)
 class TeacherActor:
     """The run's teacher behind its cache, loaded once, serving batches from every shard."""
 
-    def __init__(self, plan: RunPlan, out_dir: str):
-        cache = TeacherCache(teacher_cache_dir(plan.config.teacher_cache, out_dir))
+    def __init__(self, plan: Plan, store: Store):
+        cache = TeacherCache(teacher_cache_dir(plan.config.teacher_cache, store))
         self.teacher = CachedTeacher(process_teacher(plan.teacher), cache)
 
     def name(self) -> str:

@@ -1,5 +1,6 @@
-"""The run: list inputs, plan shards, skip finished ones, hand the rest to a
-distributor (this process, or Ray), then record the run in the manifest."""
+"""The run, the same for `generate` and every `convert`: list the inputs of the run's kind,
+plan shards, skip finished ones, hand the rest to a distributor (this process, or Ray),
+then record the run in the manifest."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from simlidar.teachers import Teacher
 from tqdm import tqdm
 
-from .config import GenerateConfig, RunPlan
+from .config import Plan, RunConfig
 from .distributor import run_in_process, run_on_ray
 from .errors import PipelineError
-from .output import object_store, store
 from .output.lock import OutputLock
 from .output.manifest import (
     ERRORS,
@@ -31,11 +33,7 @@ from .output.manifest import (
     read_stats,
     remove_temporaries,
 )
-from .sources.calibrated_rig import list_frames
-from .sources.image_shards import is_shard_source
-from .sources.inputs import has_depth_sidecar, list_sources
-from .sources.photos import IMAGE_SUFFIXES
-from .sources.urls import is_url
+from .output.store import Store, as_store
 from .stages.teacher import build_teacher, teacher_cache_dir
 from .writer import ShardPlan, plan_shards
 
@@ -46,7 +44,7 @@ log = logging.getLogger("simlidar.generate")
 class RunSummary:
     """shards_remade: (shard, why) of finished shards found damaged and made again."""
 
-    out_dir: Path
+    store: Store
     manifest: dict
     shards_total: int
     shards_resumed: int
@@ -59,9 +57,9 @@ class _Run:
     """What making the pending shards needs: the plan and its teacher, the folder, the
     shards, how they are distributed (run_info, as recorded) and the lock's token."""
 
-    plan: RunPlan
+    plan: Plan
     teacher: Teacher
-    out_dir: Path
+    store: Store
     shards: list[ShardPlan]
     run_info: dict
     lock_token: str
@@ -69,35 +67,37 @@ class _Run:
 
 
 def generate(
-    config: GenerateConfig,
-    out_dir: Path,
+    config: RunConfig,
+    out: Store | str | Path,
     overwrite: bool = False,
     progress: bool = True,
     workers: int = 0,
     address: str | None = None,
     teacher_actors: int | None = None,
 ) -> RunSummary:
-    """Make every missing shard of `config` in `out_dir`, holding its lock meanwhile.
+    """Make every missing shard of `config` (generate's, or a converter's) in the folder
+    `out` (a store, or a path or URL opened as one), holding its lock meanwhile.
 
     workers: shards at a time (0: every core); 1 runs in this process without Ray.
     address: a Ray cluster to join (else RAY_ADDRESS, else a local Ray).
     teacher_actors: on Ray, the teacher actor pool's size (None: one per GPU).
     """
     started = time.time()
+    store = as_store(out)
     plan = config.resolve()
-    items, unit = list_items(plan)
+    items = plan.kind.list_inputs(plan)
     teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
-    teacher_cache_dir(config.teacher_cache, out_dir)  # likewise a --cache URL that cannot work
-    if store.exists(out_dir):
-        raise PipelineError(f"--out {out_dir} is a file; give a folder")
-    with OutputLock(out_dir) as lock:
-        prepare_output(out_dir, config, items, overwrite)
+    teacher_cache_dir(config.teacher_cache, store)  # likewise a --cache URL that cannot work
+    if store.is_file():
+        raise PipelineError(f"--out {store} is a file; give a folder")
+    with OutputLock(store) as lock:
+        prepare_output(store, config, items, overwrite)
         shards = plan_shards(items, config.shard_size)
-        with _log_to(out_dir / LOG):
+        with _log_to(store, LOG):
             if lock.taken_over:
                 log.warning("took over the lock of a run that is gone (%s)", lock.taken_over.describe())
-            remade = _verify_finished(out_dir, shards)
-            pending = [shard for shard in shards if not check_shard(out_dir, shard)[0]]
+            remade = _verify_finished(store, shards)
+            pending = [shard for shard in shards if not check_shard(store, shard)[0]]
             address = address or os.environ.get("RAY_ADDRESS") or None
             run_info = {
                 "distributor": "ray" if address is not None or (workers != 1 and len(pending) > 1) else "in-process",
@@ -107,50 +107,27 @@ def generate(
                 "remade": [{"shard": name, "reason": why} for name, why in remade],
             }
             log.info("run: %d inputs, %d shards, %d to do; %s", len(items), len(shards), len(pending), run_info)
-            run = _Run(plan, teacher, out_dir, shards, run_info, lock.token, started)
-            finished_inputs = sum(read_stats(out_dir, shard)["inputs"] for shard in shards if shard not in pending)
-            with _ProgressBar(len(items), finished_inputs, len(shards), len(pending), progress, unit) as bar:
+            run = _Run(plan, teacher, store, shards, run_info, lock.token, started)
+            finished_inputs = sum(read_stats(store, shard)["inputs"] for shard in shards if shard not in pending)
+            with _ProgressBar(plan, len(items), finished_inputs, len(shards), len(pending), progress) as bar:
                 failures = _make_shards(run, pending, bar)
-            manifest = finalize_output(out_dir, config, plan.sensor, shards, started, run_info, failures)
+            manifest = finalize_output(store, plan, shards, started, run_info, failures)
             log.info(
                 "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
             )
-    _raise_for_failures(failures, shards, manifest, len(items), out_dir)
-    return RunSummary(out_dir, manifest, len(shards), len(shards) - len(pending), time.time() - started, remade)
+    _raise_for_failures(failures, shards, manifest, len(items), store)
+    return RunSummary(store, manifest, len(shards), len(shards) - len(pending), time.time() - started, remade)
 
 
-def list_items(plan: RunPlan) -> tuple[list, str]:
-    """The run's inputs (photos, or a calibrated rig's frames), sorted and limited, and
-    the progress bar's unit; PipelineError when there are none, or no depth sidecars
-    for --teacher sidecar."""
-    config = plan.config
-    if plan.calibration is not None:
-        if is_url(config.images) or is_shard_source(config.images):
-            raise PipelineError("a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
-        root, unit = Path(config.images), "frame"
-        items = list_frames(root, plan.calibration)
-    else:
-        (items, root), unit = list_sources(config.images), "img"
-    items = items[: config.limit]
-    if not items:
-        raise PipelineError(f"no images in {config.images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if config.teacher == "sidecar" and not any(has_depth_sidecar(item) for item in items):
-        raise PipelineError(
-            f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
-            "photo.depth.npy); add those files, or pass --teacher with a depth model"
-        )
-    return items, unit
-
-
-def _verify_finished(out_dir: Path, shards: list[ShardPlan]) -> list[tuple[str, str]]:
+def _verify_finished(store: Store, shards: list[ShardPlan]) -> list[tuple[str, str]]:
     """Check every finished shard's tar against its stats; remove the damaged ones (they
     are made again) and say so in the log. Returns (shard, why) of those."""
     remade = []
     for shard in shards:
-        done, why = check_shard(out_dir, shard)
+        done, why = check_shard(store, shard)
         if not done and why:
             log.warning("%s: %s; making it again", shard.name, why)
-            forget_shard(out_dir, shard)
+            forget_shard(store, shard)
             remade.append((shard.name, why))
     return remade
 
@@ -164,50 +141,55 @@ def _make_shards(run: _Run, pending: list[ShardPlan], bar: _ProgressBar) -> list
             return run_on_ray(
                 run.plan,
                 pending,
-                run.out_dir,
+                run.store,
                 bar,
                 info["workers"],
                 info["address"],
                 info["teacher_actors"],
                 run.lock_token,
             )
-        return run_in_process(run.plan, pending, run.out_dir, bar, run.teacher, run.lock_token)
+        return run_in_process(run.plan, pending, run.store, bar, run.teacher, run.lock_token)
     except BaseException as error:
         why = str(error) or type(error).__name__
         log.error("run stopped: %s", why)
-        remove_temporaries(run.out_dir)
+        remove_temporaries(run.store)
         try:
-            finalize_output(run.out_dir, run.plan.config, run.plan.sensor, run.shards, run.started, info, [], why)
+            finalize_output(run.store, run.plan, run.shards, run.started, info, [], why)
         except OSError:
-            _mark_stopped_or_log(run.out_dir, why)
+            _mark_stopped_or_log(run.store, why)
         raise
 
 
-def _mark_stopped_or_log(out_dir: Path, why: str) -> None:
+def _mark_stopped_or_log(store: Store, why: str) -> None:
     try:
-        mark_stopped(out_dir, why)
+        mark_stopped(store, why)
     except OSError as error:
         log.error("could not record the stop in %s: %s", MANIFEST, error)
 
 
-def _raise_for_failures(failures: list, shards: list, manifest: dict, inputs: int, out_dir: Path) -> None:
+def _raise_for_failures(failures: list, shards: list, manifest: dict, inputs: int, store: Store) -> None:
     if failures:
         raise PipelineError(
             f"{len(failures)} of {len(shards)} shards failed (first: {failures[0].shard}: {failures[0].reason}); "
-            f"finished shards are kept; see {out_dir / LOG}, then re-run the same command to retry"
+            f"finished shards are kept; see {store.where(LOG)}, then re-run the same command to retry"
         )
     if manifest["totals"]["samples"] == 0:
-        reasons = Counter(json.loads(line)["reason"] for line in store.read_bytes(out_dir / ERRORS).splitlines())
+        reasons = Counter(json.loads(line)["reason"] for line in store.read_bytes(ERRORS).splitlines())
         why = "".join(f" ({count} of them: {reason})" for reason, count in reasons.most_common(1))
-        raise PipelineError(f"no sample could be made from {inputs} inputs{why}; see {out_dir / ERRORS}")
+        raise PipelineError(f"no sample could be made from {inputs} inputs{why}; see {store.where(ERRORS)}")
 
 
 class _ProgressBar:
-    """Inputs (photos or rig frames) done, with rate and ETA, and shards done as a postfix."""
+    """Inputs (photos or frames) done, with rate and ETA, and shards done as a postfix."""
 
-    def __init__(self, inputs: int, inputs_done: int, shards: int, pending_shards: int, enabled: bool, unit: str):
+    def __init__(self, plan, inputs: int, inputs_done: int, shards: int, pending_shards: int, enabled: bool):
         self._bar = tqdm(
-            total=inputs, initial=inputs_done, unit=unit, desc="generate", disable=not enabled, dynamic_ncols=True
+            total=inputs,
+            initial=inputs_done,
+            unit=plan.kind.unit,
+            desc=plan.config.command.removeprefix("simlidar "),
+            disable=not enabled,
+            dynamic_ncols=True,
         )
         self._shards_total = shards
         self._shards_done = shards - pending_shards
@@ -231,23 +213,17 @@ class _ProgressBar:
         self._bar.close()
 
 
-class _log_to:
-    """Append this run's log lines to the output's log file (on an object store: to a
-    local file of this process, added to the store's log when the run ends)."""
-
-    def __init__(self, path: Path):
-        self._path = path
-        self._local = object_store.temporary_name(path) if object_store.is_remote(path) else path
-        self._handler = logging.FileHandler(self._local)
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-
-    def __enter__(self) -> None:
-        log.addHandler(self._handler)
+@contextmanager
+def _log_to(store: Store, name: str) -> Iterator[None]:
+    """Append this run's log lines to the output's log file `name` (through a local file
+    where the store cannot append)."""
+    with store.appending(name) as local:
+        handler = logging.FileHandler(local)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
         log.setLevel(logging.INFO)
-
-    def __exit__(self, *exc_info) -> None:
-        log.removeHandler(self._handler)
-        self._handler.close()
-        if self._local != self._path:
-            object_store.append(self._path, self._local.read_bytes())
-            self._local.unlink()
+        try:
+            yield
+        finally:
+            log.removeHandler(handler)
+            handler.close()

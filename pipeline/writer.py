@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .errors import PipelineError
-from .output import store
+from .output.store import Store
 from .schema import MEMBER_ORDER, is_valid_key
 
 
@@ -35,20 +33,20 @@ class ShardPlan:
     def name(self) -> str:
         return f"shard-{self.index:06d}"
 
+    @property
+    def tar_name(self) -> str:
+        return f"{self.name}.tar"
+
+    @property
+    def stats_name(self) -> str:
+        return f"{self.name}.stats.json"
+
 
 def plan_shards(items: list, shard_size: int) -> list[ShardPlan]:
     return [
         ShardPlan(index, tuple(items[start : start + shard_size]))
         for index, start in enumerate(range(0, len(items), shard_size))
     ]
-
-
-def tar_path(out_dir: Path, plan: ShardPlan) -> Path:
-    return out_dir / f"{plan.name}.tar"
-
-
-def stats_path(out_dir: Path, plan: ShardPlan) -> Path:
-    return out_dir / f"{plan.name}.stats.json"
 
 
 class _HashingFile(io.RawIOBase):
@@ -73,22 +71,21 @@ class _HashingFile(io.RawIOBase):
 
 
 class ShardWriter:
-    """Use as a context manager: the tar appears at `path` only if the block ends
-    without an exception and `may_publish()` still says yes just before the rename
-    (the run still holds the output folder); otherwise the partial file is removed.
+    """Use as a context manager: the tar appears as `name` in `store` only if the block
+    ends without an exception and `may_publish()` still says yes just before it takes its
+    name (the run still holds the output folder); otherwise the partial file is removed.
     The temporary name is this process's own, so two writers never share one."""
 
-    def __init__(self, path: Path, may_publish: Callable[[], bool] = lambda: True):
-        self.path = path
-        self.temporary_path = store.temporary_name(path)
+    def __init__(self, store: Store, name: str, may_publish: Callable[[], bool] = lambda: True):
+        self.store, self.name = store, name
         self._may_publish = may_publish
         self.samples = 0
         self.sha256 = ""
         self.size = 0
 
     def __enter__(self) -> ShardWriter:
-        self._handle = open(self.temporary_path, "wb")
-        self._hashing = _HashingFile(self._handle)
+        self._file = self.store.new_file(self.name)
+        self._hashing = _HashingFile(self._file.handle)
         self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.GNU_FORMAT)
         return self
 
@@ -108,19 +105,10 @@ class ShardWriter:
         try:
             if error_type is None:
                 self._tar.close()
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-            self._handle.close()
-            if error_type is None:
                 if not self._may_publish():
-                    raise LostOutputLock(f"{self.path.parent} is now held by another run; {self.path.name} not written")
-                store.rename(self.temporary_path, self.path)
-        except BaseException:
-            error_type = True
-            raise
+                    raise LostOutputLock(f"{self.store} is now held by another run; {self.name} not written")
+                self._file.commit()
         finally:
-            self._handle.close()
-            if error_type is not None:
-                store.remove(self.temporary_path)
+            self._file.discard()
         self.sha256 = self._hashing.sha256.hexdigest()
         self.size = self._hashing.size

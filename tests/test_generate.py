@@ -195,7 +195,7 @@ def test_full_disk_keeps_finished_shards_and_leaves_no_partial_file(cli, photos,
     original_write = ShardWriter.write
 
     def write_until_full(self, key, members):
-        if self.path.name == "shard-000001.tar":
+        if self.name == "shard-000001.tar":
             raise OSError(errno.ENOSPC, "No space left on device")
         original_write(self, key, members)
 
@@ -224,7 +224,7 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(cli, photos, tmp_path
     original_write = ShardWriter.write
 
     def interrupt_in_second_shard(self, key, members):
-        if self.path.name == "shard-000001.tar":
+        if self.name == "shard-000001.tar":
             raise KeyboardInterrupt
         original_write(self, key, members)
 

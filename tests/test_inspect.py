@@ -6,6 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 from simlidar.pipeline import schema
+from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.writer import ShardWriter
 
 from .helpers import generate, tar_members
@@ -41,7 +42,7 @@ def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):
     damaged[2000] ^= 0xFF
     (out / "shard-000001.tar").write_bytes(bytes(damaged))
     members = tar_members(out / "shard-000002.tar")
-    with ShardWriter(out / "shard-000002.tar") as writer:
+    with ShardWriter(LocalStore(out), "shard-000002.tar") as writer:
         writer.write(
             "img2-v0", {name.split(".", 1)[1]: data for name, data in members.items() if ".sparse." not in name}
         )

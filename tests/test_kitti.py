@@ -1,5 +1,6 @@
 """`simlidar convert kitti`: the real scan, the annotated GT and the teacher's disparity."""
 
+import errno
 import io
 import json
 
@@ -73,3 +74,81 @@ def test_missing_files_are_one_line_errors(cli, tmp_path):
     assert code == 2 and "not a folder" in err
     code, _, err = cli("convert", "kitti", root, "--split", "val", "--out", tmp_path / "shards")
     assert code == 2 and "data_depth_velodyne/val is missing" in err
+
+
+def shard_bytes(out):
+    return {path.name: path.read_bytes() for path in sorted(out.glob("shard-*.tar"))}
+
+
+def test_convert_runs_on_the_engine_resumes_and_its_output_passes_inspect_and_publish(cli, tmp_path, monkeypatch):
+    from simlidar.pipeline.worker import ShardWorker
+
+    root = write_kitti_tree(tmp_path / "kitti", frames=(5, 6, 7))
+    convert = ["convert", "kitti", root, "--teacher", "sidecar", "--shard-size", "1", "--workers", "1", "--quiet"]
+    reference = tmp_path / "reference"
+    assert cli(*convert, "--out", reference)[0] == 0
+    expected = shard_bytes(reference)
+    assert len(expected) == 3
+
+    original_run = ShardWorker.run
+
+    def crash_on_shard_1(self, shard, store, on_input=lambda: None):
+        if shard.index == 1:
+            raise RuntimeError("simulated crash")
+        return original_run(self, shard, store, on_input)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(ShardWorker, "run", crash_on_shard_1)
+    code, _, err = cli(*convert, "--out", out)
+    assert code == 2 and "1 of 3 shards failed (first: shard-000001: RuntimeError: simulated crash)" in err
+    assert json.loads((out / "manifest.json").read_text())["status"] == "incomplete"
+    monkeypatch.setattr(ShardWorker, "run", original_run)
+    code, printed, err = cli(*convert[:-1], "--out", out)
+    assert code == 0, err
+    assert "read 3 of 3 frames" in printed and "wrote 3 samples in 3 shards (2 already done)" in printed
+    assert shard_bytes(out) == expected
+
+    code, printed, err = cli("convert", "kitti", root, "--out", out, "--quiet")
+    assert code == 2 and "holds a different run (teacher: 'sidecar' -> ''; shard_size: 1 -> 1000)" in err
+    code, printed, err = cli("generate", "--images", root, "--out", out, "--quiet")
+    assert code == 2 and "holds a different run (made by `simlidar convert kitti`)" in err
+
+    code, printed, err = cli("inspect", out)
+    assert code == 0, err
+    assert "3 samples in 3 shards" in printed and "per sensor: recorded 3" in printed
+    code, _, err = cli("publish", out, "--repo", "me/kitti-train", "--dry-run")
+    assert code == 0, err
+    card = (out / "hub" / "README.md").read_text()
+    assert "(`simlidar convert kitti`) from the KITTI depth-completion benchmark's train split" in card
+    assert "| samples | 3 from 3 frames (0 skipped), 3 shards |" in card and "| `png` | the camera image" in card
+
+
+def test_a_failed_overwrite_leaves_no_old_shard_beside_the_new_ones(cli, tmp_path, monkeypatch):
+    """Issue 24, item 10: a failed `convert kitti --overwrite` left the old manifest and new shards
+    mixed, and training used them. On the engine, --overwrite removes the old run first and a
+    stop records what the new run made."""
+    from simlidar.pipeline.writer import ShardWriter
+
+    root = write_kitti_tree(tmp_path / "kitti", frames=(5, 6, 7))
+    out = tmp_path / "out"
+    options = ["--shard-size", "1", "--workers", "1", "--quiet"]
+    assert cli("convert", "kitti", root, "--out", out, *options)[0] == 0
+    old = shard_bytes(out)
+    original_write = ShardWriter.write
+
+    def full_disk_in_shard_1(self, key, members):
+        if self.name == "shard-000001.tar":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original_write(self, key, members)
+
+    monkeypatch.setattr(ShardWriter, "write", full_disk_in_shard_1)
+    code, _, err = cli("convert", "kitti", root, "--out", out, "--teacher", "sidecar", "--overwrite", *options)
+    assert code == 2 and "disk full while writing" in err and err.count("\n") == 1
+    new = shard_bytes(out)
+    assert list(new) == ["shard-000000.tar"] and new["shard-000000.tar"] != old["shard-000000.tar"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and manifest["config"]["teacher"] == "sidecar"
+    assert [shard["shard"] for shard in manifest["shards"]] == ["shard-000000.tar"]
+    assert "disk full" in manifest["stopped"]
+    code, _, err = cli("inspect", out)
+    assert code == 2 and "the run is incomplete" in err

@@ -92,3 +92,70 @@ def test_the_cli_shows_library_parameters_as_flags():
 
     message = "`intrinsics_policy` fov needs `fov_deg` DEG; `unknown_name` stays"
     assert with_flags(message) == "--intrinsics-policy fov needs --fov DEG; unknown_name stays"
+
+
+def _names_used(path: Path) -> set[str]:
+    """Every name and attribute a module's code uses."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add(node.name.split(".")[-1])
+    return names
+
+
+def test_only_the_store_knows_whether_an_output_is_remote():
+    """One store object per location: output/store.py picks it; the object store's local copy
+    (mirror.py) is its only other user. Input readers (sources/) tell paths from URLs themselves."""
+    allowed = {"output/store.py", "output/mirror.py"}
+    for path in _modules(PIPELINE):
+        where = path.relative_to(PIPELINE).as_posix()
+        used = _names_used(path) & {"is_remote", "object_store", "ObjectStore", "UPath", "is_url"}
+        if where.startswith("sources/"):
+            used -= {"is_url"}
+        assert where in allowed or not used, f"{where} uses {sorted(used)}"
+
+
+KIND_CLASSES = {
+    "Photos", "VirtualRig", "CalibratedRig", "KittiDepth", "RigLidar",
+    "SourceItem", "RemoteItem", "ShardSample", "RigFrame", "KittiFrame",
+    "PhotoReading", "FrameReading", "KittiReading", "SweepReading",
+}  # fmt: skip
+# The input's kind shows in these attributes; a test of them picks a kind.
+KIND_ATTRIBUTES = {"rig", "calibration", "kind", "unit"}
+
+
+def _kind_branches(path: Path) -> list[str]:
+    """isinstance on a kind (or its items and readings) and ifs on attributes that name the kind."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "isinstance":
+            named = {name.id for name in ast.walk(node.args[1]) if isinstance(name, ast.Name)}
+            found += [f"{node.lineno}: isinstance on {name}" for name in named & KIND_CLASSES]
+        if isinstance(node, ast.If | ast.IfExp | ast.While):
+            tested = {attribute.attr for attribute in ast.walk(node.test) if isinstance(attribute, ast.Attribute)}
+            found += [f"{node.lineno}: if on .{name}" for name in tested & KIND_ATTRIBUTES]
+    return found
+
+
+def test_the_kind_of_input_is_chosen_in_one_place_and_branched_on_nowhere_else():
+    """sources/kinds.py holds every kind's implementation and generate_kind, the one place that
+    picks one; the readers of photos (a folder, a URL, WebDataset shards) tell their forms apart
+    in sources/inputs.py. Nothing else asks what kind of input it serves."""
+    pickers = {"is_calibration", "is_shard_source", "generate_kind"}
+    allowed = {
+        "sources/kinds.py": pickers,
+        "sources/inputs.py": {"is_shard_source"},
+        "sources/calibrated_rig.py": {"is_calibration", "is_shard_source"},
+        "sources/image_shards.py": {"is_shard_source"},
+        "config.py": {"generate_kind"},
+    }
+    for path in _modules(PIPELINE):
+        where = path.relative_to(PIPELINE).as_posix()
+        used = (_names_used(path) & pickers) - allowed.get(where, set())
+        assert not used, f"{where} uses {sorted(used)}"
+        if where != "sources/kinds.py":
+            assert not _kind_branches(path), f"{where}: {_kind_branches(path)}"

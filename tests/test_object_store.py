@@ -18,9 +18,9 @@ import fsspec
 import numpy as np
 import pytest
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.output import object_store, store
+from simlidar.pipeline.output.store import LocalStore, ObjectStore, open_store
 from simlidar.pipeline.sources.image_shards import list_shard_samples
-from simlidar.pipeline.sources.inputs import has_depth_sidecar, list_sources, stage
+from simlidar.pipeline.sources.inputs import list_sources
 from simlidar.pipeline.sources.photos import BadImage, list_inputs
 from simlidar.pipeline.sources.remote import list_remote_inputs
 from simlidar.pipeline.sources.urls import SCRATCH, filesystem, scratch_folder
@@ -98,8 +98,8 @@ def test_photos_on_s3_list_and_stage_as_the_same_folder_on_disk(tmp_path, bucket
     assert [(i.relpath, i.key) for i in remote_items] == [(i.relpath, i.key) for i in local_items]
     assert [i.relpath for i in remote_items] == ["a/one.jpg", "b/one.jpg", "yard.jpg"]
     assert [i.sidecars for i in remote_items] == [(".depth.png", ".json"), (".depth.png",), ()]
-    assert [has_depth_sidecar(i) for i in remote_items] == [has_depth_sidecar(i) for i in local_items] == [1, 1, 0]
-    staged = stage(remote_items[0], tmp_path / "scratch")
+    assert [i.has_depth_sidecar() for i in remote_items] == [i.has_depth_sidecar() for i in local_items] == [1, 1, 0]
+    staged = remote_items[0].stage(tmp_path / "scratch")
     assert staged.path.name == "one.jpg" and staged.source_meta is None
     for name in ("one.jpg", "one.depth.png", "one.json"):
         assert (staged.path.parent / name).read_bytes() == (local / "a" / name).read_bytes()
@@ -151,15 +151,15 @@ def test_webdataset_shards_list_and_stage_the_same_on_disk_and_on_s3(tmp_path, b
         "coco-00001.tar/000000001",
     ]
     assert remote[0].key == f"000000001-{duplicate}" and remote[1].key == "000000002"
-    assert all(has_depth_sidecar(sample) for sample in remote)
-    corridor = stage(remote[0], tmp_path / "scratch")
+    assert all(sample.has_depth_sidecar() for sample in remote)
+    corridor = remote[0].stage(tmp_path / "scratch")
     assert corridor.path.read_bytes() == (SCENES / "corridor.jpg").read_bytes()
     assert (corridor.path.parent / f"{remote[0].key}.depth.png").read_bytes() == (
         SCENES / "corridor.depth.png"
     ).read_bytes()
     assert corridor.source_meta == {"json": {"url": "http://x/1.jpg", "width": 640}, "txt": "a corridor"}
     assert not corridor.path.with_suffix(".json").exists()  # metadata, not intrinsics
-    street = stage(remote[1], tmp_path / "scratch")
+    street = remote[1].stage(tmp_path / "scratch")
     assert json.loads(street.path.with_suffix(".json").read_text())["fx"] == 721.5377
     with tarfile.open(shards[1]) as tar:
         assert len(tar.getnames()) == 3
@@ -173,7 +173,7 @@ def test_damaged_image_shards(tmp_path):
     write_image_shard(tmp_path / "json.tar", [("k", {"jpg": (SCENES / "yard.jpg").read_bytes(), "json": b"{oops"})])
     (sample,), _ = list_shard_samples(str(tmp_path / "json.tar"))
     with pytest.raises(BadImage, match=r"k.json in json.tar is not valid JSON \(Expecting property name"):
-        stage(sample, tmp_path / "scratch")
+        sample.stage(tmp_path / "scratch")
     write_image_shard(tmp_path / "cut.tar", [(f"k{i}", {"jpg": (SCENES / "yard.jpg").read_bytes()}) for i in range(3)])
     (tmp_path / "cut.tar").write_bytes((tmp_path / "cut.tar").read_bytes()[:100_000])  # inside the second image
     with pytest.raises(PipelineError, match="cut.tar is not a readable tar"):
@@ -183,31 +183,54 @@ def test_damaged_image_shards(tmp_path):
 
 
 def test_the_output_store_on_s3_keeps_the_rules_of_a_folder(tmp_path, bucket):
-    out = object_store.location(f"{bucket}/run/")
-    assert object_store.is_remote(out) and str(out) == f"{bucket}/run"
-    assert object_store.location("file:///tmp/x") == Path("/tmp/x") and object_store.location("out") == Path("out")
-    assert object_store.list_names(out) == []
-    staged = object_store.temporary_name(out / "shard-000000.tar")
-    staged.write_bytes(b"x" * 3000)
-    assert not object_store.exists(out / "shard-000000.tar")  # nothing under the final name before the rename
-    object_store.rename(staged, out / "shard-000000.tar")
-    assert object_store.exists(out / "shard-000000.tar") and not staged.exists()
-    assert store.size_and_sha256(out / "shard-000000.tar") == (3000, hashlib.sha256(b"x" * 3000).hexdigest())
-    assert store.size_and_sha256(out / "missing.tar") is None
-    object_store.write_json_atomically(out / "manifest.json", {"status": "running"})
-    assert object_store.read_json(out / "manifest.json") == {"status": "running"}
-    assert object_store.create_exclusively(out / "generate.lock", b"me")
-    assert not object_store.create_exclusively(out / "generate.lock", b"other")
-    lock = out / "generate.lock"
-    assert object_store.read_bytes(lock) == b"me" and 0 <= object_store.age_s(lock) < 60
+    out = open_store(f"{bucket}/run/")
+    assert isinstance(out, ObjectStore) and str(out) == f"{bucket}/run"
+    assert open_store("file:///tmp/x") == LocalStore("/tmp/x") and open_store("out") == LocalStore("out")
+    assert out.list_names() == [] and not out.is_file()
+    pending = out.new_file("shard-000000.tar")
+    pending.handle.write(b"x" * 3000)
+    assert not out.exists("shard-000000.tar")  # nothing under the final name before the commit
+    pending.commit()
+    assert out.exists("shard-000000.tar") and not pending.temporary.exists()
+    assert out.size_and_sha256("shard-000000.tar") == (3000, hashlib.sha256(b"x" * 3000).hexdigest())
+    assert out.size_and_sha256("missing.tar") is None
+    out.write_json_atomically("manifest.json", {"status": "running"})
+    assert out.read_json("manifest.json") == {"status": "running"}
+    assert out.create_exclusively("generate.lock", b"me")
+    assert not out.create_exclusively("generate.lock", b"other")
+    assert out.read_bytes("generate.lock") == b"me" and 0 <= out.age_s("generate.lock") < 60
     (tmp_path / "a.png").write_bytes(b"preview")
-    object_store.upload(tmp_path / "a.png", out / "previews" / "a.png")
-    assert object_store.list_names(out) == ["generate.lock", "manifest.json", "previews", "shard-000000.tar"]
-    assert object_store.list_names(out, "shard-*.tar") == ["shard-000000.tar"]
-    object_store.remove_folder(out / "previews")
-    object_store.remove(out / "generate.lock")
-    object_store.remove(out / "generate.lock")
-    assert object_store.list_names(out) == ["manifest.json", "shard-000000.tar"]
+    out.upload(tmp_path / "a.png", "previews/a.png")
+    assert out.list_names() == ["generate.lock", "manifest.json", "previews", "shard-000000.tar"]
+    assert out.list_names("shard-*.tar") == ["shard-000000.tar"]
+    with out.appending("generate.log") as local:
+        local.write_text("first\n")
+    with out.appending("generate.log") as local:
+        local.write_text("second\n")
+    assert out.read_bytes("generate.log") == b"first\nsecond\n" and not local.exists()
+    out.remove_folder("previews")
+    out.remove("generate.lock")
+    out.remove("generate.lock")
+    assert out.list_names() == ["generate.log", "manifest.json", "shard-000000.tar"]
+    discarded = out.new_file("shard-000001.tar")
+    discarded.discard()
+    assert not discarded.temporary.exists() and not out.exists("shard-000001.tar")
+
+
+def test_a_local_store_keeps_the_same_rules(tmp_path):
+    out = open_store(tmp_path / "run")
+    out.make_folder()
+    pending = out.new_file("shard-000000.tar")
+    pending.handle.write(b"x" * 3000)
+    assert out.list_names() == [pending.temporary.name] and not out.exists("shard-000000.tar")
+    pending.commit()
+    assert out.list_names() == ["shard-000000.tar"] and out.size_and_sha256("shard-000000.tar")[0] == 3000
+    os.mkfifo(tmp_path / "run" / "fifo")
+    assert out.size_and_sha256("fifo") is None and out.size_and_sha256("missing") is None  # a FIFO is never opened
+    assert out.create_exclusively("generate.lock", b"me") and not out.create_exclusively("generate.lock", b"x")
+    with out.appending("generate.log") as local:
+        local.write_text("one line\n")
+    assert out.read_bytes("generate.log") == b"one line\n" and out.local_copy() is out
 
 
 def test_training_lists_and_streams_shards_from_s3(tmp_path, bucket):
@@ -333,7 +356,7 @@ def test_a_second_run_on_an_output_on_s3_is_refused_while_the_first_holds_it(cli
     from simlidar.pipeline.output.lock import OutputLock
 
     photo_folder(tmp_path / "photos")
-    with OutputLock(object_store.location(f"{bucket}/out")):
+    with OutputLock(open_store(f"{bucket}/out")):
         code, _, err = cli("generate", "--images", tmp_path / "photos", "--out", f"{bucket}/out", "--quiet")
     assert code == 2 and f"{bucket}/out is in use by another simlidar run (pid {os.getpid()} on " in err
     run = ["generate", "--images", tmp_path / "photos", "--out", f"{bucket}/out", "--quiet", "--workers", "1"]
@@ -341,29 +364,29 @@ def test_a_second_run_on_an_output_on_s3_is_refused_while_the_first_holds_it(cli
     code, _, err = cli(*run, "--fov", "70")
     assert code == 2 and "out holds a different run (fov_deg: 80.0 -> 70.0)" in err
     assert cli(*run, "--fov", "70", "--overwrite")[0] == 0
-    manifest = object_store.read_json(object_store.location(f"{bucket}/out/manifest.json"))
+    manifest = open_store(f"{bucket}/out").read_json("manifest.json")
     assert manifest["config"]["fov_deg"] == 70.0 and manifest["totals"]["samples"] == 2  # yard.jpg has no depth
 
 
 def test_a_local_copy_of_an_output_on_s3_fetches_listed_shards_once(tmp_path, bucket):
     from simlidar.pipeline.output.mirror import download_output
 
-    out = object_store.location(f"{bucket}/run")
+    out = open_store(f"{bucket}/run")
     shard = b"tar bytes" * 100
     entries = [
         {"shard": "shard-000000.tar", "bytes": len(shard), "sha256": hashlib.sha256(shard).hexdigest()},
         {"shard": "../../outside.tar", "bytes": 1, "sha256": "0"},
         {"shard": "shard-000001.tar", "bytes": 1, "sha256": "0"},
     ]
-    object_store.write_json_atomically(out / "manifest.json", {"shards": entries})
-    object_store.write_atomically(out / "shard-000000.tar", shard)
+    out.write_json_atomically("manifest.json", {"shards": entries})
+    out.write_atomically("shard-000000.tar", shard)
     copy = download_output(out, tmp_path / "copy")
     assert sorted(path.name for path in copy.iterdir()) == ["manifest.json", "shard-000000.tar"]
     assert (copy / "shard-000000.tar").read_bytes() == shard and not (tmp_path / "outside.tar").exists()
-    object_store.write_atomically(out / "shard-000000.tar", b"changed after the copy")
+    out.write_atomically("shard-000000.tar", b"changed after the copy")
     assert (download_output(out, copy) / "shard-000000.tar").read_bytes() == shard  # matches the manifest: kept
     with pytest.raises(PipelineError, match="has no manifest.json"):
-        download_output(object_store.location(f"{bucket}/nothing"), tmp_path / "other")
+        download_output(open_store(f"{bucket}/nothing"), tmp_path / "other")
 
 
 def test_scratch_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
@@ -388,8 +411,8 @@ def test_a_listed_photo_missing_on_the_store_is_recorded_not_fatal(tmp_path, buc
     items, _ = list_sources(f"{bucket}/photos/list.txt")
     assert [item.relpath for item in items] == ["gone/away.jpg", "missing.jpg", "yard.jpg"]
     with pytest.raises(BadImage, match="no such file on the store"):
-        stage(items[1], tmp_path)
-    assert stage(items[2], tmp_path).path.read_bytes() == (SCENES / "yard.jpg").read_bytes()
+        items[1].stage(tmp_path)
+    assert items[2].stage(tmp_path).path.read_bytes() == (SCENES / "yard.jpg").read_bytes()
 
 
 def test_the_teacher_cache_lives_on_s3_beside_an_output_there(tmp_path, bucket, monkeypatch):
@@ -405,8 +428,8 @@ def test_the_teacher_cache_lives_on_s3_beside_an_output_there(tmp_path, bucket, 
     teacher = load_teacher("depth-anything-v2-small", device="cpu")
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "p.png")
-    root = teacher_cache_dir("", object_store.location(f"{bucket}/out"))
-    assert root == f"{bucket}/out/teacher-cache" and teacher_cache_dir("~/c", tmp_path).startswith("/")
+    root = teacher_cache_dir("", open_store(f"{bucket}/out"))
+    assert root == f"{bucket}/out/teacher-cache" and teacher_cache_dir("~/c", open_store(tmp_path)).startswith("/")
     first = CachedTeacher(teacher, TeacherCache(root))
     computed = first.predict([TeacherInput(tmp_path / "p.png", rgb)])[0]
     again = CachedTeacher(teacher, TeacherCache(root))

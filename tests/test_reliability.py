@@ -18,6 +18,7 @@ from PIL import Image
 from simlidar.pipeline.config import GenerateConfig
 from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output.lock import LOCK, OutputLock, OutputLocked, read_holder, still_held
+from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.runner import generate as run_generate
 from simlidar.pipeline.sources.photos import BadImage, _decode_problem, list_inputs, load_image
 from simlidar.sensors import SensorSpecError, load_sensor
@@ -239,13 +240,13 @@ def _with_azimuth_step(text, step_deg):
 # Case 3: one run at a time per output folder.
 def test_a_live_lock_is_refused_naming_its_holder_and_released_after(tmp_path):
     out = tmp_path / "out"
-    with OutputLock(out) as first:
-        holder = read_holder(out)
+    with OutputLock(LocalStore(out)) as first:
+        holder = read_holder(LocalStore(out))
         assert (holder.host, holder.pid, holder.token) == (socket.gethostname(), os.getpid(), first.token)
         with pytest.raises(OutputLocked, match=rf"in use by another simlidar run \(pid {os.getpid()} on "):
-            OutputLock(out).acquire()
-        assert still_held(out, first.token)
-    assert not (out / LOCK).exists() and not still_held(out, first.token)
+            OutputLock(LocalStore(out)).acquire()
+        assert still_held(LocalStore(out), first.token)
+    assert not (out / LOCK).exists() and not still_held(LocalStore(out), first.token)
 
 
 def dead_pid() -> int:
@@ -267,10 +268,10 @@ def folder_with_stale_lock(tmp_path) -> tuple:
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     out, gone = folder_with_stale_lock(tmp_path)
-    lock = OutputLock(out)
+    lock = OutputLock(LocalStore(out))
     lock.acquire()
-    assert lock.taken_over.pid == gone and read_holder(out).token == lock.token
-    assert not still_held(out, "old")
+    assert lock.taken_over.pid == gone and read_holder(LocalStore(out)).token == lock.token
+    assert not still_held(LocalStore(out), "old")
     lock.release()
 
 
@@ -279,11 +280,11 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
     out.mkdir()
     reused = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": "1", "since": "", "token": "old"}
     (out / LOCK).write_text(json.dumps(reused))
-    with OutputLock(out) as lock:
+    with OutputLock(LocalStore(out)) as lock:
         assert lock.taken_over.token == "old"
     (out / LOCK).write_text("{not json")
-    with OutputLock(out) as lock:
-        assert lock.taken_over is None and read_holder(out) == lock.holder
+    with OutputLock(LocalStore(out)) as lock:
+        assert lock.taken_over is None and read_holder(LocalStore(out)) == lock.holder
 
 
 def test_a_lock_held_on_another_host_is_refused(tmp_path):
@@ -292,8 +293,8 @@ def test_a_lock_held_on_another_host_is_refused(tmp_path):
     elsewhere = {"host": "node-7", "pid": 1234, "process_start": "99", "since": "2026-01-01", "token": "x"}
     (out / LOCK).write_text(json.dumps(elsewhere))
     with pytest.raises(OutputLocked, match=r"pid 1234 on node-7, since 2026-01-01\).*delete .*generate\.lock"):
-        OutputLock(out).acquire()
-    assert read_holder(out).token == "x"
+        OutputLock(LocalStore(out)).acquire()
+    assert read_holder(LocalStore(out)).token == "x"
 
 
 @pytest.fixture
@@ -323,7 +324,7 @@ def test_an_output_folder_on_a_read_only_file_system_is_one_line(cli, tmp_path, 
     assert err.startswith(f"error: cannot write to {read_only_folder / 'out'} (")
     assert "Traceback" not in err
     with pytest.raises(PipelineError, match="choose an output folder you can write to"):
-        OutputLock(read_only_folder).acquire()
+        OutputLock(LocalStore(read_only_folder)).acquire()
 
 
 # Case 12: damaged output folders are problems for inspect and refusals for publish.
@@ -547,16 +548,17 @@ def test_a_writer_of_a_run_that_lost_the_lock_leaves_nothing(tmp_path):
     from simlidar.pipeline.writer import LostOutputLock, ShardWriter
 
     out = tmp_path / "out"
-    killed = OutputLock(out)
+    store = LocalStore(out)
+    killed = OutputLock(store)
     killed.acquire()
     record = json.loads((out / LOCK).read_text())
     (out / LOCK).write_text(json.dumps({**record, "pid": dead_pid()}))
-    with OutputLock(out) as newer:
+    with OutputLock(store) as newer:
         assert newer.taken_over.token == killed.token
         with pytest.raises(LostOutputLock, match="now held by another run; shard-000000.tar not written"):
-            with ShardWriter(out / "shard-000000.tar", lambda: still_held(out, killed.token)) as writer:
+            with ShardWriter(store, "shard-000000.tar", lambda: still_held(store, killed.token)) as writer:
                 writer.write("a-v0", {"json": b"{}"})
-        with ShardWriter(out / "shard-000001.tar", lambda: still_held(out, newer.token)) as writer:
+        with ShardWriter(store, "shard-000001.tar", lambda: still_held(store, newer.token)) as writer:
             writer.write("b-v0", {"json": b"{}"})
         assert sorted(path.name for path in out.iterdir()) == [LOCK, "shard-000001.tar"]
 
@@ -659,7 +661,8 @@ TAKE_LOCK = """
 import sys, time
 from pathlib import Path
 from simlidar.pipeline.output.lock import OutputLock, OutputLocked
-lock = OutputLock(Path(sys.argv[1]))
+from simlidar.pipeline.output.store import LocalStore
+lock = OutputLock(LocalStore(Path(sys.argv[1])))
 while time.time() < float(sys.argv[2]):
     pass
 try:

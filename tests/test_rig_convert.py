@@ -71,7 +71,9 @@ def test_six_samples_whose_sparse_maps_are_the_sweep_projected(cli, rig_root, tm
         "--quiet",
     )  # fmt: skip
     assert code == 0, err
-    assert "wrote 6 samples of 1 frames" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["command"] == "simlidar convert rig"
+    assert manifest["totals"]["samples"] == 6 and manifest["totals"]["images_written"] == 1
     samples = read_shard(out / "shard-000000.tar")
     assert sorted(samples) == [f"{FRAME}-r{index}" for index in range(6)]
     calibration = json.loads((NUSCENES / "calibration.json").read_text())
@@ -106,19 +108,20 @@ def test_a_frame_without_its_sweep_is_recorded_and_the_others_kept(cli, tmp_path
     for folder in root.glob("CAM_*"):
         shutil.copy(folder / f"{FRAME}.jpg", folder / "0002.jpg")
     code, stdout, err = cli(
-        "convert", "rig", root, "--rig", root / "calibration.json", "--out", tmp_path / "o", "--quiet"
+        "convert", "rig", root, "--rig", root / "calibration.json", "--out", tmp_path / "o"
     )
     assert code == 0, err
-    assert "wrote 6 samples of 1 frames" in stdout and "1 frames skipped" in stdout
+    assert "read 1 of 2 frames (1 skipped, see " in stdout and "wrote 6 samples in 1 shards" in stdout
     error = json.loads((tmp_path / "o" / "errors.jsonl").read_text())
-    assert error["frame"] == "0002" and "no LiDAR sweep LIDAR_TOP/0002.bin" in error["error"]
+    assert error["path"] == "0002" and error["stage"] == "read"
+    assert "no LiDAR sweep LIDAR_TOP/0002.bin" in error["reason"]
     assert sorted(read_shard(tmp_path / "o" / "shard-000000.tar")) == [f"{FRAME}-r{index}" for index in range(6)]
     for content, why in ((b"", "empty sweep"), (b"\0" * 7, "neither N x 4 nor N x 5")):
         (root / "LIDAR_TOP" / "0002.bin").write_bytes(content)
         code, stdout, err = cli("convert", "rig", root, "--rig", root / "calibration.json", "--out", tmp_path / "o",
-                                "--quiet", "--overwrite")  # fmt: skip
-        assert code == 0 and "1 frames skipped" in stdout, err
-        assert why in json.loads((tmp_path / "o" / "errors.jsonl").read_text())["error"]
+                                "--overwrite")  # fmt: skip
+        assert code == 0 and "(1 skipped, see " in stdout, err
+        assert why in json.loads((tmp_path / "o" / "errors.jsonl").read_text())["reason"]
 
 
 @needs_nuscenes
@@ -135,11 +138,10 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path):
     assert code == 2 and "cannot tell the LiDAR folder" in err and "pass --lidar-folder" in err
     shutil.rmtree(root / "RADAR")
     (root / "LIDAR_TOP" / f"{FRAME}.bin").unlink()
-    code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o")
-    assert code == 2 and "no frame of" in err and "errors.jsonl says why" in err
-    assert (
-        not list((tmp_path / "o").glob("*.tar")) and "no LiDAR sweep" in (tmp_path / "o" / "errors.jsonl").read_text()
-    )
+    code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and err.startswith("error: no sample could be made from 1 inputs (1 of them: no LiDAR sweep")
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]["samples"] == 0
+    assert "no LiDAR sweep" in (tmp_path / "o" / "errors.jsonl").read_text()
     for image in root.glob("CAM_*/*.jpg"):
         image.unlink()
     code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o2")

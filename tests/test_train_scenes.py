@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.writer import ShardWriter
 from simlidar.train import data, shards
 from simlidar.train.errors import TrainError
@@ -47,7 +48,7 @@ def rig_members(scene, view, views=3):
 
 
 def write_scenes(path, views_of_scenes):
-    with ShardWriter(path) as writer:
+    with ShardWriter(LocalStore(path.parent), path.name) as writer:
         for scene, views in views_of_scenes:
             for view in views:
                 writer.write(f"{scene}-r{view}", rig_members(scene, view))

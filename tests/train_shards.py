@@ -6,6 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 from simlidar.pipeline import schema
+from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.writer import ShardWriter
 
 
@@ -37,7 +38,7 @@ def write_ramp_shards(folder, shards=2, per_shard=4, drop=None, teacher=True):
     """shards x per_shard ramp samples; drop: a member left out of the first sample."""
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(shards):
-        with ShardWriter(folder / f"shard-{shard:06d}.tar") as writer:
+        with ShardWriter(LocalStore(folder), f"shard-{shard:06d}.tar") as writer:
             for index in range(per_shard):
                 members = ramp_sample(shard * per_shard + index, teacher=teacher)
                 if drop and shard == 0 and index == 0:

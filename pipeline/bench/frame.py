@@ -21,6 +21,7 @@ from simlidar.teachers import DepthPrediction
 from .. import schema
 from ..config import GenerateConfig
 from ..output.fidelity import RealFrame, densify, project_scan, read_kitti_object_frame
+from ..output.store import LocalStore
 from ..sources.photos import list_images, load_image
 from ..stages.march import fidelity_against_grid
 from ..stages.mesh import METHODS, MeshOptions
@@ -94,7 +95,7 @@ def bench_methods(bench_input: BenchInput, sensor_name: str, repeats: int) -> di
                 schema.sanitize_key(Path(camera.source_path).stem), (camera,), PhotoViews(), T_scene_lidar=T_cam_lidar
             )
             method_plan = replace(plan, mesh=replace(plan.mesh, method=method))
-            with tempfile.TemporaryDirectory() as folder, ShardWriter(Path(folder) / "bench.tar") as writer:
+            with tempfile.TemporaryDirectory() as folder, ShardWriter(LocalStore(folder), "bench.tar") as writer:
                 for key, members, _ in simulate_scene(scene, method_plan, times):
                     writer.write(key, members)
             runs[method].append(dict(times.seconds))

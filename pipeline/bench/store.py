@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from ..config import GenerateConfig
-from ..output import object_store
+from ..output.store import open_store
 from ..runner import generate
 from .scaling import copy_scene
 
@@ -27,15 +27,16 @@ def timed_run(config: GenerateConfig, out) -> tuple[float, dict]:
 
 
 def print_store_throughput(images: Path, url: str, frames: int) -> None:
-    target = object_store.location(f"{url.rstrip('/')}/simlidar-bench-{uuid.uuid4().hex[:8]}")
+    target = open_store(f"{url.rstrip('/')}/simlidar-bench-{uuid.uuid4().hex[:8]}")
     with tempfile.TemporaryDirectory(prefix="simlidar-bench-") as work:
         copy_scene(images / "street_kitti.jpg", Path(work) / "photos", frames)
         config = GenerateConfig(images=str(Path(work) / "photos"), shard_size=max(1, frames // 4))
-        timed_run(dataclasses.replace(config, limit=1), Path(work) / "warm-up")  # imports and first calls
+        timed_run(dataclasses.replace(config, limit=1), open_store(Path(work) / "warm-up"))  # imports, first calls
         try:
-            runs = {"local disk": timed_run(config, Path(work) / "out"), str(target): timed_run(config, target)}
+            local = open_store(Path(work) / "out")
+            runs = {"local disk": timed_run(config, local), str(target): timed_run(config, target)}
         finally:
-            object_store.remove_folder(target)
+            target.remove_folder("")
     for where, (seconds, manifest) in runs.items():
         megabytes = sum(shard["bytes"] for shard in manifest["shards"]) / 1e6
         click.echo(

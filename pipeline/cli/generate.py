@@ -8,9 +8,9 @@ import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
 from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
-from ..output import object_store
-from ..sources.urls import is_url
+from ..sources.urls import absolute_location
 from ..stages.mesh import METHODS, MeshOptions
+from .engine import run_and_report, run_options
 from .errors import with_flags
 
 
@@ -28,15 +28,6 @@ def _parse_intrinsics_option(context, parameter, value):
 def _absolute_rig(rig: str) -> str:
     """A rig file made absolute (presets stay names), for the same reason as --images."""
     return os.path.abspath(rig) if rig.endswith((".toml", ".json")) else rig
-
-
-def _absolute_source(images: str) -> str:
-    """--images made absolute and normal (`dir/`, `./dir` and `dir` are one run), so that the
-    recorded config does not depend on the working folder or on how the path was typed (a URL
-    is kept as it is)."""
-    if is_url(images):
-        return images
-    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), images))
 
 
 @click.command()
@@ -287,28 +278,7 @@ def _absolute_source(images: str) -> str:
     type=float,
     help="Risley (Livox) sensors: seconds of firing per frame; coverage grows with it [default: the sensor file's].",
 )
-@click.option(
-    "--workers",
-    default=0,
-    type=click.IntRange(min=0),
-    help="Shards made at a time, as Ray tasks (0: one per CPU core; 1: in this process, without Ray).",
-)
-@click.option(
-    "--address",
-    default=None,
-    envvar="RAY_ADDRESS",
-    help="Ray cluster to join (also RAY_ADDRESS); local --images and --out must be on storage every node can "
-    "reach, URLs (s3://, gs://) need no shared filesystem [default: a local Ray].",
-)
-@click.option(
-    "--teacher-actors",
-    default=None,
-    type=click.IntRange(min=0),
-    help="On Ray: model copies serving every shard's teacher batches (0: one per task) "
-    "[default: one per GPU, none without GPUs].",
-)
-@click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@run_options
 def generate(
     out: str,
     overwrite: bool,
@@ -324,33 +294,5 @@ def generate(
     Re-running the same command resumes: finished shards are kept, unfinished ones redone.
     The run's config is in OUT/manifest.json, its log in OUT/generate.log.
     """
-    from ..runner import generate as run_generate
-
-    config = GenerateConfig(images=_absolute_source(images), **options)
-    out = object_store.location(out)
-    summary = run_generate(
-        config,
-        out,
-        overwrite=overwrite,
-        progress=not quiet,
-        workers=workers,
-        address=address,
-        teacher_actors=teacher_actors,
-    )
-    for shard, why in summary.shards_remade:
-        click.echo(f"made {shard} again: {why}", err=True)
-    if quiet:
-        return
-    totals = summary.manifest["totals"]
-    click.echo(
-        f"read {totals['images_written']} of {totals['inputs']} images"
-        + (f" ({totals['images_skipped']} skipped, see {out / 'errors.jsonl'})" if totals["images_skipped"] else "")
-    )
-    click.echo(
-        f"wrote {totals['samples']} samples in {summary.shards_total} shards"
-        + (f" ({summary.shards_resumed} already done)" if summary.shards_resumed else "")
-        + f": {totals['points_per_sample']:.0f} points per sample "
-        f"({totals['points_min']}-{totals['points_max']}), "
-        f"{totals['sparse_pixels_per_sample']:.0f} sparse pixels per sample"
-    )
-    click.echo(f"took {summary.elapsed_s:.1f} s; output in {out}/")
+    config = GenerateConfig(images=absolute_location(images), **options)
+    run_and_report(config, out, "images", overwrite, quiet, workers, address, teacher_actors)

@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..output import object_store
-
-
-def _local_output(out: str):
-    """(a local folder with OUT's output, OUT as a UPath when it is a URL else None): for a
-    URL, a local copy (downloaded once, kept while its shards match the manifest)."""
-    from ..output.mirror import download_output, mirror_folder
-
-    location = object_store.location(out)
-    if not object_store.is_remote(location):
-        return location, None
-    copy = mirror_folder(location)
-    click.echo(f"copying {location} to {copy}/", err=True)
-    return download_output(location, copy), location
+from ..output.store import open_store
 
 
 @click.command("inspect")
@@ -27,16 +14,15 @@ def inspect_command(out: str, previews: int) -> None:
     """Check every shard in OUT (a folder or a URL) against its manifest, print statistics, and
     write OUT/previews/ (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
     from ..errors import PipelineError
-    from ..output.inspect import format_report, inspect_output
-    from ..output.mirror import upload_previews
+    from ..output.inspect import PREVIEWS, format_report, inspect_output
 
-    folder, remote = _local_output(out)
-    report = inspect_output(folder, previews)
+    store = open_store(out)
+    copy = store.local_copy()
+    report = inspect_output(copy.root, previews)
     for line in format_report(report):
         click.echo(line)
-    if remote is not None:
-        upload_previews(folder, remote)
-    click.echo(f"previews in {(remote or folder) / 'previews'}/")
+    store.save_back(copy, PREVIEWS)
+    click.echo(f"previews in {store.where(PREVIEWS)}/")
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
     if report.problems:
@@ -62,7 +48,7 @@ def publish(out: str, repo: str, private: bool, revision: str | None, licence: s
     """
     from ..output.publish import stage, upload
 
-    folder, _ = _local_output(out)
+    folder = open_store(out).local_copy().root
     staging = stage(folder, repo, licence, split, revision or "main")
     click.echo(f"staged {folder / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")
     if dry_run:

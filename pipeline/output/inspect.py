@@ -17,7 +17,6 @@ from PIL import Image
 
 from .. import schema
 from ..errors import PipelineError
-from . import store
 from .manifest import MANIFEST
 from .preview import sample_panel
 
@@ -75,10 +74,10 @@ class Inspection:
 def read_manifest(out_dir: Path) -> dict:
     """The manifest as a dict; PipelineError when there is none or it is not a JSON object."""
     path = out_dir / MANIFEST
-    if not store.exists(path):
+    if not path.is_file():
         raise PipelineError(f"{out_dir} has no {MANIFEST}: not a simlidar output (make one with `simlidar generate`)")
     try:
-        manifest = store.read_json(path)
+        manifest = json.loads(path.read_bytes())
     except (OSError, ValueError) as error:
         raise PipelineError(f"{path} is unreadable ({error}); re-run `simlidar generate` on this folder") from None
     if not isinstance(manifest, dict):
@@ -106,7 +105,7 @@ def listed_shards(out_dir: Path, manifest: dict, problems: list[str]) -> list[di
     names = {entry["shard"] for entry in good}
     problems += [
         f"{name}: on disk but not in {MANIFEST}"
-        for name in store.list_names(out_dir, "shard-*.tar")
+        for name in sorted(path.name for path in out_dir.glob("shard-*.tar"))
         if name not in names
     ]
     failures = manifest.get("failed_shards")
@@ -164,10 +163,10 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
                 panels.append(sample_panel(image, members[schema.SPARSE], members[schema.DENSE], key))
                 report.preview_keys.append(key)
     preview_dir = out_dir / PREVIEWS
-    if store.exists(preview_dir):
+    if preview_dir.is_file():
         report.problems.append(f"{PREVIEWS} is a file, not a folder: remove it so previews can be written")
         return report
-    store.make_folder(preview_dir)
+    preview_dir.mkdir(parents=True, exist_ok=True)
     if panels:
         contact_sheet(panels).save(preview_dir / CONTACT_SHEET, optimize=True)
     (preview_dir / STATS_FILE).write_text(json.dumps(report.stats(), indent=2))
@@ -177,10 +176,10 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
 def _check_shard(out_dir: Path, shard: dict, with_points: bool, report: Inspection):
     """Yield (key, decoded members) of each good sample of one shard; record problems."""
     path = out_dir / shard["shard"]
-    if not store.exists(path):
+    if not path.is_file():
         report.problems.append(f"{shard['shard']}: missing")
         return
-    data = store.read_bytes(path)
+    data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != shard["sha256"]:
         report.problems.append(f"{shard['shard']}: checksum differs from the manifest (changed or damaged)")
     samples = defaultdict(dict)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
-from . import store
+from .store import Store, as_store
 
 LOCK = "generate.lock"
 TAKEOVER_SUFFIX = ".takeover"
@@ -72,26 +72,26 @@ def _is_alive(holder: LockHolder) -> bool:
     return not (holder.process_start and start and start != holder.process_start)
 
 
-def read_holder(out_dir: Path, name: str = LOCK) -> LockHolder | None:
+def read_holder(store: Store, name: str = LOCK) -> LockHolder | None:
     """Who holds the folder's lock (the file `name`); None when nobody does or the file is unreadable."""
     try:
-        return LockHolder(**json.loads(store.read_bytes(out_dir / name)))
+        return LockHolder(**json.loads(store.read_bytes(name)))
     except (FileNotFoundError, ValueError, TypeError):
         return None
 
 
-def still_held(out_dir: Path, token: str, name: str = LOCK) -> bool:
+def still_held(store: Store, token: str, name: str = LOCK) -> bool:
     """Whether the run with `token` still holds the folder (checked before a shard is renamed)."""
-    holder = read_holder(out_dir, name)
+    holder = read_holder(store, name)
     return holder is not None and holder.token == token
 
 
 class OutputLock:
-    """Use as a context manager around everything a run writes; `token` identifies the run,
-    `name` is the lock file's."""
+    """Use as a context manager around everything a run writes; `token` identifies the run.
+    store: the folder (a Store, or a location open_store resolves); name: the lock file's."""
 
-    def __init__(self, out_dir: Path, name: str = LOCK):
-        self.out_dir, self.name = out_dir, name
+    def __init__(self, store: Store | str | Path, name: str = LOCK):
+        self.store, self.name = as_store(store), name
         self.taken_over: LockHolder | None = None
         pid = os.getpid()
         self.holder = LockHolder(
@@ -113,45 +113,45 @@ class OutputLock:
             self._acquire()
         except OSError as error:
             raise PipelineError(
-                f"cannot write to {self.out_dir} ({error.strerror or error}); choose an output folder you can write to"
+                f"cannot write to {self.store} ({error.strerror or error}); choose an output folder you can write to"
             ) from None
 
     def _acquire(self) -> None:
-        store.make_folder(self.out_dir)
+        self.store.make_folder()
         record = json.dumps(asdict(self.holder)).encode()
         for _ in range(ATTEMPTS):
-            if store.create_exclusively(self.out_dir / self.name, record):
+            if self.store.create_exclusively(self.name, record):
                 return
-            holder = read_holder(self.out_dir, self.name)
+            holder = read_holder(self.store, self.name)
             if holder is not None and _is_alive(holder):
                 raise OutputLocked(
-                    f"{self.out_dir} is in use by another simlidar run ({holder.describe()}); wait for it to end "
-                    f"or use another output folder (if that run is gone, delete {self.out_dir / self.name})"
+                    f"{self.store} is in use by another simlidar run ({holder.describe()}); wait for it to end "
+                    f"or use another output folder (if that run is gone, delete {self.store.where(self.name)})"
                 )
             if self._take_over(holder):
                 self.taken_over = holder
                 return
             time.sleep(0.05)
-        raise OutputLocked(f"could not take {self.out_dir / self.name}: other runs keep taking it; try again")
+        raise OutputLocked(f"could not take {self.store.where(self.name)}: other runs keep taking it; try again")
 
     def _take_over(self, stale: LockHolder | None) -> bool:
         """Replace a stale (or unreadable) lock by ours, if no other run is doing the same."""
-        takeover = self.out_dir / (self.name + TAKEOVER_SUFFIX)
-        if not store.create_exclusively(takeover, self.token.encode()):
-            if store.age_s(takeover) > TAKEOVER_STALE_S:
-                store.remove(takeover)
+        takeover = self.name + TAKEOVER_SUFFIX
+        if not self.store.create_exclusively(takeover, self.token.encode()):
+            if self.store.age_s(takeover) > TAKEOVER_STALE_S:
+                self.store.remove(takeover)
             return False
         try:
-            if read_holder(self.out_dir, self.name) != stale:
+            if read_holder(self.store, self.name) != stale:
                 return False
-            store.write_json_atomically(self.out_dir / self.name, asdict(self.holder))
+            self.store.write_json_atomically(self.name, asdict(self.holder))
             return True
         finally:
-            store.remove(takeover)
+            self.store.remove(takeover)
 
     def release(self) -> None:
-        if still_held(self.out_dir, self.token, self.name):
-            store.remove(self.out_dir / self.name)
+        if still_held(self.store, self.token, self.name):
+            self.store.remove(self.name)
 
     def __enter__(self) -> OutputLock:
         self.acquire()

@@ -11,15 +11,12 @@ import json
 import platform
 import time
 from importlib import metadata
-from pathlib import Path
 
-from simlidar.sensors import SpinningLidar
-
-from ..config import GenerateConfig
+from ..config import Plan, RunConfig
 from ..errors import PipelineError
-from ..writer import ShardPlan, stats_path, tar_path
-from . import store
+from ..writer import ShardPlan
 from .lock import LOCK
+from .store import Store
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
@@ -52,43 +49,48 @@ def input_record(items: list) -> dict:
     return {"count": len(items), "sha256": hashlib.sha256(input_list(items)).hexdigest()}
 
 
-def prepare_output(out_dir: Path, config: GenerateConfig, items: list, overwrite: bool) -> None:
-    """Make `out_dir` (whose lock the caller holds) ready: new, the same run (same config
+def prepare_output(store: Store, config: RunConfig, items: list, overwrite: bool) -> None:
+    """Make `store` (whose lock the caller holds) ready: new, the same run (same config
     and input list: resume), or replaced with overwrite."""
     listing = input_list(items)
     fingerprint = input_record(items)["sha256"]
-    manifest_path = out_dir / MANIFEST
-    store.make_folder(out_dir)
-    if store.exists(manifest_path) and not overwrite:
-        changes = _run_changes(out_dir, config, listing, fingerprint)
+    store.make_folder()
+    if store.exists(MANIFEST) and not overwrite:
+        changes = _run_changes(store, config, listing, fingerprint)
         if changes:
             raise PipelineError(
-                f"{out_dir} holds a different run ({'; '.join(changes)}); "
+                f"{store} holds a different run ({'; '.join(changes)}); "
                 "use another --out, or pass --overwrite to replace it"
             )
-    elif [name for name in store.list_names(out_dir) if not name.startswith(LOCK)] and not overwrite:
-        raise PipelineError(f"{out_dir} is not empty and holds no simlidar run; use a new --out or pass --overwrite")
+    elif [name for name in store.list_names() if not name.startswith(LOCK)] and not overwrite:
+        raise PipelineError(f"{store} is not empty and holds no simlidar run; use a new --out or pass --overwrite")
     if overwrite:
-        _remove_run_files(out_dir)
-    remove_temporaries(out_dir)
-    if not store.exists(manifest_path):
-        store.write_atomically(out_dir / INPUTS, listing)
-        record = {"format": FORMAT, "status": "running", "config": config.to_dict(), "versions": versions()}
-        store.write_json_atomically(manifest_path, {**record, "inputs": input_record(items)})
+        _remove_run_files(store)
+    remove_temporaries(store)
+    if not store.exists(MANIFEST):
+        store.write_atomically(INPUTS, listing)
+        record = {"format": FORMAT, "status": "running", "command": config.command, "config": config.to_dict()}
+        record["versions"] = versions()
+        store.write_json_atomically(MANIFEST, {**record, "inputs": input_record(items)})
 
 
-def remove_temporaries(out_dir: Path) -> None:
+def remove_temporaries(store: Store) -> None:
     """Half-written files of runs that were killed (the caller holds the lock: none is ours)."""
     for pattern in TEMPORARY_PATTERNS:
-        for name in store.list_names(out_dir, pattern):
-            store.remove(out_dir / name)
+        for name in store.list_names(pattern):
+            store.remove(name)
 
 
-def _run_changes(out_dir: Path, config: GenerateConfig, listing: bytes, fingerprint: str) -> list[str]:
-    """What differs between this run and the one recorded in `out_dir`: config fields, then inputs."""
+def _run_changes(store: Store, config: RunConfig, listing: bytes, fingerprint: str) -> list[str]:
+    """What differs between this run and the one recorded in `store`: the command that made
+    it, config fields, then inputs."""
     try:
-        previous = store.read_json(out_dir / MANIFEST)
-        changes = config.differences(GenerateConfig.from_dict(previous["config"]))
+        previous = store.read_json(MANIFEST)
+        # Runs recorded before converters shared the engine were all generate's.
+        command = previous.get("command", "simlidar generate")
+        if command != config.command:
+            return [f"made by `{command}`"]
+        changes = config.differences(type(config).from_dict(previous["config"]))
     except (OSError, ValueError, KeyError, TypeError, PipelineError):
         return ["its manifest.json is unreadable"]
     recorded = previous.get("inputs")
@@ -96,7 +98,7 @@ def _run_changes(out_dir: Path, config: GenerateConfig, listing: bytes, fingerpr
         return changes
     now = {json.loads(line) for line in listing.splitlines()}
     try:
-        before = {json.loads(line) for line in store.read_bytes(out_dir / INPUTS).splitlines()}
+        before = {json.loads(line) for line in store.read_bytes(INPUTS).splitlines()}
     except (OSError, ValueError):
         return [f"the input list changed: {recorded.get('count')} inputs then, {len(now)} now"]
     added, removed = sorted(now - before), sorted(before - now)
@@ -112,64 +114,62 @@ def _first_names(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def _remove_run_files(out_dir: Path) -> None:
+def _remove_run_files(store: Store) -> None:
     """Remove what a simlidar run writes, and nothing else."""
     for pattern in RUN_FILE_PATTERNS:
-        for name in store.list_names(out_dir, pattern):
-            store.remove(out_dir / name)
+        for name in store.list_names(pattern):
+            store.remove(name)
     for folder in RUN_FOLDERS:
-        store.remove_folder(out_dir / folder)
+        store.remove_folder(folder)
 
 
-def check_shard(out_dir: Path, plan: ShardPlan) -> tuple[bool, str]:
+def check_shard(store: Store, plan: ShardPlan) -> tuple[bool, str]:
     """(done, why not): done when its tar and stats exist and the tar's size and SHA-256
     equal the stats'. `why` is empty for a shard never finished (nothing or only a tar,
     as a kill leaves it) and says what is wrong with one that was finished and is damaged."""
-    tar, stats_file = tar_path(out_dir, plan), stats_path(out_dir, plan)
-    if not store.exists(stats_file):
+    if not store.exists(plan.stats_name):
         return False, ""
     try:
-        stats = store.read_json(stats_file)
+        stats = store.read_json(plan.stats_name)
         expected = (int(stats["bytes"]), str(stats["sha256"]))
     except (OSError, ValueError, KeyError, TypeError):
-        return False, f"{stats_file.name} is unreadable"
-    found = store.size_and_sha256(tar)
+        return False, f"{plan.stats_name} is unreadable"
+    found = store.size_and_sha256(plan.tar_name)
     if found is None:
-        return False, f"{tar.name} is missing"
+        return False, f"{plan.tar_name} is missing"
     if found[0] != expected[0]:
-        return False, f"{tar.name} is {found[0]} bytes, its stats say {expected[0]}"
+        return False, f"{plan.tar_name} is {found[0]} bytes, its stats say {expected[0]}"
     if found[1] != expected[1]:
-        return False, f"{tar.name}'s SHA-256 differs from its stats"
+        return False, f"{plan.tar_name}'s SHA-256 differs from its stats"
     return True, ""
 
 
-def forget_shard(out_dir: Path, plan: ShardPlan) -> None:
+def forget_shard(store: Store, plan: ShardPlan) -> None:
     """Remove a damaged shard's tar and stats before it is made again."""
-    store.remove(stats_path(out_dir, plan))
-    store.remove(tar_path(out_dir, plan))
+    store.remove(plan.stats_name)
+    store.remove(plan.tar_name)
 
 
-def read_stats(out_dir: Path, plan: ShardPlan) -> dict:
-    return store.read_json(stats_path(out_dir, plan))
+def read_stats(store: Store, plan: ShardPlan) -> dict:
+    return store.read_json(plan.stats_name)
 
 
-def mark_stopped(out_dir: Path, why: str) -> None:
+def mark_stopped(store: Store, why: str) -> None:
     """Record in the manifest, in place, that the run stopped and why: when the disk is too
     full for finalize_output, this still fits where the "running" manifest lies."""
-    manifest = store.read_json(out_dir / MANIFEST)
+    manifest = store.read_json(MANIFEST)
     manifest.update(status="incomplete", stopped=why)
-    store.overwrite_in_place(out_dir / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+    store.overwrite_in_place(MANIFEST, json.dumps(manifest, sort_keys=True).encode())
 
 
-def _made(out_dir: Path, plan: ShardPlan) -> bool:
-    return store.exists(tar_path(out_dir, plan)) and store.exists(stats_path(out_dir, plan))
+def _made(store: Store, plan: ShardPlan) -> bool:
+    return store.exists(plan.tar_name) and store.exists(plan.stats_name)
 
 
 def finalize_output(
-    out_dir: Path,
-    config: GenerateConfig,
-    sensor: SpinningLidar,
-    plans: list[ShardPlan],
+    store: Store,
+    plan: Plan,
+    shards: list[ShardPlan],
     started_at: float,
     run_info: dict,
     failures: list,
@@ -178,27 +178,24 @@ def finalize_output(
     """Write errors.jsonl and manifest.json from the finished shards' stats files;
     the manifest is "complete" only when no shard failed and the run was not stopped
     (`stopped`: why it was, e.g. a full disk)."""
-    all_stats = [read_stats(out_dir, plan) for plan in plans if _made(out_dir, plan)]
+    all_stats = [read_stats(store, shard) for shard in shards if _made(store, shard)]
     errors = [json.dumps(error, sort_keys=True) + "\n" for stats in all_stats for error in stats["errors"]]
-    store.write_atomically(out_dir / ERRORS, "".join(errors).encode())
+    store.write_atomically(ERRORS, "".join(errors).encode())
     samples = sum(stats["samples"] for stats in all_stats)
     points = sum(stats["points"]["total"] for stats in all_stats)
     manifest = {
         "format": FORMAT,
         "status": "incomplete" if failures or stopped else "complete",
         "stopped": stopped,
-        "config": config.to_dict(),
+        "command": plan.config.command,
+        "made_by": plan.kind.made_by(plan),
+        "config": plan.config.to_dict(),
         "versions": versions(),
-        "inputs": input_record([item for plan in plans for item in plan.items]),
+        "inputs": input_record([item for shard in shards for item in shard.items]),
         "run": run_info,
-        "shards_planned": len(plans),
+        "shards_planned": len(shards),
         "failed_shards": [{"shard": failure.shard, "reason": failure.reason} for failure in failures],
-        "sensor": {
-            "name": sensor.name,
-            "spec_hash": sensor.spec_hash(),
-            "channels": sensor.channels,
-            "points_per_frame": sensor.points_per_frame,
-        },
+        "sensor": plan.manifest_sensor(),
         "shards": [
             {key: stats[key] for key in ("shard", "inputs", "images_written", "samples", "sha256", "bytes")}
             for stats in all_stats
@@ -217,5 +214,5 @@ def finalize_output(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "elapsed_s": time.time() - started_at,
     }
-    store.write_json_atomically(out_dir / MANIFEST, manifest)
+    store.write_json_atomically(MANIFEST, manifest)
     return manifest

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .. import schema
 from ..errors import PipelineError
-from . import store
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST
 
@@ -56,11 +55,16 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revis
             f"{out_dir} has {len(report.problems)} problems (first: {report.problems[0]}); "
             "run `simlidar inspect` on it and fix them before publishing"
         )
+    if not isinstance(report.manifest.get("made_by"), dict):
+        raise PublishError(
+            f"{MANIFEST} does not say what made the output (an older simlidar wrote it); re-run the command "
+            "that made it on the same folder to record that, then publish"
+        )
     refused = hub_name_problems(report)
     if refused:
         raise PublishError(f"the Hub or `datasets` would reject {refused[0]}; regenerate with simlidar {_version()}")
     staging, temporary = out_dir / STAGING, out_dir / f"{STAGING}.tmp"
-    if store.exists(staging):
+    if staging.is_file():
         raise PublishError(f"{staging} is a file, not a staging folder; move it away and publish again")
     _remove_tree(temporary)
     try:
@@ -95,7 +99,7 @@ def _remove_tree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
-        store.remove(path)
+        path.unlink(missing_ok=True)
 
 
 def hub_name_problems(report: Inspection) -> list[str]:
@@ -115,10 +119,7 @@ def hub_name_problems(report: Inspection) -> list[str]:
 CARD_BODY = """# {name}
 
 LiDAR depth-completion training pairs made by [simlidar](https://pypi.org/project/simlidar/) {version}
-from ordinary photos: a depth teacher predicts dense depth for each photo, the depth becomes a
-triangle mesh, a simulated **{sensor_name}** LiDAR is ray-cast into it and its returns are
-projected into the camera. Each sample pairs the photo with the *sparse* simulated LiDAR depth
-and the *dense* teacher depth.
+(`{command}`) {summary}
 
 {preview}## How it was made
 
@@ -126,18 +127,13 @@ and the *dense* teacher depth.
 | --- | --- |
 {made_with}
 
-The full run config and per-shard checksums are in `manifest.json`; each sample's `json`
-records its intrinsics `K`, `T_cam_lidar`, the teacher's depth conversion and its seed.
+The full run config and per-shard checksums are in `manifest.json`.
 
 ## Sample layout
 
 | member | content |
 | --- | --- |
-| `jpg` | the photo |
-| `sparse.png` | simulated LiDAR depth: uint16, metres = value / 256, 0 = no return |
-| `dense.png` | teacher depth, same encoding |
-| `json` | K, image size, T_cam_lidar, sensor, teacher, depth conversion, seed, source path, counts |
-| `points.npy` | when present: N x 5 float32 (x, y, z, intensity, ring) in the LiDAR frame |
+{members}
 
 Camera frame: OpenCV (x right, y down, z forward). LiDAR frame: x forward, y left, z up.
 
@@ -194,23 +190,26 @@ def dataset_card(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     manifest, stats = report.manifest, report.stats()
-    sensor, samples = manifest["sensor"], manifest["totals"]["samples"]
+    made_by, samples = manifest["made_by"], manifest["totals"]["samples"]
+    sensor = manifest["sensor"]["name"]
     size_category = next((label for limit, label in _SIZE_CATEGORIES if samples < limit), "1M<n<10M")
     data = DatasetCardData(
         license=licence,
         task_categories=["depth-estimation"],
         size_categories=[size_category],
-        tags=["lidar", "depth-completion", "webdataset", "simulated", sensor["name"]],
-        pretty_name=f"{repo_id.split('/')[1]} (simlidar, {sensor['name']})",
+        tags=["lidar", "depth-completion", "webdataset", *made_by["tags"], sensor],
+        pretty_name=f"{repo_id.split('/')[1]} (simlidar, {sensor})",
         configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}/*.tar"}]}],
     )
-    preview = f"![samples: RGB, simulated LiDAR, dense depth]({PREVIEWS}/{CONTACT_SHEET})\n\n" if with_preview else ""
+    preview = f"![samples: RGB, LiDAR, dense depth]({PREVIEWS}/{CONTACT_SHEET})\n\n" if with_preview else ""
     body = CARD_BODY.format(
         name=repo_id.split("/")[1],
         version=_version(),
-        sensor_name=sensor["name"],
+        command=made_by["command"],
+        summary=made_by["summary"],
         preview=preview,
-        made_with=_made_with(manifest, stats),
+        made_with=_table(_made_with(manifest, stats)),
+        members=_table([[f"`{member}`", content] for member, content in made_by["members"]]),
         repo_id=repo_id,
         split=split,
         revision=revision,
@@ -220,33 +219,27 @@ def dataset_card(
     return str(DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body))
 
 
-def _made_with(manifest: dict, stats: dict) -> str:
-    """The card's "How it was made" table rows."""
-    config, sensor, totals = manifest["config"], manifest["sensor"], manifest["totals"]
+def _table(rows: list) -> str:
+    return "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def _made_with(manifest: dict, stats: dict) -> list:
+    """The card's "How it was made" rows: what every output has, and what made this one."""
+    config, totals = manifest["config"], manifest["totals"]
     samples = totals["samples"]
-    teacher = config.get("teacher", "")
+    teacher = config.get("teacher") or "none"
     density = stats["sparse_density"]["mean"] if samples else 0.0
-    return "\n".join(
-        f"| {name} | {value} |"
-        for name, value in (
-            (
-                "samples",
-                f"{samples} from {totals['images_written']} photos ({totals['images_skipped']} skipped), "
-                f"{stats['shards']} shards",
-            ),
-            ("teacher", f"`{teacher}` ({_teacher_licence(teacher)})"),
-            (
-                "sensor",
-                f"`{sensor['name']}`: {sensor['channels']} channels, {sensor['points_per_frame']} points "
-                f"per frame, spec hash `{sensor['spec_hash']}`",
-            ),
-            ("mount", f"`{config.get('mount') or 'the sensor default'}` with per-view jitter"),
-            ("intrinsics", _intrinsics_policy(config)),
-            ("views per photo", config["views"]),
-            ("points per sample", f"{totals['points_per_sample']:.0f}; {100 * density:.2f}% of pixels get a depth"),
-            ("seed", config["seed"]),
-        )
-    )
+    return [
+        [
+            "samples",
+            f"{samples} from {totals['images_written']} {manifest['made_by']['unit']} "
+            f"({totals['images_skipped']} skipped), "
+            f"{stats['shards']} shards",
+        ],
+        ["teacher", f"`{teacher}` ({_teacher_licence(teacher)})"],
+        *manifest["made_by"]["rows"],
+        ["points per sample", f"{totals['points_per_sample']:.0f}; {100 * density:.2f}% of pixels get a depth"],
+    ]
 
 
 def upload(staging: Path, repo_id: str, private: bool, revision: str | None) -> str:
@@ -314,13 +307,9 @@ def _teacher_licence(teacher: str) -> str:
         return f"weights licence: {MODELS[teacher].licence}"
     if teacher == "sidecar":
         return "depth supplied beside each photo"
+    if teacher == "none":
+        return "no teacher"
     return "see the model card for its licence"
-
-
-def _intrinsics_policy(config: dict) -> str:
-    if config.get("intrinsics"):
-        return "fixed: fx, fy, cx, cy = " + ", ".join(f"{value:g}" for value in config["intrinsics"])
-    return "per photo, as recorded in each sample's json (`intrinsics_source`)"
 
 
 def _version() -> str:

@@ -34,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 from simlidar.sensors.camera import project
+from simlidar.teachers import find_depth_sidecar
 
 from ..errors import PipelineError
+from .image_shards import is_shard_source
 from .photos import BadImage, LoadedImage, is_image_name, load_image, unique_keys
+from .urls import is_url
 
 # Pixels per side of the grid whose rays test whether two cameras' fields of view overlap.
 OVERLAP_GRID = 33
@@ -78,17 +81,16 @@ class Calibration:
 @dataclass(frozen=True)
 class RigFrame:
     """One instant of a real rig: relpath, its FRAME name; key, the sample key stem;
-    images, per camera its image file (None where that camera has none). Stands in for a
-    SourceItem: path is the first image there is."""
+    images, per camera its image file (None where that camera has none)."""
 
     root: str
     relpath: str
     key: str
     images: tuple[str | None, ...]
 
-    @property
-    def path(self) -> Path:
-        return Path(self.root, next(image for image in self.images if image is not None))
+    def has_depth_sidecar(self) -> bool:
+        """Whether its first camera's image has depth beside it."""
+        return find_depth_sidecar(Path(self.root, next(image for image in self.images if image))) is not None
 
 
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
@@ -216,11 +218,15 @@ def rig_record(calibration: Calibration, index: int, T_rig_lidar: np.ndarray) ->
     }
 
 
-def list_frames(root: Path, calibration: Calibration) -> list[RigFrame]:
-    """The frames under `root` (ROOT/CAMERA/FRAME.ext), sorted by FRAME: every FRAME
-    name found in any camera's folder, with that camera's image or None."""
+def list_frames(root: str | Path, calibration: Calibration) -> list[RigFrame]:
+    """The frames under `root` (ROOT/CAMERA/FRAME.ext), a local folder, sorted by FRAME:
+    every FRAME name found in any camera's folder, with that camera's image or None;
+    PipelineError when there is none."""
+    if is_url(str(root)) or is_shard_source(str(root)):
+        raise PipelineError("a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
+    root = Path(root)
     if not root.is_dir():
-        raise PipelineError(f"--images {root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration --rig")
+        raise PipelineError(f"{root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration --rig")
     per_camera: list[dict[str, str]] = []
     for camera in calibration.cameras:
         folder = root / camera.name
@@ -239,6 +245,8 @@ def list_frames(root: Path, calibration: Calibration) -> list[RigFrame]:
             images[frame] = f"{camera.name}/{file}"
         per_camera.append(images)
     frames = sorted(set().union(*per_camera))
+    if not frames:
+        raise PipelineError(f"{root} holds no frames: put images in ROOT/CAMERA/FRAME.jpg, one folder per camera")
     return [
         RigFrame(str(root), frame, key, tuple(images.get(frame) for images in per_camera))
         for frame, key in zip(frames, unique_keys(frames), strict=True)

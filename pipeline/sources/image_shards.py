@@ -23,8 +23,7 @@ from braceexpand import braceexpand
 
 from ..errors import PipelineError
 from ..schema import sanitize_key
-from .photos import BadImage, disambiguate
-from .remote import StagedInput
+from .photos import BadImage, StagedInput, disambiguate
 from .urls import filesystem, is_url, join
 
 # Image members in order of preference when a sample has more than one.
@@ -52,6 +51,9 @@ class ShardSample:
     @property
     def relpath(self) -> str:
         return f"{self.shard}/{self.sample_key}"
+
+    def has_depth_sidecar(self) -> bool:
+        return any(extension.startswith("depth.") for extension, _, _ in self.members)
 
     def stage(self, folder: Path) -> StagedInput:
         """Write the sample's image and sidecars to folder/KEY/ (see the module's doc)."""

@@ -1,4 +1,5 @@
-"""The KITTI depth-completion tree as shards of the simlidar schema.
+"""The KITTI depth-completion tree as input (`simlidar convert kitti`): its frames listed,
+each checked to have its image, scan and ground truth, and read.
 
 Expected layout under ROOT (the benchmark's zips unpacked side by side):
 
@@ -8,27 +9,24 @@ Expected layout under ROOT (the benchmark's zips unpacked side by side):
     raw/DATE/calib_cam_to_cam.txt                        (optional: K in the json)
     depth_selection/val_selection_cropped/{image,velodyne_raw,groundtruth_depth,intrinsics}/...
 
-A sample has the real projected scan as `sparse.png`, the semi-dense annotated
-ground truth as `dense.png`, the camera image with its original bytes (KITTI's PNG as
-the `png` member: `eval` sees exactly the benchmark's inputs) and, with a teacher, its
+A sample (stages/recorded.py) has the real projected scan as `sparse.png`, the semi-dense
+annotated ground truth as `dense.png`, the camera image with its original bytes (KITTI's PNG
+as the `png` member: `eval` sees exactly the benchmark's inputs) and, with a teacher, its
 relative disparity as `teacher.png`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from simlidar.teachers import TeacherInput
-from tqdm import tqdm
 
 from .. import schema
 from ..errors import PipelineError
-from ..writer import ShardWriter
+from .photos import BadImage, read_input_file
 
 SPLITS = ("train", "val", "val_selection_cropped")
 # The image member that keeps a file's own bytes, by the format Pillow reads.
@@ -37,11 +35,33 @@ IMAGE_MEMBER_OF_FORMAT = {"PNG": schema.IMAGE_PNG, "JPEG": schema.IMAGE}
 
 @dataclass(frozen=True)
 class KittiFrame:
+    """relpath: SPLIT/DRIVE/CAMERA/FRAME (what inputs.jsonl records); key: the sample key;
+    the frame's image, scan and ground truth files; K (3, 3) of its camera, if known."""
+
+    relpath: str
     key: str
     image: Path
     sparse: Path
     groundtruth: Path
     K: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class KittiRecording:
+    """One KITTI frame as read: the image's bytes, its member (png or jpg), RGB (H, W, 3)
+    uint8, the projected scan and the annotated ground truth (PNG bytes and (H, W) metres)."""
+
+    image_member: str
+    image: bytes
+    rgb: np.ndarray
+    sparse_png: bytes
+    sparse_m: np.ndarray
+    groundtruth_png: bytes
+    groundtruth_m: np.ndarray
+
+
+def _frame(relpath: str, image: Path, sparse: Path, groundtruth: Path, K: np.ndarray | None) -> KittiFrame:
+    return KittiFrame(relpath, schema.sanitize_key(relpath), image, sparse, groundtruth, K)
 
 
 def _read_calibration_K(calib: Path, camera: str) -> np.ndarray | None:
@@ -86,9 +106,7 @@ def list_kitti_frames(root: Path, split: str, raw: Path | None = None) -> list[K
         if not image.is_file():
             raise _missing(image, f"the KITTI raw images of {drive}")
         K = _read_calibration_K(raw / drive[:10] / "calib_cam_to_cam.txt", camera)
-        frames.append(
-            KittiFrame(schema.sanitize_key(f"{split}/{drive}/{camera}/{frame}"), image, sparse, groundtruth, K)
-        )
+        frames.append(_frame(f"{split}/{drive}/{camera}/{frame}", image, sparse, groundtruth, K))
     if not frames:
         raise PipelineError(f"no scans in {velodyne} (expected DRIVE/proj_depth/velodyne_raw/image_02/*.png)")
     return frames
@@ -110,140 +128,36 @@ def _list_val_selection(folder: Path) -> list[KittiFrame]:
                 raise _missing(path, "data_depth_selection.zip")
         intrinsics = folder / "intrinsics" / f"{image.stem}.txt"
         K = np.array(intrinsics.read_text().split(), dtype=np.float64).reshape(3, 3) if intrinsics.is_file() else None
-        frames.append(
-            KittiFrame(schema.sanitize_key(f"val_selection_cropped/{image.stem}"), image, sparse, groundtruth, K)
-        )
+        frames.append(_frame(f"val_selection_cropped/{image.stem}", image, sparse, groundtruth, K))
     return frames
 
 
-def read_kitti_depth(path: Path) -> np.ndarray:
-    """(H, W) float32 metres from a KITTI depth PNG (uint16, m x 256, 0 = none)."""
+def _depth(path: Path) -> tuple[bytes, np.ndarray]:
+    """A KITTI depth PNG's bytes and (H, W) float32 metres (uint16, m x 256, 0 = none)."""
+    data = read_input_file(path)
     try:
-        return schema.decode_depth_png(path.read_bytes())
+        return data, schema.decode_depth_png(data)
     except (OSError, ValueError) as error:
-        raise PipelineError(f"{path}: not a KITTI depth PNG ({error})") from None
+        raise BadImage(f"{path}: not a KITTI depth PNG ({error})") from None
 
 
-def teacher_disparity(depth: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """A teacher's (H, W) output -> (relative disparity, valid). Metric and relative
-    depth are inverted (relative depth's unknown shift is taken as 0); disparity is kept."""
-    depth = np.asarray(depth, dtype=np.float64)
-    valid = np.isfinite(depth) & (depth > 0)
-    if kind == "disparity":
-        return depth, valid
-    disparity = np.zeros_like(depth)
-    disparity[valid] = 1.0 / depth[valid]
-    return disparity, valid
-
-
-def teacher_member(prediction, teacher_name: str) -> tuple[bytes, dict]:
-    """A teacher's DepthPrediction -> (teacher.png bytes, the json's "teacher_relative" record)."""
-    disparity, valid = teacher_disparity(prediction.depth, prediction.kind)
-    png, low, high = schema.encode_relative_png(disparity, valid)
-    record = {
-        "teacher": teacher_name,
-        "kind": prediction.kind,
-        "stored": "disparity",
-        "normalisation": "min-max per image, 1..65535 = 0..1, 0 = none",
-        "min": low,
-        "max": high,
-    }
-    return png, record
-
-
-def frame_members(frame: KittiFrame, rgb: np.ndarray, split: str, teacher_out=None, teacher_name: str = "") -> dict:
-    """The shard members of one frame; teacher_out: the teacher's DepthPrediction or None."""
-    sparse = read_kitti_depth(frame.sparse)
-    groundtruth = read_kitti_depth(frame.groundtruth)
-    height, width = rgb.shape[:2]
-    for path, depth in ((frame.sparse, sparse), (frame.groundtruth, groundtruth)):
-        if depth.shape != (height, width):
-            raise PipelineError(f"{path} is {depth.shape[1]}x{depth.shape[0]} but {frame.image} is {width}x{height}")
-    image_member = _image_member(frame.image)
-    meta = {
-        "source": "kitti_depth_completion",
-        "split": split,
-        "source_path": str(frame.image),
-        "image_size": [width, height],
-        "K": frame.K.tolist() if frame.K is not None else None,
-        "image_encoding": "original bytes",
-        "sparse": "velodyne_raw",
-        "dense": "groundtruth (semi-dense, annotated)",
-        "counts": {"sparse_pixels": int(np.count_nonzero(sparse)), "dense_pixels": int(np.count_nonzero(groundtruth))},
-    }
-    members = {
-        image_member: frame.image.read_bytes(),
-        schema.SPARSE: frame.sparse.read_bytes(),
-        schema.DENSE: frame.groundtruth.read_bytes(),
-    }
-    if teacher_out is not None:
-        members[schema.TEACHER], meta["teacher_relative"] = teacher_member(teacher_out, teacher_name)
-    members[schema.META] = json.dumps(meta, sort_keys=True).encode()
-    return members
-
-
-def _image_member(path: Path) -> str:
-    """The schema member that holds `path`'s bytes unchanged (png or jpg)."""
-    with Image.open(path) as image:
-        image_format = image.format
+def read_kitti_frame(frame: KittiFrame) -> KittiRecording:
+    """The frame's files read and checked; BadImage (the frame recorded and skipped) when
+    one cannot be read, the image is neither PNG nor JPEG, or the sizes differ."""
+    image = read_input_file(frame.image)
+    try:
+        with Image.open(io.BytesIO(image)) as decoded:
+            image_format = decoded.format
+            rgb = np.asarray(decoded.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadImage(f"{frame.image}: not a readable image ({error})") from None
     if image_format not in IMAGE_MEMBER_OF_FORMAT:
-        raise PipelineError(f"{path} is a {image_format} image; KITTI's images are PNG: check the tree")
-    return IMAGE_MEMBER_OF_FORMAT[image_format]
-
-
-def _batches(frames: list[KittiFrame], size: int) -> Iterator[list[KittiFrame]]:
-    for start in range(0, len(frames), size):
-        yield frames[start : start + size]
-
-
-def convert_kitti(
-    root: Path,
-    out: Path,
-    split: str = "train",
-    teacher=None,
-    raw: Path | None = None,
-    shard_size: int = 1000,
-    limit: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict:
-    """Write OUT/shard-NNNNNN.tar (shard_size frames each) and OUT/manifest.json; a
-    teacher (protocol of simlidar.teachers) adds each frame's relative disparity."""
-    frames = list_kitti_frames(root, split, raw)[:limit]
-    out = Path(out)
-    if any(out.glob("shard-*.tar")) and not overwrite:
-        raise PipelineError(f"{out} already holds shards: pass --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("shard-*.tar"):
-        old.unlink()
-    teacher_name = teacher.name if teacher is not None else ""
-    shards = []
-    with tqdm(total=len(frames), disable=not progress, unit="frame") as bar:
-        for index, shard_frames in enumerate(_batches(frames, shard_size)):
-            with ShardWriter(out / f"shard-{index:06d}.tar") as writer:
-                for batch in _batches(shard_frames, 8):
-                    rgbs = []
-                    for frame in batch:
-                        with Image.open(frame.image) as image:
-                            rgbs.append(np.asarray(image.convert("RGB")))
-                    predictions = [None] * len(batch)
-                    if teacher is not None:
-                        predictions = teacher.predict(
-                            [TeacherInput(f.image, rgb) for f, rgb in zip(batch, rgbs, strict=True)]
-                        )
-                    for frame, rgb, prediction in zip(batch, rgbs, predictions, strict=True):
-                        if isinstance(prediction, Exception):
-                            raise PipelineError(f"teacher {teacher_name} failed on {frame.image}: {prediction}")
-                        writer.write(frame.key, frame_members(frame, rgb, split, prediction, teacher_name))
-                        bar.update(1)
-            shards.append({"name": writer.path.name, "samples": writer.samples, "sha256": writer.sha256})
-    manifest = {
-        "source": "kitti_depth_completion",
-        "root": str(Path(root).resolve()),
-        "split": split,
-        "teacher": teacher_name or None,
-        "samples": len(frames),
-        "shards": shards,
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+        raise BadImage(f"{frame.image} is a {image_format} image; KITTI's images are PNG: check the tree")
+    (sparse_png, sparse_m), (groundtruth_png, groundtruth_m) = _depth(frame.sparse), _depth(frame.groundtruth)
+    height, width = rgb.shape[:2]
+    for path, depth in ((frame.sparse, sparse_m), (frame.groundtruth, groundtruth_m)):
+        if depth.shape != (height, width):
+            raise BadImage(f"{path} is {depth.shape[1]}x{depth.shape[0]} but {frame.image} is {width}x{height}")
+    return KittiRecording(
+        IMAGE_MEMBER_OF_FORMAT[image_format], image, rgb, sparse_png, sparse_m, groundtruth_png, groundtruth_m
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from simlidar.teachers import find_depth_sidecar
 
 from ..errors import PipelineError
 from ..schema import sanitize_key
@@ -50,6 +51,22 @@ class SourceItem:
     @property
     def path(self) -> Path:
         return Path(self.root, self.relpath)
+
+    def stage(self, folder: Path) -> StagedInput:
+        """The photo as local files: here already, read where it is."""
+        return StagedInput(self.path)
+
+    def has_depth_sidecar(self) -> bool:
+        return find_depth_sidecar(self.path) is not None
+
+
+@dataclass
+class StagedInput:
+    """A photo made local: `path` with its sidecars beside it (photo.depth.png,
+    photo.json); source_meta: what the source said about it, for the sample's json."""
+
+    path: Path
+    source_meta: dict | None = None
 
 
 @dataclass

@@ -12,20 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
-from .photos import BadImage, is_image_name, unique_keys
+from .photos import BadImage, StagedInput, is_image_name, unique_keys
 from .urls import filesystem, join
 
 # Files beside a photo that later steps read: depth (teacher 'sidecar') and intrinsics.
 SIDECAR_SUFFIXES = (".depth.png", ".depth.npy", ".json")
-
-
-@dataclass
-class StagedInput:
-    """A photo made local: `path` with its sidecars beside it (photo.depth.png,
-    photo.json); source_meta: what the source said about it, for the sample's json."""
-
-    path: Path
-    source_meta: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +33,9 @@ class RemoteItem:
     @property
     def url(self) -> str:
         return join(self.root, self.relpath)
+
+    def has_depth_sidecar(self) -> bool:
+        return any(suffix.startswith(".depth.") for suffix in self.sidecars)
 
     def stage(self, folder: Path) -> StagedInput:
         """Copy the photo and its sidecars to folder/KEY/, keeping the photo's file name."""

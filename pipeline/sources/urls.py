@@ -36,6 +36,15 @@ def local_path(location: str) -> str:
     return split_protocol(str(location))[1] if str(location).startswith(("file://", "local://")) else str(location)
 
 
+def absolute_location(location: str) -> str:
+    """A local location made absolute and normal (`dir/`, `./dir` and `dir` are one), so that
+    what a run records does not depend on the working folder or on how the path was typed;
+    a URL is kept as it is."""
+    if is_url(location):
+        return location
+    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), location))
+
+
 def join(root: str, relpath: str) -> str:
     """`relpath` (POSIX) under `root`, for paths and URLs alike."""
     return f"{root.rstrip('/')}/{relpath}" if root else relpath

@@ -23,21 +23,18 @@ from pathlib import Path
 import numpy as np
 from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput, cache_id, load_teacher
 
-from ..sources.urls import filesystem, is_url, local_path
+from ..output.store import Store, open_store
 
 DEFAULT_FOLDER = "teacher-cache"
 FORMAT = 1
 
 
-def teacher_cache_dir(option: str, out_dir) -> str:
-    """--cache (a folder or a URL), or OUT/teacher-cache when not given: on the object
-    store too when OUT is a URL, so every node of a cluster reuses what any node computed."""
-    if option and is_url(option):
-        filesystem(option)  # a missing package or credentials in the URL: one line now, not in every task
-        return option
-    if option:
-        return str(Path(local_path(option)).expanduser())
-    return f"{str(out_dir).rstrip('/')}/{DEFAULT_FOLDER}"
+def teacher_cache_dir(option: str, out: Store) -> str:
+    """--cache (a folder or a URL), or teacher-cache in the output's store `out` when not
+    given: on the object store too when OUT is a URL, so every node of a cluster reuses
+    what any node computed. A URL is checked now (a missing package or credentials in it:
+    one line now, not in every task)."""
+    return open_store(option).location if option else out.where(DEFAULT_FOLDER)
 
 
 def file_sha256(path: Path) -> str:
@@ -168,7 +165,20 @@ class TeacherSpec:
     revision: str | None = None
 
 
-def build_teacher(spec: TeacherSpec) -> Teacher:
-    """The teacher `spec` asks for (weights located, model not yet loaded)."""
+class NoTeacher:
+    """The teacher of a run that has none (a converter without --teacher): it is never asked."""
+
+    name = ""
+
+    def predict(self, batch: Sequence[TeacherInput]) -> list[DepthPrediction | TeacherError]:
+        if batch:
+            raise ValueError("this run has no teacher; its inputs ask for none")
+        return []
+
+
+def build_teacher(spec: TeacherSpec | None) -> Teacher:
+    """The teacher `spec` asks for (weights located, model not yet loaded); None: none."""
+    if spec is None:
+        return NoTeacher()
     settings = dataclasses.asdict(spec)
     return load_teacher(settings.pop("name"), **settings)
