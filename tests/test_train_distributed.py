@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from simlidar.train.factory import pick_device
@@ -39,3 +40,20 @@ def test_each_rank_picks_its_own_gpu(monkeypatch):
     assert pick_device("cuda", local_rank=3) == torch.device("cuda", 3)
     assert pick_device("cuda:0", local_rank=3) == torch.device("cuda", 0)
     assert pick_device("cpu", local_rank=3) == torch.device("cpu")
+
+
+def test_torchrun_of_the_cli_records_its_world_size_and_only_rank_0_speaks(tmp_path, cli):
+    shards = write_ramp_shards(tmp_path / "shards", shards=4, per_shard=2)
+    simlidar = Path(sys.executable).parent / "simlidar"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python"]
+    args = ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--batch-size", "2", "--crop", "16", "16"]
+    args += ["--width", "4", "--workers", "0", "--quiet", "--device", "cpu"]
+    command = [*torchrun, str(simlidar), *args, "--steps", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # rank 1 used to print "step 2: loss None"
+    assert done.stdout.count("step 2: loss ") == 1 and "None" not in done.stdout
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["world_size"] == 2 and recorded["data"]["shards"]["count"] == 4
+    code, _, err = cli(*args, "--steps", "3")
+    assert code == 2 and "holds a different run (world size 2 -> 1 (torchrun --nproc_per_node))" in err

@@ -37,11 +37,10 @@ still sees the batches of an uninterrupted one.
 from __future__ import annotations
 
 import io
-import json
 import signal
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 import numpy as np
@@ -53,7 +52,7 @@ from torch.utils.data import default_collate
 
 from .correspondence import match_offsets, pixel_index_map, scene_matches
 from .errors import TrainError
-from .shards import ShardIndex, shard_names
+from .shards import ShardIndex, parse_meta, shard_names
 
 
 def decode_sample(sample: dict) -> dict:
@@ -68,9 +67,9 @@ def decode_sample(sample: dict) -> dict:
     rgb = _decode_member(sample, schema.IMAGE if schema.IMAGE in sample else schema.IMAGE_PNG, _decode_rgb)
     sparse = _decode_member(sample, schema.SPARSE, schema.decode_depth_png)
     dense = _decode_member(sample, schema.DENSE, schema.decode_depth_png)
-    meta = _decode_member(sample, schema.META, json.loads)
-    if not isinstance(meta, dict):
-        raise TrainError(f"its json is a {type(meta).__name__}, not an object")
+    meta, unusable = parse_meta(sample[schema.META])
+    if unusable:
+        raise TrainError(unusable)
     if schema.TEACHER in sample:
         teacher, teacher_valid = _decode_member(sample, schema.TEACHER, schema.decode_relative_png)
     elif isinstance(meta.get("teacher"), dict):
@@ -235,10 +234,12 @@ class BadSample(TrainError):
 @dataclass(frozen=True)
 class StreamFailure:
     """What a loader worker hands on instead of a unit when it cannot go on (a shard gone or
-    changed since the index, too many bad samples): plain data, so that the loop stops the
-    run with this one line instead of a worker's traceback."""
+    changed since the index, nothing but bad samples): plain data, so that the loop stops
+    the run with this one line instead of a worker's traceback; `skipped`: the records of
+    the bad units met since the last unit handed on."""
 
     message: str
+    skipped: list = field(default_factory=list)
 
 
 class TrainStream(torch.utils.data.IterableDataset):
@@ -250,8 +251,7 @@ class TrainStream(torch.utils.data.IterableDataset):
     item also names its unit ("sample": 'KEY (SHARD)') and carries the records of the bad
     units skipped since the previous item ("skipped").
     batches_done: batches this rank's loader already gave (a resumed run's step);
-    known_bad: (shard, unit) of units known not to decode (skipped unread);
-    max_bad: bad units this stream may meet before it fails (None: no limit)."""
+    known_bad: (shard, unit) of units known not to decode (skipped unread)."""
 
     def __init__(
         self,
@@ -264,13 +264,11 @@ class TrainStream(torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         known_bad: frozenset[tuple[int, int]] = frozenset(),
-        max_bad: int | None = None,
     ):
         super().__init__()
         self.index, self.batch_size, self.crop_hw, self.seed = index, batch_size, tuple(crop_hw), seed
         self.batches_done, self.shuffle_buffer = batches_done, shuffle_buffer
-        self.rank, self.world_size = rank, world_size
-        self.known_bad, self.max_bad = known_bad, max_bad
+        self.rank, self.world_size, self.known_bad = rank, world_size, known_bad
 
     def __iter__(self) -> Iterator[dict | StreamFailure]:
         info = torch.utils.data.get_worker_info()
@@ -278,13 +276,13 @@ class TrainStream(torch.utils.data.IterableDataset):
         role = (worker + self.batches_done) % workers
         rng = np.random.default_rng([self.seed, self.rank, role])
         addresses = AddressShuffle(self._addresses(role, workers), self.shuffle_buffer, rng)
-        bad = set(self.known_bad)
+        bad, skipped = set(self.known_bad), []
         try:
             passed = self._replay(addresses, len(range(role, self.batches_done, workers)) * self.batch_size, bad)
             reader = self._units_in_order(role, workers, addresses.still_to_come(), bad)
-            yield from self._good_units(addresses, reader, passed, role, bad)
+            yield from self._good_units(addresses, reader, passed, role, bad, skipped)
         except (TrainError, OSError, tarfile.TarError) as error:
-            yield StreamFailure(describe(error))
+            yield StreamFailure(describe(error), skipped)
 
     def _replay(self, addresses: AddressShuffle, used: int, bad: set) -> int:
         """Pass the addresses whose units this role gave to the batches already done,
@@ -303,11 +301,12 @@ class TrainStream(torch.utils.data.IterableDataset):
         if bad_in_a_row > self.index.unit_count:
             raise TrainError("every sample this loader reads is bad: see errors.jsonl")
 
-    def _good_units(self, addresses, reader, passed: int, role: int, bad: set) -> Iterator[dict | StreamFailure]:
+    def _good_units(self, addresses, reader, passed: int, role: int, bad: set, skipped: list) -> Iterator[dict]:
         """The stream from the first address not yet passed: units that decode, in address
-        order; one that does not is added to `bad` and recorded on the next good unit."""
+        order; one that does not is added to `bad` and its record to `skipped`, which the
+        next good unit carries."""
         pending: dict[tuple[int, int], list[dict]] = {}
-        skipped, in_a_row = [], 0
+        in_a_row = 0
         for number, address in enumerate(addresses, start=passed):
             if address[1:] in bad:
                 pending.pop(address[::2], None)
@@ -323,13 +322,13 @@ class TrainStream(torch.utils.data.IterableDataset):
             except DECODE_ERRORS as error:
                 bad.add(address[1:])
                 skipped.append(self._bad_record(address[1], samples, error))
-                if self.max_bad is not None and len(bad) > self.max_bad:
-                    yield StreamFailure(f"more than {self.max_bad} bad samples; the last: {skipped[-1]['reason']}")
-                    return
+                in_a_row += 1
+                self._check_not_all_bad(in_a_row)
                 continue
             in_a_row = 0
-            yield {**item, "sample": f"{samples[0]['__key__']} ({self.index.names[address[1]]})", "skipped": skipped}
-            skipped = []
+            name = f"{samples[0]['__key__']} ({self.index.names[address[1]]})"
+            yield {**item, "sample": name, "skipped": list(skipped)}
+            skipped.clear()
 
     def _bad_record(self, shard: int, samples: list[dict], error: Exception) -> dict:
         """errors.jsonl's record of a unit that does not decode: its shard, the key of the
@@ -477,10 +476,12 @@ def collate(items: list) -> dict:
     and "skipped" (records of the bad units met on the way); {"failure": message} when a
     worker could not go on."""
     failures = [item for item in items if isinstance(item, StreamFailure)]
+    skipped = [
+        record for item in items for record in (item.skipped if isinstance(item, StreamFailure) else item["skipped"])
+    ]
     if failures:
-        return {"failure": failures[0].message}
+        return {"failure": failures[0].message, "skipped": skipped}
     tensors = [{name: value for name, value in item.items() if name not in ("sample", "skipped")} for item in items]
-    skipped = [record for item in items for record in item["skipped"]]
     return {**default_collate(tensors), "samples": [item["sample"] for item in items], "skipped": skipped}
 
 
@@ -505,15 +506,12 @@ def train_loader(
     rank: int = 0,
     world_size: int = 1,
     known_bad: frozenset[tuple[int, int]] = frozenset(),
-    max_bad: int | None = None,
 ) -> torch.utils.data.DataLoader:
     """Batches of cropped units (batch_size samples, or batch_size whole scenes), forever
-    (see `collate`; TrainStream for known_bad and max_bad). At most one worker per shard of
-    this rank, so that no worker reads a shard twice in one epoch."""
+    (see `collate`; TrainStream for known_bad). At most one worker per shard of this rank,
+    so that no worker reads a shard twice in one epoch."""
     workers = max(0, min(workers, len(index.urls[rank::world_size])))
-    stream = TrainStream(
-        index, batch_size, crop_hw, seed, batches_done, shuffle_buffer, rank, world_size, known_bad, max_bad
-    )
+    stream = TrainStream(index, batch_size, crop_hw, seed, batches_done, shuffle_buffer, rank, world_size, known_bad)
     return torch.utils.data.DataLoader(
         stream,
         batch_size=batch_size,

@@ -106,9 +106,6 @@ def check_in(run: Run, batch: dict) -> None:
     for event in events:
         if "skipped" in event:
             record_bad_sample(run, event["skipped"])
-    failures = [event["failure"] for event in events if "failure" in event]
-    if failures:
-        stop_with(run, f"{failures[0]}; step {run.step} is saved in {run.out / LAST}, re-run to resume")
     if len(run.start.bad) > run.allowed:
         stop_with(
             run,
@@ -116,6 +113,9 @@ def check_in(run: Run, batch: dict) -> None:
             f"--max-bad-samples {run.config.max_bad_samples} allows: see {run.out / ERRORS}; step {run.step} is "
             "saved: re-run with a higher --max-bad-samples to go on, or regenerate those shards and start over",
         )
+    failures = [event["failure"] for event in events if "failure" in event]
+    if failures:
+        stop_with(run, f"{failures[0]}; step {run.step} is saved in {run.out / LAST}, re-run to resume")
     if stop:
         save_last(run)
         raise TrainingInterrupted(run.step, run.out / LAST, run.signals.requested, run.ranks.is_main)

@@ -145,10 +145,19 @@ def _checkpoint_to_resume(out: Path, ranks: distributed.Ranks, overwrite: bool) 
     if (out / LAST).is_file():
         advice = "the run cannot resume from it: pass --overwrite to start it over, or use another --out"
         return load_checkpoint(out / LAST, advice)
-    others = set(os.listdir(out)) - set(RUN_FILES) - set(RUN_FOLDERS) if out.is_dir() else set()
-    if ranks.is_main and others - {LOCK, LOCK + ".takeover"} and not (out / CONFIG).is_file():
+    # A run killed before its first checkpoint left config.json; one refused left errors.jsonl.
+    others = set(os.listdir(out)) - {ERRORS, LOCK, LOCK + ".takeover"} if out.is_dir() else set()
+    if ranks.is_main and others and not _holds_a_run_config(out / CONFIG):
         raise TrainError(f"{out} is not empty and holds no training run: use a new --out, or pass --overwrite")
     return None
+
+
+def _holds_a_run_config(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"shards", "schedule"} <= set(record)
 
 
 def _check_steps(config: TrainConfig, out: Path, step: int) -> None:
@@ -318,8 +327,9 @@ def build_run(
     trained = distributed.wrap(model, ranks, device)
     if ranks.is_main:
         write_config(config, start.identity, schedule)
+        start.errors.begin()
     allowed = bad_samples_allowed(config, start.index.samples)
-    batches = _batches(config, start, ranks, allowed)
+    batches = _batches(config, start, ranks)
     resumed_at = start.step if start.resume else None
     log = RunLog(Path(config.out), LOSS_PARTS[config.objective], resumed_at) if ranks.is_main else None
     bar = tqdm(
@@ -349,7 +359,7 @@ def write_config(config: TrainConfig, identity: dict, schedule: list[dict]) -> N
     (out / CONFIG).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _batches(config: TrainConfig, start: Start, ranks: distributed.Ranks, allowed: int) -> Iterator[dict]:
+def _batches(config: TrainConfig, start: Start, ranks: distributed.Ranks) -> Iterator[dict]:
     """This rank's batches from the run's step on; the units known to be bad are skipped unread."""
     known = {start.index.unit_of(shard, key) for shard, key in start.bad} - {None}
     loader = data.train_loader(
@@ -363,7 +373,6 @@ def _batches(config: TrainConfig, start: Start, ranks: distributed.Ranks, allowe
         ranks.rank,
         ranks.world_size,
         frozenset(known),
-        allowed - len(start.index.bad),
     )
     return iter(loader)
 

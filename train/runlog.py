@@ -40,27 +40,36 @@ class CsvLog:
 
 class ErrorLog:
     """OUT/errors.jsonl: one line per bad sample, {"split" (train or val), "shard", "key",
-    "reason", "step" (the step whose batch met it; 0 before the first)}, each sample once."""
+    "reason", "step" (the step whose batch met it; the run's first step's before it)},
+    each sample once. The file is rewritten (with a resumed run's lines up to its step)
+    at the first line written or when the run begins, so a run refused before either
+    leaves it as it was."""
 
     def __init__(self, path: Path, resume_step: int | None):
-        kept = []
+        self.path, self.file = path, None
+        self.kept = []
         if resume_step is not None and path.is_file():
-            kept = [record for record in _records(path) if record.get("step", 0) <= resume_step]
-        self.seen = {(record.get("split"), record.get("shard"), record.get("key")) for record in kept}
-        self.file = open(path, "w")
-        self.file.writelines(json.dumps(record) + "\n" for record in kept)
-        self.file.flush()
+            self.kept = [record for record in _records(path) if record.get("step", 0) <= resume_step]
+        self.seen = {(record.get("split"), record.get("shard"), record.get("key")) for record in self.kept}
+
+    def begin(self) -> None:
+        if self.file is None:
+            self.file = open(self.path, "w")
+            self.file.writelines(json.dumps(record) + "\n" for record in self.kept)
+            self.file.flush()
 
     def write(self, record: dict) -> None:
         """Append a record, unless its sample is already there."""
         seen = (record["split"], record["shard"], record["key"])
         if seen not in self.seen:
+            self.begin()
             self.seen.add(seen)
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def _records(path: Path) -> list[dict]:

@@ -216,7 +216,7 @@ def _shard_samples(url: str) -> dict[str, _Sample]:
                 sample = samples.setdefault(key, _Sample())
                 sample.members.add(suffix)
                 if suffix == schema.META:
-                    sample.meta, sample.reason = _parse_meta(tar.extractfile(member).read())
+                    sample.meta, sample.reason = parse_meta(tar.extractfile(member).read())
     except (tarfile.TarError, OSError) as error:
         raise TrainError(f"{url} is not a readable tar shard ({error}); regenerate it") from None
     finally:
@@ -229,7 +229,7 @@ def _shard_samples(url: str) -> dict[str, _Sample]:
     return samples
 
 
-def _parse_meta(raw: bytes) -> tuple[dict | None, str]:
+def parse_meta(raw: bytes) -> tuple[dict | None, str]:
     """(the sample's json, '') or (None, why it is unusable)."""
     try:
         meta = json.loads(raw)
