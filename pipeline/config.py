@@ -7,7 +7,7 @@ if its fields are unchanged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +23,7 @@ from simlidar.sensors import (
 )
 from simlidar.sensors.calibration import KITTI_CAMERAS, CalibrationError, mount_from_calibration
 from simlidar.sensors.mount import Mount
+from simlidar.sensors.sweep import EgoMotion, parse_ego_motion
 from simlidar.teachers import (
     DepthConversion,
     check_teacher_name,
@@ -45,6 +46,9 @@ from .stages.teacher import TeacherSpec
 TEACHERS = known_teachers()
 # Where a return's reflectance comes from: the photo's luma, or one value everywhere.
 REFLECTANCE_SOURCES = ("luma", "uniform")
+# Which model decides the returns of beams that hit: the sensor file's fitted ray drop
+# (auto: where it has one), or the weak-return drop of the luma signal.
+RAY_DROP_MODELS = ("auto", "fitted", "weak-return")
 # Photos larger than this are recorded, not meshed: a photo's run holds ~250 bytes per
 # pixel at its peak (measured: 0.67 GB for 1.5 MP, 1.8 GB for 6 MP), so 24 MP is ~6 GB per
 # worker. A fixed figure, not one read from the machine: output never depends on the machine.
@@ -60,7 +64,8 @@ class RunPlan:
 
     config: what the user said (seed, views, jpeg quality, ... as recorded); sensor with
     the run's overrides; mount and its jitter ranges; calibration_error: ranges of the
-    recorded extrinsics' error (None: exact); teacher: how to build it; conversion:
+    recorded extrinsics' error (None: exact); ego_motion: the ranges each scan's motion
+    during the sweep is drawn from (None: still); teacher: how to build it; conversion:
     relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; kind: the kind
     of input (photos, a virtual rig, a calibrated rig)."""
 
@@ -69,6 +74,7 @@ class RunPlan:
     mount: Mount
     jitter: MountJitter
     calibration_error: MountJitter | None
+    ego_motion: EgoMotion | None
     teacher: TeacherSpec
     conversion: DepthConversion
     intrinsics_policy: tuple[str, ...]
@@ -140,6 +146,9 @@ class GenerateConfig(RunConfig):
     poisson_trim_px: float = MeshOptions.poisson_trim_px
     mount_jitter: str = DEFAULT_MOUNT_JITTER
     calibration_error: str = "none"
+    ego_motion: str = "none"
+    deskew: bool = False
+    ray_drop: str = "auto"
     range_noise_m: float | None = None
     drop_rate: float | None = None
     detection_range_m: float | None = None
@@ -184,6 +193,8 @@ class GenerateConfig(RunConfig):
             (self.divergence_mrad is None or 0 <= self.divergence_mrad <= 50, "--divergence must be in [0, 50] mrad"),
             (self.sub_rays is None or 1 <= self.sub_rays <= 32, "--sub-rays must be in 1..32"),
             (self.returns in (None, *RETURN_MODES), f"--returns must be one of {', '.join(RETURN_MODES)}"),
+            (self.ray_drop in RAY_DROP_MODELS, f"--ray-drop must be one of {', '.join(RAY_DROP_MODELS)}"),
+            (not self.deskew or self.ego_motion.strip().lower() not in ("none", ""), "--deskew needs --ego-motion"),
             (self.reflectance in REFLECTANCE_SOURCES, f"--reflectance must be one of {', '.join(REFLECTANCE_SOURCES)}"),
             (1 <= self.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
             (self.max_pixels >= MIN_IMAGE_SIDE**2, f"--max-pixels must be at least {MIN_IMAGE_SIDE**2}"),
@@ -221,6 +232,7 @@ class GenerateConfig(RunConfig):
         try:
             jitter = parse_mount_jitter(self.mount_jitter)
             calibration_error = parse_mount_jitter(self.calibration_error, "--calibration-error")
+            ego_motion = parse_ego_motion(self.ego_motion, "--ego-motion")
         except ValueError as error:
             raise PipelineError(str(error)) from None
         calibration_error = calibration_error if any(asdict(calibration_error).values()) else None
@@ -232,6 +244,7 @@ class GenerateConfig(RunConfig):
             mount=self.mount_model(sensor),
             jitter=jitter,
             calibration_error=calibration_error,
+            ego_motion=ego_motion,
             teacher=TeacherSpec(
                 self.teacher,
                 self.teacher_output or None,
@@ -260,9 +273,18 @@ class GenerateConfig(RunConfig):
         )
 
     def sensor_model(self) -> Sensor:
-        """The sensor from --sensor with this run's return-effect and integration-time overrides."""
+        """The sensor from --sensor with this run's ray-drop model, return-effect and
+        integration-time overrides."""
+        sensor = load_sensor(self.sensor)
+        if self.ray_drop == "fitted" and sensor.ray_drop is None:
+            raise PipelineError(
+                f"--ray-drop fitted: sensor {sensor.name} has no fitted ray drop; fit one with `simlidar sensors "
+                "fit-drop`, or use --ray-drop weak-return"
+            )
+        if self.ray_drop == "weak-return":
+            sensor = replace(sensor, ray_drop=None)
         return configure_sensor(
-            load_sensor(self.sensor),
+            sensor,
             integration_time_s=self.integration_time_s,
             range_noise_m=self.range_noise_m,
             drop_rate=self.drop_rate,

@@ -32,7 +32,18 @@ TEACHER = "teacher.png"
 REQUIRED_MEMBERS = (SPARSE, DENSE, META)
 MEMBER_ORDER = (IMAGE, IMAGE_PNG, SPARSE, DENSE, TEACHER, META, POINTS)
 
-POINT_FIELDS = ("x", "y", "z", "intensity", "ring")
+# points.npy: N x len(POINT_FIELDS) float32, one row per return, in the LiDAR frame; a
+# sample's json states the layout as "points_layout" (points_layout()).
+POINT_FIELDS = ("x", "y", "z", "intensity", "ring", "time", "azimuth")
+POINT_UNITS = (
+    "m",
+    "m",
+    "m",
+    "signal relative to a facing white target at 10 m, in [0, 1]",
+    "laser index, 0 = the top beam (Risley: the emitter)",
+    "s, firing time since the sweep started",
+    "rad, the beam's azimuth when fired, in the LiDAR's frame at that time (0 = +x, toward +y)",
+)
 
 DEPTH_SCALE = 256.0
 MAX_DEPTH_M = np.iinfo(np.uint16).max / DEPTH_SCALE
@@ -40,6 +51,11 @@ MAX_DEPTH_M = np.iinfo(np.uint16).max / DEPTH_SCALE
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _SEPARATORS = re.compile(r"[\\/]")
 _OTHER_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def points_layout() -> dict:
+    """The json record of points.npy's layout."""
+    return {"dtype": "float32", "frame": "lidar", "columns": list(POINT_FIELDS), "units": list(POINT_UNITS)}
 
 
 def missing_members(present) -> list[str]:

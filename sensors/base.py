@@ -2,7 +2,8 @@
 
 A sensor (SpinningLidar, RisleyLidar) offers the pipeline: name, kind, channels,
 points_per_frame, vertical_fov_deg, min_range_m, max_range_m, default_mount, effects,
-spec_hash() and fire(rng) -> Firing.
+ray_drop (a FittedRayDrop or None), spec_hash(), fire(rng) -> Firing and
+trigger_time_s(firing, direction_lidar), when a camera looking that way is triggered.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def content_hash(spec) -> str:
     """A short content hash of every figure of a sensor dataclass that changes the rays
     or the returns (not its description, citation or published figures)."""
     figures = {k: v for k, v in asdict(spec).items() if k not in ("description", "source", "published")}
-    # A sensor without per-laser origins keeps the hash it had before origins existed.
+    # A sensor without per-laser origins or a fitted ray drop keeps the hash it had before
+    # they existed.
     if not figures.get("laser_origins_m", True):
         del figures["laser_origins_m"]
+    if figures.get("ray_drop", 0) is None:
+        del figures["ray_drop"]
     return hashlib.sha256(json.dumps(figures, sort_keys=True).encode()).hexdigest()[:16]

@@ -11,7 +11,8 @@ Readers (`read_calibration` picks by content):
 - KITTI raw `calib_velo_to_cam.txt` (R, T): into rectified camera i with R_rect_00 and
   P_rect_0i of the `calib_cam_to_cam.txt` beside it; without that file, into camera 0
   before rectification, as the file states it.
-- `.json` / `.toml` with `T_cam_lidar` = 4 rows of 4 numbers (a rigid transform).
+- `.json` / `.toml` with `T_cam_lidar` = 4 rows of 4 numbers (a rigid transform) and,
+  optionally, the camera's `K` = 3 rows of 3 numbers (pixels).
 """
 
 from __future__ import annotations
@@ -152,7 +153,12 @@ def _matrix_calibration(path: Path) -> Calibration:
         raise CalibrationError(f"{path}: not valid {path.suffix[1:].upper()} ({error})") from None
     if not isinstance(document, dict) or "T_cam_lidar" not in document:
         raise CalibrationError(f"{path}: missing field 'T_cam_lidar' (4 rows of 4 numbers mapping LiDAR into camera)")
-    return Calibration(check_T_cam_lidar(document["T_cam_lidar"], str(path)), None, f"T_cam_lidar from {path.name}")
+    K = None
+    if "K" in document:
+        K = np.asarray(document["K"], dtype=np.float64) if _is_numeric(document["K"]) else None
+        if K is None or K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise CalibrationError(f"{path}: field 'K' must be 3 rows of 3 finite numbers with positive focal lengths")
+    return Calibration(check_T_cam_lidar(document["T_cam_lidar"], str(path)), K, f"T_cam_lidar from {path.name}")
 
 
 def _matrix(fields: dict[str, np.ndarray], name: str, shape: tuple[int, ...], path: Path) -> np.ndarray:

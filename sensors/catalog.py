@@ -16,6 +16,7 @@ import tomllib
 
 from .effects import RETURN_MODES, ReturnEffects
 from .mount import MOUNTS
+from .ray_drop import FittedRayDrop
 from .risley import RisleyLidar
 from .spinning import SpinningLidar
 
@@ -31,7 +32,7 @@ KINDS = ("spinning", "risley")
 MAX_RAYS_PER_FRAME = 16_000_000
 Sensor = SpinningLidar | RisleyLidar
 
-_COMMON = {"name", "kind", "description", "source", "default_mount", "range", "returns", "published"}
+_COMMON = {"name", "kind", "description", "source", "default_mount", "range", "returns", "published", "ray_drop"}
 _ALLOWED = {
     "spinning": {
         "": _COMMON | {"scan", "beams"},
@@ -62,6 +63,16 @@ _ALLOWED_COMMON = {
         "sub_rays",
         "mode",
         "echo_separation_m",
+    },
+    "ray_drop": {
+        "source",
+        "rays",
+        "returns",
+        "laser_logit",
+        "range_coefficient",
+        "incidence_coefficient",
+        "luma_coefficient",
+        "greenness_coefficient",
     },
     "published": {
         "channels",
@@ -155,6 +166,8 @@ def sensor_from_dict(spec: dict, path: Path) -> Sensor:
     }
     sensor = _spinning(spec, path, common) if kind == "spinning" else _risley(spec, path, common)
     check_rays_per_frame(sensor, f"{path}: ")
+    if _lookup(spec, "ray_drop") is not None:
+        sensor = dataclasses.replace(sensor, ray_drop=_ray_drop(spec, path, sensor.channels))
     return sensor
 
 
@@ -244,6 +257,23 @@ def _effects(spec: dict, path: Path) -> ReturnEffects:
         field_name = "mode" if name == "returns" else name
         raise SensorSpecError(f"{path}: field 'returns.{field_name}' {message.split(' ', 1)[1]}")
     return effects
+
+
+def _ray_drop(spec: dict, path: Path, channels: int) -> FittedRayDrop:
+    """The [ray_drop] table (written by `simlidar sensors fit-drop`)."""
+    _check(isinstance(_lookup(spec, "ray_drop"), dict), path, "ray_drop", "must be a table (see sensors fit-drop)")
+    laser_logit = _numbers(spec, "ray_drop.laser_logit", path, -100.0, 100.0, channels)
+    coefficients = {
+        name: _field(spec, f"ray_drop.{name}", float, path)
+        for name in ("range_coefficient", "incidence_coefficient", "luma_coefficient", "greenness_coefficient")
+    }
+    counts = {name: _field(spec, f"ray_drop.{name}", int, path, 0) for name in ("rays", "returns")}
+    model = FittedRayDrop(
+        tuple(laser_logit), **coefficients, source=_field(spec, "ray_drop.source", str, path), **counts
+    )
+    problems = model.problems(channels)
+    _check(not problems, path, "ray_drop", problems[0] if problems else "")
+    return model
 
 
 def _published(spec: dict, path: Path) -> dict:

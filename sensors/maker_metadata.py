@@ -115,10 +115,21 @@ def write_sensor_file(spec: dict, path: str | Path) -> Sensor:
     """Validate `spec` as a sensor file (SensorSpecError naming the field otherwise), then
     write it to `path` as TOML (whole or not at all); returns the sensor it describes."""
     path = Path(path)
-    sensor = sensor_from_dict(spec, path)
+    sensor_from_dict(spec, path)
     text = sensor_toml(spec)
     if tomllib.loads(text) != spec:
         raise SensorSpecError(f"{path}: the sensor cannot be written as TOML as given (nested or odd values)")
+    return write_sensor_text(text, path)
+
+
+def write_sensor_text(text: str, path: str | Path) -> Sensor:
+    """Validate a sensor file's TOML text (SensorSpecError naming the field otherwise), then
+    write it to `path` (whole or not at all); returns the sensor it describes."""
+    path = Path(path)
+    try:
+        sensor = sensor_from_dict(tomllib.loads(text), path)
+    except tomllib.TOMLDecodeError as error:
+        raise SensorSpecError(f"{path}: not valid TOML ({error})") from None
     partial = path.with_name(path.name + ".tmp")
     partial.write_text(text)
     os.replace(partial, path)

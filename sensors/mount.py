@@ -130,6 +130,19 @@ _JITTER_KEYS = {
 DEFAULT_MOUNT_JITTER = MountJitter().describe()
 
 
+def spec_items(text: str, keys, option: str, form: str, hint: str) -> list[tuple[str, str]]:
+    """'a=1,b=2' -> [(a, '1'), (b, '2')], keys lower-cased; ValueError naming `option` for a
+    part that is not `form` with a key among `keys` (`hint` says what they take)."""
+    items = []
+    for part in text.split(","):
+        key, equals, value = part.partition("=")
+        key = key.strip().lower()
+        if key not in keys or not equals:
+            raise ValueError(f"{option}: {part.strip()!r} is not {form} with KEY one of {', '.join(keys)} {hint}")
+        items.append((key, value))
+    return items
+
+
 def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter:
     """'height=0.05,pitch=1' -> MountJitter (unnamed ranges are 0; 'none' is no jitter).
 
@@ -139,14 +152,8 @@ def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter
     ranges = dict.fromkeys(_JITTER_KEYS.values(), 0.0)
     if text.strip().lower() in ("none", "0", ""):
         return MountJitter(**ranges)
-    for part in text.split(","):
-        key, equals, value = part.partition("=")
-        key = key.strip().lower()
-        if key not in _JITTER_KEYS or not equals:
-            raise ValueError(
-                f"{option}: {part.strip()!r} is not KEY=VALUE with KEY one of {', '.join(_JITTER_KEYS)} "
-                "(metres for horizontal and height, degrees for roll, pitch, yaw), e.g. height=0.05,pitch=1"
-            )
+    hint = "(metres for horizontal and height, degrees for roll, pitch, yaw), e.g. height=0.05,pitch=1"
+    for key, value in spec_items(text, _JITTER_KEYS, option, "KEY=VALUE", hint):
         try:
             number = float(value)
         except ValueError:

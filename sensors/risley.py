@@ -17,6 +17,7 @@ import numpy as np
 
 from .base import Firing, content_hash
 from .effects import ReturnEffects
+from .ray_drop import FittedRayDrop
 
 # Start times are drawn in [0, START_WINDOW_S): far longer than any rotor period.
 START_WINDOW_S = 60.0
@@ -71,6 +72,7 @@ class RisleyLidar:
     max_range_m: float
     default_mount: str
     effects: ReturnEffects = ReturnEffects()
+    ray_drop: FittedRayDrop | None = None
     published: dict = field(default_factory=dict, compare=False)
 
     kind = "risley"
@@ -152,3 +154,8 @@ class RisleyLidar:
             np.tile(offset_s, self.channels)[usable],
             {"start_time_s": start_s},
         )
+
+    def trigger_time_s(self, firing: Firing, direction_lidar: np.ndarray) -> float:
+        """When a camera (looking along direction_lidar (3,), any: the rosette covers the
+        whole field at once) is triggered during `firing`: the middle of the frame (s)."""
+        return 0.5 * float(firing.time_s.min() + firing.time_s.max()) if len(firing.time_s) else 0.0

@@ -8,6 +8,7 @@ import numpy as np
 
 from .base import Firing, content_hash
 from .effects import ReturnEffects
+from .ray_drop import FittedRayDrop
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class SpinningLidar:
     laser_origins_m: tuple[tuple[float, float, float], ...] = ()
     rotation_hz: float = 10.0
     effects: ReturnEffects = ReturnEffects()
+    ray_drop: FittedRayDrop | None = None
     published: dict = field(default_factory=dict, compare=False)
 
     kind = "spinning"
@@ -121,3 +123,20 @@ class SpinningLidar:
             np.tile(column_time_s, self.channels),
             {"azimuth_phase_deg": float(np.rad2deg(azimuth_phase_rad))},
         )
+
+    def trigger_time_s(self, firing: Firing, direction_lidar: np.ndarray) -> float:
+        """When a camera looking along direction_lidar (3,) (LiDAR frame) is triggered
+        during `firing`: the firing time (s) of the column whose beams point nearest to it
+        in azimuth, as KITTI triggers its cameras when the sweep passes them."""
+        beam_azimuth = np.arctan2(firing.directions_lidar[:, 1], firing.directions_lidar[:, 0])
+        offset = np.angle(np.exp(1j * (beam_azimuth - np.arctan2(direction_lidar[1], direction_lidar[0]))))
+        return float(firing.time_s[np.argmin(np.abs(offset))])
+
+    def nearest_laser(self, points_lidar: np.ndarray) -> np.ndarray:
+        """(N,) int32 the laser whose elevation (seen from its own origin) is nearest to
+        that of each point (N, 3) m in the LiDAR frame: a real scan's ring."""
+        elevation = np.deg2rad(np.asarray(self.elevations_deg))
+        up = np.asarray([origin[2] for origin in self.laser_origins_m]) if self.laser_origins_m else 0.0
+        horizontal = np.hypot(points_lidar[:, 0], points_lidar[:, 1])[:, None]
+        seen = np.arctan2(points_lidar[:, 2][:, None] - up, horizontal)
+        return np.argmin(np.abs(seen - elevation[None, :]), axis=1).astype(np.int32)

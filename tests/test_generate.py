@@ -67,7 +67,9 @@ def test_views_differ_and_points_are_stored(cli, photos, tmp_path):
     view0, view1 = (json.loads(members[f"img1-v{v}.json"]) for v in (0, 1))
     assert view0["T_cam_lidar"] != view1["T_cam_lidar"]
     points = np.load(__import__("io").BytesIO(members["img1-v0.points.npy"]))
-    assert points.shape == (view0["counts"]["points"], 5) and points.dtype == np.float32
+    assert points.shape == (view0["counts"]["points"], 7) and points.dtype == np.float32
+    assert view0["points_layout"]["columns"] == ["x", "y", "z", "intensity", "ring", "time", "azimuth"]
+    assert len(view0["points_layout"]["units"]) == 7 and "ego_motion" not in view0
 
 
 def test_resume_redoes_only_missing_shards(cli, photos, tmp_path):

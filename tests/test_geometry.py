@@ -131,11 +131,12 @@ def test_nan_holes_are_cut_out_of_the_mesh():
 
 def test_points_are_returned_in_the_lidar_frame_with_their_ring():
     scan = scan_of(np.full((HEIGHT, WIDTH), 10.0, np.float32))
-    x, y, z, intensity, ring = scan.points_lidar.T
+    x, y, z, intensity, ring, _, azimuth = scan.points_lidar.T
     # The plane z_cam = 10 is x_lidar = 10.27 in front of the LiDAR.
     assert np.allclose(x, 10.27, atol=1e-3)
     elevation = np.rad2deg(np.arctan2(z, np.hypot(x, y)))
     assert np.allclose(elevation, np.asarray(load_sensor("hdl64").elevations_deg)[ring.astype(int)], atol=1e-3)
+    assert np.allclose(azimuth, np.arctan2(y, x), atol=1e-6)
     # Intensity is reflectance (0.5 without a photo) x cos(incidence) x (10 m / range)^2, and
     # cos(incidence) on the plane is the forward distance over the range.
     distance = np.linalg.norm(scan.points_lidar[:, :3], axis=1)

@@ -53,7 +53,7 @@ def test_the_staged_dataset_loads_with_datasets_and_the_card_snippet(cli, out, t
             np.asarray(row["dense.png"], dtype=np.float32) / 256.0, schema.decode_depth_png(members[f"{key}.dense.png"])
         )
         assert row["json"]["counts"]["sparse_pixels"] == np.count_nonzero(written_sparse)
-        assert np.asarray(row["points.npy"]).shape == (row["json"]["counts"]["points"], 5)
+        assert np.asarray(row["points.npy"]).shape == (row["json"]["counts"]["points"], 7)
 
     snippet = re.findall(r"```python\n(.*?)```", card.text, re.S)[1]
     local = snippet.replace("https://huggingface.co/datasets/someone/street-hdl64/resolve/main/", f"file://{staging}/")

@@ -141,7 +141,7 @@ def test_generate_with_a_rig_writes_one_sample_per_view_from_one_scan(cli, tmp_p
         # The teacher's disparity is 1 / dense, min-max normalised: nearest pixels -> 1.
         assert valid.sum() == (dense > 0).sum() and teacher[dense == dense[dense > 0].min()].max() == 1.0
     points = np.load(io.BytesIO(members["img-r0.points.npy"]))
-    assert points.shape[1] == 5
+    assert points.shape[1] == 7
 
 
 def test_a_rig_whose_views_do_not_overlap_is_a_one_line_error(cli, tmp_path):

@@ -12,6 +12,7 @@ from simlidar.sensors.mount import jittered_pose
 
 from ..config import GenerateConfig
 from ..output.fidelity import fidelity_picture, fidelity_report, format_table, read_kitti_object_frame
+from .generate import RAY_DROP_OPTION
 
 
 @click.command("fidelity")
@@ -45,6 +46,7 @@ from ..output.fidelity import fidelity_picture, fidelity_report, format_table, r
     type=float,
     help="Return effect override: 10%-target detection range (m); 0 = no weak-return drop.",
 )
+@RAY_DROP_OPTION
 @click.option("--seed", default=0, type=int, help="Seed of the simulated frame's phase and return effects.")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Write the picture here.")
 def fidelity(
@@ -54,12 +56,15 @@ def fidelity(
     camera: int,
     calibration_error: str,
     detection_range_m: float | None,
+    ray_drop: str,
     seed: int,
     plot: Path | None,
 ) -> None:
     """Simulate --sensor into the geometry of a real scan (densified) from the same calibration, and print
     real / simulated / naive line sampler side by side: valid pixels, density in the 1216x352 crop, rows
-    with points, first row, row-profile correlation with the real scan (1, 2, 4 rows), see-through share."""
+    with points, first row, row-profile correlation with the real scan (1, 2, 4 rows), see-through share,
+    and within the camera's view Chamfer distance, F-score, ray-drop accuracy and F1 in the range image,
+    range error where both return."""
     frame = read_kitti_object_frame(frame_stem, camera)
     plan = GenerateConfig(
         images=str(frame_stem),
@@ -69,6 +74,7 @@ def fidelity(
         mount_jitter="none",
         calibration_error=calibration_error,
         detection_range_m=detection_range_m,
+        ray_drop=ray_drop,
         seed=seed,
     ).resolve()
     T_cam_lidar = mount_pose(plan.mount) if mount else frame.calibration.T_cam_lidar
@@ -78,7 +84,8 @@ def fidelity(
         T_error = jittered_pose(np.eye(4), *sample_mount_jitter(plan.calibration_error, rng))
     report = fidelity_report(frame, plan.sensor, T_cam_lidar, rng, plan.mesh, T_error)
     where = plan.mount.name if mount else f"the frame's calibration ({frame.calibration.source})"
-    click.echo(f"{frame.name}: {plan.sensor.name} on {where}, calibration error {calibration_error}")
+    drop = "fitted ray drop" if plan.sensor.ray_drop is not None else "weak-return drop"
+    click.echo(f"{frame.name}: {plan.sensor.name} ({drop}) on {where}, calibration error {calibration_error}")
     click.echo(format_table(report.figures))
     if plot is not None:
         fidelity_picture(report, frame.rgb, f"{frame.name} {plan.sensor.name}").save(plot)

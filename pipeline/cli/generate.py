@@ -7,7 +7,7 @@ import os
 import click
 from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
 
-from ..config import DEFAULT_MAX_PIXELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..config import DEFAULT_MAX_PIXELS, RAY_DROP_MODELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from ..sources.urls import absolute_location
 from ..stages.mesh import METHODS, MeshOptions
 from .engine import run_and_report, run_options
@@ -28,6 +28,16 @@ def _parse_intrinsics_option(context, parameter, value):
 def _absolute_rig(rig: str) -> str:
     """A rig file made absolute (presets stay names), for the same reason as --images."""
     return os.path.abspath(rig) if rig.endswith((".toml", ".json")) else rig
+
+
+# Shared with `fidelity`.
+RAY_DROP_OPTION = click.option(
+    "--ray-drop",
+    default="auto",
+    type=click.Choice(RAY_DROP_MODELS),
+    help="Which beams that hit come back: fitted (the sensor file's model fitted to real scans, `sensors fit-drop`), "
+    "weak-return (from the photo's luma and --detection-range), auto (fitted where the sensor has it).",
+)
 
 
 @click.command()
@@ -164,7 +174,12 @@ def _absolute_rig(rig: str) -> str:
     "auto: fov when --fov is given, else random.",
 )
 @click.option("--fov-range", default="50,80", help="MIN,MAX horizontal field of view (deg) of the random policy.")
-@click.option("--save-points", is_flag=True, help="Also store each scan's N x 5 points (x, y, z, intensity, ring).")
+@click.option(
+    "--save-points",
+    is_flag=True,
+    help="Also store each scan's points.npy: N x 7 float32 in the LiDAR frame (x, y, z m, intensity, ring, firing "
+    "time s since the sweep started, azimuth rad); the json's points_layout states it.",
+)
 @click.option(
     "--max-depth-jump",
     default=MeshOptions.max_depth_jump,
@@ -224,6 +239,20 @@ def _absolute_rig(rig: str) -> str:
     "from the true pose but projected (and recorded) with a pose off by up to these ranges, as in real datasets "
     "(KITTI-like: roll=0.1,pitch=0.1,yaw=0.1,horizontal=0.02,height=0.02); 'none' = exact.",
 )
+@click.option(
+    "--ego-motion",
+    default="none",
+    help="Per-view motion of the LiDAR during its sweep, drawn uniformly from ranges: speed=LOW:HIGH (m/s, "
+    "forward) and yaw_rate=LOW:HIGH (deg/s, left), a single value being fixed; each ray leaves from where the "
+    "LiDAR is at its firing time; 'none' = still.",
+)
+@click.option(
+    "--deskew",
+    is_flag=True,
+    help="With --ego-motion: write each scan motion-compensated, every return in the LiDAR's frame at the camera's "
+    "trigger time [default: as measured, uncompensated like KITTI's raw scans].",
+)
+@RAY_DROP_OPTION
 @click.option(
     "--range-noise",
     "range_noise_m",

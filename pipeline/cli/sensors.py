@@ -1,6 +1,7 @@
 """`simlidar sensors`: the catalog as a table, one sensor's spec, a picture of its ray
-pattern and of one simulated frame over a bundled scene, and sensor files made from a
-maker's per-unit figures (`sensors import`)."""
+pattern and of one simulated frame over a bundled scene, sensor files made from a maker's
+per-unit figures (`sensors import`), and a sensor's ray drop fitted to real scans
+(`sensors fit-drop`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import numpy as np
 import tomllib
 from PIL import Image, ImageDraw
 from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, load_sensor, mount_pose
-from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file
+from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
 from ..errors import PipelineError
+from ..output.drop_fit import check_fittable, fit_drop, sensor_file_text, with_ray_drop
+from ..output.fidelity import read_frame, read_kitti_object_frame
 from ..output.preview import colorize_depth, spread_points
 from ..stages.mesh import MeshOptions
 from ..stages.scan import simulate_rig_scan
@@ -75,6 +78,8 @@ def describe_sensor(sensor: Sensor) -> list[str]:
     lines.append(f"range {sensor.min_range_m:g}-{sensor.max_range_m:g} m; default mount {sensor.default_mount}")
     effects = dataclasses.asdict(sensor.effects)
     lines.append("returns: " + ", ".join(f"{name} {value}" for name, value in effects.items()))
+    if sensor.ray_drop is not None:
+        lines.append(f"ray drop: fitted ({sensor.ray_drop.source})")
     if sensor.published:
         lines.append("published: " + ", ".join(f"{name} {value:g}" for name, value in sensor.published.items()))
     lines.append(f"spec hash {sensor.spec_hash()}")
@@ -235,3 +240,66 @@ def import_velodyne(table: Path, out: Path) -> None:
     sensors/maker_metadata.py)."""
     sensor = write_sensor_file(velodyne_table_spec(_read_document(table, "toml"), label=table.name), out)
     click.echo(f"{out}: {sensor.name}, {sensor.channels} lasers (simlidar sensors show {out})")
+
+
+@sensors.command("fit-drop")
+@click.option(
+    "--sensor", "sensor_name", default="hdl64-kitti", help="The spinning sensor: a catalog name or a .toml file."
+)
+@click.option(
+    "--kitti-object",
+    "kitti_objects",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A KITTI object frame DIR/NAME (NAME.bin, NAME.png, NAME.calib.txt, or KITTI's tree); repeat for more.",
+)
+@click.option(
+    "--frame",
+    "frames",
+    multiple=True,
+    nargs=3,
+    type=click.Path(path_type=Path),
+    help="Any real frame: SCAN (.bin N x 4/5 float32 or .pcd) IMAGE CALIBRATION (a KITTI calib file, or .json/.toml "
+    "with T_cam_lidar and K); repeat for more.",
+)
+@click.option("--camera", default=2, type=int, help="KITTI camera of the frames' images and calibrations.")
+@click.option(
+    "--match-count/--no-match-count",
+    default=True,
+    help="Shift the fitted logits so that the expected returns equal the real scans' points in view (the geometry "
+    "cannot hold returns on thin structures and edges).",
+)
+@click.option("--seed", default=0, type=int, help="Seed of the ideal scans' azimuth phase.")
+@_OUT
+def fit_drop_command(
+    sensor_name: str, kitti_objects: tuple, frames: tuple, camera: int, match_count: bool, seed: int, out: Path
+) -> None:
+    """Fit --sensor's ray drop (per laser, range, incidence, luma, greenness) to real scans and write the sensor
+    file with it as [ray_drop] to --out (the rest of the file as it is)."""
+    if not kitti_objects and not frames:
+        raise PipelineError(
+            "fit-drop needs real frames: give --kitti-object DIR/NAME or --frame SCAN IMAGE CALIBRATION"
+        )
+    if not out.parent.is_dir():
+        raise PipelineError(f"--out {out}: folder {out.parent} does not exist")
+    sensor = load_sensor(sensor_name)
+    check_fittable(sensor)
+    real = [read_kitti_object_frame(stem, camera) for stem in kitti_objects]
+    real += [read_frame(scan, image, calibration, camera) for scan, image, calibration in frames]
+    model, figures = fit_drop(real, sensor, seed, match_count)
+    for row in figures:
+        click.echo(
+            f"{row['frame']}: {row['beams']} beams hit the densified scan, {row['returned']} returned in the real "
+            f"scan ({row['real_points']} real points in view); the model expects {row['expected']:.0f}"
+        )
+    click.echo(
+        f"fitted on {model.rays} beams ({model.returns} returned): range {model.range_coefficient:+.3f}, incidence "
+        f"{model.incidence_coefficient:+.3f}, luma {model.luma_coefficient:+.3f}, greenness "
+        f"{model.greenness_coefficient:+.3f}; laser logits {min(model.laser_logit):.2f}..{max(model.laser_logit):.2f}"
+    )
+    text = with_ray_drop(sensor_file_text(sensor_name), model)
+    try:
+        write_sensor_text(text, out)
+    except OSError as error:
+        raise PipelineError(f"cannot write {out}: {error.strerror or error}") from None
+    click.echo(f"{out}: {sensor.name} with its fitted ray drop (simlidar sensors show {out})")

@@ -28,13 +28,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from simlidar.sensors import Calibration, CalibrationError, Sensor, read_calibration
 from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image, transform_points
-from simlidar.sensors.effects import luma
 from simlidar.sensors.raycast import MeshScene
 
 from ..errors import PipelineError
+from ..sources.calibrated_rig_lidar import read_sweep
 from ..stages.mesh import MeshOptions, depth_to_mesh
-from ..stages.scan import simulate_scan, with_calibration_error
+from ..stages.scan import photo_scan_camera, simulate_rig_scan, with_calibration_error
 from .preview import colorize_depth, spread_points
+from .scan_metrics import F_SCORE_THRESHOLD_M, scan_figures
 
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
 PROFILE_BINS = (1, 2, 4)
@@ -79,20 +80,25 @@ def read_kitti_object_frame(stem: str | Path, camera: int = 2) -> RealFrame:
     scan_path = _kitti_file(stem, ".bin", "velodyne", ".bin")
     image_path = _kitti_file(stem, ".png", f"image_{camera}", ".png")
     calib_path = _kitti_file(stem, ".calib.txt", "calib", ".txt")
-    for path in (scan_path, image_path, calib_path):
-        if not path.is_file():
-            raise PipelineError(f"KITTI object frame {stem}: {path} does not exist")
-    raw = np.fromfile(scan_path, dtype=np.float32)
-    if raw.size == 0 or raw.size % 4:
-        raise PipelineError(f"{scan_path}: not a KITTI scan (N x 4 float32), {raw.size} values")
+    return read_frame(scan_path, image_path, calib_path, camera, stem.name)
+
+
+def read_frame(scan: Path, image: Path, calibration: Path, camera: int = 2, name: str = "") -> RealFrame:
+    """Any real frame: a scan (.bin N x 4 or N x 5 float32, or .pcd; LiDAR frame), its camera's
+    image and a calibration with that camera's K (a KITTI calib file, or .json/.toml with
+    T_cam_lidar and K; `camera` picks KITTI's). Raises PipelineError naming what is missing or wrong."""
+    name = name or Path(scan).stem
+    for path in (scan, image, calibration):
+        if not Path(path).is_file():
+            raise PipelineError(f"frame {name}: {path} does not exist")
     try:
-        rgb = np.asarray(Image.open(image_path).convert("RGB"))
-        calibration = read_calibration(calib_path, camera)
+        rgb = np.asarray(Image.open(image).convert("RGB"))
+        found = read_calibration(calibration, camera)
     except (OSError, CalibrationError) as error:
-        raise PipelineError(f"KITTI object frame {stem}: {error}") from None
-    if calibration.K is None:
-        raise PipelineError(f"{calib_path}: gives no intrinsics for camera {camera}")
-    return RealFrame(rgb, raw.reshape(-1, 4)[:, :3].astype(np.float64), calibration, stem.name)
+        raise PipelineError(f"frame {name}: {error}") from None
+    if found.K is None:
+        raise PipelineError(f"{calibration}: gives no intrinsics (K) for camera {camera}")
+    return RealFrame(rgb, read_sweep(Path(scan)).points_lidar, found, name)
 
 
 def project_scan(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarray, width: int, height: int):
@@ -193,7 +199,17 @@ def densify(sparse_m: np.ndarray) -> np.ndarray:
     surface = smooth_surface(fill_gaps(between_rings, 2 * ROW_GAP_PX))
     # The scan's own (visible) points stay exact: the surface passes through them.
     surface = np.where(visible > 0, visible, surface)
-    return extend_ground_down(surface).astype(np.float32)
+    return grow_one_pixel(extend_ground_down(surface)).astype(np.float32)
+
+
+def grow_one_pixel(depth_m: np.ndarray) -> np.ndarray:
+    """Each empty pixel next to the surface (4-neighbours) takes its nearest such neighbour's
+    depth. A grid mesh spans pixel centres, so a surface would end half a pixel short of its
+    last pixels, and a ray of the laser that made such a pixel would miss it half the time.
+    (H, W) m, 0 = none."""
+    valid = np.where(depth_m > 0, depth_m, np.inf)
+    nearest = np.min([_shifted(valid, dv, du, np.inf) for dv, du in ((1, 0), (-1, 0), (0, 1), (0, -1))], axis=0)
+    return np.where((depth_m > 0) | ~np.isfinite(nearest), depth_m, np.where(np.isfinite(nearest), nearest, 0.0))
 
 
 def naive_line_sampler(dense_m: np.ndarray, K: np.ndarray, T_cam_lidar: np.ndarray, sensor: Sensor) -> np.ndarray:
@@ -280,13 +296,11 @@ def fidelity_report(
     naive sampler, with their figures (map_figures)."""
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
-    real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, K, width, height)
-    dense_m = densify(real)
-    mesh = depth_to_mesh(dense_m, K, mesh_options or MeshOptions())
-    scene = MeshScene(mesh.vertices_cam, mesh.triangles)
-    scan = simulate_scan(scene, K, width, height, sensor, T_cam_lidar, rng, reflectance=luma(frame.rgb))
+    real, dense_m, scene = real_geometry(frame, mesh_options)
+    scan = simulate_rig_scan(scene, [photo_scan_camera(K, frame.rgb)], sensor, T_cam_lidar, rng)
+    T_recorded = T_cam_lidar
     if T_error is not None:
-        scan, _ = with_calibration_error(scan, T_cam_lidar, K, width, height, T_error)
+        scan, T_recorded = with_calibration_error(scan, T_cam_lidar, K, width, height, T_error)
     maps = {
         "real": real,
         "simulated": scan.sparse_depth_m,
@@ -294,7 +308,29 @@ def fidelity_report(
     }
     reference = row_profile(real)
     figures = {name: map_figures(sparse, dense_m, reference) for name, sparse in maps.items()}
+    naive_cam = backproject(maps["naive"], K)[maps["naive"] > 0]
+    clouds = {
+        "real": (frame.points_lidar, None, frame.calibration.T_cam_lidar),
+        "simulated": (scan.points_lidar[:, :3].astype(np.float64), scan.points_lidar[:, 4], T_recorded),
+        "naive": (transform_points(invert_pose(T_cam_lidar), naive_cam), None, T_cam_lidar),
+    }
+    for name, (points_lidar, ring, T_cam) in clouds.items():
+        figures[name] |= scan_figures(
+            points_lidar, ring, frame.points_lidar, sensor, T_cam, frame.calibration.T_cam_lidar, K, width, height
+        )
     return FidelityReport(maps, dense_m, figures)
+
+
+def real_geometry(
+    frame: RealFrame, mesh_options: MeshOptions | None = None
+) -> tuple[np.ndarray, np.ndarray, MeshScene]:
+    """A real frame's sparse map (H, W, m), its densified surface (H, W, m) and that surface
+    meshed for ray casting (camera frame)."""
+    height, width = frame.rgb.shape[:2]
+    real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, frame.calibration.K, width, height)
+    dense_m = densify(real)
+    mesh = depth_to_mesh(dense_m, frame.calibration.K, mesh_options or MeshOptions())
+    return real, dense_m, MeshScene(mesh.vertices_cam, mesh.triangles)
 
 
 _ROWS = (
@@ -304,6 +340,13 @@ _ROWS = (
     ("first crop row with points", "first_crop_row", "{:.0f}"),
     *((f"row-profile correlation, {rows} row(s)", f"correlation_{rows}", "{:.3f}") for rows in PROFILE_BINS),
     *((f"see-through > {limit:g} m", f"see_through_{limit:g}m", "{:.2%}") for limit in SEE_THROUGH_M),
+    ("Chamfer distance (m)", "chamfer_m", "{:.3f}"),
+    ("Chamfer, squared (m^2)", "chamfer_squared_m2", "{:.3f}"),
+    (f"F-score at {F_SCORE_THRESHOLD_M:.3f} m", "f_score", "{:.3f}"),
+    ("ray-drop accuracy (range image)", "drop_accuracy", "{:.3f}"),
+    ("ray-drop F1 (range image)", "drop_f1", "{:.3f}"),
+    ("range RMSE where both return (m)", "range_rmse_m", "{:.3f}"),
+    ("range median error, both (m)", "range_median_error_m", "{:.3f}"),
 )
 
 
@@ -312,7 +355,8 @@ def format_table(figures: dict[str, dict]) -> str:
     names = list(figures)
     lines = [f"{'':36s}" + "".join(f"{name:>12s}" for name in names)]
     for label, key, pattern in _ROWS:
-        lines.append(f"{label:36s}" + "".join(f"{pattern.format(figures[name][key]):>12s}" for name in names))
+        if all(key in figures[name] for name in names):
+            lines.append(f"{label:36s}" + "".join(f"{pattern.format(figures[name][key]):>12s}" for name in names))
     return "\n".join(lines)
 
 

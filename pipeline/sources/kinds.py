@@ -202,6 +202,11 @@ def generate_kind(config: GenerateConfig, calibration_error: MountJitter | None)
                 "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop --mount and --intrinsics"
             )
         _no_rig_options(config, calibration_error, "frame")
+        if config.ego_motion.strip().lower() not in ("none", ""):
+            raise PipelineError(
+                "--ego-motion is for one camera's scans: a rig calibration's cameras fire at their own times; "
+                "drop --ego-motion or --rig"
+            )
         return CalibratedRig(load_calibration(config.rig))
     if config.rig:
         _no_rig_options(config, calibration_error, "photo")
@@ -223,7 +228,7 @@ def _simulated(plan, what: str, per: str, unit: str, rig_members: bool) -> dict:
         *([["teacher.png", "the teacher's relative disparity, min-max normalised"]] if rig_members else []),
         ["json", "K, image size, T_cam_lidar, sensor, teacher, depth conversion, seed, source path, counts"],
         *(
-            [["points.npy", "N x 5 float32 (x, y, z, intensity, ring) in the LiDAR frame"]]
+            [["points.npy", "N x 7 float32 in the LiDAR frame (columns in the json's `points_layout`)"]]
             if config.save_points
             else []
         ),

@@ -80,6 +80,8 @@ def build_sample(view: View, scan: Scan, record: ScanRecord, save_points: bool) 
         "image_reencoded": view.image_reencoded,
         **view.fields,
         **({"source_meta": view.source_meta} if view.source_meta is not None else {}),
+        **({"ego_motion": scan.ego_motion} if scan.ego_motion is not None else {}),
+        **({"points_layout": schema.points_layout()} if save_points else {}),
     }
     members = {
         schema.IMAGE: view.jpeg,

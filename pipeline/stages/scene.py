@@ -18,9 +18,9 @@ import numpy as np
 from simlidar.sensors import mount_pose, sample_mount_jitter
 from simlidar.sensors.camera import invert_pose, transform_points
 from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion
-from simlidar.sensors.effects import luma
 from simlidar.sensors.mount import jittered_pose
 from simlidar.sensors.raycast import MeshScene
+from simlidar.sensors.sweep import sample_sweep_motion
 from simlidar.teachers import DepthPrediction, SidecarTeacher, TeacherInput, resolve_intrinsics
 
 from .. import schema
@@ -28,7 +28,7 @@ from ..sources.photos import LoadedImage, load_image
 from .march import MarchSurface, depth_grid_scene
 from .mesh import Mesh, MeshOptions, depth_to_mesh
 from .sample import ScanRecord, View, build_sample
-from .scan import Scan, ScanCamera, simulate_rig_scan
+from .scan import Scan, ScanCamera, photo_scan_camera, simulate_rig_scan
 from .timing import StageTimes
 
 if TYPE_CHECKING:
@@ -83,9 +83,9 @@ class SceneCamera:
     def scan_camera(self, reflectance: str) -> ScanCamera:
         """This camera as a scan serves it; reflectance: "luma" (from its image) or "uniform"."""
         T_cam_scene = None if self.T_scene_cam is None else invert_pose(self.T_scene_cam)
-        return ScanCamera(
-            self.K, self.width, self.height, T_cam_scene, luma(self.image.rgb) if reflectance == "luma" else None
-        )
+        if reflectance == "luma":
+            return photo_scan_camera(self.K, self.image.rgb, T_cam_scene)
+        return ScanCamera(self.K, self.width, self.height, T_cam_scene)
 
 
 class ViewMaker(Protocol):
@@ -194,6 +194,7 @@ def sensor_record(plan: RunPlan) -> dict:
         "spec_hash": sensor.spec_hash(),
         "effects": dataclasses.asdict(sensor.effects),
         "reflectance": plan.config.reflectance,
+        **({"ray_drop": {"model": "fitted", "source": sensor.ray_drop.source}} if sensor.ray_drop else {}),
     }
 
 
@@ -208,7 +209,8 @@ def simulate_scene(
     for index in range(scene.scans):
         rng = sample_rng(plan.config.seed, scene.key, index, plan.sensor.name)
         T_scene_lidar, mount = place_lidar(scene, plan, rng)
-        scan = simulate_rig_scan(scene_mesh, cameras, plan.sensor, T_scene_lidar, rng, times, threads)
+        motion = None if plan.ego_motion is None else sample_sweep_motion(plan.ego_motion, plan.config.deskew, rng)
+        scan = simulate_rig_scan(scene_mesh, cameras, plan.sensor, T_scene_lidar, rng, times, threads, motion)
         record = ScanRecord(index, sensor, mount, plan.config.seed)
         context = ScanContext(scene, meshes, scan, T_scene_lidar, index, rng, plan, times)
         for view in scene.views.views(context):

@@ -1,0 +1,169 @@
+"""Which rays come back, fitted to real scans.
+
+The weak-return drop of effects.py predicts a return from the photo's luma, a visible-light
+figure, while a LiDAR sees near infrared: leaves are dark in a photo and bright to a LiDAR.
+A `FittedRayDrop` instead gives a beam that hit a surface the probability of a return
+
+    p = sigmoid(laser_logit[laser] + range_coefficient * ln(range / 10 m)
+                + incidence_coefficient * cos(incidence) + luma_coefficient * luma
+                + greenness_coefficient * greenness)
+
+with its figures fitted to real scans (`simlidar sensors fit-drop`): the real scan says which
+(laser, azimuth) cells returned, a simulation into the scene's geometry says which beams hit
+something and with what range, incidence and colour. luma is the photo's (Rec. 709, gamma
+values) where the beam lands; greenness = max(0, G - max(R, B)) there, a near-infrared cue
+(vegetation reflects strongly in the near infrared and is green in a photo).
+
+`fit_ray_drop` maximises the Bernoulli likelihood with Newton's method (a convex problem of a
+few dozen parameters), with a ridge penalty that pulls each laser's logit toward the shared
+one, so a laser seen on few rays keeps the shared value instead of a noisy one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+# ln(range / RANGE_REFERENCE_M) is the range feature: 0 at 10 m.
+RANGE_REFERENCE_M = 10.0
+FEATURES = ("range", "incidence", "luma", "greenness")
+# Pull of each laser's logit toward the shared one (in log-likelihood units per logit^2):
+# strong enough that a laser's logit fitted on one KITTI frame is no worse than the shared
+# one on the other (a weaker pull fits each frame's own lasers and transfers worse).
+LASER_RIDGE = 10.0
+# Keeps the weights finite where a feature does not vary (e.g. uniform reflectance).
+WEIGHT_RIDGE = 1e-6
+NEWTON_STEPS = 50
+
+
+def greenness(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) float32 max(0, G - max(R, B)) in [0, 1]."""
+    scaled = rgb.astype(np.float32) / 255.0
+    return np.clip(scaled[..., 1] - np.maximum(scaled[..., 0], scaled[..., 2]), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class HitFeatures:
+    """What decides whether the beams of N hits return: ring (N,) int laser index, range_m
+    (N,) m, cos_incidence (N,) in [0, 1], luma (N,) and greenness (N,) in [0, 1] (0.5 and 0
+    where no photo colours the hit)."""
+
+    ring: np.ndarray
+    range_m: np.ndarray
+    cos_incidence: np.ndarray
+    luma: np.ndarray
+    greenness: np.ndarray
+
+    def __post_init__(self) -> None:
+        count = len(self.ring)
+        for name in ("range_m", "cos_incidence", "luma", "greenness"):
+            if getattr(self, name).shape != (count,):
+                raise ValueError(f"HitFeatures.{name} must have shape ({count},), got {getattr(self, name).shape}")
+
+    def __len__(self) -> int:
+        return len(self.ring)
+
+    def subset(self, selection: np.ndarray) -> HitFeatures:
+        """The features of the hits `selection` (a boolean mask or indices) picks."""
+        return HitFeatures(*(getattr(self, name)[selection] for name in _FIELDS))
+
+    def matrix(self) -> np.ndarray:
+        """(N, len(FEATURES)) float64 columns: ln(range / 10 m), cos(incidence), luma, greenness."""
+        return np.column_stack(
+            [
+                np.log(np.maximum(self.range_m, 1e-3) / RANGE_REFERENCE_M),
+                self.cos_incidence,
+                self.luma,
+                self.greenness,
+            ]
+        ).astype(np.float64)
+
+    @staticmethod
+    def concatenate(parts: list[HitFeatures]) -> HitFeatures:
+        return HitFeatures(*(np.concatenate([getattr(part, name) for part in parts]) for name in _FIELDS))
+
+
+_FIELDS = ("ring", "range_m", "cos_incidence", "luma", "greenness")
+
+
+@dataclass(frozen=True)
+class FittedRayDrop:
+    """A fitted return model (see the module docstring): laser_logit per laser (ring order),
+    the coefficients of ln(range / 10 m), cos(incidence), luma and greenness; source: what
+    it was fitted on; rays and returns: the beams it was fitted on and how many returned."""
+
+    laser_logit: tuple[float, ...]
+    range_coefficient: float
+    incidence_coefficient: float
+    luma_coefficient: float
+    greenness_coefficient: float
+    source: str = ""
+    rays: int = 0
+    returns: int = 0
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(len(FEATURES),) the feature coefficients in FEATURES order."""
+        return np.array(
+            [self.range_coefficient, self.incidence_coefficient, self.luma_coefficient, self.greenness_coefficient]
+        )
+
+    def return_probability(self, hits: HitFeatures) -> np.ndarray:
+        """(N,) probability that each hit's beam returns."""
+        logit = np.asarray(self.laser_logit)[hits.ring] + hits.matrix() @ self.weights
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    def matching_count(self, hits: HitFeatures, count: float) -> FittedRayDrop:
+        """This model with every laser's logit shifted alike so that the expected number of
+        returns among `hits` is `count` (0 < count < len(hits))."""
+        logit = np.asarray(self.laser_logit)[hits.ring] + hits.matrix() @ self.weights
+        low, high = -50.0, 50.0
+        for _ in range(100):
+            shift = 0.5 * (low + high)
+            expected = np.sum(1.0 / (1.0 + np.exp(-(logit + shift))))
+            low, high = (shift, high) if expected < count else (low, shift)
+        return dataclasses.replace(self, laser_logit=tuple(float(value + shift) for value in self.laser_logit))
+
+    def problems(self, channels: int) -> list[str]:
+        """What is wrong with these figures for a sensor of `channels` lasers; empty when nothing."""
+        figures = [*self.laser_logit, *self.weights.tolist()]
+        problems = []
+        if len(self.laser_logit) != channels:
+            problems.append(f"laser_logit must have one entry per laser ({channels}), got {len(self.laser_logit)}")
+        if not all(np.isfinite(figures)) or max(abs(value) for value in figures) > 100:
+            problems.append("every figure must be a finite number within +-100")
+        if not 0 <= self.returns <= self.rays:
+            problems.append(f"returns ({self.returns}) must be between 0 and rays ({self.rays})")
+        return problems
+
+
+def fit_ray_drop(hits: HitFeatures, returned: np.ndarray, channels: int, source: str = "") -> FittedRayDrop:
+    """The FittedRayDrop of largest penalised likelihood for N hits (`hits`) of a sensor with
+    `channels` lasers of which `returned` (N,) bool came back in the real scan. A laser
+    without hits gets the shared logit."""
+    if len(hits) == 0:
+        raise ValueError("no hits to fit a ray-drop model on")
+    ring_columns = np.eye(channels)[hits.ring]
+    design = np.column_stack([np.ones(len(hits)), ring_columns, hits.matrix()])
+    penalty = np.diag([0.0] + [LASER_RIDGE] * channels + [WEIGHT_RIDGE] * len(FEATURES))
+    target = returned.astype(np.float64)
+    theta = np.zeros(design.shape[1])
+    theta[0] = np.log((target.sum() + 1.0) / (len(target) - target.sum() + 1.0))
+    for _ in range(NEWTON_STEPS):
+        probability = 1.0 / (1.0 + np.exp(-(design @ theta)))
+        gradient = design.T @ (probability - target) + penalty @ theta
+        hessian = (design * (probability * (1.0 - probability))[:, None]).T @ design + penalty
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    shared, laser, weights = theta[0], theta[1 : 1 + channels], theta[1 + channels :]
+    return FittedRayDrop(
+        tuple(float(value) for value in shared + laser),
+        *(float(value) for value in weights),
+        source=source,
+        rays=int(len(hits)),
+        returns=int(returned.sum()),
+    )
