@@ -116,7 +116,11 @@ def test_unusable_samples_found_by_the_index_are_refused_before_the_first_step(c
         ("s1-3", "its json does not pars", 0),
     ]
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "train.lock").exists()
+    os.mkfifo(tmp_path / "fifo.tar")  # opening it would wait for a writer forever
+    code, _, err = cli("train", "--shards", tmp_path / "fifo.tar", "--out", tmp_path / "r1", *TINY)
+    assert code == 2 and "fifo.tar is neither a shard folder, a .tar file nor a brace pattern" in err
     nothing = write_ramp_shards(tmp_path / "nothing", shards=1, per_shard=1, damaged={"s0-0": {"json": b"nan"}})
+    os.mkfifo(nothing / "shard-000001.tar")  # in a folder: not a shard, left out
     code, _, err = cli("train", "--shards", nothing, "--out", tmp_path / "r2", "--max-bad-samples", "1", *TINY)
     assert code == 2 and f"{nothing} holds no sample that can be read: see errors.jsonl in --out" in err
 
@@ -343,6 +347,9 @@ def test_a_run_is_its_options_and_data_wherever_its_folders_lie(cli, tmp_path):
         "1 of another size (shard-000000.tar)): best.pt and val.csv would mix two sets; pass the same "
         "--val-shards (or none) to resume, or --overwrite / another --out to validate on these\n"
     )
+    first_half_elapsed_s = checkpoint(moved / "run")["elapsed_s"]
+    with open(moved / "run" / "log.csv", "a") as log:
+        log.write("3,0.1\ngarbage,\n")  # what a kill or a hand may leave
     code, _, err = cli(*resume, "--val-shards", moved / "val")
     assert code == 0, err
     assert_same_run(checkpoint(moved / "run"), checkpoint(tmp_path / "straight"))
@@ -351,7 +358,9 @@ def test_a_run_is_its_options_and_data_wherever_its_folders_lie(cli, tmp_path):
     assert recorded["world_size"] == 1 and recorded["data"]["shards"]["count"] == 2
     assert recorded["data"]["val_shards"]["sha256"] == checkpoint(moved / "run")["identity"]["val_shards"]["sha256"]
     # elapsed_s goes on from the first half's (the resumed rows start from its last)
-    elapsed = [float(row["elapsed_s"]) for row in rows(moved / "run" / "log.csv")]
+    logged = rows(moved / "run" / "log.csv")
+    elapsed = [float(row["elapsed_s"]) for row in logged]
+    assert [row["step"] for row in logged] == ["1", "2", "3", "4"] and elapsed[2] >= first_half_elapsed_s
     assert elapsed == sorted(elapsed) and checkpoint(moved / "run")["elapsed_s"] >= elapsed[-1]
 
 
@@ -379,6 +388,12 @@ def test_a_changed_shard_list_or_world_size_is_refused_and_overwrite_starts_over
     assert code == 0 and out.startswith("step 1: loss") and checkpoint(tmp_path / "run")["step"] == 1
     assert [row["step"] for row in rows(tmp_path / "run" / "log.csv")] == ["1"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 1
+    (tmp_path / "run" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    code, _, err = cli(*args)
+    assert code == 2 and err == (
+        f"error: {tmp_path / 'run' / 'last.pt'} is not a loadable simlidar checkpoint (it is truncated or damaged): "
+        "the run cannot resume from it: pass --overwrite to start it over, or use another --out\n"
+    )
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "log.csv").write_text("mine")
     code, _, err = cli("train", "--shards", shards, "--out", tmp_path / "notes", "--steps", "1", *TINY)

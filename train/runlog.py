@@ -22,8 +22,8 @@ class CsvLog:
     def __init__(self, path: Path, columns: list[str], resume_step: int | None):
         kept = []
         if resume_step is not None and path.is_file():
-            with open(path, newline="") as existing:
-                kept = [row for row in csv.DictReader(existing) if int(row["step"]) <= resume_step]
+            with open(path, newline="", errors="replace") as existing:
+                kept = [row for row in csv.DictReader(existing) if 0 < _step(row) <= resume_step]
         self.file = open(path, "w", newline="")
         self.writer = csv.DictWriter(self.file, columns, extrasaction="ignore")
         self.writer.writeheader()
@@ -36,6 +36,14 @@ class CsvLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _step(row: dict) -> int:
+    """A row's step; 0 for a row a kill cut short or a hand damaged (it is dropped)."""
+    try:
+        return int(row.get("step") or 0)
+    except ValueError:
+        return 0
 
 
 class ErrorLog:

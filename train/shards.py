@@ -49,7 +49,8 @@ def list_shards(source: str | Path, flag: str = "--shards") -> list[str]:
         return _list_remote_shards(text, scheme, flag)
     path = Path(text)
     if path.is_dir():
-        shards = sorted(str(shard) for shard in path.glob("*.tar"))
+        # Regular files only: a FIFO named like a shard would block the index forever.
+        shards = sorted(str(shard) for shard in path.glob("*.tar") if shard.is_file())
         if not shards:
             raise TrainError(f"no shards (*.tar) in {path}: point {flag} at the folder `simlidar generate` wrote")
         return shards
