@@ -21,7 +21,9 @@ from simlidar.pipeline.output.lock import OutputLock
 from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.writer import ShardWriter
 from simlidar.train import data, distributed, loop, run, shards
+from simlidar.train.checkpoint import load_checkpoint
 from simlidar.train.config import check_view_overlap
+from simlidar.train.errors import TrainError
 from simlidar.train.loop import train
 
 from .test_train_checkpoint import assert_same_run, tiny_config
@@ -489,3 +491,14 @@ def test_eval_into_one_folder_shows_one_evaluation_and_skips_bad_samples(cli, tm
     assert sorted(os.listdir(tmp_path / "eval" / "previews")) == ["s0-1.png", "s0-2.png"]
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["skipped"] == [{"shard": "other.tar", "key": "s0-0", "reason": BAD_SAMPLES["s1-2"][1]}]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"junk\n", b"\x80\x04not a checkpoint", bytes(range(256)) * 4, b"PK\x03\x04 cut short", b"{}"],
+)
+def test_a_file_that_is_no_checkpoint_is_one_line_without_torchs_advice(tmp_path, content):
+    (tmp_path / "x.pt").write_bytes(content)
+    with pytest.raises(TrainError, match=r"x\.pt is not a (loadable )?simlidar checkpoint \(") as error:
+        load_checkpoint(tmp_path / "x.pt")
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)

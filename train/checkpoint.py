@@ -67,6 +67,7 @@ LOAD_FAILURES = {
     EOFError: "it is empty or truncated",
     OSError: "it cannot be read",
 }
+NOT_A_TORCH_FILE = "it is no torch file at all"
 
 
 def load_checkpoint(path: str | Path, advice: str = "pass a last.pt or best.pt that `simlidar train` wrote") -> dict:
@@ -79,8 +80,8 @@ def load_checkpoint(path: str | Path, advice: str = "pass a last.pt or best.pt t
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except tuple(LOAD_FAILURES) as error:
-        reason = next(why for kind, why in LOAD_FAILURES.items() if isinstance(error, kind))
+    except Exception as error:  # weights_only's unpickler meets garbage with any error (KeyError, ...)
+        reason = next((why for kind, why in LOAD_FAILURES.items() if isinstance(error, kind)), NOT_A_TORCH_FILE)
         raise TrainError(f"{path} is not a loadable simlidar checkpoint ({reason}): {advice}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise TrainError(f"{path} is not a simlidar checkpoint (expected format {FORMAT}): {advice}")
