@@ -84,7 +84,7 @@ def test_bad_samples_are_skipped_recorded_and_a_resume_across_them_is_exact(tmp_
     assert ("s2-3", 0) in met_before_the_stop and any(1 <= step <= 3 for _, step in met_before_the_stop)
     assert errors(tmp_path / "halves") == errors(tmp_path / "straight")
     recorded = checkpoint(tmp_path / "halves")["bad_samples"]
-    assert recorded == sorted([name, line["key"]] for line in errors(tmp_path / "halves") for name in [line["shard"]])
+    assert recorded == sorted([line["shard"], line["key"], line["step"]] for line in errors(tmp_path / "halves"))
 
 
 def test_too_many_bad_samples_stop_the_run_in_one_line_with_its_step_saved(cli, tmp_path):
@@ -101,8 +101,13 @@ def test_too_many_bad_samples_stop_the_run_in_one_line_with_its_step_saved(cli, 
         "or regenerate those shards and start over"
     )
     assert sorted(line["key"] for line in errors(tmp_path / "run")) == ["s0-1", "s1-2"]
+    # The second bad sample came with the batch after the saved step: the resumed run meets it again.
+    assert [[shard, key] for shard, key, _ in checkpoint(tmp_path / "run")["bad_samples"]] == [
+        ["shard-000000.tar", "s0-1"]
+    ]
     code, out, err = cli(*args, "--max-bad-samples", "0.25")
     assert code == 0 and out.startswith("step 8: loss") and checkpoint(tmp_path / "run")["step"] == 8
+    assert sorted(line["key"] for line in errors(tmp_path / "run")) == ["s0-1", "s1-2"]
 
 
 def test_unusable_samples_found_by_the_index_are_refused_before_the_first_step(cli, tmp_path):

@@ -134,12 +134,12 @@ def record_bad_sample(run: Run, record: dict) -> None:
     sample = (record["shard"], record["key"])
     if sample in run.start.bad:
         return
-    if run.start.bad <= {(bad["shard"], bad["key"]) for bad in run.start.index.bad}:
+    if run.start.bad.keys() <= {(bad["shard"], bad["key"]) for bad in run.start.index.bad}:
         run.say(
             f"skipping sample {record['key']} of {record['shard']} ({record['reason']}); every sample skipped "
             f"goes to {run.out / ERRORS} and log.csv counts them"
         )
-    run.start.bad.add(sample)
+    run.start.bad[sample] = run.step + 1
     if run.start.errors is not None:
         run.start.errors.write({"split": "train", **record, "step": run.step + 1})
 

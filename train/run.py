@@ -66,7 +66,8 @@ class Start:
     """What open_run found: the lock and errors.jsonl (rank 0's), the shards' index, the
     validation shards, the run's identity, its model (new, --init's or last.pt's), the
     checkpoint it resumes (None for a new run), the step it is at and the step it trains
-    to, and the bad training samples known so far ((shard, key))."""
+    to, and the bad training samples known so far ((shard, key) -> the step whose batch met
+    them)."""
 
     lock: OutputLock | None
     errors: ErrorLog | None
@@ -77,7 +78,7 @@ class Start:
     resume: dict | None = None
     step: int = 0
     end: int = 0
-    bad: set[tuple[str, str]] = field(default_factory=set)
+    bad: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def close(self) -> None:
         _release(self.lock, self.errors)
@@ -109,8 +110,8 @@ def open_run(config: TrainConfig, stop_at: int | None, ranks: distributed.Ranks,
         check_batch_norm(config, start.model.deepest_stride, min(start.index.views, default=1))
         start.resume, start.step = resume, step
         start.end = min(config.steps, stop_at) if stop_at is not None else config.steps
-        start.bad = {(record["shard"], record["key"]) for record in start.index.bad}
-        start.bad |= {tuple(sample) for sample in (resume or {}).get("bad_samples", [])}
+        start.bad = {(record["shard"], record["key"]): step for record in start.index.bad}
+        start.bad |= {(shard, key): met for shard, key, met in (resume or {}).get("bad_samples", [])}
         return start
     except BaseException:
         _release(lock, errors)
@@ -283,7 +284,8 @@ class Run:
             schedule=self.schedule,
             best_val_rmse_mm=self.best_rmse if self.best_rmse < float("inf") else None,
             identity=self.start.identity,
-            bad_samples=sorted(list(sample) for sample in self.start.bad),
+            # What the batches up to this step met: a stop saves step k after batch k + 1 came in.
+            bad_samples=sorted([*sample, met] for sample, met in self.start.bad.items() if met <= self.step),
             elapsed_s=self.clock.elapsed(),
         )
 
