@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 SYSTEM_LIBS := libusb-1.0-0 libgl1 libegl1 libgomp1
 
-.PHONY: install system-libs demo test bench lint
+.PHONY: install system-libs demo test bench gpu-check lint
 
 install: system-libs
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test:
 
 bench:
 	$(BIN)/simlidar bench
+
+# What a GPU gives (teacher, generate on GPU actors, AMP training, torchrun) in one run of under
+# 8 minutes on one GPU; without a GPU, its CPU half in a few minutes. Table and out/bench-gpu.json.
+gpu-check:
+	$(BIN)/simlidar bench gpu --json out/bench-gpu.json
 
 lint:
 	$(BIN)/ruff check .

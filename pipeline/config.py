@@ -175,45 +175,46 @@ class GenerateConfig(RunConfig):
 
     def __post_init__(self) -> None:
         checks = [
-            (self.shard_size >= 1, "--shard-size must be at least 1"),
-            (self.views >= 1, "--views must be at least 1"),
-            (self.limit is None or self.limit >= 1, "--limit must be at least 1"),
-            (self.seed >= 0, "--seed must not be negative"),
-            (self.max_depth_jump > 0, "--max-depth-jump must be positive"),
-            (0 < self.max_grazing_deg <= 90, "--max-grazing-deg must be in (0, 90]"),
-            (self.occlusion_fill_px >= 0, "--occlusion-fill must not be negative"),
-            (self.mesh in METHODS, f"unknown mesh method {self.mesh!r}; known methods: {', '.join(METHODS)}"),
-            (self.mesh_stride >= 1, "--mesh-stride must be at least 1"),
-            (self.mesh_faces > 0, "--mesh-faces must be positive (a face count, or a fraction below 1)"),
-            (1 <= self.poisson_depth <= 16, "--poisson-depth must be in 1..16"),
-            (self.poisson_trim_px > 0, "--poisson-trim must be positive"),
-            (self.range_noise_m is None or self.range_noise_m >= 0, "--range-noise must not be negative"),
-            (self.drop_rate is None or 0 <= self.drop_rate < 1, "--drop-rate must be in [0, 1)"),
-            (self.detection_range_m is None or self.detection_range_m >= 0, "--detection-range must not be negative"),
-            (self.divergence_mrad is None or 0 <= self.divergence_mrad <= 50, "--divergence must be in [0, 50] mrad"),
-            (self.sub_rays is None or 1 <= self.sub_rays <= 32, "--sub-rays must be in 1..32"),
-            (self.returns in (None, *RETURN_MODES), f"--returns must be one of {', '.join(RETURN_MODES)}"),
-            (self.ray_drop in RAY_DROP_MODELS, f"--ray-drop must be one of {', '.join(RAY_DROP_MODELS)}"),
-            (not self.deskew or self.ego_motion.strip().lower() not in ("none", ""), "--deskew needs --ego-motion"),
-            (self.reflectance in REFLECTANCE_SOURCES, f"--reflectance must be one of {', '.join(REFLECTANCE_SOURCES)}"),
-            (1 <= self.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
-            (self.max_pixels >= MIN_IMAGE_SIDE**2, f"--max-pixels must be at least {MIN_IMAGE_SIDE**2}"),
+            (self.shard_size >= 1, "`shard_size` must be at least 1"),
+            (self.views >= 1, "`views` must be at least 1"),
+            (self.limit is None or self.limit >= 1, "`limit` must be at least 1"),
+            (self.seed >= 0, "`seed` must not be negative"),
+            (self.max_depth_jump > 0, "`max_depth_jump` must be positive"),
+            (0 < self.max_grazing_deg <= 90, "`max_grazing_deg` must be in (0, 90]"),
+            (self.occlusion_fill_px >= 0, "`occlusion_fill_px` must not be negative"),
+            (self.mesh in METHODS, f"unknown `mesh` method {self.mesh!r}; known methods: {', '.join(METHODS)}"),
+            (self.mesh_stride >= 1, "`mesh_stride` must be at least 1"),
+            (self.mesh_faces > 0, "`mesh_faces` must be positive (a face count, or a fraction below 1)"),
+            (1 <= self.poisson_depth <= 16, "`poisson_depth` must be in 1..16"),
+            (self.poisson_trim_px > 0, "`poisson_trim_px` must be positive"),
+            (self.range_noise_m is None or self.range_noise_m >= 0, "`range_noise_m` must not be negative"),
+            (self.drop_rate is None or 0 <= self.drop_rate < 1, "`drop_rate` must be in [0, 1)"),
+            (self.detection_range_m is None or self.detection_range_m >= 0, "`detection_range_m` must not be negative"),
+            (
+                self.divergence_mrad is None or 0 <= self.divergence_mrad <= 50,
+                "`divergence_mrad` must be in [0, 50] mrad",
+            ),
+            (self.sub_rays is None or 1 <= self.sub_rays <= 32, "`sub_rays` must be in 1..32"),
+            (self.returns in (None, *RETURN_MODES), f"`returns` must be one of {', '.join(RETURN_MODES)}"),
+            (self.ray_drop in RAY_DROP_MODELS, f"`ray_drop` must be one of {', '.join(RAY_DROP_MODELS)}"),
+            (not self.deskew or self.ego_motion.strip().lower() not in ("none", ""), "`deskew` needs `ego_motion`"),
+            (self.reflectance in REFLECTANCE_SOURCES, f"`reflectance` must be one of {', '.join(REFLECTANCE_SOURCES)}"),
+            (1 <= self.jpeg_quality <= 100, "`jpeg_quality` must be in 1..100"),
+            (self.max_pixels >= MIN_IMAGE_SIDE**2, f"`max_pixels` must be at least {MIN_IMAGE_SIDE**2}"),
             (
                 self.fov_deg is None or MIN_FOV_DEG <= self.fov_deg <= MAX_FOV_DEG,
-                f"--fov must be between {MIN_FOV_DEG:g} and {MAX_FOV_DEG:g} degrees, got {self.fov_deg}",
+                f"`fov_deg` must be between {MIN_FOV_DEG:g} and {MAX_FOV_DEG:g} degrees, got {self.fov_deg}",
             ),
-            (self.teacher_batch_size >= 1, "--batch-size must be at least 1"),
-            (self.teacher_max_size >= 0, "--max-size must not be negative (0 = never shrink)"),
+            (self.teacher_batch_size >= 1, "`teacher_batch_size` must be at least 1"),
+            (self.teacher_max_size >= 0, "`teacher_max_size` must not be negative (0 = never shrink)"),
             (
                 self.mount == "" or self.mount in MOUNTS or Path(self.mount).is_file(),
-                f"unknown mount {self.mount!r}: give one of {', '.join(MOUNTS)} or a calibration file (KITTI "
+                f"unknown `mount` {self.mount!r}: give one of {', '.join(MOUNTS)} or a calibration file (KITTI "
                 "calib.txt or calib_velo_to_cam.txt, or .json/.toml with T_cam_lidar)",
             ),
-            (self.mount_camera in KITTI_CAMERAS, f"--mount-camera must be one of {KITTI_CAMERAS}"),
+            (self.mount_camera in KITTI_CAMERAS, f"`mount_camera` must be one of {KITTI_CAMERAS}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise PipelineError(message)
+        _check(checks)
 
     def mount_model(self, sensor: Sensor) -> Mount:
         """The named mount, the mount a calibration file states (into image camera
@@ -223,7 +224,7 @@ class GenerateConfig(RunConfig):
         try:
             return mount_from_calibration(self.mount, self.mount_camera)
         except CalibrationError as error:
-            raise PipelineError(f"--mount: {error}") from None
+            raise PipelineError(f"`mount`: {error}") from None
 
     def resolve(self) -> RunPlan:
         """Parse every option once into the run's plan; PipelineError (one line, naming
@@ -231,8 +232,8 @@ class GenerateConfig(RunConfig):
         through: the CLI prints them as one line too."""
         try:
             jitter = parse_mount_jitter(self.mount_jitter)
-            calibration_error = parse_mount_jitter(self.calibration_error, "--calibration-error")
-            ego_motion = parse_ego_motion(self.ego_motion, "--ego-motion")
+            calibration_error = parse_mount_jitter(self.calibration_error, "`calibration_error`")
+            ego_motion = parse_ego_motion(self.ego_motion, "`ego_motion`")
         except ValueError as error:
             raise PipelineError(str(error)) from None
         calibration_error = calibration_error if any(asdict(calibration_error).values()) else None
@@ -278,8 +279,8 @@ class GenerateConfig(RunConfig):
         sensor = load_sensor(self.sensor)
         if self.ray_drop == "fitted" and sensor.ray_drop is None:
             raise PipelineError(
-                f"--ray-drop fitted: sensor {sensor.name} has no fitted ray drop; fit one with `simlidar sensors "
-                "fit-drop`, or use --ray-drop weak-return"
+                f"`ray_drop` fitted: sensor {sensor.name} has no fitted ray drop; fit one with `simlidar sensors "
+                "fit-drop`, or use `ray_drop` weak-return"
             )
         if self.ray_drop == "weak-return":
             sensor = replace(sensor, ray_drop=None)
@@ -309,14 +310,17 @@ class ConvertPlan:
 
 def _converter_checks(config: ConvertKittiConfig | ConvertRigConfig) -> list[tuple[bool, str]]:
     return [
-        (config.shard_size >= 1, "--shard-size must be at least 1"),
-        (config.limit is None or config.limit >= 1, "--limit must be at least 1"),
-        (config.teacher_batch_size >= 1, "--batch-size must be at least 1"),
+        (config.shard_size >= 1, "`shard_size` must be at least 1"),
+        (config.limit is None or config.limit >= 1, "`limit` must be at least 1"),
+        (config.teacher_batch_size >= 1, "`teacher_batch_size` must be at least 1"),
     ]
 
 
 def _converter_teacher(config: ConvertKittiConfig | ConvertRigConfig) -> TeacherSpec | None:
+    """The spec of the teacher of teacher.png, None when the run has none."""
     if not config.teacher:
+        if config.teacher_output:
+            raise PipelineError("`teacher_output` is for an hf:ORG/NAME `teacher`; give one, or drop it")
         return None
     check_teacher_name(config.teacher, config.teacher_output)
     return TeacherSpec(
@@ -349,7 +353,7 @@ class ConvertKittiConfig(RunConfig):
     teacher_cache: str = ""
 
     def __post_init__(self) -> None:
-        _check([*_converter_checks(self), (self.split in SPLITS, f"--split must be one of {', '.join(SPLITS)}")])
+        _check([*_converter_checks(self), (self.split in SPLITS, f"`split` must be one of {', '.join(SPLITS)}")])
 
     def resolve(self) -> ConvertPlan:
         return ConvertPlan(self, kitti_kind(self), _converter_teacher(self))
@@ -377,7 +381,7 @@ class ConvertRigConfig(RunConfig):
     teacher_cache: str = ""
 
     def __post_init__(self) -> None:
-        columns = (self.lidar_columns in LIDAR_COLUMNS, f"--lidar-columns must be one of {', '.join(LIDAR_COLUMNS)}")
+        columns = (self.lidar_columns in LIDAR_COLUMNS, f"`lidar_columns` must be one of {', '.join(LIDAR_COLUMNS)}")
         _check([*_converter_checks(self), columns])
 
     def resolve(self) -> ConvertPlan:

@@ -89,7 +89,7 @@ def generate(
     teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
     teacher_cache_dir(config.teacher_cache, store)  # likewise a --cache URL that cannot work
     if store.is_file():
-        raise PipelineError(f"--out {store} is a file; give a folder")
+        raise PipelineError(f"`out` {store} is a file; give a folder")
     with OutputLock(store) as lock:
         prepare_output(store, config, items, overwrite)
         shards = plan_shards(items, config.shard_size)

@@ -41,7 +41,7 @@ _DEPTH_MARGIN = 1e-6
 
 
 class DepthGridScene:
-    """The grid mesh of a depth map, ready for ray queries (the same interface as MeshScene).
+    """The grid mesh of a depth map, ready for ray queries: a ray target (targets.py).
 
     Args:
         depth_m: (H, W) camera-z depth (m) of the visible surface; 0, NaN or inf = no value.
@@ -149,26 +149,6 @@ def load_kernels() -> None:
     depth = np.ones((2, 2), np.float32)
     scene = DepthGridScene(depth, np.eye(3), hidden_background_layer(depth, 1, 0.1))
     scene.cast(np.zeros(3), np.array([[0.0, 0.0, 1.0]]))
-
-
-class SceneUnion:
-    """Several scenes in one frame cast as one: each ray's nearest hit among them (the
-    first hit in the union of their meshes). Used for a rig of cameras, one DepthGridScene each."""
-
-    def __init__(self, scenes: list):
-        self.scenes = list(scenes)
-
-    def cast(self, origins: np.ndarray, directions: np.ndarray, threads: int = 0) -> Hits:
-        """First hits along rays (see MeshScene.cast); triangle_ids are the hit scene's own."""
-        count = len(directions)
-        best = Hits(np.full(count, np.inf), np.zeros((count, 3)), np.full(count, -1, dtype=np.int64))
-        for scene in self.scenes:
-            hits = scene.cast(origins, directions, threads)
-            nearer = hits.t < best.t
-            best.t[nearer] = hits.t[nearer]
-            best.normals[nearer] = hits.normals[nearer]
-            best.triangle_ids[nearer] = hits.triangle_ids[nearer]
-        return best
 
 
 @numba.njit(cache=True)

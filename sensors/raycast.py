@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import open3d as o3d
 
 from .camera import pixel_ray_directions
+
+if TYPE_CHECKING:
+    from .targets import RayTarget
 
 
 @dataclass
@@ -21,7 +25,7 @@ class Hits:
 
 
 class MeshScene:
-    """A triangle mesh ready for ray queries; build once, cast many times.
+    """A triangle mesh ready for ray queries, a ray target (targets.py); build once, cast many times.
 
     Args:
         vertices: (V, 3) vertex positions (m), any frame; rays use the same frame.
@@ -59,10 +63,10 @@ class MeshScene:
         return Hits(t_hit, answer["primitive_normals"].numpy().astype(np.float64), triangle_ids)
 
 
-def render_depth(scene: MeshScene, K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The (H, W) float32 camera-z depth (m) a pinhole camera at the origin of the
-    scene's frame sees through each pixel centre; 0 where nothing is hit."""
+def render_depth(target: RayTarget, K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The (H, W) float32 camera-z depth (m) a pinhole camera K (3, 3) at the origin of the
+    target's frame sees through each pixel centre; 0 where nothing is hit."""
     directions_cam = pixel_ray_directions(K, width, height)
-    t_hit = scene.cast(np.zeros(3), directions_cam).t
+    t_hit = target.cast(np.zeros(3), directions_cam).t
     depth = np.where(np.isfinite(t_hit), t_hit * directions_cam[:, 2], 0.0)
     return depth.reshape(height, width).astype(np.float32)

@@ -16,8 +16,9 @@ from simlidar.pipeline.stages.mesh import MeshOptions, _background_behind_edges,
 from simlidar.pipeline.stages.scan import simulate_scan
 from simlidar.sensors import MOUNTS, ReturnEffects, load_sensor, mount_pose
 from simlidar.sensors.camera import rays_reaching_frustum
-from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion, hidden_background_layer
+from simlidar.sensors.depth_grid import DepthGridScene, hidden_background_layer
 from simlidar.sensors.raycast import Hits, MeshScene, render_depth
+from simlidar.sensors.targets import TargetUnion
 
 from .helpers import KITTI_K, REPO, generate, tar_members, write_photo
 
@@ -176,7 +177,7 @@ def test_rig_of_cameras_casts_as_their_merged_meshes():
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     origin = np.array([0.1, -0.2, -0.3])
     merged = MeshScene(vertices, triangles).cast(origin, directions)
-    union = SceneUnion([depth_grid_scene(d, K, T_scene_cam=T) for d, T in zip(depths, poses, strict=True)])
+    union = TargetUnion([depth_grid_scene(d, K, T_scene_cam=T) for d, T in zip(depths, poses, strict=True)])
     rig = union.cast(origin, directions)
     hit = np.isfinite(merged.t)
     assert hit.sum() > 10_000
@@ -310,3 +311,23 @@ def test_pixel_rays_from_the_camera_render_back_the_depth():
     covered = valid & (rendered > 0)
     assert covered.sum() > 0.998 * valid.sum() and not (rendered[~valid] > 0).any()
     assert np.abs(rendered[covered] - depth[covered]).max() < 1e-3
+
+
+@pytest.mark.parametrize("method", ["march", "grid", "decimated"])
+def test_the_one_target_factory_places_every_method_in_the_scene_frame(method):
+    """ray_target (depth map, K, options -> target): a plane at 10 m in a camera turned 90 degrees
+    about the scene's z axis and moved 2 m is hit, from the scene's origin, where it lies there."""
+    from simlidar.pipeline.stages.target import ray_target
+
+    T_scene_cam = np.eye(4)
+    T_scene_cam[:3, :3] = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    T_scene_cam[:3, 3] = [0.0, 0.0, 2.0]
+    made = ray_target(np.full((60, 80), 10.0, np.float32), np.array([[40.0, 0, 40], [0, 40.0, 30], [0, 0, 1]]),
+                      MeshOptions(method=method, target_faces=0.5), T_scene_cam)  # fmt: skip
+    # The camera looks along the scene's z; its x is the scene's y: the plane is z = 12 m there.
+    directions = np.array([[0.0, 0.0, 1.0], [0.2, 0.1, 1.0], [-0.1, 0.2, 1.0], [1.0, 0.0, 0.0]])
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    hits = made.target.cast(np.zeros(3), directions)
+    assert np.allclose(hits.t[:3], 12.0 / directions[:3, 2], rtol=1e-5) and not np.isfinite(hits.t[3])
+    assert made.summary["method"] == method
+    assert made.summary.get("vertices", 60 * 80) == 60 * 80

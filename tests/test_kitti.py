@@ -152,3 +152,24 @@ def test_a_failed_overwrite_leaves_no_old_shard_beside_the_new_ones(cli, tmp_pat
     assert "disk full" in manifest["stopped"]
     code, _, err = cli("inspect", out)
     assert code == 2 and "the run is incomplete" in err
+
+
+def test_a_damaged_frame_is_recorded_and_the_output_on_s3_has_the_bytes_of_a_local_one(cli, tmp_path, bucket):
+    import fsspec
+
+    root = write_kitti_tree(tmp_path / "kitti", frames=(5, 6, 7))
+    damaged = root / "data_depth_annotated" / "train" / DRIVE / "proj_depth" / "groundtruth" / "image_02"
+    (damaged / "0000000006.png").write_bytes(b"not a png")
+    options = ["--teacher", "sidecar", "--shard-size", "2", "--workers", "1", "--quiet"]
+    assert cli("convert", "kitti", root, "--out", tmp_path / "local", *options)[0] == 0
+    error = json.loads((tmp_path / "local" / "errors.jsonl").read_text())
+    assert error["path"] == f"train/{DRIVE}/image_02/0000000006" and error["stage"] == "read"
+    assert "0000000006.png: not a KITTI depth PNG" in error["reason"]
+    code, _, err = cli("convert", "kitti", root, "--out", f"{bucket}/kitti", *options)
+    assert code == 0, err
+    fs = fsspec.filesystem("s3")
+    fs.invalidate_cache()
+    for name in ("shard-000000.tar", "shard-000001.tar", "errors.jsonl"):
+        assert fs.cat_file(f"{bucket[5:]}/kitti/{name}") == (tmp_path / "local" / name).read_bytes()
+    keys = {name.split(".")[0] for name in tar_members(tmp_path / "local" / "shard-000000.tar")}
+    assert keys == {f"train__{DRIVE}__image_02__0000000005"}  # frame 6 of shard 0 is skipped

@@ -2,6 +2,7 @@
 its top level, who may import train, and how long a function in pipeline/ or train/ may be."""
 
 import ast
+import re
 from pathlib import Path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipeline"
@@ -159,3 +160,84 @@ def test_the_kind_of_input_is_chosen_in_one_place_and_branched_on_nowhere_else()
         assert not used, f"{where} uses {sorted(used)}"
         if where != "sources/kinds.py":
             assert not _kind_branches(path), f"{where}: {_kind_branches(path)}"
+
+
+def _option_defaults(path: Path) -> dict[str, str]:
+    """Each click option of a CLI module: its parameter name -> the source of its default."""
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("option"):
+            names = [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+            plain = [name for name in names if not name.startswith("-")]
+            name = plain[0] if plain else max(names, key=len).lstrip("-").replace("-", "_")
+            found.update((name, ast.unparse(kw.value)) for kw in node.keywords if kw.arg == "default")
+    return found
+
+
+def test_the_cli_takes_every_default_from_the_config():
+    """A default is written once, in the config a command builds; the CLI reads it from there."""
+    from dataclasses import fields
+
+    from simlidar.pipeline.config import ConvertKittiConfig, ConvertRigConfig, GenerateConfig
+
+    for module, configs in (("generate.py", (GenerateConfig,)), ("convert.py", (ConvertKittiConfig, ConvertRigConfig))):
+        names = {field.name for config in configs for field in fields(config)}
+        defaults = _option_defaults(PIPELINE / "cli" / module)
+        literal = {name: source for name, source in defaults.items() if name in names and "DEFAULTS[" not in source}
+        assert not literal, f"cli/{module} repeats the config's defaults: {literal}"
+        assert len(set(defaults) & names) >= (40 if module == "generate.py" else 8)
+
+
+def _strings_naming_flags(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of the strings of a module that name a flag (--word), but docstrings and
+    the reasons of BadImage (an input's, recorded in errors.jsonl as it is)."""
+    tree = ast.parse(path.read_text())
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None and "BadImage" in ast.unparse(node.exc):
+            skipped |= {id(each) for each in ast.walk(node.exc)}
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            skipped.add(id(body[0].value))
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped
+        if re.search(r"(^|[\s(])--[a-z]", node.value)
+    ]
+
+
+def test_library_errors_name_parameters_and_only_the_cli_names_flags():
+    """Outside cli/ (and bench/, whose commands raise click's own errors) messages quote the
+    parameter (`shard_size`); the CLI writes each as the flag that sets it (--shard-size)."""
+    for path in _modules(PIPELINE):
+        where = path.relative_to(PIPELINE).as_posix()
+        if not where.startswith(("cli/", "bench/")):
+            assert not _strings_naming_flags(path), f"{where} names flags: {_strings_naming_flags(path)}"
+
+
+def test_every_quoted_parameter_has_one_flag_across_commands():
+    import click
+    from simlidar.pipeline.cli.errors import _commands, flag_names, with_flags
+    from simlidar.pipeline.cli.main import add_training_commands, cli
+
+    add_training_commands()
+    seen: dict[str, set[str]] = {}
+    for command in _commands(cli):
+        for parameter in command.params:
+            if isinstance(parameter, click.Option):
+                seen.setdefault(parameter.name, set()).add(max(parameter.opts, key=len))
+    # The parameters library messages quote (in backticks) must each stand for one flag.
+    quoted = {
+        name
+        for folder in (PIPELINE, PIPELINE.parent / "sensors", PIPELINE.parent / "teachers")
+        for path in _modules(folder)
+        if "cli" not in path.parts
+        for name in re.findall(r"`(\w+)`", path.read_text())
+    }
+    assert {name: flags for name, flags in seen.items() if len(flags) > 1 and name in quoted} == {}
+    assert {"shard_size", "views", "rig", "lidar_folder", "out"} <= quoted
+    flags = flag_names()
+    assert flags["shard_size"] == "--shard-size" and flags["teacher_batch_size"] == "--batch-size"
+    assert flags["lidar_columns"] == "--lidar-columns" and flags["occlusion_fill_px"] == "--occlusion-fill"
+    assert with_flags("`rig` makes one scan: keep `views` 1") == "--rig makes one scan: keep --views 1"

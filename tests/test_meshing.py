@@ -109,14 +109,15 @@ def test_all_invalid_depth_gives_an_empty_mesh_for_every_method(method, fill):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("mesh", "marching", "unknown mesh method"),
-        ("mesh_stride", 0, "--mesh-stride"),
-        ("mesh_faces", 0, "--mesh-faces"),
-        ("poisson_depth", 0, "--poisson-depth"),
-        ("poisson_trim_px", 0, "--poisson-trim"),
+        ("mesh", "marching", "unknown `mesh` method"),
+        ("mesh_stride", 0, "`mesh_stride` must"),
+        ("mesh_faces", 0, "`mesh_faces` must"),
+        ("poisson_depth", 0, "`poisson_depth` must"),
+        ("poisson_trim_px", 0, "`poisson_trim_px` must"),
     ],
 )
 def test_bad_mesh_options_are_refused_in_one_line(field, value, message):
+    """The config names its parameter; the CLI shows the flag (test_layout.py)."""
     with pytest.raises(PipelineError, match=message) as refused:
         GenerateConfig(images="x", **{field: value})
     assert "\n" not in str(refused.value)

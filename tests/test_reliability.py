@@ -20,7 +20,7 @@ from simlidar.pipeline.errors import PipelineError
 from simlidar.pipeline.output.lock import LOCK, OutputLock, OutputLocked, read_holder, still_held
 from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.runner import generate as run_generate
-from simlidar.pipeline.sources.photos import BadImage, _decode_problem, list_inputs, load_image
+from simlidar.pipeline.sources.photos import BadImage, decode_problem, list_inputs, load_image
 from simlidar.sensors import SensorSpecError, load_sensor
 from simlidar.sensors.catalog import CATALOG_DIR
 
@@ -139,7 +139,7 @@ def test_decoding_reasons_never_hold_a_memory_address(tmp_path):
     with pytest.raises(BadImage, match=r"^not a readable image \(image file is truncated\)$"):
         load_image(truncated, 95)
     buffer_error = OSError("broken data stream when reading <_io.BytesIO object at 0x7f3a2c1b9e50> at byte 12")
-    assert _decode_problem(buffer_error) == "not a readable image (broken data stream when reading at byte 12)"
+    assert decode_problem(buffer_error) == "broken data stream when reading at byte 12"
     assert load_image(photo, 95).rgb.shape == (*SIZE, 3)
 
 

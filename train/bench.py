@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 from . import data, distributed
 from .config import TrainConfig
-from .factory import pick_device
+from .factory import new_model, pick_device
 from .losses import masked_l1
 from .model import DepthCompletionNet, ModelConfig, parameter_count
-from .objectives import compute_loss, finetune_ssi
+from .objectives import as_float32, compute_loss, finetune_ssi
 from .shards import ShardIndex, index_shards, list_shards
 
 KITTI_HW = (352, 1216)
@@ -49,28 +49,35 @@ def loader_rate(index: ShardIndex, crop_hw: tuple[int, int], samples: int) -> fl
     return samples / (time.perf_counter() - started)
 
 
-def training_rate(index, width, batch_size, crop_hw, steps, device, ranks: distributed.Ranks | None = None) -> float:
-    """Samples/s of this rank's training steps on one real batch kept on the device (DDP
-    under torchrun)."""
+def training_rate(
+    index: ShardIndex,
+    config: TrainConfig,
+    steps: int,
+    device: torch.device,
+    ranks: distributed.Ranks | None = None,
+) -> tuple[float, torch.nn.Module]:
+    """Samples/s of this rank's training steps of the run's model and objective (config:
+    width, batch size, crop, objective) on one real batch kept on the device, made as the
+    loop makes them (AMP and channels-last on CUDA; DDP under torchrun, so the figure
+    includes the gradient all-reduce), after two warm-up steps; and the model as trained."""
     ranks = ranks or distributed.Ranks()
     stream = data.TrainStream(
-        index, batch_size, crop_hw, seed=0, shuffle_buffer=1, rank=ranks.rank, world_size=ranks.world_size
+        index, config.batch_size, config.crop, seed=0, shuffle_buffer=1, rank=ranks.rank, world_size=ranks.world_size
     )
-    batch = torch.utils.data.default_collate(list(islice(iter(stream), batch_size)))
-    batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    batch = data.collate(list(islice(iter(stream), config.batch_size)))
+    batch = {name: value.to(device) for name, value in batch.items() if isinstance(value, torch.Tensor)}
     on_cuda = device.type == "cuda"
     memory_format = torch.channels_last if on_cuda else torch.contiguous_format
-    model = DepthCompletionNet(ModelConfig(width)).to(device, memory_format=memory_format).train()
+    model = new_model(config).to(device, memory_format=memory_format).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model = distributed.wrap(model, ranks, device)
-    config = TrainConfig(shards="")
+    trained = distributed.wrap(model, ranks, device)
     rgb, sparse = (batch[name].contiguous(memory_format=memory_format) for name in ("rgb", "sparse"))
     amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=on_cuda):
-            outputs = model(rgb, sparse)
-        loss, _ = compute_loss(config, [o.float() for o in outputs], batch)
+            outputs = trained(rgb, sparse)
+        loss, _ = compute_loss(config, as_float32(outputs), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -82,7 +89,7 @@ def training_rate(index, width, batch_size, crop_hw, steps, device, ranks: distr
     for _ in range(steps):
         step()
     _synchronize(device)
-    return steps * batch_size / (time.perf_counter() - started)
+    return steps * config.batch_size / (time.perf_counter() - started), model
 
 
 @torch.inference_mode()
@@ -123,14 +130,19 @@ def run_bench(shards, width, batch_size, crop_hw, steps, samples, device_name="a
         per_worker = loader_rate(index, crop_hw, samples)
         if main:
             yield f"loader:    {per_worker:8.1f} samples/s per worker (decode + crop + flip)"
-        per_rank = training_rate(index, width, batch_size, crop_hw, steps, device, ranks)
+        config = TrainConfig(shards="", width=width, batch_size=batch_size, crop=crop_hw)
+        per_rank, model = training_rate(index, config, steps, device, ranks)
         total = distributed.mean_over_ranks([per_rank], device)[0] * ranks.world_size
+        spread = distributed.parameter_spread(model)
         if main:
             shape = (
                 f"batch {batch_size} per rank, crop {crop_hw[0]}x{crop_hw[1]}, peak memory {peak_memory_gb():.2f} GB"
             )
             yield f"training:  {per_rank:8.1f} samples/s per rank ({shape})"
             yield f"training:  {total:8.1f} samples/s over {ranks.world_size} rank(s)"
+            if ranks.world_size > 1:
+                agree = "yes" if spread == 0 else "NO"
+                yield f"ranks agree: {agree} (largest difference of a weight between ranks: {spread:.3g})"
             yield f"workers needed per rank to keep up: {math.ceil(per_rank / per_worker)}"
             yield f"inference: {inference_fps(width, device):8.1f} frames/s at {KITTI_HW[0]}x{KITTI_HW[1]}, batch 1"
     finally:
@@ -149,7 +161,7 @@ def ssi_gradient_ratios(shards: str, crop_hw: tuple[int, int], samples: int, ssi
     a pixel with ground truth (L1) and of one without (ssi_weight x SSI), and their ratio."""
     index = index_shards(list_shards(shards))
     stream = data.TrainStream(index, samples, crop_hw, seed=0, shuffle_buffer=1)
-    batch = torch.utils.data.default_collate(list(islice(iter(stream), samples)))
+    batch = data.collate(list(islice(iter(stream), samples)))
     generator = torch.Generator().manual_seed(0)
     field = F.interpolate(torch.rand(samples, 1, 4, 8, generator=generator), size=crop_hw, mode="bilinear")
     prediction = (batch["dense"].clamp(min=1.0) * (0.9 + 0.2 * field)).requires_grad_()

@@ -108,3 +108,16 @@ def share(stop: bool, events: list) -> tuple[bool, list]:
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, events)
     return bool(counts[0]), [event for rank_events in gathered for event in rank_events]
+
+
+def parameter_spread(model: torch.nn.Module) -> float:
+    """The largest difference of one weight between the ranks: 0.0 when every rank holds
+    the same weights bit for bit, as DDP promises (and always in a single process); NaN
+    when a weight is NaN. Every rank must call it (two all-reduces where the weights are)."""
+    if not dist.is_initialized():
+        return 0.0
+    weights = torch.cat([parameter.detach().reshape(-1).float() for parameter in model.parameters()])
+    highest, lowest = weights.clone(), weights.clone()
+    dist.all_reduce(highest, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lowest, op=dist.ReduceOp.MIN)
+    return (highest - lowest).max().item()

@@ -29,7 +29,7 @@ from .config import TrainConfig, check_options
 from .errors import RankStopped, TrainError, TrainingInterrupted
 from .factory import pick_device
 from .metrics import mean_metrics
-from .objectives import LOSS_PARTS, as_float, compute_loss
+from .objectives import LOSS_PARTS, as_float32, compute_loss
 from .run import BEST, ERRORS, LAST, Run, Start, build_run, copy_buffers, open_run, say
 from .schedule import get_lr
 from .signals import StopSignals
@@ -165,7 +165,7 @@ def training_step(run: Run, batch: dict) -> tuple[torch.Tensor, dict, float, int
     sparse = batch["sparse"].contiguous(memory_format=run.memory_format)
     with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.on_cuda):
         outputs = run.trained(rgb, sparse)
-    loss, parts = compute_loss(config, as_float(outputs), batch)
+    loss, parts = compute_loss(config, as_float32(outputs), batch)
     finite = bool(torch.isfinite(loss))
     not_finite, culprits = distributed.share(not finite, [] if finite else names)
     if not_finite:

@@ -88,7 +88,7 @@ def bins_kd_loss(config: TrainConfig, outputs: dict, batch: dict) -> tuple[torch
     return loss, {name: part.item() for name, part in parts.items()}
 
 
-def as_float(outputs):
+def as_float32(outputs):
     """Depth maps in float32 for the loss (autocast may have made them half)."""
     if isinstance(outputs, dict):
         return {**outputs, "depth": [o.float() for o in outputs["depth"]]}

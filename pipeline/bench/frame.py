@@ -26,7 +26,8 @@ from ..sources.photos import list_images, load_image
 from ..stages.march import fidelity_against_grid
 from ..stages.mesh import METHODS, MeshOptions
 from ..stages.scan import simulate_rig_scan
-from ..stages.scene import Scene, SceneCamera, mesh_scene, sidecar_camera, simulate_scene
+from ..stages.scene import Scene, SceneCamera, sidecar_camera, simulate_scene
+from ..stages.target import ray_target
 from ..stages.timing import StageTimes
 from ..stages.views import PhotoViews
 from ..writer import ShardWriter
@@ -149,7 +150,6 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
     sensor = load_sensor(sensor_name)
     T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
     camera = sidecar_camera(path, StageTimes())
-    scene = Scene(path.stem, (camera,), PhotoViews())
     depth, K, width, height = camera.prediction.depth, camera.K, camera.width, camera.height
     scan_camera = camera.scan_camera("uniform")
     results = []
@@ -157,8 +157,8 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
         mesh_seconds, cast_seconds = [], []
         for _ in range(repeats):
             times = StageTimes()
-            ray_scene, (mesh,) = mesh_scene(scene, MeshOptions(method=method), times)
-            scan = simulate_rig_scan(ray_scene, [scan_camera], sensor, T_cam_lidar, np.random.default_rng(0), times)
+            target = ray_target(depth, K, MeshOptions(method=method), times=times)
+            scan = simulate_rig_scan(target.target, [scan_camera], sensor, T_cam_lidar, np.random.default_rng(0), times)
             mesh_seconds.append(times.seconds["mesh"])
             cast_seconds.append(times.seconds["scene"] + times.seconds["cast"])
         results.append(
@@ -168,8 +168,8 @@ def bench_meshes(path: Path, sensor_name: str, repeats: int) -> list[dict]:
                 "method": method,
                 "mesh_s": float(np.median(mesh_seconds)),
                 "scene_cast_s": float(np.median(cast_seconds)),
-                "faces": mesh.summary().get("faces", 0),
-                **depth_fidelity(render_depth(ray_scene, K, width, height), depth),
+                "faces": target.summary.get("faces", 0),
+                **depth_fidelity(render_depth(target.target, K, width, height), depth),
                 "invented": invented_fraction(scan.sparse_depth_m, depth),
             }
         )

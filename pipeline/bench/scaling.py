@@ -35,9 +35,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
 
-def copy_scene(source: Path, folder: Path, copies: int, scale: int = 1) -> None:
+def copy_scene(source: Path, folder: Path, copies: int, scale: int = 1, distinct: bool = False) -> None:
     """`copies` photos made from one bundled scene (photo, depth and intrinsics sidecars),
-    downsampled by `scale`, each with its own name (and so its own key and seed)."""
+    downsampled by `scale`, each with its own name (and so its own key and seed). distinct:
+    each photo's bytes differ (a JPEG comment naming its copy; the pixels stay the same), so
+    that no two share a teacher cache entry and the teacher sees every one."""
     folder.mkdir(parents=True, exist_ok=True)
     rgb = Image.open(source)
     depth = schema.decode_depth_png(source.with_suffix(".depth.png").read_bytes())
@@ -49,11 +51,23 @@ def copy_scene(source: Path, folder: Path, copies: int, scale: int = 1) -> None:
     rgb.save(folder / "scene.jpg", quality=90)
     (folder / "scene.depth.png").write_bytes(schema.encode_depth_png(depth))
     (folder / "scene.json").write_text(json.dumps(intrinsics))
+    photo = (folder / "scene.jpg").read_bytes()
     for index in range(copies):
+        name = f"{source.stem}_{index:05d}"
         for suffix in SCENE_FILES:
-            os.link(folder / f"scene{suffix}", folder / f"{source.stem}_{index:05d}{suffix}")
+            if distinct and suffix == ".jpg":
+                (folder / f"{name}.jpg").write_bytes(with_jpeg_comment(photo, f"copy {index}"))
+            else:
+                os.link(folder / f"scene{suffix}", folder / f"{name}{suffix}")
     for suffix in SCENE_FILES:
         (folder / f"scene{suffix}").unlink()
+
+
+def with_jpeg_comment(jpeg: bytes, text: str) -> bytes:
+    """The JPEG with a comment segment (COM: FF FE, length, text) right after its start
+    marker: other bytes, the same pixels."""
+    comment = text.encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
 
 
 class _Silent:

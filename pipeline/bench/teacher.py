@@ -15,27 +15,53 @@ import torch
 from simlidar.teachers import DepthConversion, TeacherInput, load_teacher, to_metric
 from simlidar.teachers.registry import HF_PREFIX, is_hf_name
 
-# Depth Anything V2 Small's published preprocessing (its preprocessor_config.json).
-DA_V2_PROCESSOR = {
-    "size": {"height": 518, "width": 518},
-    "keep_aspect_ratio": True,
-    "ensure_multiple_of": 14,
-    "resample": 3,
-    "do_pad": False,
+# Depth Anything V2's published preprocessing (its preprocessor_config.json): the short
+# side to 518 px, a multiple of the 14-pixel patches, bicubic.
+DA_V2_PROCESSOR = {"keep_aspect_ratio": True, "ensure_multiple_of": 14, "resample": 3, "do_pad": False}
+DA_V2_INPUT_PX = 518
+# The published configs of depth-anything/Depth-Anything-V2-{Small,Base}-hf: a DINOv2
+# backbone (ViT-S/14, ViT-B/14; 12 layers, V2 taking layers 3, 6, 9 and 12) and a DPT head.
+DA_V2_ARCHITECTURES = {
+    "depth-anything-v2-small": {"hidden": 384, "heads": 6, "fusion": 64, "neck": (48, 96, 192, 384)},
+    "depth-anything-v2-base": {"hidden": 768, "heads": 12, "fusion": 128, "neck": (96, 192, 384, 768)},
 }
 
 
-def random_depth_anything_v2_small(folder: Path) -> Path:
-    """Save Depth Anything V2 Small's architecture (transformers' DepthAnythingConfig
-    defaults: DINOv2-S backbone, 24.8 M parameters) with random weights and its
-    processor into `folder`, for timing without downloading the weights."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessorPil
+def depth_anything_v2_config(name: str):
+    """transformers' DepthAnythingConfig of the published model `name` (a key of DA_V2_ARCHITECTURES)."""
+    from transformers import DepthAnythingConfig
+
+    published = DA_V2_ARCHITECTURES[name]
+    backbone = {
+        "model_type": "dinov2",
+        "image_size": DA_V2_INPUT_PX,
+        "patch_size": 14,
+        "hidden_size": published["hidden"],
+        "num_attention_heads": published["heads"],
+        "out_indices": [3, 6, 9, 12],
+        "reshape_hidden_states": False,
+    }
+    return DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=published["hidden"],
+        neck_hidden_sizes=list(published["neck"]),
+        fusion_hidden_size=published["fusion"],
+    )
+
+
+def random_depth_anything_v2(name: str, folder: Path, input_px: int = DA_V2_INPUT_PX) -> Path:
+    """Save the published architecture of `name` (see DA_V2_ARCHITECTURES) with random
+    weights and its processor (short side to `input_px`, 518 as published) into
+    `folder`, for timing without downloading the weights: a forward costs the same
+    whatever the weights."""
+    from transformers import DepthAnythingForDepthEstimation, DPTImageProcessorPil
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(DepthAnythingConfig()).save_pretrained(folder)
-    DPTImageProcessorPil(**DA_V2_PROCESSOR).save_pretrained(folder)
+    DepthAnythingForDepthEstimation(depth_anything_v2_config(name)).save_pretrained(folder)
+    size = {"height": input_px, "width": input_px}
+    DPTImageProcessorPil(size=size, **DA_V2_PROCESSOR).save_pretrained(folder)
     return folder
 
 
@@ -67,7 +93,7 @@ def bench_teacher(
                 "batch_size": batch_size,
                 "input": "x".join(str(side) for side in pixel_values.shape[-2:][::-1]),
                 "stage_ips": batch_size / _median_seconds(partial(_stage, teacher, batch, conversion), repeats),
-                "bare_ips": batch_size / _median_seconds(partial(_bare, teacher, pixel_values), repeats),
+                "bare_ips": bare_images_per_second(teacher, pixel_values, repeats),
             }
         )
     return rows
@@ -76,6 +102,12 @@ def bench_teacher(
 def _stage(teacher, batch: list[TeacherInput], conversion: DepthConversion) -> None:
     for prediction in teacher.predict(batch):
         to_metric(prediction, conversion, np.random.default_rng(0))
+
+
+def bare_images_per_second(teacher, pixel_values: torch.Tensor, repeats: int) -> float:
+    """Images/s of the teacher's bare forward on pixel_values (B, 3, h, w), already on its
+    device: the median of `repeats` runs after a warm-up, each waiting for the device."""
+    return len(pixel_values) / _median_seconds(partial(_bare, teacher, pixel_values), repeats)
 
 
 def _bare(teacher, pixel_values: torch.Tensor) -> None:
@@ -105,9 +137,9 @@ def print_teacher_bench(
         raise click.BadParameter("batch sizes must be >= 1 and the image at least 8x8")
     with tempfile.TemporaryDirectory() as scratch:
         if random_weights:
-            if name != "depth-anything-v2-small":
-                raise click.BadParameter("--random-weights builds depth-anything-v2-small only")
-            folder = random_depth_anything_v2_small(Path(scratch))
+            if name not in DA_V2_ARCHITECTURES:
+                raise click.BadParameter(f"--random-weights builds {' and '.join(DA_V2_ARCHITECTURES)} only")
+            folder = random_depth_anything_v2(name, Path(scratch))
             teacher = load_teacher(f"{HF_PREFIX}{folder}", output="disparity", device=device, dtype=dtype)
             label = f"{name} architecture, random weights"
         else:

@@ -1,19 +1,22 @@
-"""`simlidar bench`: which benchmark to run and its options; the figures come from pipeline/bench/."""
+"""`simlidar bench` (a frame's stages, or the mode its flags choose) and `simlidar bench gpu`:
+which benchmark to run and its options; the figures come from pipeline/bench/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..bench.frame import print_frame_table, print_mesh_table
+from ..bench.gpu_plan import SIZE_CHOICES
 
 
 def _path_option(flag: str, default: str, help_text: str):
     return click.option(flag, default=Path(default), type=click.Path(path_type=Path), show_default=True, help=help_text)
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @_path_option(
     "--images", "examples/scenes", "Photos with sidecar depth and intrinsics (the bundled scenes by default)."
 )
@@ -41,12 +44,16 @@ def _path_option(flag: str, default: str, help_text: str):
 @click.option("--teacher", default="", show_default=False, help="Time this teacher instead (images/s per batch size).")
 @click.option("--batch-sizes", default="1,2,4,8", show_default=True, help="--teacher: batch sizes to time.")
 @click.option(
-    "--random-weights", is_flag=True, help="--teacher depth-anything-v2-small: its architecture with random weights."
+    "--random-weights",
+    is_flag=True,
+    help="--teacher depth-anything-v2-small or -base: the published architecture with random weights.",
 )
 @click.option("--device", default="auto", show_default=True, help="--teacher: auto, cpu, cuda[:N] or mps.")
 @click.option("--dtype", default="auto", show_default=True, help="--teacher: auto (fp16 on CUDA), fp32, fp16, bf16.")
 @click.option("--image-size", default="640x480", show_default=True, help="--teacher: WxH of the synthetic photos.")
+@click.pass_context
 def bench(
+    context: click.Context,
     images: Path,
     kitti_object: Path,
     sensor: str,
@@ -63,7 +70,13 @@ def bench(
     grid side by side, their ratio and the march's fidelity to the grid's returns,
     or with --meshes each mesh method's time, size and fidelity, or with --scaling how
     the runner scales with workers and input count, or with --store a run's throughput
-    into an object store against local disk."""
+    into an object store against local disk. `simlidar bench gpu` measures what a GPU gives."""
+    if context.invoked_subcommand is not None:
+        given = [name for name in context.params if context.get_parameter_source(name) != ParameterSource.DEFAULT]
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise click.UsageError(f"{flags} belong to the frame bench, not to `bench {context.invoked_subcommand}`")
+        return
     if store:
         from ..bench.store import print_store_throughput
 
@@ -83,3 +96,33 @@ def bench(
         print_scaling(images, workers)
         return
     print_frame_table(images, kitti_object, sensor, repeats)
+
+
+@bench.command()
+@click.option(
+    "--size",
+    type=click.Choice(SIZE_CHOICES),
+    default="auto",
+    show_default=True,
+    help="auto: the full run on a CUDA GPU (under 8 minutes on one), else the CPU half (a few minutes on 2 cores); "
+    "gpu, cpu: either one; tiny: every part at its smallest (for tests).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=Path("out/bench-gpu.json"),
+    type=click.Path(dir_okay=False, path_type=Path),
+    show_default=True,
+    help="Where the table is written as JSON (with the run's size, the device and each part's seconds).",
+)
+def gpu(size: str, json_path: Path) -> None:
+    """In one run: the teacher's bare forward (Depth Anything V2 small and base, fp32 and fp16,
+    batch 1/8/32), generate with the teacher on GPU actors against that forward, and training
+    (completion and bins-kd) with AMP and channels-last, then under torchrun on every GPU.
+    Without a GPU it says so and runs the CPU half."""
+    from simlidar.train import gpu_bench as training
+
+    from ..bench.gpu import run_gpu_bench
+
+    if not run_gpu_bench(size, json_path, training):
+        raise click.exceptions.Exit(1)

@@ -5,31 +5,35 @@ from __future__ import annotations
 
 import re
 
+import click
 from simlidar.sensors import SensorSpecError
 from simlidar.teachers import IntrinsicsError, TeacherError
 
 from ..errors import PipelineError
 
-# Libraries name a parameter in `backticks`; the CLI shows the flag that sets it.
-FLAGS = {
-    "batch_size": "--batch-size",
-    "depth_range": "--depth-range",
-    "device": "--device",
-    "disparity_percentiles": "--disparity-percentiles",
-    "dtype": "--dtype",
-    "fov_deg": "--fov",
-    "fov_range": "--fov-range",
-    "integration_time_s": "--integration-time",
-    "intrinsics": "--intrinsics",
-    "intrinsics_policy": "--intrinsics-policy",
-    "like": "--like",
-    "max_size": "--max-size",
-    "metric_scale": "--metric-scale",
-    "mount_jitter": "--mount-jitter",
-    "sky_threshold": "--sky-threshold",
-    "teacher": "--teacher",
-    "teacher_output": "--teacher-output",
-}
+# Libraries name a parameter in `backticks`; the CLI shows the flag that sets it: the flag of
+# the option of that name (every command's options, read from the commands themselves), or,
+# for the teachers' settings, which the options name otherwise, these.
+LIBRARY_FLAGS = {"batch_size": "--batch-size", "device": "--device", "dtype": "--dtype", "max_size": "--max-size"}
+
+
+def _commands(command: click.Command) -> list[click.Command]:
+    """`command` and every command under it."""
+    below = command.commands.values() if isinstance(command, click.Group) else ()
+    return [command, *(each for child in below for each in _commands(child))]
+
+
+def flag_names() -> dict[str, str]:
+    """Each option's parameter name -> its flag (the longest of its names), across every
+    command of the CLI, and LIBRARY_FLAGS."""
+    from .main import cli
+
+    found = dict(LIBRARY_FLAGS)
+    for command in _commands(cli):
+        for parameter in command.params:
+            if isinstance(parameter, click.Option):
+                found.setdefault(parameter.name, max(parameter.opts, key=len))
+    return found
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -42,4 +46,5 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 def with_flags(message: str) -> str:
     """`message` with each `parameter` it quotes written as its flag (unknown names unquoted)."""
-    return re.sub(r"`(\w+)`", lambda match: FLAGS.get(match.group(1), match.group(1)), message)
+    flags = flag_names()
+    return re.sub(r"`(\w+)`", lambda match: flags.get(match.group(1), match.group(1)), message)

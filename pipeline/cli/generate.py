@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 
 import click
-from simlidar.sensors import DEFAULT_MOUNT_JITTER, MOUNTS, RETURN_MODES, available_sensors
+from simlidar.sensors import MOUNTS, RETURN_MODES, available_sensors
 
-from ..config import DEFAULT_MAX_PIXELS, RAY_DROP_MODELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
+from ..config import RAY_DROP_MODELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from ..sources.urls import absolute_location
-from ..stages.mesh import METHODS, MeshOptions
+from ..stages.mesh import METHODS
 from .engine import run_and_report, run_options
 from .errors import with_flags
+
+# Every default is GenerateConfig's: the CLI names no value of its own.
+DEFAULTS = {field.name: field.default for field in fields(GenerateConfig) if field.name != "images"}
 
 
 def _parse_intrinsics_option(context, parameter, value):
@@ -33,7 +37,7 @@ def _absolute_rig(rig: str) -> str:
 # Shared with `fidelity`.
 RAY_DROP_OPTION = click.option(
     "--ray-drop",
-    default="auto",
+    default=DEFAULTS["ray_drop"],
     type=click.Choice(RAY_DROP_MODELS),
     help="Which beams that hit come back: fitted (the sensor file's model fitted to real scans, `sensors fit-drop`), "
     "weak-return (from the photo's luma and --detection-range), auto (fitted where the sensor has it).",
@@ -49,7 +53,7 @@ RAY_DROP_OPTION = click.option(
 )
 @click.option(
     "--sensor",
-    default="hdl64",
+    default=DEFAULTS["sensor"],
     help=f"LiDAR to simulate: {', '.join(available_sensors())}, or a path to a sensor .toml file.",
 )
 @click.option(
@@ -59,7 +63,7 @@ RAY_DROP_OPTION = click.option(
 )
 @click.option(
     "--mount",
-    default="",
+    default=DEFAULTS["mount"],
     show_default=False,
     help=f"LiDAR placement: {', '.join(MOUNTS)} (kitti: KITTI's 2011_09_26 calibration into camera 2), or a "
     "calibration file: a KITTI object calib.txt, a KITTI raw calib_velo_to_cam.txt (with calib_cam_to_cam.txt "
@@ -67,43 +71,52 @@ RAY_DROP_OPTION = click.option(
 )
 @click.option(
     "--mount-camera",
-    default=2,
+    default=DEFAULTS["mount_camera"],
     type=int,
     help="The image camera of a KITTI calibration file given as --mount (0-3; 2 = left colour, P2).",
 )
 @click.option(
     "--teacher",
-    default="auto",
+    default=DEFAULTS["teacher"],
     help="Where dense depth comes from: auto (a photo's .depth.png/.npy sidecar, else depth-anything-v2-small), "
     f"sidecar, a model of `simlidar teachers list` ({', '.join(TEACHERS[2:5])}, ...) or hf:ORG/NAME.",
 )
 @click.option(
     "--teacher-output",
-    default="",
+    default=DEFAULTS["teacher_output"],
     show_default=False,
     help="For hf:ORG/NAME: what the model predicts, metric, disparity (relative, larger = nearer) or depth (relative).",
 )
 @click.option(
     "--teacher-revision",
-    default="",
+    default=DEFAULTS["teacher_revision"],
     show_default=False,
     help="Branch, tag or commit of the teacher's weights [default: the registry's pin, else main].",
 )
 @click.option(
-    "--device", "teacher_device", default="auto", help="Teacher device: auto (CUDA, then MPS, then CPU), cpu, cuda:N."
+    "--device",
+    "teacher_device",
+    default=DEFAULTS["teacher_device"],
+    help="Teacher device: auto (CUDA, then MPS, then CPU), cpu, cuda:N.",
 )
 @click.option(
     "--dtype",
     "teacher_dtype",
-    default="auto",
+    default=DEFAULTS["teacher_dtype"],
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
     help="Teacher precision (autocast); auto: fp16 on CUDA, fp32 elsewhere.",
 )
-@click.option("--batch-size", "teacher_batch_size", default=4, type=int, help="Photos per teacher batch.")
+@click.option(
+    "--batch-size",
+    "teacher_batch_size",
+    default=DEFAULTS["teacher_batch_size"],
+    type=int,
+    help="Photos per teacher batch.",
+)
 @click.option(
     "--max-size",
     "teacher_max_size",
-    default=1536,
+    default=DEFAULTS["teacher_max_size"],
     type=int,
     help="Photos whose long side exceeds this (px) are shrunk before the teacher; depth still comes back at "
     "the photo's size (0: never shrink).",
@@ -111,45 +124,51 @@ RAY_DROP_OPTION = click.option(
 @click.option(
     "--cache",
     "teacher_cache",
-    default="",
+    default=DEFAULTS["teacher_cache"],
     show_default=False,
     help="Teacher cache (zarr), a folder or a URL, shareable between runs; a local folder keeps one per node "
     "of a cluster [default: OUT/teacher-cache, on the store too when --out is a URL].",
 )
 @click.option(
     "--depth-range",
-    default="street",
+    default=DEFAULTS["depth_range"],
     help="Relative teachers: ranges the per-photo near and far distances are drawn from: street (2-5 m, "
     "40-80 m), indoor (0.5-1.5 m, 4-10 m) or NEAR_LO,NEAR_HI,FAR_LO,FAR_HI in metres.",
 )
 @click.option(
     "--disparity-percentiles",
-    default="2,98",
+    default=DEFAULTS["disparity_percentiles"],
     help="Relative teachers: LOW,HIGH percentiles of the output pinned to the far and near distances.",
 )
 @click.option(
     "--sky-threshold",
-    default=0.02,
+    default=DEFAULTS["sky_threshold"],
     type=float,
     help="Disparity teachers: pixels below this fraction of the near disparity (sky, far background) get no return.",
 )
 @click.option(
-    "--metric-scale", default="1,1", help="Metric teachers: LOW,HIGH range of a random global scale per photo."
+    "--metric-scale",
+    default=DEFAULTS["metric_scale"],
+    help="Metric teachers: LOW,HIGH range of a random global scale per photo.",
 )
 @click.option(
     "--max-pixels",
-    default=DEFAULT_MAX_PIXELS,
+    default=DEFAULTS["max_pixels"],
     type=int,
     help="Photos with more pixels are recorded in errors.jsonl, not made (a photo's run holds ~250 bytes per pixel); "
     "shrink them first, or raise this where memory allows.",
 )
-@click.option("--seed", default=0, type=int, help="Run seed; the same seed gives byte-identical shards.")
-@click.option("--limit", default=None, type=int, help="Use only the first N photos (sorted by path).")
-@click.option("--shard-size", default=500, type=int, help="Photos per shard (the unit of work and resume).")
-@click.option("--views", default=1, type=int, help="Samples per photo, each with its own LiDAR pose jitter.")
+@click.option("--seed", default=DEFAULTS["seed"], type=int, help="Run seed; the same seed gives byte-identical shards.")
+@click.option("--limit", default=DEFAULTS["limit"], type=int, help="Use only the first N photos (sorted by path).")
+@click.option(
+    "--shard-size", default=DEFAULTS["shard_size"], type=int, help="Photos per shard (the unit of work and resume)."
+)
+@click.option(
+    "--views", default=DEFAULTS["views"], type=int, help="Samples per photo, each with its own LiDAR pose jitter."
+)
 @click.option(
     "--rig",
-    default="",
+    default=DEFAULTS["rig"],
     show_default=False,
     callback=lambda context, parameter, value: _absolute_rig(value),
     help="Split each photo into the overlapping virtual cameras of a rig (one LiDAR scan serves them all): "
@@ -158,22 +177,28 @@ RAY_DROP_OPTION = click.option(
     "folder of CAMERA/FRAME.jpg: one scan per frame for all cameras [default: none].",
 )
 @click.option(
-    "--fov", "fov_deg", default=None, type=float, help="Horizontal field of view (deg) for photos with no intrinsics."
+    "--fov",
+    "fov_deg",
+    default=DEFAULTS["fov_deg"],
+    type=float,
+    help="Horizontal field of view (deg) for photos with no intrinsics.",
 )
 @click.option(
     "--intrinsics",
-    default=None,
+    default=DEFAULTS["intrinsics"],
     callback=_parse_intrinsics_option,
     help="fx,fy,cx,cy in pixels for every photo (overrides photo.json and --fov).",
 )
 @click.option(
     "--intrinsics-policy",
-    default="auto",
+    default=DEFAULTS["intrinsics_policy"],
     help="Intrinsics of photos with no --intrinsics or photo.json: sources tried in order, from exif "
     "(35 mm-equivalent focal length), teacher (its own estimate: depth-pro), fov (--fov), random (--fov-range); "
     "auto: fov when --fov is given, else random.",
 )
-@click.option("--fov-range", default="50,80", help="MIN,MAX horizontal field of view (deg) of the random policy.")
+@click.option(
+    "--fov-range", default=DEFAULTS["fov_range"], help="MIN,MAX horizontal field of view (deg) of the random policy."
+)
 @click.option(
     "--save-points",
     is_flag=True,
@@ -182,66 +207,66 @@ RAY_DROP_OPTION = click.option(
 )
 @click.option(
     "--max-depth-jump",
-    default=MeshOptions.max_depth_jump,
+    default=DEFAULTS["max_depth_jump"],
     type=float,
     help="Mesh: cut triangles whose relative depth range exceeds this (no rubber sheets).",
 )
 @click.option(
     "--max-grazing-deg",
-    default=MeshOptions.max_grazing_deg,
+    default=DEFAULTS["max_grazing_deg"],
     type=float,
     help="Mesh: cut triangles seen more obliquely.",
 )
 @click.option(
     "--occlusion-fill",
     "occlusion_fill_px",
-    default=MeshOptions.occlusion_fill_px,
+    default=DEFAULTS["occlusion_fill_px"],
     type=int,
     help="Mesh: pixels the background extends behind occluding edges (see-through points; 0 = off).",
 )
 @click.option(
     "--mesh",
-    default=MeshOptions.method,
+    default=DEFAULTS["mesh"],
     type=click.Choice(METHODS),
     help="Mesh method: march (the grid's returns, cast through the depth map's pixel grid without building "
     "the mesh: the fast default), grid (a triangle pair per pixel quad, cast with Open3D), decimated (grid "
     "simplified, edges kept), poisson (screened Poisson surface, trimmed to the input points).",
 )
 @click.option(
-    "--mesh-stride", default=MeshOptions.stride, type=int, help="Mesh: use every K-th pixel in both directions."
+    "--mesh-stride", default=DEFAULTS["mesh_stride"], type=int, help="Mesh: use every K-th pixel in both directions."
 )
 @click.option(
     "--mesh-faces",
-    default=MeshOptions.target_faces,
+    default=DEFAULTS["mesh_faces"],
     type=float,
     help="Mesh decimated: visible faces to keep, a count, or a fraction of the grid's when below 1.",
 )
 @click.option(
-    "--poisson-depth", default=MeshOptions.poisson_depth, type=int, help="Mesh poisson: octree depth (detail)."
+    "--poisson-depth", default=DEFAULTS["poisson_depth"], type=int, help="Mesh poisson: octree depth (detail)."
 )
 @click.option(
     "--poisson-trim",
     "poisson_trim_px",
-    default=MeshOptions.poisson_trim_px,
+    default=DEFAULTS["poisson_trim_px"],
     type=float,
     help="Mesh poisson: drop surface further than this many pixel footprints from the input points.",
 )
 @click.option(
     "--mount-jitter",
-    default=DEFAULT_MOUNT_JITTER,
+    default=DEFAULTS["mount_jitter"],
     help="Per-view uniform mount jitter ranges: horizontal and height in +- metres, roll, pitch, yaw in +- deg; "
     "unnamed keys are 0, 'none' turns it off.",
 )
 @click.option(
     "--calibration-error",
-    default="none",
+    default=DEFAULTS["calibration_error"],
     help="Per-view error of the recorded LiDAR-camera extrinsics, same keys as --mount-jitter: the scan is cast "
     "from the true pose but projected (and recorded) with a pose off by up to these ranges, as in real datasets "
     "(KITTI-like: roll=0.1,pitch=0.1,yaw=0.1,horizontal=0.02,height=0.02); 'none' = exact.",
 )
 @click.option(
     "--ego-motion",
-    default="none",
+    default=DEFAULTS["ego_motion"],
     help="Per-view motion of the LiDAR during its sweep, drawn uniformly from ranges: speed=LOW:HIGH (m/s, "
     "forward) and yaw_rate=LOW:HIGH (deg/s, left), a single value being fixed; each ray leaves from where the "
     "LiDAR is at its firing time; 'none' = still.",
@@ -256,20 +281,20 @@ RAY_DROP_OPTION = click.option(
 @click.option(
     "--range-noise",
     "range_noise_m",
-    default=None,
+    default=DEFAULTS["range_noise_m"],
     type=float,
     help="Return effect: Gaussian range noise sigma in metres, 0 = off [default: the sensor file's].",
 )
 @click.option(
     "--drop-rate",
-    default=None,
+    default=DEFAULTS["drop_rate"],
     type=float,
     help="Return effect: share of beams lost at random, 0 = off [default: the sensor file's].",
 )
 @click.option(
     "--detection-range",
     "detection_range_m",
-    default=None,
+    default=DEFAULTS["detection_range_m"],
     type=float,
     help="Return effect: range (m) at which a facing 10%-reflectance target returns 90% of the time; weaker "
     "(farther, grazing, darker) returns drop more; 0 = off [default: the sensor file's].",
@@ -277,33 +302,33 @@ RAY_DROP_OPTION = click.option(
 @click.option(
     "--divergence",
     "divergence_mrad",
-    default=None,
+    default=DEFAULTS["divergence_mrad"],
     type=float,
     help="Return effect: beam divergence (full angle, mrad), cast as --sub-rays rays per beam so that a beam "
     "on an edge returns near, far or mixed; 0 = off [default: the sensor file's].",
 )
 @click.option(
     "--sub-rays",
-    default=None,
+    default=DEFAULTS["sub_rays"],
     type=int,
     help="Rays cast per beam when it diverges (1 = centre only; cost grows with it) [default: the sensor file's].",
 )
 @click.option(
     "--returns",
-    default=None,
+    default=DEFAULTS["returns"],
     type=click.Choice(RETURN_MODES),
     help="Which echo a beam reports: first (nearest), strongest, last (farthest) [default: the sensor file's].",
 )
 @click.option(
     "--reflectance",
-    default="luma",
+    default=DEFAULTS["reflectance"],
     type=click.Choice(REFLECTANCE_SOURCES),
     help="Reflectance of a hit, for intensity and weak-return drop: the photo's luma there, or uniform 0.5.",
 )
 @click.option(
     "--integration-time",
     "integration_time_s",
-    default=None,
+    default=DEFAULTS["integration_time_s"],
     type=float,
     help="Risley (Livox) sensors: seconds of firing per frame; coverage grows with it [default: the sensor file's].",
 )

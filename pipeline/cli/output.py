@@ -15,6 +15,7 @@ def inspect_command(out: str, previews: int) -> None:
     write OUT/previews/ (contact_sheet.png: RGB, sparse LiDAR over RGB, dense depth; stats.json)."""
     from ..errors import PipelineError
     from ..output.inspect import PREVIEWS, format_report, inspect_output
+    from ..output.manifest import run_command
 
     store = open_store(out)
     copy = store.local_copy()
@@ -27,7 +28,7 @@ def inspect_command(out: str, previews: int) -> None:
         click.echo(f"problem: {problem}", err=True)
     if report.problems:
         raise PipelineError(
-            f"{len(report.problems)} problems in {out} (listed above); re-run `simlidar generate` on it"
+            f"{len(report.problems)} problems in {out} (listed above); re-run `{run_command(report.manifest)}` on it"
         )
 
 

@@ -20,11 +20,10 @@ from ..errors import PipelineError
 from ..output.drop_fit import check_fittable, fit_drop, sensor_file_text, with_ray_drop
 from ..output.fidelity import read_frame, read_kitti_object_frame
 from ..output.preview import colorize_depth, spread_points
-from ..stages.mesh import MeshOptions
 from ..stages.scan import simulate_rig_scan
-from ..stages.scene import Scene, mesh_scene, sidecar_camera
+from ..stages.scene import sidecar_camera
+from ..stages.target import ray_target
 from ..stages.timing import StageTimes
-from ..stages.views import PhotoViews
 
 DEFAULT_SCENE = Path(__file__).resolve().parents[2] / "examples" / "scenes" / "street_kitti.jpg"
 PATTERN_SIZE = (1200, 300)
@@ -120,9 +119,9 @@ def scene_image(sensor: Sensor, scene_photo: Path, rng: np.random.Generator) -> 
     depth and intrinsics: the returns coloured by depth over the dimmed photo."""
     times = StageTimes()
     camera = sidecar_camera(scene_photo, times)
-    scene_mesh, _ = mesh_scene(Scene(scene_photo.stem, (camera,), PhotoViews()), MeshOptions(), times)
+    target = ray_target(camera.prediction.depth, camera.K, times=times).target
     T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
-    scan = simulate_rig_scan(scene_mesh, [camera.scan_camera("luma")], sensor, T_cam_lidar, rng, times)
+    scan = simulate_rig_scan(target, [camera.scan_camera("luma")], sensor, T_cam_lidar, rng, times)
     depth, rgb = camera.prediction.depth, camera.image.rgb
     valid = depth[depth > 0]
     near_m, far_m = float(np.percentile(valid, 1)), float(np.percentile(valid, 99))

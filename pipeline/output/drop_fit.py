@@ -24,7 +24,7 @@ from simlidar.sensors import ReturnEffects, SpinningLidar
 from simlidar.sensors.camera import transform_points
 from simlidar.sensors.catalog import CATALOG_DIR
 from simlidar.sensors.ray_drop import FittedRayDrop, HitFeatures, fit_ray_drop
-from simlidar.sensors.raycast import MeshScene
+from simlidar.sensors.targets import RayTarget
 
 from ..errors import PipelineError
 from ..stages.mesh import MeshOptions
@@ -72,24 +72,24 @@ def drop_observations(
 ) -> DropObservations:
     """The beams of an ideal `sensor` scan from the frame's own calibration into its
     densified geometry, with which of them its real scan returned."""
-    _, _, scene = real_geometry(frame, mesh_options)
+    _, _, target = real_geometry(frame, mesh_options)
     camera = photo_scan_camera(frame.calibration.K, frame.rgb)
-    return observe_drop(scene, camera, sensor, frame.calibration.T_cam_lidar, frame.points_lidar, rng)
+    return observe_drop(target, camera, sensor, frame.calibration.T_cam_lidar, frame.points_lidar, rng)
 
 
 def observe_drop(
-    scene: MeshScene,
+    target: RayTarget,
     camera: ScanCamera,
     sensor: SpinningLidar,
     T_cam_lidar: np.ndarray,
     real_points_lidar: np.ndarray,
     rng: np.random.Generator,
 ) -> DropObservations:
-    """The beams of an ideal `sensor` scan at T_cam_lidar (4, 4) into `scene` (camera frame,
+    """The beams of an ideal `sensor` scan at T_cam_lidar (4, 4) into `target` (camera frame,
     m) that hit, each with whether the real scan real_points_lidar (M, 3, m) returned it."""
     check_fittable(sensor)
     ideal = dataclasses.replace(sensor, effects=ReturnEffects(), ray_drop=None)
-    scan = simulate_rig_scan(scene, [camera], ideal, T_cam_lidar, rng)
+    scan = simulate_rig_scan(target, [camera], ideal, T_cam_lidar, rng)
     points_lidar = scan.points_lidar[:, :3].astype(np.float64)
     return DropObservations(scan.hits, real_returns(points_lidar, scan.hits.ring, real_points_lidar, sensor))
 

@@ -28,12 +28,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 from simlidar.sensors import Calibration, CalibrationError, Sensor, read_calibration
 from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image, transform_points
-from simlidar.sensors.raycast import MeshScene
+from simlidar.sensors.targets import RayTarget
 
 from ..errors import PipelineError
 from ..sources.calibrated_rig_lidar import read_sweep
-from ..stages.mesh import MeshOptions, depth_to_mesh
+from ..stages.mesh import MeshOptions
 from ..stages.scan import photo_scan_camera, simulate_rig_scan, with_calibration_error
+from ..stages.target import ray_target
 from .preview import colorize_depth, spread_points
 from .scan_metrics import F_SCORE_THRESHOLD_M, scan_figures
 
@@ -296,8 +297,8 @@ def fidelity_report(
     naive sampler, with their figures (map_figures)."""
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
-    real, dense_m, scene = real_geometry(frame, mesh_options)
-    scan = simulate_rig_scan(scene, [photo_scan_camera(K, frame.rgb)], sensor, T_cam_lidar, rng)
+    real, dense_m, target = real_geometry(frame, mesh_options)
+    scan = simulate_rig_scan(target, [photo_scan_camera(K, frame.rgb)], sensor, T_cam_lidar, rng)
     T_recorded = T_cam_lidar
     if T_error is not None:
         scan, T_recorded = with_calibration_error(scan, T_cam_lidar, K, width, height, T_error)
@@ -323,14 +324,13 @@ def fidelity_report(
 
 def real_geometry(
     frame: RealFrame, mesh_options: MeshOptions | None = None
-) -> tuple[np.ndarray, np.ndarray, MeshScene]:
+) -> tuple[np.ndarray, np.ndarray, RayTarget]:
     """A real frame's sparse map (H, W, m), its densified surface (H, W, m) and that surface
-    meshed for ray casting (camera frame)."""
+    as a ray target (camera frame) by the mesh method of `mesh_options` (None: the default)."""
     height, width = frame.rgb.shape[:2]
     real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, frame.calibration.K, width, height)
     dense_m = densify(real)
-    mesh = depth_to_mesh(dense_m, frame.calibration.K, mesh_options or MeshOptions())
-    return real, dense_m, MeshScene(mesh.vertices_cam, mesh.triangles)
+    return real, dense_m, ray_target(dense_m, frame.calibration.K, mesh_options).target
 
 
 _ROWS = (

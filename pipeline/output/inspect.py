@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import schema
 from ..errors import PipelineError
-from .manifest import MANIFEST
+from .manifest import MANIFEST, run_command
 from .preview import sample_panel
 
 PREVIEWS = "previews"
@@ -79,11 +79,11 @@ def read_manifest(out_dir: Path) -> dict:
     try:
         manifest = json.loads(path.read_bytes())
     except (OSError, ValueError) as error:
-        raise PipelineError(f"{path} is unreadable ({error}); re-run `simlidar generate` on this folder") from None
+        raise PipelineError(f"{path} is unreadable ({error}); re-run the command that made this folder") from None
     if not isinstance(manifest, dict):
         raise PipelineError(
             f"{path} is a JSON {type(manifest).__name__}, not a simlidar manifest (an object); "
-            "re-run `simlidar generate` on this folder"
+            "re-run the command that made this folder"
         )
     return manifest
 
@@ -93,7 +93,7 @@ def listed_shards(out_dir: Path, manifest: dict, problems: list[str]) -> list[di
     disk it does not list, and gaps in its numbering go to `problems`."""
     entries = manifest.get("shards")
     if not isinstance(entries, list):
-        problems.append(f"{MANIFEST} has no list of shards: re-run `simlidar generate` on this folder")
+        problems.append(f"{MANIFEST} has no list of shards: re-run `{run_command(manifest)}` on this folder")
         return []
     good = []
     for position, entry in enumerate(entries):
@@ -146,11 +146,13 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
     report = Inspection(out_dir, manifest)
     if manifest.get("status") != "complete":
         report.problems.append(
-            f"the run is {manifest.get('status', 'unknown')}: re-run `simlidar generate` to finish it"
+            f"the run is {manifest.get('status', 'unknown')}: re-run `{run_command(manifest)}` to finish it"
         )
     missing = [name for name in ("config", "sensor", "totals") if not isinstance(manifest.get(name), dict)]
     if missing:
-        report.problems.append(f"{MANIFEST} lacks {', '.join(missing)}: re-run `simlidar generate` on this folder")
+        report.problems.append(
+            f"{MANIFEST} lacks {', '.join(missing)}: re-run `{run_command(manifest)}` on this folder"
+        )
     report.shards = listed_shards(out_dir, manifest, report.problems)
     with_points = not missing and bool(manifest["config"].get("save_points"))
     total_samples = sum(shard["samples"] for shard in report.shards)

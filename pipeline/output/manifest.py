@@ -39,6 +39,13 @@ def versions() -> dict[str, str]:
     return found
 
 
+def run_command(manifest: dict) -> str:
+    """The command that made an output (runs recorded before converters shared the engine
+    were all generate's)."""
+    command = manifest.get("command", "simlidar generate")
+    return command if isinstance(command, str) else "the command that made it"
+
+
 def input_list(items: list) -> bytes:
     """The run's inputs as stored in inputs.jsonl: one JSON string (relative path) per line, sorted."""
     return b"".join(json.dumps(item.relpath).encode() + b"\n" for item in items)
@@ -60,10 +67,10 @@ def prepare_output(store: Store, config: RunConfig, items: list, overwrite: bool
         if changes:
             raise PipelineError(
                 f"{store} holds a different run ({'; '.join(changes)}); "
-                "use another --out, or pass --overwrite to replace it"
+                "use another `out`, or pass `overwrite` to replace it"
             )
     elif [name for name in store.list_names() if not name.startswith(LOCK)] and not overwrite:
-        raise PipelineError(f"{store} is not empty and holds no simlidar run; use a new --out or pass --overwrite")
+        raise PipelineError(f"{store} is not empty and holds no simlidar run; use a new `out` or pass `overwrite`")
     if overwrite:
         _remove_run_files(store)
     remove_temporaries(store)
@@ -86,8 +93,7 @@ def _run_changes(store: Store, config: RunConfig, listing: bytes, fingerprint: s
     it, config fields, then inputs."""
     try:
         previous = store.read_json(MANIFEST)
-        # Runs recorded before converters shared the engine were all generate's.
-        command = previous.get("command", "simlidar generate")
+        command = run_command(previous)
         if command != config.command:
             return [f"made by `{command}`"]
         changes = config.differences(type(config).from_dict(previous["config"]))

@@ -46,9 +46,9 @@ def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revis
     """Check `out_dir` and write OUT/hub (data/SPLIT/*.tar, README.md, manifest.json,
     previews/); the card's links point at `revision`. Returns the staging folder."""
     if not _REPO_ID.match(repo_id):
-        raise PublishError(f"--repo {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
+        raise PublishError(f"`repo` {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
     if not _SPLIT.match(split):
-        raise PublishError(f"--split {split!r}: use letters, digits and underscores (train, validation, test)")
+        raise PublishError(f"`split` {split!r}: use letters, digits and underscores (train, validation, test)")
     report = inspect_output(out_dir)
     if report.problems:
         raise PublishError(
@@ -257,7 +257,7 @@ def upload(staging: Path, repo_id: str, private: bool, revision: str | None) -> 
     if not token:
         raise PublishError(
             "not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN, "
-            f"or use --dry-run to stage only (staged in {staging})"
+            f"or use `dry_run` to stage only (staged in {staging})"
         )
     api = HfApi(token=token)
     samples = json.loads((staging / MANIFEST).read_text())["totals"]["samples"]

@@ -218,15 +218,20 @@ def rig_record(calibration: Calibration, index: int, T_rig_lidar: np.ndarray) ->
     }
 
 
+def rig_folder(root: str | Path) -> Path:
+    """`root` as the local folder of a calibrated rig; PipelineError when it is a URL, shards or no folder."""
+    if is_url(str(root)) or is_shard_source(str(root)):
+        raise PipelineError(f"{root}: a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
+    if not Path(root).is_dir():
+        raise PipelineError(f"{root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration `rig`")
+    return Path(root)
+
+
 def list_frames(root: str | Path, calibration: Calibration) -> list[RigFrame]:
     """The frames under `root` (ROOT/CAMERA/FRAME.ext), a local folder, sorted by FRAME:
     every FRAME name found in any camera's folder, with that camera's image or None;
     PipelineError when there is none."""
-    if is_url(str(root)) or is_shard_source(str(root)):
-        raise PipelineError("a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
-    root = Path(root)
-    if not root.is_dir():
-        raise PipelineError(f"{root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration --rig")
+    root = rig_folder(root)
     per_camera: list[dict[str, str]] = []
     for camera in calibration.cameras:
         folder = root / camera.name

@@ -92,7 +92,7 @@ def find_lidar_folder(root: Path, calibration: Calibration, name: str | None) ->
     if name is not None:
         folder = root / name
         if not folder.is_dir():
-            raise PipelineError(f"{root} has no LiDAR folder {name}/ (--lidar-folder)")
+            raise PipelineError(f"{root} has no LiDAR folder {name}/ (`lidar_folder`)")
         return folder
     cameras = {camera.name for camera in calibration.cameras}
     candidates = [
@@ -105,7 +105,7 @@ def find_lidar_folder(root: Path, calibration: Calibration, name: str | None) ->
     if len(candidates) != 1:
         found = ", ".join(folder.name for folder in candidates) or "none"
         raise PipelineError(
-            f"{root}: cannot tell the LiDAR folder (folders with .bin or .pcd sweeps: {found}); pass --lidar-folder"
+            f"{root}: cannot tell the LiDAR folder (folders with .bin or .pcd sweeps: {found}); pass `lidar_folder`"
         )
     return candidates[0]
 

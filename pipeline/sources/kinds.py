@@ -26,11 +26,12 @@ from ..stages.recorded import kitti_sample, sweep_sample
 from ..stages.scene import Scene, simulate_scene
 from ..stages.timing import StageTimes
 from ..stages.views import CalibratedViews, PhotoViews, VirtualRigViews
-from .calibrated_rig import Calibration, is_calibration, list_frames, load_calibration, load_frame
+from .calibrated_rig import Calibration, is_calibration, list_frames, load_calibration, load_frame, rig_folder
 from .calibrated_rig_lidar import find_lidar_folder, read_frame_sweep
 from .inputs import list_sources
 from .kitti import KittiFrame, list_kitti_frames, read_kitti_frame
 from .photos import IMAGE_SUFFIXES, LoadedImage, load_image
+from .urls import is_url
 from .virtual_rig import Rig, load_rig
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def _with_sidecar_depth(items: list, teacher: str, root) -> list:
     if teacher == "sidecar" and not any(item.has_depth_sidecar() for item in items):
         raise PipelineError(
             f"none of the {len(items)} photos in {root} has depth beside it (photo.depth.png or "
-            "photo.depth.npy); add those files, or pass --teacher with a depth model"
+            "photo.depth.npy); add those files, or pass `teacher` with a depth model"
         )
     return items
 
@@ -94,9 +95,9 @@ def _with_sidecar_depth(items: list, teacher: str, root) -> list:
 def _no_rig_options(config: GenerateConfig, calibration_error: MountJitter | None, why: str) -> None:
     """Options a rig's one scan per frame cannot honour."""
     if config.views != 1:
-        raise PipelineError(f"--rig makes one LiDAR scan per {why} for all views: keep --views 1")
+        raise PipelineError(f"`rig` makes one LiDAR scan per {why} for all views: keep `views` 1")
     if calibration_error is not None:
-        raise PipelineError("--calibration-error is for single cameras; drop it or --rig")
+        raise PipelineError("`calibration_error` is for single cameras; drop it or `rig`")
 
 
 @dataclass(frozen=True)
@@ -199,13 +200,13 @@ def generate_kind(config: GenerateConfig, calibration_error: MountJitter | None)
     if is_calibration(config.rig):
         if config.mount or config.intrinsics:
             raise PipelineError(
-                "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop --mount and --intrinsics"
+                "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop `mount` and `intrinsics`"
             )
         _no_rig_options(config, calibration_error, "frame")
         if config.ego_motion.strip().lower() not in ("none", ""):
             raise PipelineError(
-                "--ego-motion is for one camera's scans: a rig calibration's cameras fire at their own times; "
-                "drop --ego-motion or --rig"
+                "`ego_motion` is for one camera's scans: a rig calibration's cameras fire at their own times; "
+                "drop `ego_motion` or `rig`"
             )
         return CalibratedRig(load_calibration(config.rig))
     if config.rig:
@@ -345,17 +346,15 @@ class RigLidar:
 
 
 def kitti_kind(config: ConvertKittiConfig) -> KittiDepth:
+    if is_url(config.root):
+        raise PipelineError(f"{config.root}: the KITTI tree must be a local folder")
     return KittiDepth(Path(config.root), config.split, Path(config.raw) if config.raw else None)
 
 
 def rig_lidar_kind(config: ConvertRigConfig) -> RigLidar:
     """The rig's calibration read and its LiDAR folder found before any work."""
     calibration = load_calibration(config.rig)
-    root = Path(config.root)
-    if not root.is_dir():
-        raise PipelineError(
-            f"{root} is not a folder: pass the rig's folder (ROOT/CAMERA/FRAME.jpg, ROOT/LIDAR/FRAME.bin)"
-        )
+    root = rig_folder(config.root)
     lidar_folder = find_lidar_folder(root, calibration, config.lidar_folder or None)
     return RigLidar(calibration, root, lidar_folder, config.lidar_columns)
 

@@ -26,7 +26,7 @@ from PIL import Image
 
 from .. import schema
 from ..errors import PipelineError
-from .photos import BadImage, read_input_file
+from .photos import BadImage, decode_problem, read_input_file
 
 SPLITS = ("train", "val", "val_selection_cropped")
 # The image member that keeps a file's own bytes, by the format Pillow reads.
@@ -138,7 +138,7 @@ def _depth(path: Path) -> tuple[bytes, np.ndarray]:
     try:
         return data, schema.decode_depth_png(data)
     except (OSError, ValueError) as error:
-        raise BadImage(f"{path}: not a KITTI depth PNG ({error})") from None
+        raise BadImage(f"{path}: not a KITTI depth PNG ({decode_problem(error)})") from None
 
 
 def read_kitti_frame(frame: KittiFrame) -> KittiRecording:
@@ -150,7 +150,7 @@ def read_kitti_frame(frame: KittiFrame) -> KittiRecording:
             image_format = decoded.format
             rgb = np.asarray(decoded.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise BadImage(f"{frame.image}: not a readable image ({error})") from None
+        raise BadImage(f"{frame.image}: not a readable image ({decode_problem(error)})") from None
     if image_format not in IMAGE_MEMBER_OF_FORMAT:
         raise BadImage(f"{frame.image} is a {image_format} image; KITTI's images are PNG: check the tree")
     (sparse_png, sparse_m), (groundtruth_png, groundtruth_m) = _depth(frame.sparse), _depth(frame.groundtruth)

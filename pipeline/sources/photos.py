@@ -90,9 +90,9 @@ def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
         return list_images(path), path
     if path.is_file():
         if is_image_name(path.name):
-            raise PipelineError(f"--images {path} is one photo; give its folder, a glob or a text file of paths")
+            raise PipelineError(f"`images` {path} is one photo; give its folder, a glob or a text file of paths")
         return _items(path.parent, _paths_from_list(path)), path.parent
-    raise PipelineError(f"--images {source} does not exist (give a folder, a glob or a text file of paths)")
+    raise PipelineError(f"`images` {source} does not exist (give a folder, a glob or a text file of paths)")
 
 
 def list_images(root: Path) -> list[SourceItem]:
@@ -101,7 +101,7 @@ def list_images(root: Path) -> list[SourceItem]:
     if not root.exists():
         raise PipelineError(f"input folder {root} does not exist")
     if not root.is_dir():
-        raise PipelineError(f"--images must be a folder, {root} is a file")
+        raise PipelineError(f"`images` must be a folder, {root} is a file")
     return _items_from_relpaths(root, [relpath for relpath in _walk(root) if is_image_name(relpath.rpartition("/")[2])])
 
 
@@ -252,12 +252,12 @@ def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _decode_problem(error: Exception) -> str:
+def decode_problem(error: Exception) -> str:
     """Why PIL could not decode, in words that do not change from run to run (PIL puts
     the address of its buffer object in some messages)."""
     if isinstance(error, UnidentifiedImageError):
-        return "not a readable image (not a format PIL knows)"
-    return f"not a readable image ({_OBJECT_REPR.sub('', str(error)).strip()})"
+        return "not a format PIL knows"
+    return _OBJECT_REPR.sub("", str(error)).strip()
 
 
 def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImage:
@@ -274,7 +274,7 @@ def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImag
             unchanged = image.format == "JPEG" and image.mode == "RGB" and orientation == 1
             rgb = _to_rgb(ImageOps.exif_transpose(image))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise BadImage(_decode_problem(error)) from None
+        raise BadImage(f"not a readable image ({decode_problem(error)})") from None
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_IMAGE_SIDE:
         raise BadImage(f"image is {width}x{height}; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} is needed")

@@ -11,7 +11,7 @@ grid's BVH build, which dominated the post-teacher time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from simlidar.pipeline.stages.mesh import MeshOptions, _subsample, depth_to_mesh
@@ -21,20 +21,14 @@ from simlidar.sensors.depth_grid import DepthGridScene, hidden_background_layer
 from simlidar.sensors.raycast import Hits, MeshScene
 
 
-@dataclass(frozen=True)
-class MarchSurface:
-    """One camera's part of a march scene: its grid mesh as a DepthGridScene."""
-
-    scene: DepthGridScene
-
-    def summary(self) -> dict:
-        """The record of this surface in a sample's json: the grid mesh's vertex counts
-        (pixels with depth; hidden-layer pixels), as its faces are never listed."""
-        return {
-            "method": "march",
-            "vertices": int(np.count_nonzero(self.scene.depth_m)),
-            "hidden_vertices": int(np.count_nonzero(self.scene.hidden_depth_m)),
-        }
+def grid_summary(scene: DepthGridScene) -> dict:
+    """The record of a march target in a sample's json: the grid mesh's vertex counts
+    (pixels with depth; hidden-layer pixels), as its faces are never listed."""
+    return {
+        "method": "march",
+        "vertices": int(np.count_nonzero(scene.depth_m)),
+        "hidden_vertices": int(np.count_nonzero(scene.hidden_depth_m)),
+    }
 
 
 def depth_grid_scene(

@@ -1,5 +1,5 @@
-"""One LiDAR scan of one meshed photo: fire, frustum culling, cast (with sub-rays for
-beam divergence), return effects, projection."""
+"""One LiDAR scan of a ray target (a photo's, or a rig's cameras'): fire, frustum culling,
+cast (with sub-rays for beam divergence), return effects, projection."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from simlidar.sensors.effects import (
     sub_ray_directions,
 )
 from simlidar.sensors.ray_drop import HitFeatures, greenness
-from simlidar.sensors.raycast import Hits, MeshScene
+from simlidar.sensors.raycast import Hits
 from simlidar.sensors.sweep import SweepMotion
+from simlidar.sensors.targets import RayTarget
 
 from .timing import StageTimes
 
@@ -103,7 +104,7 @@ def sample_reflectance(
 
 
 def simulate_scan(
-    scene: MeshScene,
+    target: RayTarget,
     K: np.ndarray,
     width: int,
     height: int,
@@ -114,7 +115,7 @@ def simulate_scan(
     threads: int = 0,
     reflectance: np.ndarray | None = None,
 ) -> Scan:
-    """Fire one frame of `sensor` placed at `T_cam_lidar` (4, 4) into `scene` (camera
+    """Fire one frame of `sensor` placed at `T_cam_lidar` (4, 4) into `target` (camera
     frame, metres) and project the returns into the (width x height) camera K (3, 3).
 
     The frame's phase and every return effect draw from `rng` (sensors/effects.py has the
@@ -122,7 +123,7 @@ def simulate_scan(
     point is its reflectance x cos(incidence) / range^2, normalised by intensity_from_signal.
     """
     return simulate_rig_scan(
-        scene, [ScanCamera(K, width, height, reflectance=reflectance)], sensor, T_cam_lidar, rng, times, threads
+        target, [ScanCamera(K, width, height, reflectance=reflectance)], sensor, T_cam_lidar, rng, times, threads
     )
 
 
@@ -221,7 +222,7 @@ def _returns(
 
 
 def simulate_rig_scan(
-    scene: MeshScene,
+    target: RayTarget,
     cameras: list[ScanCamera],
     sensor: Sensor,
     T_scene_lidar: np.ndarray,
@@ -230,7 +231,7 @@ def simulate_rig_scan(
     threads: int = 0,
     motion: SweepMotion | None = None,
 ) -> Scan:
-    """One frame of `sensor` placed at `T_scene_lidar` (4, 4) in `scene` (any frame, m)
+    """One frame of `sensor` placed at `T_scene_lidar` (4, 4) in `target` (any frame, m)
     serving several cameras: only beams that can reach one of the cameras' images are
     cast; a hit's reflectance comes from the first camera that sees it. sparse_depth_m is
     the first camera's; the others project points_scene themselves (own z-buffer). With a
@@ -250,7 +251,7 @@ def simulate_rig_scan(
         flat_scene = sub_rays_scene.reshape(-1, 3)
         flat_origins_scene = np.repeat(beam_origins_scene, sub_rays, axis=0)
     with times.stage("cast"):
-        hits = scene.cast(flat_origins_scene, flat_scene, threads=threads)
+        hits = target.cast(flat_origins_scene, flat_scene, threads=threads)
     with times.stage("project"):
         beam_ring = cast_firing.ring[toward_image]
         returned, distance, signal, beam_hits, beams_hit = _returns(

@@ -1,8 +1,8 @@
 """One scene model for every input. A Scene is a list of cameras (image, K, T_scene_cam,
 teacher depth) and the views to write: a photo is a rig of one camera, `--rig virtual`
 cuts views out of one camera, a calibrated rig has several cameras. Every kind goes
-through one chain: mesh each camera -> merge into the scene frame -> one LiDAR scan per
-scan index -> one build_sample per view."""
+through one chain: each camera's depth a ray target -> one target in the scene frame ->
+one LiDAR scan per scan index -> one build_sample per view."""
 
 from __future__ import annotations
 
@@ -16,19 +16,18 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from simlidar.sensors import mount_pose, sample_mount_jitter
-from simlidar.sensors.camera import invert_pose, transform_points
-from simlidar.sensors.depth_grid import DepthGridScene, SceneUnion
+from simlidar.sensors.camera import invert_pose
 from simlidar.sensors.mount import jittered_pose
-from simlidar.sensors.raycast import MeshScene
 from simlidar.sensors.sweep import sample_sweep_motion
+from simlidar.sensors.targets import RayTarget, TargetUnion
 from simlidar.teachers import DepthPrediction, SidecarTeacher, TeacherInput, resolve_intrinsics
 
 from .. import schema
 from ..sources.photos import LoadedImage, load_image
-from .march import MarchSurface, depth_grid_scene
-from .mesh import Mesh, MeshOptions, depth_to_mesh
+from .mesh import MeshOptions
 from .sample import ScanRecord, View, build_sample
 from .scan import Scan, ScanCamera, photo_scan_camera, simulate_rig_scan
+from .target import CameraTarget, ray_target
 from .timing import StageTimes
 
 if TYPE_CHECKING:
@@ -109,12 +108,12 @@ class Scene:
 
 @dataclass
 class ScanContext:
-    """What a ViewMaker gets for one scan: the scene, its per-camera meshes, the scan and
+    """What a ViewMaker gets for one scan: the scene, its per-camera targets, the scan and
     the pose it was cast from, the scan's index and generator (for the draws after the
     scan), the run's plan and timings."""
 
     scene: Scene
-    meshes: list[Mesh | MarchSurface]
+    targets: list[CameraTarget]
     scan: Scan
     T_scene_lidar: np.ndarray
     index: int
@@ -135,39 +134,13 @@ def sidecar_camera(path: Path, times: StageTimes) -> SceneCamera:
     return SceneCamera(image, K, intrinsics_source, prediction, path.name)
 
 
-def mesh_scene(
-    scene: Scene, options: MeshOptions, times: StageTimes
-) -> tuple[MeshScene | DepthGridScene | SceneUnion, list[Mesh | MarchSurface]]:
-    """Each camera's teacher depth as a mesh, and all of them as one ray-casting scene in
-    the scene's frame (march: each camera's grid mesh cast in place, the nearest hit wins)."""
-    if options.method == "march":
-        with times.stage("mesh"):
-            surfaces = [
-                MarchSurface(depth_grid_scene(camera.prediction.depth, camera.K, options, camera.T_scene_cam))
-                for camera in scene.cameras
-            ]
-        return (surfaces[0].scene if len(surfaces) == 1 else SceneUnion([s.scene for s in surfaces])), surfaces
-    with times.stage("mesh"):
-        meshes = [depth_to_mesh(camera.prediction.depth, camera.K, options) for camera in scene.cameras]
-    with times.stage("scene"):
-        if len(meshes) == 1 and scene.cameras[0].T_scene_cam is None:
-            return MeshScene(meshes[0].vertices_cam, meshes[0].triangles), meshes
-        parts = [
-            (mesh.vertices_cam, mesh.triangles, camera.T_scene_cam)
-            for camera, mesh in zip(scene.cameras, meshes, strict=True)
-        ]
-        return MeshScene(*merge_meshes(parts)), meshes
-
-
-def merge_meshes(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """One mesh in the scene frame from per-camera (vertices_cam (V, 3) m, triangles (T, 3),
-    T_scene_cam (4, 4)): vertices (sum V, 3) float32 and triangles (sum T, 3) int64."""
-    vertices, triangles, offset = [], [], 0
-    for vertices_cam, triangles_cam, T_scene_cam in parts:
-        vertices.append(transform_points(T_scene_cam, vertices_cam.astype(np.float64)))
-        triangles.append(triangles_cam.astype(np.int64) + offset)
-        offset += len(vertices_cam)
-    return np.concatenate(vertices).astype(np.float32), np.concatenate(triangles)
+def scene_target(scene: Scene, options: MeshOptions, times: StageTimes) -> tuple[RayTarget, list[CameraTarget]]:
+    """Each camera's teacher depth as a ray target in the scene's frame, and all of them as
+    one target (a rig's: each ray's nearest hit among its cameras')."""
+    targets = [
+        ray_target(camera.prediction.depth, camera.K, options, camera.T_scene_cam, times) for camera in scene.cameras
+    ]
+    return (targets[0].target if len(targets) == 1 else TargetUnion([each.target for each in targets])), targets
 
 
 def place_lidar(scene: Scene, plan: RunPlan, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -201,18 +174,18 @@ def sensor_record(plan: RunPlan) -> dict:
 def simulate_scene(
     scene: Scene, plan: RunPlan, times: StageTimes, threads: int = 0
 ) -> Iterator[tuple[str, dict[str, bytes], dict]]:
-    """(key, members, counts) of every sample of `scene`: mesh it, then per scan index
+    """(key, members, counts) of every sample of `scene`: its ray target, then per scan index
     place the LiDAR, cast one scan that serves every camera, and build each view's sample."""
-    scene_mesh, meshes = mesh_scene(scene, plan.mesh, times)
+    target, targets = scene_target(scene, plan.mesh, times)
     cameras = [camera.scan_camera(plan.config.reflectance) for camera in scene.cameras]
     sensor = sensor_record(plan)
     for index in range(scene.scans):
         rng = sample_rng(plan.config.seed, scene.key, index, plan.sensor.name)
         T_scene_lidar, mount = place_lidar(scene, plan, rng)
         motion = None if plan.ego_motion is None else sample_sweep_motion(plan.ego_motion, plan.config.deskew, rng)
-        scan = simulate_rig_scan(scene_mesh, cameras, plan.sensor, T_scene_lidar, rng, times, threads, motion)
+        scan = simulate_rig_scan(target, cameras, plan.sensor, T_scene_lidar, rng, times, threads, motion)
         record = ScanRecord(index, sensor, mount, plan.config.seed)
-        context = ScanContext(scene, meshes, scan, T_scene_lidar, index, rng, plan, times)
+        context = ScanContext(scene, targets, scan, T_scene_lidar, index, rng, plan, times)
         for view in scene.views.views(context):
             with times.stage("encode"):
                 members, counts = build_sample(view, context.scan, record, plan.config.save_points)
