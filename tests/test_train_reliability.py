@@ -26,6 +26,7 @@ from simlidar.train.config import check_view_overlap
 from simlidar.train.errors import TrainError
 from simlidar.train.loop import train
 
+from .helpers import finish_process_group
 from .test_train_checkpoint import assert_same_run, tiny_config
 from .train_shards import depth_of_another_size, eight_bit_png, ramp_sample, truncated_jpeg, write_ramp_shards
 
@@ -232,10 +233,15 @@ def test_sigterm_to_every_process_of_a_run_saves_a_step(tmp_path):
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = tmp_path / "run" / "log.csv"
     deadline = time.monotonic() + 240
-    while not (log.is_file() and len(rows(log)) >= 3) and time.monotonic() < deadline and job.poll() is None:
-        time.sleep(0.2)
+    try:
+        while not (log.is_file() and len(rows(log)) >= 3) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+    except BaseException:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+        raise
     os.killpg(job.pid, signal.SIGTERM)
-    _, err = job.communicate(timeout=120)
+    err = finish_process_group(job, 120).stderr
     step = checkpoint(tmp_path / "run")["step"]
     assert job.returncode == 143 and step >= 3, err
     assert (
