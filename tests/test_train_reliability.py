@@ -393,6 +393,10 @@ def test_a_changed_shard_list_or_world_size_is_refused_and_overwrite_starts_over
         "same options and data, pass --overwrite to start it over, or use another --out\n"
     )
     (shards / "shard-000002.tar").unlink()
+    shutil.move(shards / "shard-000001.tar", tmp_path / "aside.tar")
+    code, _, err = cli(*args)
+    assert code == 2 and "holds a different run (--shards: 1 removed (shard-000001.tar)): resume with" in err
+    shutil.move(tmp_path / "aside.tar", shards / "shard-000001.tar")
     monkeypatch.setattr(distributed, "setup", lambda use_cuda: distributed.Ranks(0, 2, 0))  # as torchrun's rank 0 of 2
     code, _, err = cli(*args)
     assert code == 2 and "holds a different run (world size 1 -> 2 (torchrun --nproc_per_node))" in err
