@@ -39,6 +39,8 @@ from .sources.calibrated_rig_lidar import LIDAR_COLUMNS
 from .sources.kinds import InputKind, generate_kind, kitti_kind, rig_lidar_kind
 from .sources.kitti import SPLITS
 from .sources.photos import MIN_IMAGE_SIDE
+from .stages.edges import RULES as EDGE_RULES
+from .stages.edges import EdgeOptions
 from .stages.mesh import METHODS, MeshOptions
 from .stages.recorded import RECORDED_SENSOR
 from .stages.teacher import TeacherSpec
@@ -66,8 +68,9 @@ class RunPlan:
     the run's overrides; mount and its jitter ranges; calibration_error: ranges of the
     recorded extrinsics' error (None: exact); ego_motion: the ranges each scan's motion
     during the sweep is drawn from (None: still); teacher: how to build it; conversion:
-    relative-to-metric; intrinsics_policy and fov_range_deg; mesh options; kind: the kind
-    of input (photos, a virtual rig, a calibrated rig)."""
+    relative-to-metric; intrinsics_policy and fov_range_deg; edges: how each camera's depth
+    discontinuities are cut before meshing; mesh options; kind: the kind of input (photos, a
+    virtual rig, a calibrated rig)."""
 
     config: GenerateConfig
     sensor: Sensor
@@ -79,6 +82,7 @@ class RunPlan:
     conversion: DepthConversion
     intrinsics_policy: tuple[str, ...]
     fov_range_deg: tuple[float, float]
+    edges: EdgeOptions
     mesh: MeshOptions
     kind: InputKind
 
@@ -136,6 +140,7 @@ class GenerateConfig(RunConfig):
     fov_deg: float | None = None
     intrinsics: tuple[float, float, float, float] | None = None
     save_points: bool = False
+    edges: str = EdgeOptions.rule
     max_depth_jump: float = MeshOptions.max_depth_jump
     max_grazing_deg: float = MeshOptions.max_grazing_deg
     occlusion_fill_px: int = MeshOptions.occlusion_fill_px
@@ -179,6 +184,7 @@ class GenerateConfig(RunConfig):
             (self.views >= 1, "`views` must be at least 1"),
             (self.limit is None or self.limit >= 1, "`limit` must be at least 1"),
             (self.seed >= 0, "`seed` must not be negative"),
+            (self.edges in EDGE_RULES, f"`edges` must be one of {', '.join(EDGE_RULES)}"),
             (self.max_depth_jump > 0, "`max_depth_jump` must be positive"),
             (0 < self.max_grazing_deg <= 90, "`max_grazing_deg` must be in (0, 90]"),
             (self.occlusion_fill_px >= 0, "`occlusion_fill_px` must not be negative"),
@@ -260,6 +266,7 @@ class GenerateConfig(RunConfig):
             ),
             intrinsics_policy=parse_policy(self.intrinsics_policy, self.fov_deg),
             fov_range_deg=parse_fov_range(self.fov_range),
+            edges=EdgeOptions(rule=self.edges),
             mesh=MeshOptions(
                 self.max_depth_jump,
                 self.max_grazing_deg,

@@ -32,7 +32,7 @@ from ..stages.timing import StageTimes
 from ..stages.views import PhotoViews
 from ..writer import ShardWriter
 
-STAGES = ("read", "teacher", "mesh", "scene", "rays", "cast", "project", "encode", "write")
+STAGES = ("read", "teacher", "edges", "mesh", "scene", "rays", "cast", "project", "encode", "write")
 # A LiDAR return nearer than the camera-visible surface by more than this is invented.
 INVENTED_MARGIN_M = 0.3
 

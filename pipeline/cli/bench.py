@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from ..bench.edges import BLURS, print_edge_table
 from ..bench.frame import print_frame_table, print_mesh_table
 from ..bench.gpu_plan import SIZE_CHOICES
+from ..stages.edges import RULES as EDGE_RULES
 
 
 def _path_option(flag: str, default: str, help_text: str):
@@ -28,6 +30,21 @@ def _path_option(flag: str, default: str, help_text: str):
 )
 @click.option("--sensor", default="hdl64", show_default=True, help="Sensor to simulate.")
 @click.option("--repeats", default=5, show_default=True, help="Runs per photo; medians are reported.")
+@click.option(
+    "--edges",
+    is_flag=True,
+    help="Scan blurred copies of true depth (stand-ins for a teacher's soft edges, the photo sharp) of the "
+    "photos and of every KITTI object frame beside --kitti-object instead: flying returns, returns, row-profile "
+    "correlation with the real scan, cost of the edge rule.",
+)
+@click.option(
+    "--edge-rule",
+    default="photo",
+    show_default=True,
+    type=click.Choice(EDGE_RULES),
+    help="--edges: the edge rule the table's scans use (generate's --edges).",
+)
+@click.option("--blurs", default=BLURS, show_default=True, help="--edges: the soft depths, KIND:F each.")
 @click.option("--meshes", is_flag=True, help="Compare the mesh methods (time, faces, fidelity) instead.")
 @click.option(
     "--scaling", is_flag=True, help="Measure parallel efficiency on Ray and peak memory for 100 vs 1000 photos instead."
@@ -58,6 +75,9 @@ def bench(
     kitti_object: Path,
     sensor: str,
     repeats: int,
+    edges: bool,
+    edge_rule: str,
+    blurs: str,
     meshes: bool,
     scaling: bool,
     workers: int,
@@ -70,7 +90,8 @@ def bench(
     grid side by side, their ratio and the march's fidelity to the grid's returns,
     or with --meshes each mesh method's time, size and fidelity, or with --scaling how
     the runner scales with workers and input count, or with --store a run's throughput
-    into an object store against local disk. `simlidar bench gpu` measures what a GPU gives."""
+    into an object store against local disk, or with --edges scans of soft stand-ins for a
+    teacher's depth edges. `simlidar bench gpu` measures what a GPU gives."""
     if context.invoked_subcommand is not None:
         given = [name for name in context.params if context.get_parameter_source(name) != ParameterSource.DEFAULT]
         if given:
@@ -89,6 +110,9 @@ def bench(
         return
     if meshes:
         print_mesh_table(images, sensor, repeats)
+        return
+    if edges:
+        print_edge_table(images, kitti_object, edge_rule, blurs, repeats)
         return
     if scaling:
         from ..bench.scaling import print_scaling

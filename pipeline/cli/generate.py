@@ -10,6 +10,7 @@ from simlidar.sensors import MOUNTS, RETURN_MODES, available_sensors
 
 from ..config import RAY_DROP_MODELS, REFLECTANCE_SOURCES, TEACHERS, GenerateConfig
 from ..sources.urls import absolute_location
+from ..stages.edges import RULES as EDGE_RULES
 from ..stages.mesh import METHODS
 from .engine import run_and_report, run_options
 from .errors import with_flags
@@ -204,6 +205,14 @@ RAY_DROP_OPTION = click.option(
     is_flag=True,
     help="Also store each scan's points.npy: N x 7 float32 in the LiDAR frame (x, y, z m, intensity, ring, firing "
     "time s since the sweep started, azimuth rad); the json's points_layout states it.",
+)
+@click.option(
+    "--edges",
+    default=DEFAULTS["edges"],
+    type=click.Choice(EDGE_RULES),
+    help="Depth jumps the teacher smeared over several pixels, before meshing: photo (each pixel of the smear "
+    "goes to the near or far side, the photo's colour edges placing the cut; no LiDAR return in the gap, and "
+    "the dense target is that depth), none (the teacher's depth as it is, smear included).",
 )
 @click.option(
     "--max-depth-jump",

@@ -7,8 +7,9 @@ pitch-binned line sampler (what simulators without ray casting do) samples the s
 map. Each of the three sparse maps is described by figures a depth-completion network
 feels: valid pixels, density in KITTI's 1216 x 352 crop, rows with points, the first such
 row, how well its per-row point count follows the real scan's (Pearson correlation over
-the crop's rows binned by 1, 2 and 4), and the share of points behind the dense surface
-(see-through: > 0.3 m and > 1 m), since every map is compared with the one dense surface.
+the crop's rows binned by 1, 2 and 4), the share of points behind the dense surface
+(see-through: > 0.3 m and > 1 m), since every map is compared with the one dense surface,
+and the share of flying returns (output/flying.py: inside a jump of that surface).
 
 Densifying a sparse map into the surface the camera sees: points far behind a near
 neighbour (the LiDAR saw past an edge the camera cannot) are set aside, then gaps along
@@ -32,9 +33,11 @@ from simlidar.sensors.targets import RayTarget
 
 from ..errors import PipelineError
 from ..sources.calibrated_rig_lidar import read_sweep
+from ..stages.edges import EdgeOptions, handle_edges
 from ..stages.mesh import MeshOptions
 from ..stages.scan import photo_scan_camera, simulate_rig_scan, with_calibration_error
 from ..stages.target import ray_target
+from .flying import blur_depth, flying_share, shifted
 from .preview import colorize_depth, spread_points
 from .scan_metrics import F_SCORE_THRESHOLD_M, scan_figures
 
@@ -108,16 +111,6 @@ def project_scan(points_lidar: np.ndarray, T_cam_lidar: np.ndarray, K: np.ndarra
     return sparse_depth_image(transform_points(T_cam_lidar, points_lidar), K, width, height)[0]
 
 
-def _shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
-    """image moved by (dv, du) pixels, `fill` where nothing moved in."""
-    height, width = image.shape
-    out = np.full_like(image, fill)
-    out[max(dv, 0) : height + min(dv, 0), max(du, 0) : width + min(du, 0)] = image[
-        max(-dv, 0) : height + min(-dv, 0), max(-du, 0) : width + min(-du, 0)
-    ]
-    return out
-
-
 def hidden_points(sparse_m: np.ndarray) -> np.ndarray:
     """(H, W) bool: points of a sparse map (m, 0 = none) far behind a near neighbour."""
     depth = np.where(sparse_m > 0, sparse_m, np.inf)
@@ -125,7 +118,7 @@ def hidden_points(sparse_m: np.ndarray) -> np.ndarray:
     reach = range(-HIDDEN_WINDOW_PX, HIDDEN_WINDOW_PX + 1)
     for dv in reach:
         for du in reach:
-            nearest = np.minimum(nearest, _shifted(depth, dv, du, np.inf))
+            nearest = np.minimum(nearest, shifted(depth, dv, du, np.inf))
     margin = np.maximum(SEE_THROUGH_M[0], HIDDEN_RATIO * sparse_m)
     return (sparse_m > 0) & (nearest < sparse_m - margin)
 
@@ -161,7 +154,7 @@ def smooth_surface(depth_m: np.ndarray) -> np.ndarray:
     total, count = np.zeros_like(inverse), np.zeros_like(inverse)
     for dv in (-1, 0, 1):
         for du in (-1, 0, 1):
-            neighbour = _shifted(inverse, dv, du, 0.0)
+            neighbour = shifted(inverse, dv, du, 0.0)
             same = (neighbour > 0) & (np.abs(neighbour - inverse) <= EDGE_RATIO * inverse)
             total += np.where(same, neighbour, 0.0)
             count += same
@@ -209,7 +202,7 @@ def grow_one_pixel(depth_m: np.ndarray) -> np.ndarray:
     last pixels, and a ray of the laser that made such a pixel would miss it half the time.
     (H, W) m, 0 = none."""
     valid = np.where(depth_m > 0, depth_m, np.inf)
-    nearest = np.min([_shifted(valid, dv, du, np.inf) for dv, du in ((1, 0), (-1, 0), (0, 1), (0, -1))], axis=0)
+    nearest = np.min([shifted(valid, dv, du, np.inf) for dv, du in ((1, 0), (-1, 0), (0, 1), (0, -1))], axis=0)
     return np.where((depth_m > 0) | ~np.isfinite(nearest), depth_m, np.where(np.isfinite(nearest), nearest, 0.0))
 
 
@@ -272,6 +265,7 @@ def map_figures(sparse_m: np.ndarray, dense_m: np.ndarray, reference_profile: np
     figures |= {f"correlation_{rows}": profile_correlation(profile, reference_profile, rows) for rows in PROFILE_BINS}
     count = max(int(valid.sum()), 1)
     figures |= {f"see_through_{limit:g}m": float((behind > limit).sum() / count) for limit in SEE_THROUGH_M}
+    figures["flying"] = flying_share(sparse_m, dense_m)
     return figures
 
 
@@ -291,13 +285,22 @@ def fidelity_report(
     rng: np.random.Generator,
     mesh_options: MeshOptions | None = None,
     T_error: np.ndarray | None = None,
+    teacher_blur: tuple[str, int] | None = None,
+    edges: EdgeOptions | None = None,
 ) -> FidelityReport:
     """Real scan, simulation of `sensor` at T_cam_lidar (4, 4) into the densified real scan
     (recorded with a calibration error T_error (4, 4, LiDAR frame) when given), and the
-    naive sampler, with their figures (map_figures)."""
+    naive sampler, with their figures (map_figures). teacher_blur: (kind, factor) of
+    output/flying.py's blur_depth: the simulation and the naive sampler get that soft copy
+    of the densified scan as a teacher's depth, the simulation after the edge rule
+    `edges` as generate applies it (None: no rule); figures stay against the sharp
+    densified scan."""
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
-    real, dense_m, target = real_geometry(frame, mesh_options)
+    real, dense_m = real_depth(frame)
+    teacher_m = dense_m if teacher_blur is None else blur_depth(dense_m, *teacher_blur)
+    handled_m = teacher_m if edges is None else handle_edges(teacher_m, frame.rgb, edges).depth_m
+    target = ray_target(handled_m, K, mesh_options).target
     scan = simulate_rig_scan(target, [photo_scan_camera(K, frame.rgb)], sensor, T_cam_lidar, rng)
     T_recorded = T_cam_lidar
     if T_error is not None:
@@ -305,7 +308,7 @@ def fidelity_report(
     maps = {
         "real": real,
         "simulated": scan.sparse_depth_m,
-        "naive": naive_line_sampler(dense_m, K, T_cam_lidar, sensor),
+        "naive": naive_line_sampler(teacher_m, K, T_cam_lidar, sensor),
     }
     reference = row_profile(real)
     figures = {name: map_figures(sparse, dense_m, reference) for name, sparse in maps.items()}
@@ -327,10 +330,15 @@ def real_geometry(
 ) -> tuple[np.ndarray, np.ndarray, RayTarget]:
     """A real frame's sparse map (H, W, m), its densified surface (H, W, m) and that surface
     as a ray target (camera frame) by the mesh method of `mesh_options` (None: the default)."""
+    real, dense_m = real_depth(frame)
+    return real, dense_m, ray_target(dense_m, frame.calibration.K, mesh_options).target
+
+
+def real_depth(frame: RealFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A real frame's sparse map (H, W, m) and its densified surface (H, W, m)."""
     height, width = frame.rgb.shape[:2]
     real = project_scan(frame.points_lidar, frame.calibration.T_cam_lidar, frame.calibration.K, width, height)
-    dense_m = densify(real)
-    return real, dense_m, ray_target(dense_m, frame.calibration.K, mesh_options).target
+    return real, densify(real)
 
 
 _ROWS = (
@@ -340,6 +348,7 @@ _ROWS = (
     ("first crop row with points", "first_crop_row", "{:.0f}"),
     *((f"row-profile correlation, {rows} row(s)", f"correlation_{rows}", "{:.3f}") for rows in PROFILE_BINS),
     *((f"see-through > {limit:g} m", f"see_through_{limit:g}m", "{:.2%}") for limit in SEE_THROUGH_M),
+    ("flying returns", "flying", "{:.2%}"),
     ("Chamfer distance (m)", "chamfer_m", "{:.3f}"),
     ("Chamfer, squared (m^2)", "chamfer_squared_m2", "{:.3f}"),
     (f"F-score at {F_SCORE_THRESHOLD_M:.3f} m", "f_score", "{:.3f}"),

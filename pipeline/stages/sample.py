@@ -105,7 +105,7 @@ def _teacher_relative(view: View) -> tuple[bytes, dict]:
     return png, {
         "teacher": view.prediction.teacher,
         "stored": "disparity",
-        "from": "1 / dense: the teacher's depth in the view",
+        "from": "1 / dense: the teacher's depth in the view after the edge rule (see edges)",
         "normalisation": "min-max per image, 1..65535 = 0..1, 0 = none",
         "min": low,
         "max": high,

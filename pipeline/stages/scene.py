@@ -1,8 +1,8 @@
 """One scene model for every input. A Scene is a list of cameras (image, K, T_scene_cam,
 teacher depth) and the views to write: a photo is a rig of one camera, `--rig virtual`
 cuts views out of one camera, a calibrated rig has several cameras. Every kind goes
-through one chain: each camera's depth a ray target -> one target in the scene frame ->
-one LiDAR scan per scan index -> one build_sample per view."""
+through one chain: each camera's depth, its smeared jumps cut (edges.py), a ray target ->
+one target in the scene frame -> one LiDAR scan per scan index -> one build_sample per view."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from simlidar.teachers import DepthPrediction, SidecarTeacher, TeacherInput, res
 
 from .. import schema
 from ..sources.photos import LoadedImage, load_image
+from .edges import EdgeOptions, edge_record, handle_edges
 from .mesh import MeshOptions
 from .sample import ScanRecord, View, build_sample
 from .scan import Scan, ScanCamera, photo_scan_camera, simulate_rig_scan
@@ -54,8 +55,9 @@ class SceneCamera:
     """One camera of a scene: its image, K (3, 3) pixels (and where K came from), its
     teacher prediction (metric depth (H, W) m), the input path the json names, its name
     in a calibration, T_scene_cam (4, 4) into the scene's frame (None: the scene's
-    frame is this camera's), and what its source said about it (a WebDataset input's
-    json and txt; None: nothing)."""
+    frame is this camera's), what its source said about it (a WebDataset input's
+    json and txt; None: nothing) and the record of the edge rule its depth went through
+    (None: not yet)."""
 
     image: LoadedImage
     K: np.ndarray
@@ -65,6 +67,7 @@ class SceneCamera:
     name: str = ""
     T_scene_cam: np.ndarray | None = None
     source_meta: dict | None = None
+    edges: dict | None = None
 
     @property
     def width(self) -> int:
@@ -78,6 +81,14 @@ class SceneCamera:
     def dense_png(self) -> bytes:
         """The teacher's depth as a sample's dense.png, encoded once for every view."""
         return schema.encode_depth_png(self.prediction.depth)
+
+    def with_edges_cut(self, options: EdgeOptions, threads: int = 0) -> SceneCamera:
+        """This camera with its depth's smeared jumps cut at its photo's edges
+        (stages/edges.py, on `threads` threads, 0: every core): the depth it is meshed
+        from and its samples' dense target."""
+        result = handle_edges(self.prediction.depth, self.image.rgb, options, threads)
+        prediction = dataclasses.replace(self.prediction, depth=result.depth_m)
+        return dataclasses.replace(self, prediction=prediction, edges=edge_record(options, result))
 
     def scan_camera(self, reflectance: str) -> ScanCamera:
         """This camera as a scan serves it; reflectance: "luma" (from its image) or "uniform"."""
@@ -174,8 +185,12 @@ def sensor_record(plan: RunPlan) -> dict:
 def simulate_scene(
     scene: Scene, plan: RunPlan, times: StageTimes, threads: int = 0
 ) -> Iterator[tuple[str, dict[str, bytes], dict]]:
-    """(key, members, counts) of every sample of `scene`: its ray target, then per scan index
-    place the LiDAR, cast one scan that serves every camera, and build each view's sample."""
+    """(key, members, counts) of every sample of `scene`: cut each camera's smeared depth
+    jumps, its ray target, then per scan index place the LiDAR, cast one scan that serves
+    every camera, and build each view's sample."""
+    with times.stage("edges"):
+        cameras = tuple(camera.with_edges_cut(plan.edges, threads) for camera in scene.cameras)
+        scene = dataclasses.replace(scene, cameras=cameras)
     target, targets = scene_target(scene, plan.mesh, times)
     cameras = [camera.scan_camera(plan.config.reflectance) for camera in scene.cameras]
     sensor = sensor_record(plan)

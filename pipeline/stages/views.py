@@ -38,7 +38,7 @@ def _camera_view(context: ScanContext, index: int, key: str, T_cam_lidar: np.nda
         T_cam_lidar=T_cam_lidar,
         dense_m=camera.prediction.depth,
         sparse_m=sparse_m,
-        fields=fields,
+        fields={**fields, "edges": camera.edges},
         dense_png=camera.dense_png,
         source_meta=camera.source_meta,
     )
@@ -113,6 +113,7 @@ class VirtualRigViews:
                     sparse_m=image.sparse_m,
                     fields={
                         "scene": context.scene.key,
+                        "edges": photo.edges,
                         "rig": rig,
                         "photo": {"image_size": [photo.width, photo.height], "K": photo.K.tolist()},
                     },

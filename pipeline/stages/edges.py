@@ -1,0 +1,402 @@
+"""Depth discontinuities a teacher smears, cut where the photo has its edge.
+
+A teacher spreads every depth jump over a band of several pixels (wider and more
+irregular on hedges, fences and poles than any one blur kernel), while the photo stays
+sharp. Meshed as it is, the band becomes a sloped sheet between the foreground and the
+background that the LiDAR hits: returns on no surface. This stage runs on each camera's
+depth before meshing, so every mesh method (and the dense target) sees the same result.
+
+1. seeds: the middle pixel of each 2 x 2 tile is the inside of a smeared jump when,
+   along its row or column, the pixels a span L before and after it (L = radius_px / 2
+   or radius_px) differ by more than 1 + min_jump, its own depth lies between theirs
+   (more than 3% from both), its disparity slope is at least half the span's mean
+   slope, that mean is `steepness` times the slope at both ends of the span, and no
+   one-pixel step makes more than about a third of the change. A plane (the road at
+   grazing angles, a wall seen obliquely) has one disparity slope everywhere and is
+   never a seed; a jump squeezed into the span has flat ends; a sharp jump (beside a
+   slanted surface, say) is one step. Slopes are one-sided, the gentler side's, so a
+   pixel beside a sharp jump measures its own surface. The span's ends are the near and
+   far levels of the jump.
+2. band: every tile within reach_px of a seed's tile takes the nearest near and the
+   farthest far level of those seeds: the band also covers the smear's tails and an
+   edge the teacher moved off the photo's.
+3. sides: each band pixel goes to the near or the far side. The evidence is the photo:
+   the pixel's colour is compared with the colours of the confident pixels of each side
+   in a window of radius radius_px + reach_px (outside the band, within 10% of the
+   side's level), weighted by distance and colour likeness, so the cut falls on the
+   photo's edge; where its own depth lies between the levels is a weak prior that
+   decides where the colours do not. With confident pixels on one side only, a pixel
+   joins that side if it looks like it and otherwise follows its own depth (a thin pole
+   is all band: it stays the near side). A vote of the 8 neighbours then removes single
+   pixels of the other side (texture). A pixel within 1% of its side's confident depths
+   keeps its own; any other takes the depth of the most alike confident pixel of its
+   side (the side's level when there is none). A ray then meets the foreground, the
+   background (which the mesh's hidden layer continues behind the foreground) or
+   nothing, never the smear.
+
+Sharp depth has no multi-pixel smear, so the stage leaves it (nearly) as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numba
+import numpy as np
+
+RULES = ("photo", "none")
+# Inside a jump means more than this share from both of its levels (the flying-return
+# definition's margin).
+SIDE_MARGIN = 0.03
+# A band pixel within this share of the depths of its side's confident pixels keeps its own.
+KEEP_MARGIN = 0.01
+# Confident pixels of a side lie within this share of its level (the smear's own tails
+# and a third surface nearer or farther are no side of this jump).
+LEVEL_SLACK = 0.1
+# Colour samples: SAMPLES x SAMPLES evenly spaced pixels of the window of radius
+# radius_px + reach_px (so that pixels past the band are within reach of its middle).
+SAMPLES = 5
+# A smear spreads a jump: no one-pixel step of it makes more than this share of it.
+MAX_STEP_SHARE = 0.35
+# The mean colour likeness that makes a pixel look like a side.
+ALIKE = 0.2
+# A band pixel goes with its 8 neighbours when more of them than this are on the other side.
+VOTE_MARGIN = 1
+# Seeds, levels and the band are kept per tile of this many pixels a side.
+LEVEL_BLOCK = 2
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    """How depth discontinuities are handled before meshing.
+
+    rule: "photo" (cut each smeared jump at the photo's edge) or "none" (the teacher's
+        depth as it is).
+    radius_px: the longest span (pixels) a smeared jump is looked for over; with
+        reach_px, the radius of the window colour samples are taken from.
+    min_jump: the smallest jump handled, as far / near depth - 1.
+    steepness: how much steeper than at its ends a span's mean disparity slope must be.
+    reach_px: how far (pixels) the band reaches beyond its seeds.
+    colour_sigma: how different two colours (RGB, 0-255, Euclidean) may be and still
+        count as alike (the width of the colour weight).
+    """
+
+    rule: str = "photo"
+    radius_px: int = 12
+    min_jump: float = 0.25
+    steepness: float = 1.5
+    reach_px: int = 6
+    colour_sigma: float = 24.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rule in RULES, f"rule must be one of {', '.join(RULES)}, got {self.rule!r}"),
+            (4 <= self.radius_px <= 64, f"radius_px must be in 4..64, got {self.radius_px}"),
+            (self.min_jump > 0, f"min_jump must be positive, got {self.min_jump}"),
+            (self.steepness >= 1, f"steepness must be at least 1, got {self.steepness}"),
+            (0 <= self.reach_px <= self.radius_px, f"reach_px must be in 0..radius_px, got {self.reach_px}"),
+            (self.colour_sigma > 0, f"colour_sigma must be positive, got {self.colour_sigma}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class EdgeResult:
+    """depth_m: (H, W) float32 handled depth (m, 0 = none); band_px: pixels in a band;
+    moved_px: pixels whose depth changed."""
+
+    depth_m: np.ndarray
+    band_px: int
+    moved_px: int
+
+
+def edge_record(options: EdgeOptions, result: EdgeResult | None) -> dict:
+    """The json record of the rule, its parameters and what it did."""
+    record = asdict(options)
+    if result is not None:
+        record |= {"band_px": result.band_px, "moved_px": result.moved_px}
+    return record
+
+
+def handle_edges(
+    depth_m: np.ndarray, rgb: np.ndarray, options: EdgeOptions = EdgeOptions(), threads: int = 0
+) -> EdgeResult:
+    """Cut the smeared depth discontinuities of depth_m (H, W, m; 0, NaN or inf = none)
+    at the edges of the photo rgb (H, W, 3, uint8) (see the module docstring), on
+    `threads` threads (0: every core; a Ray task runs on one)."""
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth_m must be (H, W), got shape {depth_m.shape}")
+    if rgb.shape != (*depth_m.shape, 3):
+        raise ValueError(f"rgb must be (H, W, 3) = {(*depth_m.shape, 3)}, got shape {rgb.shape}")
+    depth = np.where(np.isfinite(depth_m) & (depth_m > 0), depth_m, 0.0).astype(np.float32)
+    if options.rule == "none" or min(depth.shape) < 2 * options.radius_px + 3:
+        return EdgeResult(depth, 0, 0)
+    numba.set_num_threads(threads if 0 < threads <= numba.config.NUMBA_NUM_THREADS else numba.config.NUMBA_NUM_THREADS)
+    disparity = np.divide(1.0, depth, out=np.zeros_like(depth), where=depth > 0)
+    seed_near, seed_far = _seed_levels(disparity, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN)
+    near, far = _band_levels(seed_near, seed_far, options.reach_px)
+    rows, cols = _band_pixels(depth, far)
+    sides = np.full(depth.shape, -1, np.int8)
+    targets = np.zeros((len(rows), 2), np.float32)
+    _weigh_sides(
+        depth,
+        np.ascontiguousarray(rgb),
+        near,
+        far,
+        rows,
+        cols,
+        options.radius_px + options.reach_px,
+        options.colour_sigma,
+        sides,
+        targets,
+    )
+    handled = depth.copy()
+    _move_to_sides(sides, targets, rows, cols, handled)
+    return EdgeResult(handled, len(rows), int(np.count_nonzero(handled != depth)))
+
+
+@numba.njit(cache=True, parallel=True)
+def _seed_levels(disparity, radius: int, min_jump: float, steepness: float, margin: float) -> tuple:
+    """Per LEVEL_BLOCK-square tile of disparity (H, W, 1/m, 0 = none): the near and far
+    level (m) of the smeared jump its middle pixel is the inside of (step 1 of the module
+    docstring); inf and 0 for a tile with none.
+    (ceil(H / LEVEL_BLOCK), ceil(W / LEVEL_BLOCK)) float32 each."""
+    height, width = disparity.shape
+    tile_rows, tile_cols = -(-height // LEVEL_BLOCK), -(-width // LEVEL_BLOCK)
+    near_levels = np.full((tile_rows, tile_cols), np.inf, np.float32)
+    far_levels = np.zeros((tile_rows, tile_cols), np.float32)
+    jump, inside_far, inside_near = 1 + min_jump, 1 + margin, 1 - margin
+    # One pixel per tile is looked at (a smear is wider than a tile, and the band grows
+    # from the tiles); each thread owns whole tile rows, so no two write one tile.
+    for tile_row in numba.prange(tile_rows):
+        row = min(max(tile_row * LEVEL_BLOCK + LEVEL_BLOCK // 2, 1), height - 2)
+        for col in range(LEVEL_BLOCK // 2, width - 1, LEVEL_BLOCK):
+            x = disparity[row, col]
+            if x <= 0:
+                continue
+            for axis in range(2):
+                step_row = 1 if axis == 1 else 0
+                step_col = 1 - step_row
+                for span in (max(radius // 2, 1), radius):
+                    before_row, before_col = row - span * step_row, col - span * step_col
+                    after_row, after_col = row + span * step_row, col + span * step_col
+                    if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
+                        continue
+                    # In disparity the near side is the larger.
+                    a, b = disparity[before_row, before_col], disparity[after_row, after_col]
+                    far, near = min(a, b), max(a, b)
+                    if far <= 0 or near <= jump * far or x <= inside_far * far or x >= inside_near * near:
+                        continue
+                    mean_slope = (near - far) / (2 * span)
+                    if _gentle_slope(disparity, row, col, step_row, step_col) < 0.5 * mean_slope:
+                        continue
+                    ends = max(
+                        _gentle_slope(disparity, before_row, before_col, step_row, step_col),
+                        _gentle_slope(disparity, after_row, after_col, step_row, step_col),
+                    )
+                    if mean_slope > steepness * ends and _spread(
+                        disparity, before_row, before_col, step_row, step_col, 2 * span
+                    ):
+                        tile_col = col // LEVEL_BLOCK
+                        near_levels[tile_row, tile_col] = min(near_levels[tile_row, tile_col], 1 / near)
+                        far_levels[tile_row, tile_col] = max(far_levels[tile_row, tile_col], 1 / far)
+    return near_levels, far_levels
+
+
+@numba.njit(cache=True)
+def _spread(disparity, row: int, col: int, step_row: int, step_col: int, steps: int) -> bool:
+    """Whether the disparity change over `steps` steps from (row, col) along (step_row,
+    step_col) is spread over several pixels: no one step makes more than MAX_STEP_SHARE
+    of it (a sharp jump beside a slanted surface is no smear), and every pixel has depth."""
+    total = abs(disparity[row + steps * step_row, col + steps * step_col] - disparity[row, col])
+    for k in range(steps):
+        a = disparity[row + k * step_row, col + k * step_col]
+        b = disparity[row + (k + 1) * step_row, col + (k + 1) * step_col]
+        if a <= 0 or b <= 0 or abs(b - a) > MAX_STEP_SHARE * total:
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def _gentle_slope(disparity, row: int, col: int, step_row: int, step_col: int) -> float:
+    """The smaller disparity step (1/m) from pixel (row, col) of disparity (H, W, 1/m) to
+    its two neighbours along (step_row, step_col); inf where one of the three has none."""
+    before = disparity[row - step_row, col - step_col]
+    here = disparity[row, col]
+    after = disparity[row + step_row, col + step_col]
+    if before <= 0 or here <= 0 or after <= 0:
+        return np.inf
+    return min(abs(before - here), abs(after - here))
+
+
+def _band_levels(seed_near: np.ndarray, seed_far: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile (seed_near, seed_far: _seed_levels' tiles), the nearest near and farthest
+    far level of the seeds within `reach` pixels (widened to whole tiles): the band is the
+    tiles with a far level (inf and 0 elsewhere)."""
+    tile_reach = -(-reach // LEVEL_BLOCK)
+    near = _running_extreme(_running_extreme(seed_near, tile_reach, True).T.copy(), tile_reach, True).T.copy()
+    far = _running_extreme(_running_extreme(seed_far, tile_reach, False).T.copy(), tile_reach, False).T.copy()
+    return near, far
+
+
+@numba.njit(cache=True)
+def _band_pixels(depth: np.ndarray, far: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns (int64) of the pixels of depth (H, W, m) with a depth in a band
+    tile (far (tiles) > 0), in row-major order."""
+    height, width = depth.shape
+    count = 0
+    for row in range(height):
+        for col in range(width):
+            if depth[row, col] > 0 and far[row // LEVEL_BLOCK, col // LEVEL_BLOCK] > 0:
+                count += 1
+    rows, cols = np.empty(count, np.int64), np.empty(count, np.int64)
+    index = 0
+    for row in range(height):
+        for col in range(width):
+            if depth[row, col] > 0 and far[row // LEVEL_BLOCK, col // LEVEL_BLOCK] > 0:
+                rows[index], cols[index] = row, col
+                index += 1
+    return rows, cols
+
+
+@numba.njit(cache=True)
+def _running_extreme(image: np.ndarray, radius: int, minimum: bool) -> np.ndarray:
+    """Min (or max) over [i - radius, i + radius] along the last axis of (R, N) image,
+    clipped to the row: van Herk / Gil-Werman, three comparisons per value."""
+    rows, length = image.shape
+    size = 2 * radius + 1
+    padded_length = (length + 2 * radius + size - 1) // size * size
+    fill = np.inf if minimum else -np.inf
+    out = np.empty_like(image)
+    padded = np.empty(padded_length, image.dtype)
+    prefix = np.empty(padded_length, image.dtype)
+    suffix = np.empty(padded_length, image.dtype)
+    for row in range(rows):
+        padded[:] = fill
+        padded[radius : radius + length] = image[row]
+        for start in range(0, padded_length, size):
+            prefix[start] = padded[start]
+            for i in range(start + 1, start + size):
+                a, b = prefix[i - 1], padded[i]
+                prefix[i] = min(a, b) if minimum else max(a, b)
+            end = start + size - 1
+            suffix[end] = padded[end]
+            for i in range(end - 1, start - 1, -1):
+                a, b = suffix[i + 1], padded[i]
+                suffix[i] = min(a, b) if minimum else max(a, b)
+        for i in range(length):
+            a, b = suffix[i], prefix[i + 2 * radius]
+            out[row, i] = min(a, b) if minimum else max(a, b)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _weigh_sides(depth, rgb, near, far, rows, cols, radius: int, colour_sigma: float, sides, targets) -> None:
+    """For each band pixel (rows[i], cols[i]) of depth (H, W, m), by the colour of rgb
+    (H, W, 3) and its tile's levels near, far (_band_levels' tiles, m): write into sides (H, W) the side it
+    belongs to (0 near, 1 far; -1 stays where it is left alone) and into targets[i] (2,)
+    the depth it takes on each side (0: it keeps its own) (step 3 of the module
+    docstring)."""
+    height, width = depth.shape
+    offsets = np.round(np.linspace(-radius, radius, SAMPLES)).astype(np.int64)
+    spatial_sigma = radius / 2.0
+    spatial = np.empty((len(offsets), len(offsets)))
+    for i in range(len(offsets)):
+        for j in range(len(offsets)):
+            spatial[i, j] = np.exp(-(offsets[i] ** 2 + offsets[j] ** 2) / (2 * spatial_sigma**2))
+    colour_scale = 1.0 / (2 * colour_sigma * colour_sigma)
+    for index in numba.prange(len(rows)):
+        row, col = rows[index], cols[index]
+        d = depth[row, col]
+        low, high = near[row // LEVEL_BLOCK, col // LEVEL_BLOCK], far[row // LEVEL_BLOCK, col // LEVEL_BLOCK]
+        # A third surface nearer or farther than this jump is left as it is.
+        if not low / (1 + LEVEL_SLACK) <= d <= high * (1 + LEVEL_SLACK):
+            continue
+        likeness, presence, best_weight = np.zeros(2), np.zeros(2), np.zeros(2)
+        best_depth = np.array([low, high])
+        lowest, highest = np.full(2, np.inf), np.zeros(2)
+        for i in range(len(offsets)):
+            sample_row = row + offsets[i]
+            if sample_row < 0 or sample_row >= height:
+                continue
+            for j in range(len(offsets)):
+                sample_col = col + offsets[j]
+                if (
+                    sample_col < 0
+                    or sample_col >= width
+                    or far[sample_row // LEVEL_BLOCK, sample_col // LEVEL_BLOCK] > 0
+                ):
+                    continue
+                sample = depth[sample_row, sample_col]
+                if low / (1 + LEVEL_SLACK) <= sample <= low * (1 + LEVEL_SLACK):
+                    side = 0
+                elif high / (1 + LEVEL_SLACK) <= sample <= high * (1 + LEVEL_SLACK):
+                    side = 1
+                else:
+                    continue
+                colour = 0.0
+                for channel in range(3):
+                    difference = float(rgb[row, col, channel]) - float(rgb[sample_row, sample_col, channel])
+                    colour += difference * difference
+                # A Cauchy-like kernel: as selective as a Gaussian near 0, without an exp.
+                alike = 1.0 / (1.0 + colour * colour_scale)
+                weight = spatial[i, j] * alike * alike
+                likeness[side] += weight
+                presence[side] += spatial[i, j]
+                lowest[side] = min(lowest[side], sample)
+                highest[side] = max(highest[side], sample)
+                if weight > best_weight[side]:
+                    best_weight[side], best_depth[side] = weight, sample
+        sides[row, col] = _side(d, low, high, likeness, presence)
+        for side in range(2):
+            if not lowest[side] * (1 - KEEP_MARGIN) <= d <= highest[side] * (1 + KEEP_MARGIN):
+                targets[index, side] = best_depth[side]
+
+
+@numba.njit(cache=True)
+def _move_to_sides(sides, targets, rows, cols, out) -> None:
+    """Give each band pixel (rows[i], cols[i]) the depth of its side (sides (H, W), targets
+    (N, 2), see _weigh_sides) in out (H, W, m), after a vote of its 8 neighbours: a pixel
+    outvoted by more than VOTE_MARGIN goes to their side, so a textured patch of the photo
+    does not break a surface into a salt-and-pepper of sides."""
+    height, width = sides.shape
+    for index in range(len(rows)):
+        row, col = rows[index], cols[index]
+        side = sides[row, col]
+        if side < 0:
+            continue
+        same, other = 0, 0
+        for dv in range(-1, 2):
+            for du in range(-1, 2):
+                r, c = row + dv, col + du
+                if (dv or du) and 0 <= r < height and 0 <= c < width and sides[r, c] >= 0:
+                    if sides[r, c] == side:
+                        same += 1
+                    else:
+                        other += 1
+        if other > same + VOTE_MARGIN:
+            side = 1 - side
+        if targets[index, side] > 0:
+            out[row, col] = targets[index, side]
+
+
+@numba.njit(cache=True)
+def _side(d: float, near: float, far: float, likeness: np.ndarray, presence: np.ndarray) -> int:
+    """0 (near) or 1 (far): the colour evidence of each side (the mean likeness of its
+    confident pixels) times a weak prior from where depth d lies between near and far.
+    With confident pixels on one side only, the pixel joins it if it looks like it and
+    otherwise follows its depth (a thin pole, all band, is its own near side)."""
+    toward_far = min(max(np.log(d / near) / np.log(far / near), 0.0), 1.0)
+    by_depth = 0 if toward_far < 0.5 else 1
+    if presence[0] == 0 or presence[1] == 0:
+        present = 0 if presence[0] > 0 else 1
+        if presence[present] > 0 and likeness[present] / presence[present] >= ALIKE:
+            return present
+        return by_depth
+    evidence_near = likeness[0] / presence[0] * (1.25 - toward_far)
+    evidence_far = likeness[1] / presence[1] * (0.25 + toward_far)
+    if evidence_near == evidence_far:
+        return by_depth
+    return 0 if evidence_near > evidence_far else 1
