@@ -178,28 +178,29 @@ def fit_ray_drop(hits: HitFeatures, returned: np.ndarray, channels: int, source:
 
 
 def _bounded_fit(design: np.ndarray, penalty: np.ndarray, target: np.ndarray, signs: np.ndarray) -> np.ndarray:
-    """(P,) parameters of least penalised negative log-likelihood (penalised_loss) with
+    """(P,) parameters of least penalised negative log-likelihood (_penalised_loss) with
     signs (P,) * parameters >= 0. design: (N, P) logit = design @ parameters; penalty: (P, P);
     target: (N,) 1 = returned.
 
-    The loss is strictly convex, so the bounded optimum is the unbounded optimum of one face of
-    the bounds: some bounded parameters held at their bound 0, the others free. Each face's
-    optimum is fitted (a handful: one per subset of the bounded parameters); the best of those
-    that keep every sign is the optimum (it is one of them, and each is feasible)."""
+    The loss is convex, so the bounded optimum is the unbounded optimum of one face of the
+    bounds: some bounded parameters held at their bound 0, the others free. Each face's optimum
+    is fitted (a handful: one per subset of the bounded parameters); the bounded optimum is one
+    of those that keep every sign, and none of them can beat it, so it is their best."""
     bounded = np.flatnonzero(signs)
-    best, best_loss = np.zeros(design.shape[1]), np.inf
-    for held_count in range(len(bounded) + 1):
+    best, best_loss = None, np.inf
+    # Every bounded parameter held first: that face's optimum keeps every sign by construction.
+    for held_count in range(len(bounded), -1, -1):
         for held in itertools.combinations(bounded, held_count):
             free = np.setdiff1d(np.arange(design.shape[1]), held)
             theta = np.zeros(design.shape[1])
             theta[free] = _newton(design[:, free], penalty[np.ix_(free, free)], target)
-            loss = penalised_loss(design, penalty, target, theta)
-            if np.all(signs * theta >= 0) and loss < best_loss:
+            loss = _penalised_loss(design, penalty, target, theta)
+            if best is None or (np.all(signs * theta >= 0) and loss < best_loss):
                 best, best_loss = theta, loss
     return best
 
 
-def penalised_loss(design: np.ndarray, penalty: np.ndarray, target: np.ndarray, theta: np.ndarray) -> float:
+def _penalised_loss(design: np.ndarray, penalty: np.ndarray, target: np.ndarray, theta: np.ndarray) -> float:
     """Negative Bernoulli log-likelihood of target (N,) under logits design (N, P) @ theta (P,),
     plus theta' penalty (P, P) theta / 2."""
     logit = design @ theta
@@ -207,7 +208,7 @@ def penalised_loss(design: np.ndarray, penalty: np.ndarray, target: np.ndarray, 
 
 
 def _newton(design: np.ndarray, penalty: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(P,) unbounded minimiser of penalised_loss, column 0 of design (N, P) the intercept."""
+    """(P,) unbounded minimiser of _penalised_loss, column 0 of design (N, P) the intercept."""
     theta = np.zeros(design.shape[1])
     theta[0] = np.log((target.sum() + 1.0) / (len(target) - target.sum() + 1.0))
     for _ in range(NEWTON_STEPS):
