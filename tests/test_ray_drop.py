@@ -62,18 +62,22 @@ def test_a_drop_model_fitted_on_scans_simulated_with_known_figures_recovers_them
     assert (fitted.rays, fitted.returns, fitted.source) == (len(hits), int(returned.sum()), "test")
 
 
-def test_the_fit_alone_recovers_figures_from_drawn_features():
-    rng = np.random.default_rng(0)
-    count = 100_000
-    hits = HitFeatures(
+def drawn_hits(rng: np.random.Generator, count: int = 100_000) -> HitFeatures:
+    """Hits of 4 lasers with every feature drawn independently over its usual span."""
+    return HitFeatures(
         rng.integers(0, 4, count),
         rng.uniform(3.0, 80.0, count),
         rng.uniform(0.0, 1.0, count),
         rng.uniform(0.0, 1.0, count),
         rng.uniform(0.0, 0.5, count),
     )
+
+
+def test_the_fit_alone_recovers_figures_from_drawn_features():
+    rng = np.random.default_rng(0)
+    hits = drawn_hits(rng)
     known = FittedRayDrop((1.0, 0.8, 2.0, 1.5), -0.7, 1.1, -0.9, 1.6)
-    returned = rng.random(count) < known.return_probability(hits)
+    returned = rng.random(len(hits)) < known.return_probability(hits)
     fitted = fit_ray_drop(hits, returned, 4)
     np.testing.assert_allclose(fitted.weights, known.weights, rtol=0.1)
     np.testing.assert_allclose(fitted.laser_logit, known.laser_logit, rtol=0.1)
@@ -129,16 +133,9 @@ def test_the_bounds_hold_only_the_weights_that_cross_them():
     """Drawn features, a known model whose incidence weight is negative and whose range weight
     is physical: incidence held at 0, range, luma, greenness and the lasers still recovered."""
     rng = np.random.default_rng(1)
-    count = 100_000
-    hits = HitFeatures(
-        rng.integers(0, 4, count),
-        rng.uniform(3.0, 80.0, count),
-        rng.uniform(0.0, 1.0, count),
-        rng.uniform(0.0, 1.0, count),
-        rng.uniform(0.0, 0.5, count),
-    )
+    hits = drawn_hits(rng)
     known = FittedRayDrop((1.0, 0.8, 2.0, 1.5), -0.7, -1.1, -0.9, 1.6)
-    returned = rng.random(count) < known.return_probability(hits)
+    returned = rng.random(len(hits)) < known.return_probability(hits)
     fitted = fit_ray_drop(hits, returned, 4)
     assert fitted.incidence_coefficient == 0.0
     assert fitted.range_coefficient == pytest.approx(-0.7, rel=0.1)
