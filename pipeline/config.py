@@ -7,7 +7,8 @@ if its fields are unchanged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,7 +37,8 @@ from simlidar.teachers.intrinsics import MAX_FOV_DEG, MIN_FOV_DEG
 
 from .errors import PipelineError
 from .sources.calibrated_rig_lidar import LIDAR_COLUMNS
-from .sources.kinds import InputKind, generate_kind, kitti_kind, rig_lidar_kind
+from .sources.fingerprint import named_file_hashes
+from .sources.kinds import InputKind, generate_kind, kind_files, kitti_kind, rig_lidar_kind
 from .sources.kitti import SPLITS
 from .sources.photos import MIN_IMAGE_SIDE
 from .stages.edges import RULES as EDGE_RULES
@@ -70,7 +72,8 @@ class RunPlan:
     during the sweep is drawn from (None: still); teacher: how to build it; conversion:
     relative-to-metric; intrinsics_policy and fov_range_deg; edges: how each camera's depth
     discontinuities are cut before meshing; mesh options; kind: the kind of input (photos, a
-    virtual rig, a calibrated rig)."""
+    virtual rig, a calibrated rig); config_files: the content hashes of the files the config
+    names (part of the run's identity)."""
 
     config: GenerateConfig
     sensor: Sensor
@@ -85,6 +88,7 @@ class RunPlan:
     edges: EdgeOptions
     mesh: MeshOptions
     kind: InputKind
+    config_files: dict = field(default_factory=dict)
 
     def manifest_sensor(self) -> dict:
         """The manifest's record of the simulated sensor."""
@@ -112,6 +116,10 @@ class RunConfig:
         if unknown:
             raise PipelineError(f"unknown config fields: {', '.join(unknown)}")
         return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in record.items()})
+
+    def named_files(self) -> dict[str, str]:
+        """{role: path} of the files this config names (sensor, mount, rig, calibration)."""
+        return {}
 
     def differences(self, other: RunConfig) -> list[str]:
         """'field: old -> new' for every field that differs from `other`."""
@@ -193,9 +201,15 @@ class GenerateConfig(RunConfig):
             (self.mesh_faces > 0, "`mesh_faces` must be positive (a face count, or a fraction below 1)"),
             (1 <= self.poisson_depth <= 16, "`poisson_depth` must be in 1..16"),
             (self.poisson_trim_px > 0, "`poisson_trim_px` must be positive"),
-            (self.range_noise_m is None or self.range_noise_m >= 0, "`range_noise_m` must not be negative"),
+            (
+                self.range_noise_m is None or 0 <= self.range_noise_m < math.inf,
+                "`range_noise_m` must be a finite number of metres, 0 or more",
+            ),
             (self.drop_rate is None or 0 <= self.drop_rate < 1, "`drop_rate` must be in [0, 1)"),
-            (self.detection_range_m is None or self.detection_range_m >= 0, "`detection_range_m` must not be negative"),
+            (
+                self.detection_range_m is None or 0 <= self.detection_range_m < math.inf,
+                "`detection_range_m` must be a finite number of metres, 0 or more",
+            ),
             (
                 self.divergence_mrad is None or 0 <= self.divergence_mrad <= 50,
                 "`divergence_mrad` must be in [0, 50] mrad",
@@ -221,6 +235,16 @@ class GenerateConfig(RunConfig):
             (self.mount_camera in KITTI_CAMERAS, f"`mount_camera` must be one of {KITTI_CAMERAS}"),
         ]
         _check(checks)
+
+    def named_files(self) -> dict[str, str]:
+        named = {}
+        if self.sensor.endswith(".toml"):
+            named["sensor"] = self.sensor
+        if self.mount and self.mount not in MOUNTS:
+            named["mount"] = self.mount
+            if not self.mount.endswith((".json", ".toml")):  # a KITTI raw calibration reads the file beside it
+                named["mount's calib_cam_to_cam.txt"] = str(Path(self.mount).with_name("calib_cam_to_cam.txt"))
+        return {**named, **kind_files(self)}
 
     def mount_model(self, sensor: Sensor) -> Mount:
         """The named mount, the mount a calibration file states (into image camera
@@ -278,6 +302,7 @@ class GenerateConfig(RunConfig):
                 self.poisson_trim_px,
             ),
             kind=generate_kind(self, calibration_error),
+            config_files=named_file_hashes(self.named_files()),  # once each file has been read, bounded
         )
 
     def sensor_model(self) -> Sensor:
@@ -310,6 +335,7 @@ class ConvertPlan:
     config: ConvertKittiConfig | ConvertRigConfig
     kind: InputKind
     teacher: TeacherSpec | None
+    config_files: dict = field(default_factory=dict)
 
     def manifest_sensor(self) -> dict:
         return RECORDED_SENSOR
@@ -391,8 +417,12 @@ class ConvertRigConfig(RunConfig):
         columns = (self.lidar_columns in LIDAR_COLUMNS, f"`lidar_columns` must be one of {', '.join(LIDAR_COLUMNS)}")
         _check([*_converter_checks(self), columns])
 
+    def named_files(self) -> dict[str, str]:
+        return {"rig calibration": self.rig}
+
     def resolve(self) -> ConvertPlan:
-        return ConvertPlan(self, rig_lidar_kind(self), _converter_teacher(self))
+        kind = rig_lidar_kind(self)  # reads the calibration, bounded, before it is hashed
+        return ConvertPlan(self, kind, _converter_teacher(self), named_file_hashes(self.named_files()))
 
 
 # What the runner, distributor, worker and manifest take: any command's resolved config.

@@ -4,6 +4,7 @@ then record the run in the manifest."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -85,19 +86,19 @@ def generate(
     started = time.time()
     store = as_store(out)
     plan = config.resolve()
-    items = plan.kind.list_inputs(plan)
+    items = _inputs(plan, store)
     teacher = build_teacher(plan.teacher)  # finds the weights now: one clear error, not a failed shard each
     teacher_cache_dir(config.teacher_cache, store)  # likewise a --cache URL that cannot work
     if store.is_file():
         raise PipelineError(f"`out` {store} is a file; give a folder")
     with OutputLock(store) as lock:
-        prepare_output(store, config, items, overwrite)
+        prepare_output(store, plan, items, overwrite)
         shards = plan_shards(items, config.shard_size)
         with _log_to(store, LOG):
             if lock.taken_over:
                 log.warning("took over the lock of a run that is gone (%s)", lock.taken_over.describe())
-            remade = _verify_finished(store, shards)
-            pending = [shard for shard in shards if not check_shard(store, shard)[0]]
+            remade = _verify_finished(store, plan.kind, shards)
+            pending = [shard for shard in shards if not store.exists(shard.stats_name)]
             address = address or os.environ.get("RAY_ADDRESS") or None
             run_info = {
                 "distributor": "ray" if address is not None or (workers != 1 and len(pending) > 1) else "in-process",
@@ -111,7 +112,7 @@ def generate(
             finished_inputs = sum(read_stats(store, shard)["inputs"] for shard in shards if shard not in pending)
             with _ProgressBar(plan, len(items), finished_inputs, len(shards), len(pending), progress) as bar:
                 failures = _make_shards(run, pending, bar)
-            manifest = finalize_output(store, plan, shards, started, run_info, failures)
+            manifest = _finalize(run, failures)
             log.info(
                 "run: %s, %d samples, %.1f s", manifest["status"], manifest["totals"]["samples"], time.time() - started
             )
@@ -119,12 +120,25 @@ def generate(
     return RunSummary(store, manifest, len(shards), len(shards) - len(pending), time.time() - started, remade)
 
 
-def _verify_finished(store: Store, shards: list[ShardPlan]) -> list[tuple[str, str]]:
-    """Check every finished shard's tar against its stats; remove the damaged ones (they
-    are made again) and say so in the log. Returns (shard, why) of those."""
+def _inputs(plan: Plan, store: Store) -> list:
+    """The run's inputs: what its kind lists, the first `limit` of them, none of them from the
+    output itself (an --out inside --images would list its own previews)."""
+    listed = plan.kind.list_inputs(plan)
+    items = [item for item in listed if not store.holds(next(iter(plan.kind.input_files(item))))]
+    if not items:
+        raise PipelineError(f"every input lies inside `out` {store}; give an `out` outside the inputs")
+    if len(items) < len(listed):
+        log.warning("%d files inside the output folder %s are its own, not inputs", len(listed) - len(items), store)
+    return items[: plan.config.limit]
+
+
+def _verify_finished(store: Store, kind, shards: list[ShardPlan]) -> list[tuple[str, str]]:
+    """Check every finished shard's tar against its stats, and its inputs' files against what
+    it was made from; remove the damaged or out-of-date ones (they are made again) and say so
+    in the log. Returns (shard, why) of those."""
     remade = []
     for shard in shards:
-        done, why = check_shard(store, shard)
+        done, why = check_shard(store, shard, kind)
         if not done and why:
             log.warning("%s: %s; making it again", shard.name, why)
             forget_shard(store, shard)
@@ -158,6 +172,22 @@ def _make_shards(run: _Run, pending: list[ShardPlan], bar: _ProgressBar) -> list
         except OSError:
             _mark_stopped_or_log(run.store, why)
         raise
+
+
+def _finalize(run: _Run, failures: list) -> dict:
+    """Write errors.jsonl and the manifest; a disk that fills meanwhile stops the run as it does
+    during a shard: one line, and the stop recorded where the running manifest lies."""
+    try:
+        return finalize_output(run.store, run.plan, run.shards, run.started, run.run_info, failures)
+    except OSError as error:
+        what = "disk full" if error.errno == errno.ENOSPC else f"cannot write ({error.strerror or error})"
+        why = f"{what} while writing {run.store.where(MANIFEST)}"
+        log.error("run stopped: %s", why)
+        remove_temporaries(run.store)
+        _mark_stopped_or_log(run.store, why)
+        raise PipelineError(
+            f"{why}; every finished shard is kept: free space, then re-run the same command to record the run"
+        ) from None
 
 
 def _mark_stopped_or_log(store: Store, why: str) -> None:

@@ -5,7 +5,9 @@ key's first dot) and depth encodings live here and nowhere else. This module
 imports only numpy and Pillow so that `simlidar.train` can read it cheaply.
 
 Depth is camera z in metres, float32, 0 = no value. On disk it is a 16-bit PNG
-holding round(depth * 256), the KITTI convention: 1/256 m steps up to 255.996 m.
+holding round(depth * 256), the KITTI convention: 1/256 m steps up to 255.996 m. A
+depth beyond that range is no value in the PNG: the sample's json counts the pixels
+the PNG holds, and those it could not (`encoded_pixels`).
 The optional `teacher.png` holds a teacher's relative disparity, min-max normalised
 per image (see `encode_relative_png`); its json entry "teacher_relative" says how.
 """
@@ -70,18 +72,37 @@ def image_bytes(members: dict) -> bytes:
     return members[IMAGE] if IMAGE in members else members[IMAGE_PNG]
 
 
-def encode_depth_png(depth_m: np.ndarray) -> bytes:
-    """Encode an (H, W) depth map in metres as a 16-bit PNG (value = round(depth * 256)).
-
-    Pixels that are 0, negative, NaN, inf or beyond MAX_DEPTH_M (255.996 m) are
-    written as 0, "no value": clipping them would invent a depth.
-    """
+def _encoding(depth_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values round(depth * 256), which of them a 16-bit PNG holds: 1..65535) of (H, W) metres."""
     depth_m = np.asarray(depth_m, dtype=np.float64)
     if depth_m.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {depth_m.shape}")
-    usable = np.isfinite(depth_m) & (depth_m > 0) & (depth_m <= MAX_DEPTH_M)
-    encoded = np.zeros(depth_m.shape, dtype=np.uint16)
-    encoded[usable] = np.round(depth_m[usable] * DEPTH_SCALE).astype(np.uint16)
+    with np.errstate(invalid="ignore", over="ignore"):
+        values = np.round(depth_m * DEPTH_SCALE)
+        return values, np.isfinite(values) & (values >= 1) & (values <= np.iinfo(np.uint16).max)
+
+
+def encoded_pixels(depth_m: np.ndarray) -> tuple[int, int]:
+    """(pixels of an (H, W) depth map in metres that encode_depth_png keeps, pixels with a
+    depth it cannot hold: beyond MAX_DEPTH_M or nearer than 1/512 m). What a sample's json
+    counts is the first: the PNG's own count."""
+    _, kept = _encoding(depth_m)
+    kept_count = int(np.count_nonzero(kept))
+    with np.errstate(invalid="ignore"):
+        with_value = int(np.count_nonzero(np.isfinite(depth_m) & (np.asarray(depth_m) > 0)))
+    return kept_count, with_value - kept_count
+
+
+def encode_depth_png(depth_m: np.ndarray) -> bytes:
+    """Encode an (H, W) depth map in metres as a 16-bit PNG (value = round(depth * 256)).
+
+    Pixels that are 0, negative, NaN, inf, beyond MAX_DEPTH_M (255.996 m) or nearer
+    than 1/512 m (they would round to 0) are written as 0, "no value": clipping them
+    would invent a depth.
+    """
+    values, usable = _encoding(depth_m)
+    encoded = np.zeros(values.shape, dtype=np.uint16)
+    encoded[usable] = values[usable].astype(np.uint16)
     buffer = io.BytesIO()
     Image.fromarray(encoded).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()

@@ -18,12 +18,14 @@ Readers (`read_calibration` picks by content):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tomllib
 
+from .files import read_text_file
 from .mount import Mount, mount_from_T_cam_lidar
 
 KITTI_CAMERAS = (0, 1, 2, 3)
@@ -51,16 +53,17 @@ def read_calibration(path: str | Path, camera: int = 2) -> Calibration:
     path = Path(path)
     if camera not in KITTI_CAMERAS:
         raise CalibrationError(f"camera must be one of {KITTI_CAMERAS} (KITTI's cameras), got {camera!r}")
-    if not path.is_file():
-        raise CalibrationError(f"calibration file {path} does not exist")
+    text = read_text_file(path, "calibration file", CalibrationError)
     if path.suffix in (".json", ".toml"):
-        return _matrix_calibration(path)
-    fields = parse_kitti_fields(path.read_text(errors="replace"), path)
+        return _matrix_calibration(path, text)
+    fields = parse_kitti_fields(text, path)
     if "Tr_velo_to_cam" in fields:
         return kitti_object_calibration(fields, camera, path)
     if "R" in fields and "T" in fields:
         beside = path.with_name("calib_cam_to_cam.txt")
-        cam_to_cam = parse_kitti_fields(beside.read_text(errors="replace"), beside) if beside.is_file() else None
+        cam_to_cam = None
+        if os.path.lexists(beside):
+            cam_to_cam = parse_kitti_fields(read_text_file(beside, "calibration file", CalibrationError), beside)
         return kitti_raw_calibration(fields, cam_to_cam, camera, path)
     raise CalibrationError(
         f"{path}: not a calibration this reader knows: expected a KITTI object calib.txt (Tr_velo_to_cam), "
@@ -141,16 +144,18 @@ def check_T_cam_lidar(T_cam_lidar, where: str) -> np.ndarray:
 def _is_numeric(value) -> bool:
     try:
         np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     return True
 
 
-def _matrix_calibration(path: Path) -> Calibration:
+def _matrix_calibration(path: Path, text: str) -> Calibration:
     try:
-        document = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise CalibrationError(f"{path}: not valid {path.suffix[1:].upper()} ({error})") from None
+    except RecursionError:
+        raise CalibrationError(f"{path}: nested deeper than a calibration is") from None
     if not isinstance(document, dict) or "T_cam_lidar" not in document:
         raise CalibrationError(f"{path}: missing field 'T_cam_lidar' (4 rows of 4 numbers mapping LiDAR into camera)")
     K = None

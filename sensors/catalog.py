@@ -15,6 +15,7 @@ from pathlib import Path
 import tomllib
 
 from .effects import RETURN_MODES, ReturnEffects
+from .files import read_text_file
 from .mount import MOUNTS
 from .ray_drop import FittedRayDrop
 from .risley import RisleyLidar
@@ -104,10 +105,9 @@ def load_sensor(name_or_path: str) -> Sensor:
             raise SensorSpecError(
                 f"unknown sensor {name_or_path!r}; known sensors: {known} (or a path to a .toml file)"
             )
-    elif not path.is_file():
-        raise SensorSpecError(f"sensor file {path} does not exist")
+    text = read_text_file(path, "sensor file", SensorSpecError)
     try:
-        spec = tomllib.loads(path.read_text())
+        spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SensorSpecError(f"{path}: not valid TOML ({error})") from None
     return sensor_from_dict(spec, path)

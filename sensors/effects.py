@@ -27,6 +27,7 @@ about 0.05, darker than asphalt's near-infrared reflectance (0.1-0.2).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,9 +57,13 @@ class ReturnEffects:
     def problems(self) -> list[tuple[str, str]]:
         """(field, what is wrong) for each bad setting; empty when all are valid."""
         checks = [
-            ("range_noise_m", self.range_noise_m >= 0, "must not be negative"),
+            ("range_noise_m", 0 <= self.range_noise_m < math.inf, "must be a finite number, 0 or more"),
             ("drop_rate", 0 <= self.drop_rate < 1, "must be in [0, 1)"),
-            ("detection_range_m", self.detection_range_m >= 0, "must not be negative (0 = no weak-return drop)"),
+            (
+                "detection_range_m",
+                0 <= self.detection_range_m < math.inf,
+                "must be a finite number, 0 or more (0 = no weak-return drop)",
+            ),
             ("divergence_mrad", 0 <= self.divergence_mrad <= 50, "must be in [0, 50]"),
             ("sub_rays", 1 <= self.sub_rays <= 32, "must be in 1..32"),
             ("returns", self.returns in RETURN_MODES, f"must be one of {', '.join(RETURN_MODES)}"),

@@ -61,16 +61,16 @@ def ouster_spec(metadata: dict, name: str, like: str | None = None, label: str =
     """A sensor file's dict from an Ouster metadata dict (see the module docstring);
     `like` defaults to the catalog preset of the product line (os0, os1 or os2); `label`
     names the metadata (a file name) in the sensor's source."""
-    beams = metadata.get("beam_intrinsics", metadata)
-    info = metadata.get("sensor_info", metadata)
+    beams = _section(metadata, "beam_intrinsics", label)
+    info = _section(metadata, "sensor_info", label)
     product = str(info.get("prod_line", "Ouster"))
-    altitudes = _required(beams, "beam_altitude_angles", label)
-    azimuths = _required(beams, "beam_azimuth_angles", label)
-    origin_mm = _required(beams, "lidar_origin_to_beam_origin_mm", label)
-    if not isinstance(altitudes, list) or not isinstance(azimuths, list) or len(altitudes) != len(azimuths):
+    altitudes = _numbers(_required(beams, "beam_altitude_angles", label), "beam_altitude_angles", label)
+    azimuths = _numbers(_required(beams, "beam_azimuth_angles", label), "beam_azimuth_angles", label)
+    origin_mm = _numbers(
+        [_required(beams, "lidar_origin_to_beam_origin_mm", label)], "lidar_origin_to_beam_origin_mm", label
+    )[0]
+    if len(altitudes) != len(azimuths):
         raise SensorSpecError(f"{label}: beam_altitude_angles and beam_azimuth_angles must be lists of one length")
-    if not isinstance(origin_mm, (int, float)):
-        raise SensorSpecError(f"{label}: lidar_origin_to_beam_origin_mm must be a number, got {origin_mm!r}")
     columns, rotation_hz, fov_deg = _ouster_scan(metadata, label)
     like = like or OUSTER_PRESETS.get(product.replace("-", "")[:3].upper(), "os1")
     spec = _base(preset_spec(like))
@@ -85,9 +85,9 @@ def ouster_spec(metadata: dict, name: str, like: str | None = None, label: str =
     )
     spec["scan"] = {"columns": columns, "horizontal_fov_deg": fov_deg, "rotation_hz": rotation_hz}
     spec["beams"] = {
-        "elevation_deg": [float(value) for value in altitudes],
-        "azimuth_offset_deg": [-float(value) for value in azimuths],
-        "origin_forward_m": [float(origin_mm) / 1000.0] * len(altitudes),
+        "elevation_deg": altitudes,
+        "azimuth_offset_deg": [-value for value in azimuths],
+        "origin_forward_m": [origin_mm / 1000.0] * len(altitudes),
     }
     return spec
 
@@ -131,8 +131,14 @@ def write_sensor_text(text: str, path: str | Path) -> Sensor:
     except tomllib.TOMLDecodeError as error:
         raise SensorSpecError(f"{path}: not valid TOML ({error})") from None
     partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise SensorSpecError(
+            f"cannot write {path} ({error.strerror or error}); give a file in a folder that exists"
+        ) from None
     return sensor
 
 
@@ -166,6 +172,38 @@ def _base(preset: dict) -> dict:
     return {"name": "", "description": "", "source": "", **{key: preset[key] for key in keep if key in preset}}
 
 
+def _section(metadata: dict, key: str, label: str) -> dict:
+    """metadata[key] of the SDK's nested layout, or the metadata itself (firmware 2.x's flat one)."""
+    section = metadata.get(key, metadata)
+    if not isinstance(section, dict):
+        raise SensorSpecError(f"{label}: {key} must be an object, got {json.dumps(section)[:40]}")
+    return section
+
+
+def _numbers(values, key: str, label: str) -> list[float]:
+    """`values` as finite floats, or SensorSpecError naming the field and the first bad value."""
+    if not isinstance(values, list) or not values:
+        raise SensorSpecError(f"{label}: {key} must be a list of numbers, got {json.dumps(values)[:40]}")
+    numbers = []
+    for index, value in enumerate(values):
+        number = _finite(value)
+        if number is None:
+            raise SensorSpecError(f"{label}: {key}[{index}] must be a finite number, got {json.dumps(value)[:40]}")
+        numbers.append(number)
+    return numbers
+
+
+def _finite(value) -> float | None:
+    """A JSON number as a finite float (None for anything else, a 400-digit integer included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _required(metadata: dict, key: str, label: str):
     if key not in metadata:
         raise SensorSpecError(f"{label}: missing field '{key}' (is this an Ouster sensor's metadata JSON?)")
@@ -174,14 +212,21 @@ def _required(metadata: dict, key: str, label: str):
 
 def _ouster_scan(metadata: dict, label: str) -> tuple[int, float, float]:
     """(columns in the window, rotation Hz, horizontal FOV deg) from lidar_mode / data_format."""
-    mode = metadata.get("config_params", metadata).get("lidar_mode", "")
+    mode = _section(metadata, "config_params", label).get("lidar_mode", "")
     data_format = metadata.get("lidar_data_format", metadata.get("data_format", {}))
+    if not isinstance(data_format, dict):
+        raise SensorSpecError(f"{label}: data_format must be an object, got {json.dumps(data_format)[:40]}")
     per_turn, _, rate = str(mode).partition("x")
     if not (per_turn.isdigit() and rate.isdigit() and int(per_turn) > 0 and int(rate) > 0):
         raise SensorSpecError(f"{label}: lidar_mode must read COLUMNSxHZ (e.g. 1024x10), got {mode!r}")
-    first, last = data_format.get("column_window", [0, int(per_turn) - 1])
-    columns = int(last) - int(first) + 1
-    if not 0 < columns <= int(per_turn):
+    window = data_format.get("column_window", [0, int(per_turn) - 1])
+    if not (isinstance(window, list) and len(window) == 2 and all(type(end) is int for end in window)):
+        raise SensorSpecError(
+            f"{label}: column_window must be [first, last] column numbers, got {json.dumps(window)[:40]}"
+        )
+    first, last = window
+    columns = last - first + 1
+    if not (0 <= first and 0 < columns <= int(per_turn)):
         raise SensorSpecError(f"{label}: column_window {[first, last]} does not fit {per_turn} columns per turn")
     return columns, float(rate), 360.0 * columns / int(per_turn)
 

@@ -128,17 +128,22 @@ _JITTER_KEYS = {
     "yaw": "yaw_deg",
 }
 DEFAULT_MOUNT_JITTER = MountJitter().describe()
+# Bounds of a jitter range: a LiDAR stays on its vehicle, and turns less than a right angle.
+MAX_JITTER_M, MAX_JITTER_DEG = 10.0, 90.0
 
 
 def spec_items(text: str, keys, option: str, form: str, hint: str) -> list[tuple[str, str]]:
     """'a=1,b=2' -> [(a, '1'), (b, '2')], keys lower-cased; ValueError naming `option` for a
-    part that is not `form` with a key among `keys` (`hint` says what they take)."""
+    part that is not `form` with a key among `keys` (`hint` says what they take), or a key
+    given twice (which one counts would be a guess)."""
     items = []
     for part in text.split(","):
         key, equals, value = part.partition("=")
         key = key.strip().lower()
         if key not in keys or not equals:
             raise ValueError(f"{option}: {part.strip()!r} is not {form} with KEY one of {', '.join(keys)} {hint}")
+        if key in dict(items):
+            raise ValueError(f"{option}: {key} is given twice; give each key once")
         items.append((key, value))
     return items
 
@@ -158,8 +163,9 @@ def parse_mount_jitter(text: str, option: str = "`mount_jitter`") -> MountJitter
             number = float(value)
         except ValueError:
             raise ValueError(f"{option}: {key} must be a number, got {value.strip()!r}") from None
-        if not 0.0 <= number < 90.0:
-            raise ValueError(f"{option}: {key} must be a range in [0, 90), got {number}")
+        unit, limit = ("m", MAX_JITTER_M) if _JITTER_KEYS[key].endswith("_m") else ("deg", MAX_JITTER_DEG)
+        if not 0.0 <= number < limit:
+            raise ValueError(f"{option}: {key} must be a range in [0, {limit:g}) {unit}, got {number:g}")
         ranges[_JITTER_KEYS[key]] = number
     return MountJitter(**ranges)
 

@@ -13,9 +13,10 @@ from .intrinsics import (
 )
 from .metric import DepthConversion, depth_conversion, to_metric
 from .registry import DEFAULT_MODEL, MODELS, check_teacher_name, known_teachers
-from .sidecar import SidecarTeacher, find_depth_sidecar
+from .sidecar import DEPTH_SIDECAR_SUFFIXES, SidecarTeacher, find_depth_sidecar
 
 __all__ = [
+    "DEPTH_SIDECAR_SUFFIXES",
     "DEFAULT_MODEL",
     "MODELS",
     "POLICIES",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +23,8 @@ INTRINSICS_FIELDS = ("fx", "fy", "cx", "cy")
 # Bounds of a usable K: the horizontal field of view fx gives, and fy / fx.
 MIN_FOV_DEG, MAX_FOV_DEG = 1.0, 170.0
 MAX_ASPECT = 4.0
+# An intrinsics file is four numbers: one larger than this is not one.
+MAX_SIDECAR_BYTES = 64 * 2**10
 EXIF_IFD = 0x8769
 EXIF_FOCAL_35MM = 0xA405
 # The 35 mm film frame's diagonal (36 x 24 mm): the equivalent focal length keeps the
@@ -62,23 +66,48 @@ def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
 
 def read_intrinsics_sidecar(image_path: Path) -> np.ndarray | None:
     """K from `photo.json` ({"fx": ..., "fy": ..., "cx": ..., "cy": ...}, JSON numbers in
-    pixels) beside the photo, if present."""
+    pixels) beside the photo, if present: a regular file of at most MAX_SIDECAR_BYTES whose
+    four fields are finite numbers (IntrinsicsError naming what is wrong otherwise)."""
     sidecar = image_path.with_suffix(".json")
-    if not sidecar.is_file():
+    fields = _read_json_object(sidecar)
+    if fields is None:
         return None
-    try:
-        fields = json.loads(sidecar.read_text(), parse_constant=_refuse_constant)
-    except (OSError, ValueError) as error:
-        raise IntrinsicsError(f"{sidecar.name}: not readable JSON ({error}); write fx, fy, cx, cy in pixels") from None
-    if not isinstance(fields, dict):
-        raise IntrinsicsError(f"{sidecar.name}: must be a JSON object with fx, fy, cx, cy in pixels")
     values = []
     for name in INTRINSICS_FIELDS:
-        value = fields.get(name)
+        if name not in fields:
+            raise IntrinsicsError(f"{sidecar.name}: lacks {name}; write fx, fy, cx, cy in pixels")
+        value = fields[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise IntrinsicsError(f"{sidecar.name}: {name} must be a number of pixels, got {json.dumps(value)}")
+            raise IntrinsicsError(f"{sidecar.name}: {name} must be a number of pixels, got {json.dumps(value)[:40]}")
+        if isinstance(value, int) and abs(value) > 10**15:
+            raise IntrinsicsError(f"{sidecar.name}: {name} is an integer of {len(str(abs(value)))} digits, not pixels")
         values.append(float(value))
     return intrinsics_matrix(*values)
+
+
+def _read_json_object(path: Path) -> dict | None:
+    """The JSON object in `path` (None when there is no such file), bounded: a regular file of
+    at most MAX_SIDECAR_BYTES, standard JSON, not nested deeper than Python reads."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise IntrinsicsError(f"{path.name}: unreadable ({error.strerror or error})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise IntrinsicsError(f"{path.name}: not a regular file (a FIFO, a device or a folder); make it a JSON file")
+    if status.st_size > MAX_SIDECAR_BYTES:
+        raise IntrinsicsError(f"{path.name}: {status.st_size} bytes; an intrinsics file is a small JSON object")
+    try:
+        with open(path, "rb") as handle:
+            fields = json.loads(handle.read(MAX_SIDECAR_BYTES + 1), parse_constant=_refuse_constant)
+    except (OSError, ValueError) as error:
+        raise IntrinsicsError(f"{path.name}: not readable JSON ({error}); write fx, fy, cx, cy in pixels") from None
+    except RecursionError:
+        raise IntrinsicsError(f"{path.name}: nested deeper than JSON can be read; write fx, fy, cx, cy") from None
+    if not isinstance(fields, dict):
+        raise IntrinsicsError(f"{path.name}: must be a JSON object with fx, fy, cx, cy in pixels")
+    return fields
 
 
 def _refuse_constant(name: str) -> float:

@@ -8,6 +8,11 @@ ranges; in between, inverse depth is linear in d, so the mapping is monotonic an
 keeps the teacher's relative geometry. Pixels whose disparity is below
 `sky_threshold` times the near disparity (more than near / sky_threshold away:
 sky, far background) get 0, "no return", as do NaN and inf.
+
+Metric depth of either origin is then bounded to what a camera can see
+(PHYSICAL_DEPTH_M): a value outside it (a sky marker of 1e18 m or float max, a
+stray 1e-30) is no value too, counted in the record; casting against such values
+would lose all precision.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ DEPTH_RANGE_PRESETS = {
 }
 # A map needs at least this share of finite non-sky pixels to be mapped.
 MIN_VALID_FRACTION = 0.01
+# Metric depth a camera can see (m): nearer than a millimetre or beyond ten kilometres is no value.
+PHYSICAL_DEPTH_M = (1e-3, 1e4)
 
 
 @dataclass(frozen=True)
@@ -155,4 +162,7 @@ def to_metric(prediction: DepthPrediction, conversion: DepthConversion, rng: np.
         else:
             depth, mapping = relative_depth_to_depth(prediction.depth, near_m, far_m, conversion.percentiles)
         record = {**prediction.conversion, **mapping}
+    outside = (depth != 0) & ((depth < PHYSICAL_DEPTH_M[0]) | (depth > PHYSICAL_DEPTH_M[1]))
+    depth[outside] = 0.0
+    record["outside_physical_range_pixels"] = int(np.count_nonzero(outside))
     return replace(prediction, depth=depth, kind="metric", conversion={**record, "from": prediction.kind})

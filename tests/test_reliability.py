@@ -510,8 +510,8 @@ def test_a_photo_above_max_pixels_is_recorded_and_its_shard_written(cli, tmp_pat
     assert read_errors(out)["large.jpg"] == {
         "path": "large.jpg",
         "stage": "read",
-        "reason": "large.jpg is 300x200 (0.1 MP), above max_pixels (0.0 MP): shrink it, or raise --max-pixels "
-        "where memory allows",
+        "reason": "large.jpg is 300x200 (60000 pixels), above --max-pixels (20000): shrink it, or raise "
+        "--max-pixels where memory allows",
     }
     assert sample_keys(out) == ["small-v0"]
     code, _, err = generate(cli, photos, tmp_path / "other", "--max-pixels", "63")

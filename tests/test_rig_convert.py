@@ -150,14 +150,17 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path):
 
 def test_bin_sweeps_of_four_and_five_columns(tmp_path):
     rng = np.random.default_rng(0)
-    kitti = rng.uniform(-50, 50, (20, 4)).astype(np.float32)  # 20 x 4 = 16 x 5 floats: both sizes fit
-    nuscenes = np.concatenate([rng.uniform(-50, 50, (16, 4)), np.arange(16)[:, None] % 32], 1).astype(np.float32)
+    xyz = rng.uniform(-50, 50, (20, 3))
+    kitti = np.column_stack([xyz, rng.uniform(0, 1, 20)]).astype(np.float32)  # 20 x 4 = 16 x 5: both sizes fit
+    nuscenes = np.column_stack([xyz[:16], rng.uniform(0, 255, 16), np.arange(16) % 32]).astype(np.float32)
     for name, values, columns in (("kitti", kitti, 4), ("nuscenes", nuscenes, 5)):
         path = tmp_path / f"{name}.bin"
         values.tofile(path)
         sweep = read_bin_sweep(path)
         assert sweep.columns == columns and np.array_equal(sweep.points_lidar, values[:, :3])
-    assert read_bin_sweep(tmp_path / "nuscenes.bin", "4").points_lidar.shape == (20, 3)
+    # Issue 24: --lidar-columns 4 on a 5-column sweep read garbage; now its misaligned intensities refuse it.
+    with pytest.raises(PipelineError, match=r"read as N x 4 float32 its intensity column holds negative .* N x 5\?"):
+        read_bin_sweep(tmp_path / "nuscenes.bin", "4")
     np.zeros(7, np.float32).tofile(tmp_path / "odd.bin")
     with pytest.raises(PipelineError, match="neither N x 4 nor N x 5"):
         read_bin_sweep(tmp_path / "odd.bin")

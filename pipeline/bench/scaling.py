@@ -20,6 +20,7 @@ from .. import schema
 from ..config import GenerateConfig
 from ..distributor import run_on_ray
 from ..output.manifest import prepare_output
+from ..output.store import LocalStore
 from ..sources.photos import list_inputs
 from ..writer import plan_shards
 
@@ -91,10 +92,10 @@ def parallel_efficiency(scene: Path, workers: int, photos: int, work_dir: Path) 
         # An untimed round first, so that every worker process has imported its modules and
         # loaded the compiled kernels: the timed runs then measure shards, not process start-up.
         for name, count, shards in (("warm-up", workers, plans[:workers]), (1, 1, plans), (workers, workers, plans)):
-            out_dir = work_dir / f"out-{name}"
-            prepare_output(out_dir, config, items, overwrite=True)
+            store = LocalStore(work_dir / f"out-{name}")
+            prepare_output(store, plan, items, overwrite=True)
             started = time.perf_counter()
-            failures = run_on_ray(plan, shards, out_dir, _Silent(), count, None)
+            failures = run_on_ray(plan, shards, store, _Silent(), count, None)
             seconds[name] = time.perf_counter() - started
             if failures:
                 raise RuntimeError(f"bench run failed: {failures[0].reason}")

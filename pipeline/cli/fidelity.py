@@ -13,6 +13,7 @@ from simlidar.sensors.mount import jittered_pose
 from ..config import GenerateConfig
 from ..output.fidelity import fidelity_picture, fidelity_report, format_table, read_kitti_object_frame
 from ..output.flying import parse_teacher_blur
+from ..output.preview import check_picture_path
 from ..stages.edges import RULES as EDGE_RULES
 from .generate import RAY_DROP_OPTION
 
@@ -84,6 +85,8 @@ def fidelity(
     with points, first row, row-profile correlation with the real scan (1, 2, 4 rows), see-through share,
     flying returns (inside a depth jump of the densified scan), and within the camera's view Chamfer
     distance, F-score, ray-drop accuracy and F1 in the range image, range error where both return."""
+    if plot is not None:
+        check_picture_path(plot)
     blur = None if teacher_blur == "none" else parse_teacher_blur(teacher_blur)
     frame = read_kitti_object_frame(frame_stem, camera)
     plan = GenerateConfig(

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..sources.urls import access_problem
 from .bench import bench
 from .convert import convert
 from .errors import user_errors, with_flags
@@ -47,4 +48,10 @@ def main() -> None:
         sys.exit(error.exit_code)
     except user_errors() as error:
         click.echo(f"error: {with_flags(str(error))}", err=True)
+        sys.exit(2)
+    except Exception as error:
+        problem = access_problem(error)
+        if problem is None:
+            raise
+        click.echo(f"error: {problem}", err=True)
         sys.exit(2)

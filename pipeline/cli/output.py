@@ -47,8 +47,9 @@ def publish(out: str, repo: str, private: bool, revision: str | None, licence: s
     OUT is checked first (as `simlidar inspect` does); a URL is staged in a local copy. The
     token comes from HF_TOKEN or `hf auth login`; re-running after an interrupted upload resumes it.
     """
-    from ..output.publish import stage, upload
+    from ..output.publish import check_licence, stage, upload
 
+    check_licence(licence)  # before an output on a store is downloaded
     folder = open_store(out).local_copy().root
     staging = stage(folder, repo, licence, split, revision or "main")
     click.echo(f"staged {folder / 'hub'}/ (data/{split}/, README.md dataset card, previews/)")

@@ -14,12 +14,13 @@ import numpy as np
 import tomllib
 from PIL import Image, ImageDraw
 from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, load_sensor, mount_pose
+from simlidar.sensors.files import read_text_file
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
 from ..errors import PipelineError
 from ..output.drop_fit import fit_drop, sensor_to_fit, with_ray_drop
 from ..output.fidelity import read_frame, read_kitti_object_frame
-from ..output.preview import colorize_depth, spread_points
+from ..output.preview import check_picture_path, colorize_depth, spread_points
 from ..stages.scan import simulate_rig_scan
 from ..stages.scene import sidecar_camera
 from ..stages.target import ray_target
@@ -184,6 +185,8 @@ def list_command() -> None:
 @click.option("--seed", default=0, type=int, help="Seed of the frame's phase and return effects.")
 def show_command(name: str, plot: Path | None, scene: Path, seed: int) -> None:
     """Print the spec of NAME (a catalog name or a .toml path)."""
+    if plot is not None:
+        check_picture_path(plot)
     sensor = load_sensor(name)
     for line in describe_sensor(sensor):
         click.echo(line)
@@ -204,10 +207,13 @@ def import_group() -> None:
 
 def _read_document(path: Path, kind: str) -> dict:
     """A JSON or TOML file as a dict, or PipelineError naming the file."""
+    text = read_text_file(path, f"{kind.upper()} file", PipelineError)
     try:
-        document = json.loads(path.read_text()) if kind == "json" else tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        document = json.loads(text) if kind == "json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise PipelineError(f"{path}: cannot read it as {kind.upper()} ({error})") from None
+    except RecursionError:
+        raise PipelineError(f"{path}: nested deeper than a {kind.upper()} file of figures is") from None
     if not isinstance(document, dict):
         raise PipelineError(f"{path}: expected a {kind.upper()} object")
     return document

@@ -102,6 +102,13 @@ def read_frame(scan: Path, image: Path, calibration: Path, camera: int = 2, name
         raise PipelineError(f"frame {name}: {error}") from None
     if found.K is None:
         raise PipelineError(f"{calibration}: gives no intrinsics (K) for camera {camera}")
+    height, width = rgb.shape[:2]
+    cx, cy = found.K[0, 2], found.K[1, 2]
+    if not (0 < cx < width - 1 and 0 < cy < height - 1) or abs(cx - width / 2) > width / 4:
+        raise PipelineError(
+            f"{image} is {width}x{height}, but {Path(calibration).name}'s principal point ({cx:.1f}, {cy:.1f}) does "
+            "not sit near its middle: not the image the calibration is for (resized or cropped?); give the frame's own"
+        )
     return RealFrame(rgb, read_sweep(Path(scan)).points_lidar, found, name)
 
 
@@ -298,6 +305,8 @@ def fidelity_report(
     height, width = frame.rgb.shape[:2]
     K = frame.calibration.K
     real, dense_m = real_depth(frame)
+    if not real.any():
+        raise PipelineError(f"{frame.name}: its real scan lands on no pixel of its image: check its calibration")
     teacher_m = dense_m if teacher_blur is None else blur_depth(dense_m, *teacher_blur)
     handled_m = teacher_m if edges is None else handle_edges(teacher_m, frame.rgb, edges).depth_m
     target = ray_target(handled_m, K, mesh_options).target

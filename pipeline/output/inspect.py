@@ -17,8 +17,10 @@ from PIL import Image
 
 from .. import schema
 from ..errors import PipelineError
+from .lock import is_alive, read_holder
 from .manifest import MANIFEST, run_command
 from .preview import sample_panel
+from .store import LocalStore
 
 PREVIEWS = "previews"
 CONTACT_SHEET = "contact_sheet.png"
@@ -145,9 +147,7 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
     manifest = read_manifest(out_dir)
     report = Inspection(out_dir, manifest)
     if manifest.get("status") != "complete":
-        report.problems.append(
-            f"the run is {manifest.get('status', 'unknown')}: re-run `{run_command(manifest)}` to finish it"
-        )
+        report.problems.append(_unfinished(out_dir, manifest))
     missing = [name for name in ("config", "sensor", "totals") if not isinstance(manifest.get(name), dict)]
     if missing:
         report.problems.append(
@@ -173,6 +173,19 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
         contact_sheet(panels).save(preview_dir / CONTACT_SHEET, optimize=True)
     (preview_dir / STATS_FILE).write_text(json.dumps(report.stats(), indent=2))
     return report
+
+
+def _unfinished(out_dir: Path, manifest: dict) -> str:
+    """What to say of a run whose manifest does not say complete."""
+    command = run_command(manifest)
+    status = manifest.get("status")
+    if status != "running":
+        why = f" ({manifest['stopped']})" if manifest.get("stopped") else ""
+        return f"the run is {status or 'of unknown status'}{why}: re-run the `{command}` that made it to finish it"
+    holder = read_holder(LocalStore(out_dir))
+    if holder is not None and is_alive(holder):
+        return f"a run is still writing it ({holder.describe()}): inspect it when that run has ended"
+    return f"the run stopped before it finished (killed: no run holds it now): re-run the `{command}` that made it"
 
 
 def _check_shard(out_dir: Path, shard: dict, with_points: bool, report: Inspection):
@@ -227,6 +240,8 @@ def _check_sample(key: str, members: dict, required: tuple[str, ...], report: In
     valid = np.count_nonzero(sparse)
     if valid != meta["counts"]["sparse_pixels"]:
         return f"{valid} sparse pixels, its json says {meta['counts']['sparse_pixels']}"
+    if valid == 0:
+        return "no sparse pixel: an empty sample (a re-run of the command that made it skips such inputs)"
     members[schema.SPARSE], members[schema.DENSE] = sparse, dense
     report.samples += 1
     report.points_per_sample.append(meta["counts"]["points"])

@@ -55,7 +55,7 @@ def _process_start(pid: int) -> str:
         return ""
 
 
-def _is_alive(holder: LockHolder) -> bool:
+def is_alive(holder: LockHolder) -> bool:
     """False only when the holder surely is gone: on this host, no such process or another
     process with its pid. A holder on another host is taken to be alive."""
     if holder.host != socket.gethostname():
@@ -120,7 +120,7 @@ class OutputLock:
             if self.store.create_exclusively(LOCK, record):
                 return
             holder = read_holder(self.store)
-            if holder is not None and _is_alive(holder):
+            if holder is not None and is_alive(holder):
                 raise OutputLocked(
                     f"{self.store} is in use by another simlidar run ({holder.describe()}); wait for it to end "
                     f"or use another output folder (if that run is gone, delete {self.store.where(LOCK)})"

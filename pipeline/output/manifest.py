@@ -12,8 +12,9 @@ import platform
 import time
 from importlib import metadata
 
-from ..config import Plan, RunConfig
+from ..config import Plan
 from ..errors import PipelineError
+from ..sources.fingerprint import changed_inputs, input_fingerprints, named_file_changes
 from ..writer import ShardPlan
 from .lock import LOCK
 from .store import Store
@@ -56,14 +57,15 @@ def input_record(items: list) -> dict:
     return {"count": len(items), "sha256": hashlib.sha256(input_list(items)).hexdigest()}
 
 
-def prepare_output(store: Store, config: RunConfig, items: list, overwrite: bool) -> None:
-    """Make `store` (whose lock the caller holds) ready: new, the same run (same config
-    and input list: resume), or replaced with overwrite."""
+def prepare_output(store: Store, plan: Plan, items: list, overwrite: bool) -> None:
+    """Make `store` (whose lock the caller holds) ready: new, the same run (same config, the
+    files it names unchanged, same input list: resume), or replaced with overwrite."""
+    config = plan.config
     listing = input_list(items)
     fingerprint = input_record(items)["sha256"]
     store.make_folder()
     if store.exists(MANIFEST) and not overwrite:
-        changes = _run_changes(store, config, listing, fingerprint)
+        changes = _run_changes(store, plan, listing, fingerprint)
         if changes:
             raise PipelineError(
                 f"{store} holds a different run ({'; '.join(changes)}); "
@@ -77,7 +79,7 @@ def prepare_output(store: Store, config: RunConfig, items: list, overwrite: bool
     if not store.exists(MANIFEST):
         store.write_atomically(INPUTS, listing)
         record = {"format": FORMAT, "status": "running", "command": config.command, "config": config.to_dict()}
-        record["versions"] = versions()
+        record.update(config_files=plan.config_files, versions=versions())
         store.write_json_atomically(MANIFEST, {**record, "inputs": input_record(items)})
 
 
@@ -88,16 +90,19 @@ def remove_temporaries(store: Store) -> None:
             store.remove(name)
 
 
-def _run_changes(store: Store, config: RunConfig, listing: bytes, fingerprint: str) -> list[str]:
+def _run_changes(store: Store, plan: Plan, listing: bytes, fingerprint: str) -> list[str]:
     """What differs between this run and the one recorded in `store`: the command that made
-    it, config fields, then inputs."""
+    it, config fields and the files they name, then inputs."""
+    config = plan.config
     try:
         previous = store.read_json(MANIFEST)
         command = run_command(previous)
         if command != config.command:
             return [f"made by `{command}`"]
         changes = config.differences(type(config).from_dict(previous["config"]))
-    except (OSError, ValueError, KeyError, TypeError, PipelineError):
+        # Runs recorded before config files were hashed name none.
+        changes += named_file_changes(previous.get("config_files", plan.config_files), plan.config_files)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, PipelineError):
         return ["its manifest.json is unreadable"]
     recorded = previous.get("inputs")
     if changes or not isinstance(recorded, dict) or recorded.get("sha256") == fingerprint:
@@ -129,16 +134,17 @@ def _remove_run_files(store: Store) -> None:
         store.remove_folder(folder)
 
 
-def check_shard(store: Store, plan: ShardPlan) -> tuple[bool, str]:
-    """(done, why not): done when its tar and stats exist and the tar's size and SHA-256
-    equal the stats'. `why` is empty for a shard never finished (nothing or only a tar,
-    as a kill leaves it) and says what is wrong with one that was finished and is damaged."""
+def check_shard(store: Store, plan: ShardPlan, kind) -> tuple[bool, str]:
+    """(done, why not): done when its tar and stats exist, the tar's size and SHA-256 equal
+    the stats' and its inputs' files (`kind` says which) are what the stats say it was made
+    from. `why` is empty for a shard never finished (nothing or only a tar, as a kill leaves
+    it) and says what is wrong with one that was finished and is damaged or out of date."""
     if not store.exists(plan.stats_name):
         return False, ""
     try:
         stats = store.read_json(plan.stats_name)
         expected = (int(stats["bytes"]), str(stats["sha256"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False, f"{plan.stats_name} is unreadable"
     found = store.size_and_sha256(plan.tar_name)
     if found is None:
@@ -147,6 +153,10 @@ def check_shard(store: Store, plan: ShardPlan) -> tuple[bool, str]:
         return False, f"{plan.tar_name} is {found[0]} bytes, its stats say {expected[0]}"
     if found[1] != expected[1]:
         return False, f"{plan.tar_name}'s SHA-256 differs from its stats"
+    if "input_fingerprints" in stats:  # shards made before inputs were fingerprinted have none
+        changed = changed_inputs(plan.items, stats["input_fingerprints"], input_fingerprints(kind, plan.items))
+        if changed:
+            return False, f"{len(changed)} of its inputs changed since it was made ({_first_names(changed)})"
     return True, ""
 
 
@@ -196,6 +206,7 @@ def finalize_output(
         "command": plan.config.command,
         "made_by": plan.kind.made_by(plan),
         "config": plan.config.to_dict(),
+        "config_files": plan.config_files,
         "versions": versions(),
         "inputs": input_record([item for shard in shards for item in shard.items]),
         "run": run_info,
@@ -210,6 +221,7 @@ def finalize_output(
             "inputs": sum(stats["inputs"] for stats in all_stats),
             "images_written": sum(stats["images_written"] for stats in all_stats),
             "images_skipped": sum(len(stats["errors"]) for stats in all_stats),
+            "empty_samples_left_out": sum(len(stats.get("empty_samples", [])) for stats in all_stats),
             "samples": samples,
             "points": points,
             "points_per_sample": points / samples if samples else 0.0,

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from ..errors import PipelineError
+from .lock import LOCK
 from .manifest import ERRORS, MANIFEST
 from .store import LocalStore, ObjectStore
 
@@ -23,9 +24,12 @@ def download_output(out: ObjectStore, folder: Path) -> Path:
     if not out.exists(MANIFEST):
         raise PipelineError(f"{out} has no {MANIFEST}: not a simlidar output (make one with `simlidar generate`)")
     out.download(MANIFEST, folder / MANIFEST)
-    if out.exists(ERRORS):
-        out.download(ERRORS, folder / ERRORS)
     copy = LocalStore(folder)
+    for name in (ERRORS, LOCK):  # the lock: whether a run still writes it
+        if out.exists(name):
+            out.download(name, folder / name)
+        else:
+            copy.remove(name)
     for entry in _listed_shards(folder / MANIFEST):
         if copy.size_and_sha256(entry["shard"]) == (entry.get("bytes"), entry.get("sha256")):
             continue

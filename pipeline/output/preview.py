@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..errors import PipelineError
 
 # Anchors of a perceptually ordered near-to-far ramp (dark purple -> yellow).
 _RAMP = np.array(
@@ -18,6 +21,17 @@ _RAMP = np.array(
         [0.95, 1.0, 0.6],
     ]
 )
+
+
+def check_picture_path(path: Path, option: str = "`plot`") -> None:
+    """Refuse, before any work, a picture path that cannot be written: a folder that does not
+    exist, or a name without an image extension Pillow writes."""
+    Image.init()
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format not in Image.SAVE:
+        raise PipelineError(f"{option} {path}: give a picture file name ending in .png or .jpg")
+    if not path.parent.is_dir():
+        raise PipelineError(f"{option} {path}: the folder {path.parent} does not exist; make it first")
 
 
 def colorize_depth(depth_m: np.ndarray, near_m: float, far_m: float) -> np.ndarray:

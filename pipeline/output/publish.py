@@ -17,6 +17,8 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
+
 from .. import schema
 from ..errors import PipelineError
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
@@ -38,13 +40,38 @@ CITATION = """@inproceedings{liang2025dmd3c,
 }"""
 
 
+# Licence ids of the Hub's list (hf.co/docs/hub/repositories-licenses) that are not SPDX ids.
+HUB_LICENCES = {
+    "other", "unknown", "openrail", "openrail++", "bigscience-openrail-m", "creativeml-openrail-m",
+    "bigcode-openrail-m", "bigscience-bloom-rail-1.0", "cc", "c-uda", "gpl", "lgpl-lr", "bsd", "deepfloyd-if-license",
+    "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "llama4", "gemma", "apple-amlr", "apple-ascl",
+    "fair-noncommercial-research-license", "intel-research", "h-research", "etalab-2.0", "cdla-permissive-2.0",
+}  # fmt: skip
+
+
 class PublishError(PipelineError):
     """The output cannot be published as it is, or the Hub cannot be reached."""
+
+
+def check_licence(licence: str) -> None:
+    """Refuse a --license the Hub would not know: one SPDX id in lower case (cc-by-4.0, mit)
+    or one of the Hub's own ids (other, openrail, llama3, ...)."""
+    try:
+        spdx = canonicalize_license_expression(licence)
+    except InvalidLicenseExpression:
+        spdx = ""
+    single = spdx and " " not in spdx and not spdx.startswith("LicenseRef-") and licence == licence.lower()
+    if not (single or licence in HUB_LICENCES):
+        raise PublishError(
+            f"`licence` {licence!r} is not a licence id the Hub knows: give an SPDX id in lower case (cc-by-4.0, "
+            "apache-2.0, mit, ...), one of the Hub's own (openrail, llama3, ...), or other"
+        )
 
 
 def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revision: str = "main") -> Path:
     """Check `out_dir` and write OUT/hub (data/SPLIT/*.tar, README.md, manifest.json,
     previews/); the card's links point at `revision`. Returns the staging folder."""
+    check_licence(licence)
     if not _REPO_ID.match(repo_id):
         raise PublishError(f"`repo` {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
     if not _SPLIT.match(split):

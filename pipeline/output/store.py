@@ -102,6 +102,10 @@ class Store(ABC):
     def read_json(self, name: str):
         return json.loads(self.read_bytes(name))
 
+    @abstractmethod
+    def holds(self, location: str) -> bool:
+        """Whether `location` (a path or URL) lies inside this store's folder."""
+
     def write_json_atomically(self, name: str, record) -> None:
         self.write_atomically(name, json.dumps(record, indent=2, sort_keys=True).encode())
 
@@ -120,6 +124,11 @@ class LocalStore(Store):
     def is_file(self) -> bool:
         """Whether the location itself is a file (where a folder is needed)."""
         return self.root.is_file()
+
+    def holds(self, location: str) -> bool:
+        if is_url(location):
+            return False
+        return os.path.abspath(local_path(location)).startswith(os.path.join(os.path.abspath(self.root), ""))
 
     def exists(self, name: str) -> bool:
         """Whether a file (not a folder) is at `name`."""
@@ -235,11 +244,22 @@ class ObjectStore(Store):
         self._fs.invalidate_cache(self._path(name))
         return self._fs
 
+    def _is_file(self, path: str, name: str) -> bool:
+        """Whether an object is at `path`. fsspec's isfile says False for any error; a store
+        that cannot be read at all (no credentials) must not look like an empty one."""
+        try:
+            return self._fresh(name).info(path)["type"] == "file"
+        except FileNotFoundError:
+            return False
+
     def is_file(self) -> bool:
-        return self._fresh("").isfile(self._root)
+        return self._is_file(self._root, "")
+
+    def holds(self, location: str) -> bool:
+        return is_url(location) and str(location).startswith(self.location + "/")
 
     def exists(self, name: str) -> bool:
-        return self._fresh(name).isfile(self._path(name))
+        return self._is_file(self._path(name), name)
 
     def make_folder(self, name: str = "") -> None:
         """Nothing to do: an object store has no folders, only names with slashes."""

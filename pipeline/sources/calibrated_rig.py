@@ -34,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 from simlidar.sensors.camera import project
-from simlidar.teachers import find_depth_sidecar
+from simlidar.sensors.files import read_text_file
+from simlidar.teachers import DEPTH_SIDECAR_SUFFIXES, find_depth_sidecar
 
 from ..errors import PipelineError
 from .image_shards import is_shard_source
-from .photos import BadImage, LoadedImage, is_image_name, load_image, unique_keys
+from .photos import BadImage, LoadedImage, beside, is_image_name, load_image, unique_keys
 from .urls import is_url
 
 # Pixels per side of the grid whose rays test whether two cameras' fields of view overlap.
@@ -92,11 +93,17 @@ class RigFrame:
         """Whether its first camera's image has depth beside it."""
         return find_depth_sidecar(Path(self.root, next(image for image in self.images if image))) is not None
 
+    def files(self) -> dict[str, None]:
+        """What this frame is read from: every camera's image and the depth that may lie beside
+        it, their state to be looked up (sources/fingerprint.py)."""
+        images = [str(Path(self.root, image)) for image in self.images if image]
+        return dict.fromkeys(file for image in images for file in (image, *beside(image, DEPTH_SIDECAR_SUFFIXES)))
+
 
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
     try:
         matrix = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         matrix = None
     if matrix is None or matrix.shape != shape or not np.isfinite(matrix).all():
         raise PipelineError(f"{where} must be a {shape[0]}x{shape[1]} list of numbers (rows)")
@@ -133,12 +140,13 @@ def load_calibration(spec: str) -> Calibration:
     """Read and check a rig calibration .json (see the module doc); PipelineError (one
     line) on a bad field or a camera that overlaps no other."""
     path = Path(spec)
+    text = read_text_file(path, "rig calibration", PipelineError)
     try:
-        record = json.loads(path.read_text())
-    except OSError as error:
-        raise PipelineError(f"cannot read rig calibration {path}: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
         raise PipelineError(f"rig calibration {path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise PipelineError(f"rig calibration {path} is nested deeper than a calibration is") from None
     if not isinstance(record, dict):
         raise PipelineError(f"rig calibration {path} must be a JSON object with cameras and T_rig_lidar")
     unknown = sorted(set(record) - {"name", "cameras", "T_rig_lidar"} - RIG_NOTES)

@@ -16,13 +16,15 @@ import json
 import posixpath
 import re
 import tarfile
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from braceexpand import braceexpand
 
 from ..errors import PipelineError
 from ..schema import sanitize_key
+from .fingerprint import listed_state
 from .photos import BadImage, StagedInput, disambiguate
 from .urls import filesystem, is_url, join
 
@@ -47,13 +49,20 @@ class ShardSample:
     sample_key: str
     key: str
     members: tuple[tuple[str, int, int], ...]
+    occurrence: int = 0
+    shard_state: str = ""
 
     @property
     def relpath(self) -> str:
-        return f"{self.shard}/{self.sample_key}"
+        """shard/__key__, and #N for the N-th sample of a __key__ the shard repeats."""
+        return f"{self.shard}/{self.sample_key}" + (f"#{self.occurrence + 1}" if self.occurrence else "")
 
     def has_depth_sidecar(self) -> bool:
         return any(extension.startswith("depth.") for extension, _, _ in self.members)
+
+    def files(self) -> dict[str, str]:
+        """What this sample is read from: its shard, with its state as listed."""
+        return {join(self.root, self.shard): self.shard_state}
 
     def stage(self, folder: Path) -> StagedInput:
         """Write the sample's image and sidecars to folder/KEY/ (see the module's doc)."""
@@ -94,10 +103,18 @@ class ShardSample:
         return {extension: part for (extension, _, _), part in zip(self.members, parts, strict=True)}
 
     def _json(self, data: bytes):
+        """The sample's json as standard JSON (no NaN: it goes into the output's json as it is)."""
+        where = f"{self.sample_key}.json in {self.shard}"
         try:
-            return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise BadImage(f"{self.sample_key}.json in {self.shard} is not valid JSON ({error})") from None
+            return json.loads(data, parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise BadImage(f"{where} is not valid JSON ({error})") from None
+        except RecursionError:
+            raise BadImage(f"{where} is nested deeper than JSON can be read here") from None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number in standard JSON")
 
 
 def is_shard_source(source: str) -> bool:
@@ -109,16 +126,18 @@ def list_shard_samples(source: str) -> tuple[list[ShardSample], str]:
     """Every sample with an image in the shards `source` names, in shard order and tar
     order, and the folder (path or URL) the shards are listed from."""
     shard_paths, fs, root = _expand(source)
-    samples = []
+    samples, states = [], {}
     for shard_path in shard_paths:
         relative = shard_path[len(root) + 1 :] if root else shard_path
         samples.extend(_read_index(fs, shard_path, relative))
-    keys = _unique_keys(samples)
+        states[relative] = listed_state(fs.info(shard_path))
     root_location = fs.unstrip_protocol(root) if is_url(source) else root
-    return [
-        ShardSample(root_location, shard, sample_key, key, members)
-        for (shard, sample_key, members), key in zip(samples, keys, strict=True)
-    ], root_location
+    items = [
+        ShardSample(root_location, shard, sample_key, "", members, occurrence, states[shard])
+        for shard, sample_key, members, occurrence in samples
+    ]
+    keys = disambiguate([sanitize_key(item.sample_key) for item in items], [item.relpath for item in items])
+    return [replace(item, key=key) for item, key in zip(items, keys, strict=True)], root_location
 
 
 def _expand(source: str) -> tuple[list[str], object, str]:
@@ -146,9 +165,11 @@ def _expand(source: str) -> tuple[list[str], object, str]:
     return paths, fs, root
 
 
-def _read_index(fs, path: str, relative: str) -> list[tuple[str, str, tuple[tuple[str, int, int], ...]]]:
-    """(shard, sample key, members) for each sample of the tar at `path` that has an image."""
-    grouped: dict[str, list[tuple[str, int, int]]] = {}
+def _read_index(fs, path: str, relative: str) -> list[tuple[str, str, tuple[tuple[str, int, int], ...], int]]:
+    """(shard, sample key, members, occurrence) for each sample of the tar at `path` that has an
+    image. As WebDataset reads a tar, a sample is a run of members with one key: a key that comes
+    back later (or a member name repeated) starts another sample, its `occurrence` counted."""
+    grouped: list[tuple[str, list[tuple[str, int, int]]]] = []
     try:
         with fs.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
             for member in tar:
@@ -156,22 +177,19 @@ def _read_index(fs, path: str, relative: str) -> list[tuple[str, str, tuple[tupl
                 if not member.isfile() or not match or posixpath.basename(member.name).startswith((".", "_")):
                     continue
                 key, extension = match.group(1), match.group(2).lower()
-                if extension in KEPT_EXTENSIONS:
-                    grouped.setdefault(key, []).append((extension, member.offset_data, member.size))
+                if extension not in KEPT_EXTENSIONS:
+                    continue
+                if not grouped or grouped[-1][0] != key or extension in {name for name, _, _ in grouped[-1][1]}:
+                    grouped.append((key, []))
+                grouped[-1][1].append((extension, member.offset_data, member.size))
     except (tarfile.TarError, EOFError) as error:
         raise PipelineError(f"input shard {relative} is not a readable tar ({error}); fix or remove it") from None
     except (PermissionError, OSError) as error:
         raise PipelineError(f"cannot read input shard {relative} ({type(error).__name__}: {error})") from None
-    return [
-        (relative, key, tuple(members))
-        for key, members in grouped.items()
-        if any(extension in IMAGE_EXTENSIONS for extension, _, _ in members)
-    ]
-
-
-def _unique_keys(samples: list[tuple[str, str, tuple]]) -> list[str]:
-    """Sanitised __key__s; one found more than once gets a hash of shard/__key__ appended."""
-    return disambiguate(
-        [sanitize_key(sample_key) for _, sample_key, _ in samples],
-        [f"{shard}/{sample_key}" for shard, sample_key, _ in samples],
-    )
+    seen: Counter = Counter()
+    samples = []
+    for key, members in grouped:
+        if any(extension in IMAGE_EXTENSIONS for extension, _, _ in members):
+            samples.append((relative, key, tuple(members), seen[key]))
+            seen[key] += 1
+    return samples

@@ -27,7 +27,7 @@ from ..stages.scene import Scene, simulate_scene
 from ..stages.timing import StageTimes
 from ..stages.views import CalibratedViews, PhotoViews, VirtualRigViews
 from .calibrated_rig import Calibration, is_calibration, list_frames, load_calibration, load_frame, rig_folder
-from .calibrated_rig_lidar import find_lidar_folder, read_frame_sweep
+from .calibrated_rig_lidar import find_lidar_folder, read_frame_sweep, sweep_candidates
 from .inputs import list_sources
 from .kitti import KittiFrame, list_kitti_frames, read_kitti_frame
 from .photos import IMAGE_SUFFIXES, LoadedImage, load_image
@@ -57,6 +57,12 @@ class InputKind(Protocol):
 
     def list_inputs(self, plan) -> list:
         """Every input, sorted, each with `key` and `relpath`; PipelineError when there is none."""
+        ...
+
+    def input_files(self, item) -> dict[str, str | None]:
+        """Every file (path or URL) the input is read from, present or not, the first its main
+        one, with its state as listed (None: to be looked up): what its fingerprint covers
+        (sources/fingerprint.py)."""
         ...
 
     def read(self, item, scratch: Path, plan) -> Reading:
@@ -112,6 +118,9 @@ class Photos:
             looked_for = ", ".join(sorted(IMAGE_SUFFIXES))
             raise PipelineError(f"no images in {plan.config.images} (looked for {looked_for})")
         return _with_sidecar_depth(items, plan.config.teacher, root)
+
+    def input_files(self, item) -> dict[str, str | None]:
+        return item.files()
 
     def read(self, item, scratch: Path, plan) -> PhotoReading:
         staged = item.stage(scratch)
@@ -176,6 +185,9 @@ class CalibratedRig:
         frames = list_frames(plan.config.images, self.calibration)
         return _with_sidecar_depth(frames, plan.config.teacher, plan.config.images)
 
+    def input_files(self, item) -> dict[str, str | None]:
+        return item.files()
+
     def read(self, item, scratch: Path, plan) -> FrameReading:
         loaded = load_frame(item, self.calibration, plan.config.jpeg_quality, plan.config.max_pixels)
         teacher_inputs = [TeacherInput(path, image.rgb) for path, image in loaded]
@@ -213,6 +225,11 @@ def generate_kind(config: GenerateConfig, calibration_error: MountJitter | None)
         _no_rig_options(config, calibration_error, "photo")
         return VirtualRig(load_rig(config.rig))
     return Photos()
+
+
+def kind_files(config: GenerateConfig) -> dict[str, str]:
+    """The file --rig names, when it names one (a virtual rig's .toml, a calibration .json)."""
+    return {"rig": config.rig} if config.rig.endswith((".toml", ".json")) else {}
 
 
 def _simulated(plan, what: str, per: str, unit: str, rig_members: bool) -> dict:
@@ -276,6 +293,9 @@ class KittiDepth:
     def list_inputs(self, plan) -> list[KittiFrame]:
         return list_kitti_frames(self.root, self.split, self.raw)
 
+    def input_files(self, item: KittiFrame) -> dict[str, str | None]:
+        return item.files()
+
     def read(self, item: KittiFrame, scratch: Path, plan) -> KittiReading:
         recording = read_kitti_frame(item)
         teacher_inputs = [TeacherInput(item.image, recording.rgb)] if plan.teacher is not None else []
@@ -318,6 +338,9 @@ class RigLidar:
 
     def list_inputs(self, plan) -> list:
         return list_frames(self.root, self.calibration)
+
+    def input_files(self, item) -> dict[str, str | None]:
+        return {**item.files(), **dict.fromkeys(str(path) for path in sweep_candidates(self.lidar_folder, item))}
 
     def read(self, item, scratch: Path, plan) -> SweepReading:
         loaded = load_frame(item, self.calibration, plan.config.jpeg_quality, plan.config.max_pixels)

@@ -36,20 +36,28 @@ IMAGE_MEMBER_OF_FORMAT = {"PNG": schema.IMAGE_PNG, "JPEG": schema.IMAGE}
 @dataclass(frozen=True)
 class KittiFrame:
     """relpath: SPLIT/DRIVE/CAMERA/FRAME (what inputs.jsonl records); key: the sample key;
-    the frame's image, scan and ground truth files; K (3, 3) of its camera, if known."""
+    the frame's image, scan and ground truth files; the file K (3, 3) of its camera is read
+    from when the frame is (present or not): a raw drive's calib_cam_to_cam.txt and its
+    field (P_rect_02), or val_selection_cropped's intrinsics file (field "": 9 numbers)."""
 
     relpath: str
     key: str
     image: Path
     sparse: Path
     groundtruth: Path
-    K: np.ndarray | None
+    calibration_file: Path
+    calibration_field: str = ""
+
+    def files(self) -> dict[str, None]:
+        """What this frame is read from, their state to be looked up (sources/fingerprint.py)."""
+        return dict.fromkeys(str(path) for path in (self.image, self.sparse, self.groundtruth, self.calibration_file))
 
 
 @dataclass(frozen=True)
 class KittiRecording:
     """One KITTI frame as read: the image's bytes, its member (png or jpg), RGB (H, W, 3)
-    uint8, the projected scan and the annotated ground truth (PNG bytes and (H, W) metres)."""
+    uint8, the projected scan and the annotated ground truth (PNG bytes and (H, W) metres),
+    and K (3, 3) of its camera (None: its calibration file is not there)."""
 
     image_member: str
     image: bytes
@@ -58,22 +66,38 @@ class KittiRecording:
     sparse_m: np.ndarray
     groundtruth_png: bytes
     groundtruth_m: np.ndarray
+    K: np.ndarray | None
 
 
-def _frame(relpath: str, image: Path, sparse: Path, groundtruth: Path, K: np.ndarray | None) -> KittiFrame:
-    return KittiFrame(relpath, schema.sanitize_key(relpath), image, sparse, groundtruth, K)
+def _frame(relpath: str, image: Path, sparse: Path, groundtruth: Path, calibration: Path, field: str = ""):
+    return KittiFrame(relpath, schema.sanitize_key(relpath), image, sparse, groundtruth, calibration, field)
 
 
-def _read_calibration_K(calib: Path, camera: str) -> np.ndarray | None:
-    """K (3, 3) of a rectified camera from calib_cam_to_cam.txt (P_rect_0X), if present."""
-    if not calib.is_file():
+def read_frame_K(frame: KittiFrame) -> np.ndarray | None:
+    """K (3, 3) of the frame's camera from its calibration file (None when there is none);
+    BadImage (the frame recorded and skipped) when the file does not hold a usable one."""
+    if not frame.calibration_file.is_file():
         return None
-    for line in calib.read_text().splitlines():
-        name, _, values = line.partition(":")
-        if name.strip() == f"P_rect_{camera[-2:]}":
-            P = np.array(values.split(), dtype=np.float64).reshape(3, 4)
-            return P[:, :3]
-    return None
+    text = read_input_file(frame.calibration_file).decode("utf-8", errors="replace")
+    if frame.calibration_field:
+        lines = [line.partition(":") for line in text.splitlines()]
+        found = [values for name, _, values in lines if name.strip() == frame.calibration_field]
+        if not found:
+            return None
+        values, shape = found[0], (3, 4)
+    else:
+        values, shape = text, (3, 3)
+    try:
+        numbers = np.array(values.split(), dtype=np.float64)
+    except ValueError:
+        numbers = np.array([])
+    what = frame.calibration_field or "K"
+    if numbers.size != shape[0] * shape[1] or not np.isfinite(numbers).all():
+        raise BadImage(f"{frame.calibration_file}: {what} is not {shape[0] * shape[1]} finite numbers; fix the file")
+    K = numbers.reshape(shape)[:, :3]
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.array_equal(K[2], [0, 0, 1]):
+        raise BadImage(f"{frame.calibration_file}: {what} is not a camera projection (fx, fy > 0, last row 0 0 1)")
+    return K
 
 
 def _missing(path: Path, what: str) -> PipelineError:
@@ -105,8 +129,9 @@ def list_kitti_frames(root: Path, split: str, raw: Path | None = None) -> list[K
             raise _missing(groundtruth, "data_depth_annotated.zip")
         if not image.is_file():
             raise _missing(image, f"the KITTI raw images of {drive}")
-        K = _read_calibration_K(raw / drive[:10] / "calib_cam_to_cam.txt", camera)
-        frames.append(_frame(f"{split}/{drive}/{camera}/{frame}", image, sparse, groundtruth, K))
+        calibration = raw / drive[:10] / "calib_cam_to_cam.txt"
+        relpath = f"{split}/{drive}/{camera}/{frame}"
+        frames.append(_frame(relpath, image, sparse, groundtruth, calibration, f"P_rect_{camera[-2:]}"))
     if not frames:
         raise PipelineError(f"no scans in {velodyne} (expected DRIVE/proj_depth/velodyne_raw/image_02/*.png)")
     return frames
@@ -127,8 +152,7 @@ def _list_val_selection(folder: Path) -> list[KittiFrame]:
             if not path.is_file():
                 raise _missing(path, "data_depth_selection.zip")
         intrinsics = folder / "intrinsics" / f"{image.stem}.txt"
-        K = np.array(intrinsics.read_text().split(), dtype=np.float64).reshape(3, 3) if intrinsics.is_file() else None
-        frames.append(_frame(f"val_selection_cropped/{image.stem}", image, sparse, groundtruth, K))
+        frames.append(_frame(f"val_selection_cropped/{image.stem}", image, sparse, groundtruth, intrinsics))
     return frames
 
 
@@ -159,5 +183,12 @@ def read_kitti_frame(frame: KittiFrame) -> KittiRecording:
         if depth.shape != (height, width):
             raise BadImage(f"{path} is {depth.shape[1]}x{depth.shape[0]} but {frame.image} is {width}x{height}")
     return KittiRecording(
-        IMAGE_MEMBER_OF_FORMAT[image_format], image, rgb, sparse_png, sparse_m, groundtruth_png, groundtruth_m
+        IMAGE_MEMBER_OF_FORMAT[image_format],
+        image,
+        rgb,
+        sparse_png,
+        sparse_m,
+        groundtruth_png,
+        groundtruth_m,
+        read_frame_K(frame),
     )

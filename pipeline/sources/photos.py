@@ -11,7 +11,6 @@ import glob
 import hashlib
 import io
 import os
-import re
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -19,19 +18,27 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from simlidar.teachers import find_depth_sidecar
+from simlidar.teachers import DEPTH_SIDECAR_SUFFIXES, find_depth_sidecar
 
-from ..errors import PipelineError
+from ..errors import PipelineError, without_addresses
 from ..schema import sanitize_key
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# Photos a folder or glob lists, the same a list file may name: what Pillow decodes, and
+# HEIC, which it cannot, listed so that each is recorded with what to do rather than missed.
+UNDECODABLE_SUFFIXES = {".heic", ".heif"}
+IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".avif",
+    *UNDECODABLE_SUFFIXES,
+}  # fmt: skip
 SIDECAR_MARKERS = (".depth.png",)
+# What may lie beside a photo and be read with it: depth (teacher 'sidecar') and intrinsics.
+SIDECAR_FILES = (*DEPTH_SIDECAR_SUFFIXES, ".json")
+# What a text file of paths may be called.
+LIST_FILE_SUFFIXES = ("", ".txt", ".lst", ".list")
 MIN_IMAGE_SIDE = 8
 EXIF_ORIENTATION = 0x0112
 # A photo file larger than this is refused unread (a 24 MP JPEG is ~10 MB; a PNG ~70 MB).
 MAX_INPUT_BYTES = 256 * 2**20
-# "<_io.BytesIO object at 0x7f...>" and the like: an address differs from run to run.
-_OBJECT_REPR = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class BadImage(Exception):
@@ -59,6 +66,11 @@ class SourceItem:
     def has_depth_sidecar(self) -> bool:
         return find_depth_sidecar(self.path) is not None
 
+    def files(self) -> dict[str, None]:
+        """What this photo is read from: itself and every sidecar it may have (present or not),
+        their state to be looked up (sources/fingerprint.py)."""
+        return dict.fromkeys([str(self.path), *beside(str(self.path), SIDECAR_FILES)])
+
 
 @dataclass
 class StagedInput:
@@ -79,6 +91,12 @@ class LoadedImage:
     reencoded: bool
 
 
+def beside(path: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The files named like `path` (a path or a URL) with each suffix in place of its extension."""
+    stem = path[: len(path) - len(os.path.splitext(path)[1])]
+    return [stem + suffix for suffix in suffixes]
+
+
 def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
     """The sorted inputs of `source` (a folder, a glob or a text file of paths) and
     the folder their relative paths (and so their keys) are taken from."""
@@ -89,8 +107,7 @@ def list_inputs(source: str) -> tuple[list[SourceItem], Path]:
     if path.is_dir():
         return list_images(path), path
     if path.is_file():
-        if is_image_name(path.name):
-            raise PipelineError(f"`images` {path} is one photo; give its folder, a glob or a text file of paths")
+        check_list_file(source)
         return _items(path.parent, _paths_from_list(path)), path.parent
     raise PipelineError(f"`images` {source} does not exist (give a folder, a glob or a text file of paths)")
 
@@ -159,13 +176,48 @@ def _glob_root(pattern: str) -> Path:
     return Path(*parts[:first_wildcard]) if first_wildcard else Path(".")
 
 
-def _paths_from_list(list_file: Path) -> list[str]:
+def check_list_file(source: str) -> None:
+    """Refuse a file given as --images that is not a text file of paths (a photo, a JSON file,
+    compressed shards), before it is read as one."""
+    name = source.rstrip("/").rpartition("/")[2]
+    suffix = os.path.splitext(name)[1].lower()
+    if is_image_name(name):
+        raise PipelineError(f"`images` {source} is one photo; give its folder, a glob or a text file of paths")
+    if ".tar." in name.lower() or suffix in (".tgz", ".tbz2", ".txz"):
+        raise PipelineError(f"`images` {source}: compressed shards are not read; give uncompressed .tar shards")
+    if suffix not in LIST_FILE_SUFFIXES:
+        raise PipelineError(
+            f"`images` {source} is a {suffix} file, not a list of paths: give a folder, a glob, .tar shards or a "
+            f"text file of paths ({', '.join(suffix or 'no suffix' for suffix in LIST_FILE_SUFFIXES)})"
+        )
+
+
+def list_file_entries(data: bytes, list_file: str) -> list[str]:
+    """The entries of a list file's bytes: UTF-8 (a byte-order mark dropped), one per line,
+    blank lines and # comments left out."""
     try:
-        lines = list_file.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
         raise PipelineError(f"cannot read the list of paths {list_file} ({error}); give a UTF-8 text file") from None
     stripped = (line.strip() for line in lines)
     return [line for line in stripped if line and not line.startswith("#")]
+
+
+def _paths_from_list(list_file: Path) -> list[str]:
+    """The local paths a list file on this machine names (a URL in it is refused: it would be
+    read as a path)."""
+    try:
+        data = list_file.read_bytes()
+    except OSError as error:
+        raise PipelineError(f"cannot read the list of paths {list_file} ({error.strerror or error})") from None
+    entries = list_file_entries(data, str(list_file))
+    url = next((entry for entry in entries if "://" in entry), None)
+    if url is not None:
+        raise PipelineError(
+            f"{list_file} names a URL ({url}): a list file on this machine names local paths; put a list of "
+            "URLs on the store and pass its URL as `images`"
+        )
+    return entries
 
 
 def _items(root: Path, paths: list[str]) -> list[SourceItem]:
@@ -201,18 +253,19 @@ def disambiguate(keys: list[str], names: list[str]) -> list[str]:
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 of a photo in any PIL mode. 16- and 32-bit grey ('I;16', 'I')
-    is read as 0..65535 and float grey ('F') as 0..1 (or 0..max when above), where
-    convert('RGB') would clip everything above 255 to white; other modes (grey,
-    palette, CMYK, RGBA with alpha dropped) convert as usual."""
-    if image.mode.startswith("I"):
-        grey = np.asarray(image, dtype=np.float64) / 257.0
-    elif image.mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        grey = values * (255.0 / max(1.0, float(values.max())))
-    else:
+    """(H, W, 3) uint8 of a photo in any PIL mode. Grey of more than 8 bits (16-bit 'I;16',
+    32-bit 'I', float 'F') is read on the range its values use: 0..1 (float only), 0..255,
+    0..65535, else 0..max (where convert('RGB') clips everything above 255 to white and an
+    'I' of 8-bit values would turn black); negative and non-finite values are black. Other
+    modes (grey, palette, CMYK, RGBA with alpha dropped) convert as usual."""
+    if not (image.mode.startswith("I") or image.mode == "F"):
         return np.asarray(image.convert("RGB"))
-    return np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    values = np.asarray(image, dtype=np.float64)
+    values = np.where(np.isfinite(values) & (values > 0), values, 0.0)
+    peak = float(values.max(initial=0.0))
+    white = next((top for top in (*((1.0,) if image.mode == "F" else ()), 255.0, 65535.0) if peak <= top), peak)
+    grey = np.round(values * (255.0 / white))
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def read_input_file(path: Path, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
@@ -247,8 +300,8 @@ def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
     """A photo's run holds ~250 bytes per pixel: one above `max_pixels` could exhaust memory."""
     if max_pixels and width * height > max_pixels:
         raise BadImage(
-            f"{path.name} is {width}x{height} ({width * height / 1e6:.1f} MP), above max_pixels "
-            f"({max_pixels / 1e6:.1f} MP): shrink it, or raise --max-pixels where memory allows"
+            f"{path.name} is {width}x{height} ({width * height} pixels), above --max-pixels ({max_pixels}): "
+            "shrink it, or raise --max-pixels where memory allows"
         )
 
 
@@ -257,12 +310,14 @@ def decode_problem(error: Exception) -> str:
     the address of its buffer object in some messages)."""
     if isinstance(error, UnidentifiedImageError):
         return "not a format PIL knows"
-    return _OBJECT_REPR.sub("", str(error)).strip()
+    return without_addresses(str(error))
 
 
 def load_image(path: Path, jpeg_quality: int, max_pixels: int = 0) -> LoadedImage:
     """Decode a photo; raise BadImage with the reason when it cannot be used, or when it
     has more than `max_pixels` (0: no bound), before it is decoded."""
+    if path.suffix.lower() in UNDECODABLE_SUFFIXES:
+        raise BadImage(f"{path.suffix.upper()[1:]} photos cannot be decoded here; convert them to JPEG first")
     data = read_input_file(path)
     if not data:
         raise BadImage("empty file")

@@ -12,23 +12,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PipelineError
-from .photos import BadImage, StagedInput, is_image_name, unique_keys
+from .fingerprint import listed_state
+from .photos import (
+    SIDECAR_FILES,
+    BadImage,
+    StagedInput,
+    beside,
+    check_list_file,
+    is_image_name,
+    list_file_entries,
+    unique_keys,
+)
 from .urls import filesystem, join
-
-# Files beside a photo that later steps read: depth (teacher 'sidecar') and intrinsics.
-SIDECAR_SUFFIXES = (".depth.png", ".depth.npy", ".json")
 
 
 @dataclass(frozen=True)
 class RemoteItem:
     """root: the URL inputs are listed from; relpath: POSIX path relative to it (or the
     full URL for a listed file outside it); key: as for local photos; sidecars: the
-    SIDECAR_SUFFIXES present beside the photo when it was listed."""
+    SIDECAR_FILES present beside the photo when it was listed."""
 
     root: str
     relpath: str
     key: str
     sidecars: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -36,6 +44,12 @@ class RemoteItem:
 
     def has_depth_sidecar(self) -> bool:
         return any(suffix.startswith(".depth.") for suffix in self.sidecars)
+
+    def files(self) -> dict[str, str]:
+        """What this photo is read from, itself and every sidecar it may have, with their state
+        as the listing found them (`states`: the photo's, then each present sidecar's)."""
+        listed = dict(zip((self.url, *beside(self.url, self.sidecars)), self.states, strict=True))
+        return {location: listed.get(location, "absent") for location in (self.url, *beside(self.url, SIDECAR_FILES))}
 
     def stage(self, folder: Path) -> StagedInput:
         """Copy the photo and its sidecars to folder/KEY/, keeping the photo's file name."""
@@ -67,25 +81,25 @@ def list_remote_inputs(source: str) -> tuple[list[RemoteItem], str]:
     keys = unique_keys([relative or found for relative, found in zip(relatives, photos, strict=True)])
     root_url = fs.unstrip_protocol(root)
     items = [
-        RemoteItem(root_url, relative, key, _sidecars_of(photo, present))
+        RemoteItem(root_url, relative, key, *_sidecars_of(photo, present))
         if relative
-        else RemoteItem("", fs.unstrip_protocol(photo), key, _sidecars_of(photo, present))
+        else RemoteItem("", fs.unstrip_protocol(photo), key, *_sidecars_of(photo, present))
         for photo, relative, key in zip(photos, relatives, keys, strict=True)
     ]
     return items, root_url
 
 
-def _list(fs, path: str, source: str) -> tuple[str, list[str], set[str]]:
-    """(root, files the source names, every file present where they are: to find sidecars)."""
+def _list(fs, path: str, source: str) -> tuple[str, list[str], dict[str, str]]:
+    """(root, files the source names, every file present where they are with its state: to
+    find sidecars and fingerprint them without another request)."""
     if glob.has_magic(path):
-        files = [name for name, info in fs.glob(path, detail=True).items() if info["type"] == "file"]
-        return _glob_root(path), files, set(files) | _files_beside(fs, files)
+        found = {name: info for name, info in fs.glob(path, detail=True).items() if info["type"] == "file"}
+        return _glob_root(path), list(found), {**_states(found), **_files_beside(fs, list(found))}
     if fs.isdir(path):
-        files = fs.find(path)
-        return path.rstrip("/"), files, set(files)
+        found = fs.find(path, detail=True)
+        return path.rstrip("/"), list(found), _states(found)
     if fs.isfile(path):
-        if is_image_name(posixpath.basename(path)):
-            raise PipelineError(f"{source} is one photo; give its folder, a glob or a text file of paths")
+        check_list_file(source)
         files = _listed_paths(fs, path)
         return posixpath.dirname(path), files, _files_beside(fs, files)
     raise PipelineError(f"{source} does not exist (give a folder, a glob or a text file of paths)")
@@ -99,28 +113,27 @@ def _glob_root(pattern: str) -> str:
 
 def _listed_paths(fs, list_path: str) -> list[str]:
     """The entries of a text file of paths: URLs on the same store, or paths relative to the file's folder."""
-    try:
-        lines = fs.cat_file(list_path).decode().splitlines()
-    except UnicodeDecodeError as error:
-        raise PipelineError(f"cannot read the list of paths {list_path} ({error}); give a UTF-8 text file") from None
     folder = posixpath.dirname(list_path)
-    entries = (line.strip() for line in lines)
     return [
         fs._strip_protocol(entry) if "://" in entry else posixpath.normpath(posixpath.join(folder, entry))
-        for entry in entries
-        if entry and not entry.startswith("#")
+        for entry in list_file_entries(fs.cat_file(list_path), list_path)
     ]
 
 
-def _files_beside(fs, files: list[str]) -> set[str]:
-    """Every file in the folders of `files` (one listing per folder), to find sidecars."""
-    beside: set[str] = set()
+def _files_beside(fs, files: list[str]) -> dict[str, str]:
+    """Every file in the folders of `files` (one listing per folder) with its state, to find sidecars."""
+    beside: dict[str, str] = {}
     for folder in sorted({posixpath.dirname(found) for found in files}):
         try:
-            beside.update(entry["name"] for entry in fs.ls(folder, detail=True) if entry["type"] == "file")
+            beside.update(_states({entry["name"]: entry for entry in fs.ls(folder, detail=True)}))
         except FileNotFoundError:
             continue
     return beside
+
+
+def _states(infos: dict[str, dict]) -> dict[str, str]:
+    """name -> listed state of the files among fsspec listing entries."""
+    return {name: listed_state(info) for name, info in infos.items() if info.get("type") == "file"}
 
 
 def _visible_photo(path: str, root: str) -> bool:
@@ -134,6 +147,8 @@ def _relative(path: str, root: str) -> str | None:
     return path[len(prefix) :] if path.startswith(prefix) else None
 
 
-def _sidecars_of(photo: str, present: set[str]) -> tuple[str, ...]:
+def _sidecars_of(photo: str, present: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the SIDECAR_FILES present beside `photo`, the states of the photo and of those)."""
     stem = photo[: len(photo) - len(posixpath.splitext(photo)[1])]
-    return tuple(suffix for suffix in SIDECAR_SUFFIXES if stem + suffix in present)
+    sidecars = tuple(suffix for suffix in SIDECAR_FILES if stem + suffix in present)
+    return sidecars, (present.get(photo, "absent"), *(present[stem + suffix] for suffix in sidecars))

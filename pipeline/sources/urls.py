@@ -24,6 +24,15 @@ SCHEME_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 LOCAL_SCHEMES = (None, "file", "local")
 SCRATCH = "simlidar-staging"
 _USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", re.IGNORECASE)
+# What the stores' client libraries (botocore, google-auth) raise when this machine has no
+# usable credentials for them: known by name, as those libraries are optional.
+CREDENTIAL_ERRORS = (
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "DefaultCredentialsError",
+    "RefreshError",
+)
 
 
 def is_url(location: str) -> bool:
@@ -42,7 +51,7 @@ def absolute_location(location: str) -> str:
     a URL is kept as it is."""
     if is_url(location):
         return location
-    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), location))
+    return os.path.normpath(os.path.join(os.path.abspath(os.curdir), local_path(location)))
 
 
 def join(root: str, relpath: str) -> str:
@@ -66,6 +75,18 @@ def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise PipelineError(f"{scheme}:// locations need an optional package: {how}") from None
     except ValueError as error:
         raise PipelineError(f"{scheme}:// is not a filesystem fsspec knows ({error})") from None
+
+
+def access_problem(error: BaseException) -> str | None:
+    """The one line for an error that says an object store could not be used with this
+    machine's credentials (None for any other error)."""
+    if type(error).__name__ in CREDENTIAL_ERRORS:
+        return (
+            f"no usable credentials for the object store ({error}): set them where its client looks (AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, or ~/.aws/credentials, for s3://; GOOGLE_APPLICATION_CREDENTIALS for gs://), "
+            "in the environment this command and `ray start` run in"
+        )
+    return None
 
 
 def scratch_folder() -> Path:

@@ -22,12 +22,14 @@ Views are ordered left to right; neighbours (adjacent in that order) must overla
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tomllib
 from simlidar.sensors.camera import sparse_depth_image, transform_points
+from simlidar.sensors.files import read_text_file
 from simlidar.sensors.rig_geometry import horizontal_fov, view_pixels_in_photo, yaw_rotation
 
 from ..errors import PipelineError
@@ -110,24 +112,29 @@ def load_rig(spec: str) -> Rig:
         raise PipelineError(
             f"unknown rig {spec!r}; presets: {', '.join(PRESETS)} (or a rig .toml, or a real rig's calibration .json)"
         )
+    text = read_text_file(path, "rig file", PipelineError)
     try:
-        record = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise PipelineError(f"cannot read rig file {path}: {error.strerror or error}") from None
+        record = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PipelineError(f"rig file {path} is not valid TOML: {error}") from None
     unknown = sorted(set(record) - {"name", "views"})
     if unknown:
         raise PipelineError(f"rig file {path}: unknown keys {', '.join(unknown)}; use name and [[views]]")
+    entries = record.get("views", [])
+    if not isinstance(entries, list):
+        raise PipelineError(f"rig file {path}: views must be [[views]] tables (yaw, fov), got {entries!r}")
     views = []
-    for index, entry in enumerate(record.get("views", [])):
+    for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(entry) != {"yaw", "fov"}:
             raise PipelineError(f"rig file {path}: view {index} needs exactly yaw and fov (fractions of the photo's)")
-        try:
-            views.append(RigView(float(entry["yaw"]), float(entry["fov"])))
-        except (TypeError, ValueError):
-            raise PipelineError(f"rig file {path}: view {index} has a yaw or fov that is not a number") from None
-    return check_rig(Rig(str(record.get("name", path.stem)), tuple(views)))
+        values = [entry["yaw"], entry["fov"]]
+        if not all(type(value) in (int, float) and math.isfinite(value) for value in values):
+            raise PipelineError(f"rig file {path}: view {index} has a yaw or fov that is not a finite number")
+        views.append(RigView(float(entry["yaw"]), float(entry["fov"])))
+    name = record.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise PipelineError(f"rig file {path}: name must be a string, got {name!r}")
+    return check_rig(Rig(name, tuple(views)))
 
 
 @dataclass(frozen=True)

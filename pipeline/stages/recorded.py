@@ -17,6 +17,7 @@ from ..sources.calibrated_rig import Calibration, RigFrame, rig_record
 from ..sources.calibrated_rig_lidar import Sweep
 from ..sources.kitti import KittiFrame, KittiRecording
 from ..sources.photos import LoadedImage
+from .sample import sparse_counts
 
 # What a sample's json and the manifest say of the LiDAR: a real one, not a simulation.
 RECORDED_SENSOR = {"name": "recorded", "kind": "recorded"}
@@ -66,7 +67,7 @@ def kitti_sample(
         "split": split,
         "source_path": str(frame.image),
         "image_size": [width, height],
-        "K": frame.K.tolist() if frame.K is not None else None,
+        "K": recording.K.tolist() if recording.K is not None else None,
         "image_encoding": "original bytes",
         "sensor": RECORDED_SENSOR,
         "sparse": "velodyne_raw",
@@ -103,7 +104,7 @@ def sweep_sample(
     counts = {
         "points": len(sweep.points_lidar),
         "points_in_image": int(in_image.sum()),
-        "sparse_pixels": int(np.count_nonzero(sparse_m)),
+        **sparse_counts(sparse_m),
     }
     meta = {
         "key": key,
@@ -116,7 +117,12 @@ def sweep_sample(
         "rig": rig_record(calibration, index, calibration.T_rig_lidar),
         "T_cam_lidar": T_cam_lidar.tolist(),
         "sensor": RECORDED_SENSOR,
-        "lidar": {"path": sweep.relpath, "columns": sweep.columns, "points": len(sweep.points_lidar)},
+        "lidar": {
+            "path": sweep.relpath,
+            "columns": sweep.columns,
+            "points": len(sweep.points_lidar),
+            "points_dropped": sweep.dropped,
+        },
         "sparse": "real LiDAR sweep, z-buffer projection",
         "dense": "the same real projection (ground truth; nothing simulated)",
         "image_reencoded": image.reencoded,

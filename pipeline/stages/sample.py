@@ -60,8 +60,9 @@ class ScanRecord:
 
 def build_sample(view: View, scan: Scan, record: ScanRecord, save_points: bool) -> tuple[dict[str, bytes], dict]:
     """The members of `view`'s sample (image, sparse, dense, json; teacher.png and the
-    scan's points when asked) and its counts (the scan's, with the view's sparse pixels)."""
-    counts = {**scan.counts, "sparse_pixels": int(np.count_nonzero(view.sparse_m))}
+    scan's points when asked) and its counts (the scan's, with the view's sparse pixels: those
+    sparse.png holds, and those beyond its range, not written)."""
+    counts = {**scan.counts, **sparse_counts(view.sparse_m)}
     meta = {
         "key": view.key,
         "source_path": view.source_path,
@@ -94,6 +95,13 @@ def build_sample(view: View, scan: Scan, record: ScanRecord, save_points: bool) 
     if save_points:
         members[schema.POINTS] = npy_bytes(scan.points_lidar)
     return members, counts
+
+
+def sparse_counts(sparse_m: np.ndarray) -> dict[str, int]:
+    """The json's count of the pixels sparse.png holds of an (H, W) map in metres, and of those
+    with a return it cannot hold (beyond the encoding's 255.996 m), dropped and counted."""
+    kept, beyond = schema.encoded_pixels(sparse_m)
+    return {"sparse_pixels": kept, "sparse_pixels_beyond_encoding": beyond}
 
 
 def _teacher_relative(view: View) -> tuple[bytes, dict]:

@@ -24,6 +24,7 @@ import numpy as np
 from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput, cache_id, load_teacher
 
 from ..output.store import Store, open_store
+from ..sources.fingerprint import file_sha256
 
 DEFAULT_FOLDER = "teacher-cache"
 FORMAT = 1
@@ -35,14 +36,6 @@ def teacher_cache_dir(option: str, out: Store) -> str:
     what any node computed. A URL is checked now (a missing package or credentials in it:
     one line now, not in every task)."""
     return open_store(option).location if option else out.where(DEFAULT_FOLDER)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:
