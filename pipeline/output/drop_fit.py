@@ -24,6 +24,7 @@ import tomllib
 from simlidar.sensors import ReturnEffects, SpinningLidar
 from simlidar.sensors.camera import transform_points
 from simlidar.sensors.catalog import CATALOG_DIR, SensorSpecError, sensor_from_dict
+from simlidar.sensors.files import read_text_file
 from simlidar.sensors.ray_drop import FittedRayDrop, HitFeatures, fit_ray_drop
 from simlidar.sensors.targets import RayTarget
 
@@ -182,12 +183,13 @@ def sensor_to_fit(sensor_name_or_path: str) -> tuple[SpinningLidar, str]:
     without the file's [ray_drop] table: the fit replaces it, so a table the loader refuses
     (one fitted before the weights were bounded) does not stop its refit."""
     path = Path(sensor_name_or_path)
-    path = path if path.suffix == ".toml" else CATALOG_DIR / f"{sensor_name_or_path}.toml"
-    if not path.is_file():
-        raise PipelineError(
-            f"--sensor {sensor_name_or_path}: no such sensor file or catalog name (see `simlidar sensors list`)"
-        )
-    text = path.read_text()
+    if path.suffix != ".toml":
+        path = CATALOG_DIR / f"{sensor_name_or_path}.toml"
+        if not path.is_file():
+            raise PipelineError(
+                f"--sensor {sensor_name_or_path}: no such catalog sensor (see `simlidar sensors list`) nor a .toml file"
+            )
+    text = read_text_file(path, "sensor file", SensorSpecError)
     try:
         sensor = sensor_from_dict(tomllib.loads(with_ray_drop(text, None)), path)
     except tomllib.TOMLDecodeError as error:
