@@ -18,7 +18,7 @@ from simlidar.sensors import MOUNTS, Calibration, ReturnEffects, SensorSpecError
 from simlidar.sensors.catalog import CATALOG_DIR
 from simlidar.sensors.ray_drop import FittedRayDrop, HitFeatures, fit_ray_drop
 
-from .helpers import KITTI_K, REPO, generate, tar_members
+from .helpers import KITTI_K, KITTI_OBJECT, REPO, generate, tar_members
 
 SCENE = REPO / "examples" / "scenes" / "street_kitti"
 # Known figures to recover: per-laser logits from 2 (top) to 1, a return less likely far
@@ -160,6 +160,20 @@ def test_the_shipped_fit_never_returns_more_toward_grazing_incidence_or_farther(
     lasers, range_m = np.meshgrid(np.arange(64), np.linspace(1.0, 120.0, 120), indexing="ij")
     hits = HitFeatures(lasers.ravel(), range_m.ravel(), *np.full((3, lasers.size), 0.3))
     assert np.all(np.diff(model.return_probability(hits).reshape(lasers.shape), axis=1) <= 0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (KITTI_OBJECT / "000134.bin").is_file(), reason="needs ../shared/data/kitti_object/")
+def test_refitting_hdl64_kitti_on_the_shared_frames_reproduces_the_shipped_file(cli, tmp_path):
+    """The shipped table is what `fit-drop` writes on the two shared KITTI frames, byte for
+    byte: a change to the fit or its bounds that would alter the table fails here until the
+    catalog file is refitted (and its README figures re-measured)."""
+    out = tmp_path / "refit.toml"
+    frames = [arg for name in ("000134", "000002") for arg in ("--kitti-object", KITTI_OBJECT / name)]
+    code, text, err = cli("sensors", "fit-drop", *frames, "--out", out)
+    assert code == 0, err
+    assert "range +0.000, incidence +0.000, luma +0.851, greenness -1.766" in text
+    assert out.read_text() == (CATALOG_DIR / "hdl64-kitti.toml").read_text()
 
 
 def test_a_beam_returned_when_the_real_scan_fired_and_returned_there():
