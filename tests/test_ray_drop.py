@@ -275,7 +275,7 @@ def test_fit_drop_command_writes_a_sensor_file_that_loads(cli, tmp_path):
     code, _, err = cli("sensors", "fit-drop", "--sensor", tmp_path / "none.toml", "--kitti-object", stem, "--out", out)
     assert code == 2 and "none.toml: it does not exist" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--sensor", "hdl65", "--kitti-object", stem, "--out", out)
-    assert code == 2 and "no such catalog sensor" in err and err.count("\n") == 1
+    assert code == 2 and "--sensor hdl65: no such catalog sensor" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--kitti-object", stem, "--out", tmp_path / "missing" / "x.toml")
     assert code == 2 and "does not exist" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--out", out)

@@ -187,7 +187,7 @@ def sensor_to_fit(sensor_name_or_path: str) -> tuple[SpinningLidar, str]:
         path = CATALOG_DIR / f"{sensor_name_or_path}.toml"
         if not path.is_file():
             raise PipelineError(
-                f"--sensor {sensor_name_or_path}: no such catalog sensor (see `simlidar sensors list`) nor a .toml file"
+                f"`sensor` {sensor_name_or_path}: no such catalog sensor (see `simlidar sensors list`) nor a .toml file"
             )
     text = read_text_file(path, "sensor file", SensorSpecError)
     try:
