@@ -16,6 +16,8 @@ from simlidar.pipeline import schema
 from simlidar.pipeline.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+# The shared real frames (../shared/data/README.md); tests that read them skip without them.
+KITTI_OBJECT = REPO.parent / "shared" / "data" / "kitti_object"
 KITTI_K = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 
 
