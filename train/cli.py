@@ -161,7 +161,7 @@ def train(stop_at, overwrite, quiet, crop, bin_range, out, **options) -> None:
     except KeyboardInterrupt as interrupt:
         _stopped(interrupt)
     except RankStopped:
-        sys.exit(2)  # another torchrun rank said why
+        sys.exit(1)  # another torchrun rank said why
     if result["main"] and not result["done_before"]:
         click.echo(f"step {result['step']}: loss {result['loss']}; checkpoint {Path(config.out) / 'last.pt'}")
 
