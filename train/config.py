@@ -120,9 +120,7 @@ def check_options(config: TrainConfig, stop_at: int | None = None) -> None:
         if not 0 <= value < 1:
             raise TrainOptionError(f"--{name} must lie in [0, 1) (got {value})")
     if config.stage == "finetune" and config.init is None:
-        raise TrainOptionError(
-            "--stage finetune needs --init CKPT (a pretrained checkpoint, e.g. runs/pretrain/last.pt)"
-        )
+        raise TrainOptionError("--stage finetune needs --init CKPT (a pretrained one, e.g. runs/pretrain/last.pt)")
     if config.view_relational and config.objective != "bins-kd":
         raise TrainOptionError("--view-relational distils into a bin student: add --objective bins-kd")
     if config.objective == "bins-kd":
