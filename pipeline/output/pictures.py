@@ -83,6 +83,14 @@ def new_figure(width_px: int, height_px: int) -> Figure:
     return figure
 
 
+def add_axes_px(figure: Figure, left: float, top: float, width: float, height: float):
+    """Axes at a box given in pixels from the figure's top left corner."""
+    figure_width, figure_height = figure.bbox.width, figure.bbox.height
+    return figure.add_axes(
+        (left / figure_width, 1 - (top + height) / figure_height, width / figure_width, height / figure_height)
+    )
+
+
 def to_rgb(figure: Figure) -> np.ndarray:
     """The figure drawn: (height_px, width_px, 3) uint8."""
     figure.canvas.draw()
