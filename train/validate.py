@@ -30,8 +30,7 @@ def model_metrics(model: torch.nn.Module, urls: list[str], device: torch.device,
     per_image, pictures = [], []
     loader = torch.utils.data.DataLoader(data.eval_stream(urls), batch_size=None)
     for sample in tqdm(loader, disable=not progress, unit="image"):
-        prediction = predicted_depth(model(sample["rgb"][None].to(device), sample["sparse"][None].to(device)))
-        prediction_m = prediction[0, 0].float().cpu().numpy()
+        prediction_m = predict_depth(model, sample["rgb"], sample["sparse"], device)
         gt_m = sample["dense"][0].numpy()
         metrics = image_metrics(prediction_m, gt_m)
         if metrics is None:
@@ -42,6 +41,16 @@ def model_metrics(model: torch.nn.Module, urls: list[str], device: torch.device,
             pictures.append((sample["key"], preview(rgb, prediction_m, gt_m)))
     model.train(was_training)
     return per_image, pictures
+
+
+@torch.inference_mode()
+def predict_depth(model: torch.nn.Module, rgb: torch.Tensor, sparse: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The (H, W) float32 depth in metres `model` (in eval mode) predicts from rgb (3, H, W) in
+    0..1 and sparse (1, H, W) metres (0 = none): what `eval` scores and `predict` writes."""
+    if rgb.shape[0] != 3 or sparse.shape != (1, *rgb.shape[1:]):
+        raise ValueError(f"rgb must be (3, H, W) and sparse (1, H, W), got {tuple(rgb.shape)}, {tuple(sparse.shape)}")
+    prediction = predicted_depth(model(rgb[None].to(device), sparse[None].to(device)))
+    return prediction[0, 0].float().cpu().numpy()
 
 
 def evaluate(
@@ -84,20 +93,24 @@ ERROR_SCALE_M = 2.0
 _TITLE_BAND, _MARGIN, _BAR = 24, 10, 110
 
 
-def preview(rgb: np.ndarray, prediction_m: np.ndarray, gt_m: np.ndarray) -> np.ndarray:
-    """RGB (H, W, 3) uint8 over the prediction and the ground truth (H, W) m on one depth scale
-    (the ground truth's) over the absolute error where there is ground truth (0 to
-    ERROR_SCALE_M), each titled with its colour bar: an (H', W', 3) uint8 picture."""
+def preview(
+    rgb: np.ndarray, prediction_m: np.ndarray, gt_m: np.ndarray | None = None, sparse_m: np.ndarray | None = None
+) -> np.ndarray:
+    """RGB (H, W, 3) uint8 [over the sparse input over the dimmed RGB] over the prediction
+    [and the ground truth] (H, W) m on one depth scale (the ground truth's, else the
+    prediction's) [over the absolute error where there is ground truth (0 to ERROR_SCALE_M)],
+    each titled with its colour bar: an (H', W', 3) uint8 picture."""
     height, width = prediction_m.shape
-    with_truth = gt_m > 0
-    near_m, far_m = pictures.depth_range(gt_m if with_truth.any() else prediction_m)
-    error_m = np.where(with_truth, np.abs(prediction_m - gt_m), np.nan)
-    panels = (
-        (rgb, "RGB", None),
-        (pictures.colour_depth(prediction_m, near_m, far_m), "prediction", "depth"),
-        (pictures.colour_depth(gt_m, near_m, far_m), "ground truth (dense.png)", "depth"),
-        (pictures.colour_error(error_m, ERROR_SCALE_M), "absolute error |prediction - ground truth|", "error"),
-    )
+    near_m, far_m = pictures.depth_range(gt_m if gt_m is not None and (gt_m > 0).any() else prediction_m)
+    panels = [(rgb, "RGB", None)]
+    if sparse_m is not None:
+        panels.append((pictures.points_over_photo(rgb, sparse_m, near_m, far_m), "sparse depth (input)", "depth"))
+    panels.append((pictures.colour_depth(prediction_m, near_m, far_m), "prediction", "depth"))
+    if gt_m is not None:
+        error_m = np.where(gt_m > 0, np.abs(prediction_m - gt_m), np.nan)
+        panels.append((pictures.colour_depth(gt_m, near_m, far_m), "ground truth (dense.png)", "depth"))
+        error_title = "absolute error |prediction - ground truth|"
+        panels.append((pictures.colour_error(error_m, ERROR_SCALE_M), error_title, "error"))
     figure = pictures.new_figure(width + _BAR + 2 * _MARGIN, len(panels) * (height + _TITLE_BAND) + _MARGIN)
     for index, (image, title, bar) in enumerate(panels):
         top = index * (height + _TITLE_BAND) + _TITLE_BAND
