@@ -123,3 +123,11 @@ def test_the_camera_outline_spans_the_cameras_field_of_view(pitch_deg):
         assert np.isclose(outline[:, 0].max(), np.rad2deg(np.arctan(cx / fx)), atol=1e-6)
     middle_top = outline[np.argmin(np.abs(outline[:50, 0])), 1]
     assert np.isclose(middle_top, np.rad2deg(np.arctan(cy / fx)) - pitch_deg, atol=0.1)
+
+
+def test_extreme_and_tiny_images_still_make_a_sheet_with_its_bar():
+    """A 1x5000 panorama, a 5000x1 sliver and a 1x1 photo: squeezed to 8:1 at most, and the
+    sheet wide enough for its colour bar."""
+    for samples in ([_sample("wide", 2, 5000)], [_sample("tall", 5000, 2)] * 3, [_sample("dot", 2, 2)]):
+        sheet = contact_sheet(samples)
+        assert 640 <= sheet.size[0] <= 1800 and sheet.size[1] <= 3 * (220 + TITLE_BAND + GAP) + BAR_BAND

@@ -42,7 +42,8 @@ def _photo_folder(shard, folder, keys=("s0-0", "s0-1")):
 
 def test_predict_on_photos_writes_evals_prediction_as_kitti_depth(trained, tmp_path):
     checkpoint, shard = trained
-    record = predict(str(checkpoint), str(_photo_folder(shard, tmp_path / "photos")), str(tmp_path / "out"), progress=False)
+    photos = _photo_folder(shard, tmp_path / "photos")
+    record = predict(str(checkpoint), str(photos), str(tmp_path / "out"), progress=False)
     assert record["written"] == ["s0-0", "s0-1"] and record["weights"] == "ema"
 
     model = load_model(torch.load(checkpoint, weights_only=True), checkpoint, ema=True).eval()
@@ -68,7 +69,8 @@ def test_predict_on_photos_writes_evals_prediction_as_kitti_depth(trained, tmp_p
 
 def test_predict_on_shards_gives_the_same_bytes_and_raw_weights_differ(trained, tmp_path):
     checkpoint, shard = trained
-    predict(str(checkpoint), str(_photo_folder(shard, tmp_path / "photos")), str(tmp_path / "photos-out"), progress=False)
+    photos = _photo_folder(shard, tmp_path / "photos")
+    predict(str(checkpoint), str(photos), str(tmp_path / "photos-out"), progress=False)
     record = predict(str(checkpoint), str(shard), str(tmp_path / "out"), previews=1, progress=False)
     assert record["written"] == ["s0-0", "s0-1", "s0-2", "s0-3"]
     for key in ("s0-0", "s0-1"):
@@ -84,9 +86,9 @@ def test_bad_inputs_are_one_line_each_before_the_model_loads(trained, tmp_path, 
     photos = _photo_folder(shard, tmp_path / "photos")
     monkeypatch.setattr("simlidar.train.predict.load_checkpoint", lambda path: pytest.fail("loaded the model"))
 
-    def fails(match, images, **options):
+    def fails(match, images, out=str(tmp_path / "out"), **options):
         with pytest.raises(TrainError, match=match) as error:
-            predict(str(checkpoint), str(images), str(tmp_path / "out"), progress=False, **options)
+            predict(str(checkpoint), str(images), out, progress=False, **options)
         assert "\n" not in str(error.value)
 
     (photos / "s0-1.sparse.png").unlink()
@@ -106,6 +108,7 @@ def test_bad_inputs_are_one_line_each_before_the_model_loads(trained, tmp_path, 
     fails(r"no photos \(.jpg, .jpeg, .png\) in .*notes", notes)
     fails(r"--sparse is for a folder of photos", shard, sparse=str(photos))
     fails(r"is neither a folder of photos nor shards", tmp_path / "missing")
+    fails(r"--out .* is a file: give a folder", photos, out=str(photos / "s0-0.png"))
     (photos / "s0-1.jpg").write_bytes((photos / "s0-0.png").read_bytes())
     fails(r"s0-1.jpg and s0-1.png would both be written as s0-1.png", photos)
 

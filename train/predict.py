@@ -95,7 +95,7 @@ def _check_sizes(item: PhotoInput) -> None:
             with Image.open(path) as image:
                 sizes.append(ImageOps.exif_transpose(image).size if what == "photo" else image.size)
                 mode = image.mode
-        except (UnidentifiedImageError, OSError) as error:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
             raise TrainError(f"{path}: not a readable image ({type(error).__name__}); remove or replace it") from None
         if what == "sparse depth" and mode not in ("I;16", "I;16B", "I;16L", "I"):
             raise TrainError(
@@ -153,6 +153,9 @@ def predict(
     """Depth for every photo of `images` (with `sparse`) or every sample of the shards it names:
     OUT/KEY.png (16-bit, metres x 256) and OUT/previews/KEY.png for the first `previews`;
     OUT/predictions.json lists them. Returns that record."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainError(f"--out {out} is a file: give a folder for the depth PNGs and previews")
     if is_shard_source(images):
         if sparse is not None:
             raise TrainError("--sparse is for a folder of photos: shards carry each sample's sparse.png")
@@ -168,7 +171,6 @@ def predict(
     checkpoint = load_checkpoint(checkpoint_path)
     device = pick_device(device_name)
     model = load_model(checkpoint, checkpoint_path, ema=use_ema).to(device).eval()
-    out_dir = Path(out)
     (out_dir / PREVIEWS).mkdir(parents=True, exist_ok=True)
     written = []
     for item in tqdm(inputs, total=count, disable=not progress, unit="image"):

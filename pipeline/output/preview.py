@@ -20,6 +20,9 @@ ROW_HEIGHT = 220
 GAP = 6
 TITLE_BAND = 20
 BAR_BAND = 70
+MAX_ASPECT = 8.0
+# Wide enough for the colour bar's ticks however narrow the samples.
+MIN_SHEET_WIDTH = 640
 
 
 def check_picture_path(path: Path, option: str = "`plot`") -> None:
@@ -49,9 +52,10 @@ class PreviewSample:
 
     @property
     def strip_aspect(self) -> float:
-        """Width over height of the sample's three images side by side."""
+        """Width over height of the sample's three images side by side; an image beyond 8:1
+        either way is drawn squeezed to 8:1 (a panorama 50 times wider than high would be a line)."""
         height, width = self.dense_m.shape
-        return 3 * width / height
+        return 3 * min(max(width / height, 1 / MAX_ASPECT), MAX_ASPECT)
 
 
 def justified_rows(aspects: list[float], width: int, target_height: int, gap: int) -> list[tuple[list[int], float]]:
@@ -87,7 +91,8 @@ def contact_sheet(samples: list[PreviewSample], width: int = SHEET_WIDTH, row_he
     rows = justified_rows([sample.strip_aspect for sample in samples], width, row_height, 3 * GAP)
     if len(rows) == 1:
         indices, height = rows[0]
-        width = min(width, round(sum(samples[i].strip_aspect for i in indices) * height + 3 * GAP * (len(indices) - 1)))
+        content = round(sum(samples[i].strip_aspect for i in indices) * height + 3 * GAP * (len(indices) - 1))
+        width = max(min(width, content), MIN_SHEET_WIDTH)
     height = sum(round(row_height) + TITLE_BAND + GAP for _, row_height in rows) + BAR_BAND
     figure = pictures.new_figure(width, height)
     near_m, far_m = pictures.depth_range(np.concatenate([sample.dense_m.ravel() for sample in samples]))
