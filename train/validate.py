@@ -97,11 +97,13 @@ def preview(
     rgb: np.ndarray, prediction_m: np.ndarray, gt_m: np.ndarray | None = None, sparse_m: np.ndarray | None = None
 ) -> np.ndarray:
     """RGB (H, W, 3) uint8 [over the sparse input over the dimmed RGB] over the prediction
-    [and the ground truth] (H, W) m on one depth scale (the ground truth's, else the
-    prediction's) [over the absolute error where there is ground truth (0 to ERROR_SCALE_M)],
-    each titled with its colour bar: an (H', W', 3) uint8 picture."""
+    [and the ground truth] (H, W) m on one depth scale [over the absolute error where there
+    is ground truth (0 to ERROR_SCALE_M)], each titled with its colour bar: an (H', W', 3)
+    uint8 picture. The depth scale is the ground truth's, else the sparse input's (measured),
+    else the prediction's."""
     height, width = prediction_m.shape
-    near_m, far_m = pictures.depth_range(gt_m if gt_m is not None and (gt_m > 0).any() else prediction_m)
+    measured = next((depth for depth in (gt_m, sparse_m) if depth is not None and (depth > 0).any()), prediction_m)
+    near_m, far_m = pictures.depth_range(measured)
     panels = [(rgb, "RGB", None)]
     if sparse_m is not None:
         panels.append((pictures.points_over_photo(rgb, sparse_m, near_m, far_m), "sparse depth (input)", "depth"))
