@@ -131,3 +131,15 @@ def test_extreme_and_tiny_images_still_make_a_sheet_with_its_bar():
     for samples in ([_sample("wide", 2, 5000)], [_sample("tall", 5000, 2)] * 3, [_sample("dot", 2, 2)]):
         sheet = contact_sheet(samples)
         assert 640 <= sheet.size[0] <= 1800 and sheet.size[1] <= 3 * (220 + TITLE_BAND + GAP) + BAR_BAND
+
+
+def test_a_prediction_without_ground_truth_is_drawn_on_the_scale_of_its_sparse_input():
+    height, width = 40, 100
+    sparse = np.zeros((height, width), np.float32)
+    sparse[::4] = np.geomspace(3.0, 30.0, width)[None]
+    prediction = np.full((height, width), 7.0, np.float32)
+    picture = preview(np.zeros((height, width, 3), np.uint8), prediction, sparse_m=sparse).astype(int)
+    assert picture.shape == (3 * (height + 24) + 10, width + 110 + 20, 3)  # RGB, sparse input, prediction
+    near_m, far_m = pictures.depth_range(sparse)
+    expected = pictures.colour_depth(np.array([[7.0]]), near_m, far_m)[0, 0]
+    assert np.abs(picture[2 * (height + 24) + 24 + height // 2, 10 + width // 2] - expected).max() <= 2
