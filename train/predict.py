@@ -25,6 +25,7 @@ from . import data
 from .checkpoint import load_checkpoint
 from .errors import TrainError
 from .factory import load_model, pick_device
+from .shards import index_shards, list_shards
 from .validate import predict_depth, preview
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -120,9 +121,10 @@ def _read_photo(item: PhotoInput) -> dict:
     return {"key": item.key, "rgb": rgb, "sparse": sparse, "dense": None}
 
 
-def _shard_samples(urls: list[str]):
-    """The samples of shards as `eval` reads them, with their ground truth."""
-    for sample in data.eval_stream(urls):
+def _shard_samples(urls: list[str], on_bad):
+    """The samples of shards as `eval` reads them, with their ground truth (one that does not
+    decode goes to on_bad, as in eval)."""
+    for sample in data.eval_stream(urls, on_bad):
         rgb = (sample["rgb"].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
         sparse, dense = sample["sparse"][0].numpy(), sample["dense"][0].numpy()
         yield {"key": sample["key"], "rgb": rgb, "sparse": sparse, "dense": dense}
@@ -152,16 +154,18 @@ def predict(
 ) -> dict:
     """Depth for every photo of `images` (with `sparse`) or every sample of the shards it names:
     OUT/KEY.png (16-bit, metres x 256) and OUT/previews/KEY.png for the first `previews`;
-    OUT/predictions.json lists them. Returns that record."""
+    OUT/predictions.json lists them (and the samples of shards that do not decode, skipped as
+    eval skips them). Returns that record."""
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainError(f"--out {out} is a file: give a folder for the depth PNGs and previews")
+    skipped: list[dict] = []
     if is_shard_source(images):
         if sparse is not None:
             raise TrainError("--sparse is for a folder of photos: shards carry each sample's sparse.png")
-        urls = data.list_shards(images)
-        data.check_shards(urls)
-        inputs, count = _shard_samples(urls), None
+        urls = list_shards(images, "--images")
+        index_shards(urls)
+        inputs, count = _shard_samples(urls, skipped.append), None
     else:
         folder = Path(images)
         if not folder.is_dir():
@@ -189,6 +193,7 @@ def predict(
         "sparse": sparse,
         "depth_png": "uint16, metres x 256, 0 = no depth (KITTI)",
         "written": written,
+        "skipped": skipped,
     }
     (out_dir / "predictions.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
