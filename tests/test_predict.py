@@ -125,3 +125,22 @@ def test_a_checkpoint_of_another_kind_is_one_line(trained, tmp_path):
     torch.save({**state, "model_config": {**state["model_config"], "width": 8}}, wider)
     with pytest.raises(TrainError, match="weights do not match the model of width 8"):
         predict(str(wider), str(photos), str(tmp_path / "out"), progress=False)
+
+
+def test_the_predict_command_writes_and_says_where_and_its_errors_are_one_line(trained, cli, tmp_path):
+    checkpoint, shard = trained
+    photos = _photo_folder(shard, tmp_path / "photos")
+    arguments = ("predict", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path / "out", "--quiet")
+    code, out, err = cli(*arguments)
+    assert code == 0, err
+    assert out == f"2 depth maps (ema weights, step 4) in {tmp_path / 'out'}/\n"
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["s0-0.png", "s0-1.png"]
+    # A usage error (click's code 2), and a data error exiting as eval's own data errors do.
+    code, _, err = cli("predict", "--checkpoint", checkpoint, "--images", shard, "--sparse", photos, "--out", tmp_path)
+    assert code == 2 and "--sparse is for a folder of photos" in err
+    (photos / "s0-1.sparse.png").unlink()
+    code, _, err = cli("predict", "--checkpoint", checkpoint, "--images", photos, "--out", tmp_path / "out")
+    eval_code, _, eval_err = cli("eval", "--checkpoint", tmp_path / "missing.pt", "--shards", shard)
+    assert code == eval_code != 0 and "no checkpoint at" in eval_err
+    assert err == "error: no sparse depth for s0-1.png: expected s0-1.sparse.png beside it, or pass --sparse FOLDER " \
+        "(16-bit PNGs of metres x 256 named as the photos)\n"
