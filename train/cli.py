@@ -231,7 +231,7 @@ def predict(checkpoint, images, sparse, out, previews, no_ema, device, quiet) ->
     from .predict import predict as run_predict
 
     if sparse is not None and is_shard_source(images):
-        raise click.BadOptionUsage("sparse", "--sparse is for a folder of photos: shards carry each sample's sparse.png")
+        raise click.BadOptionUsage("sparse", "--sparse is for a folder of photos: shards carry their sparse.png")
     record = run_predict(checkpoint, images, out, sparse, device, previews, use_ema=not no_ema, progress=not quiet)
     click.echo(f"{len(record['written'])} depth maps ({record['weights']} weights, step {record['step']}) in {out}/")
 
