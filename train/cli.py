@@ -187,7 +187,7 @@ def _stopped(interrupt: KeyboardInterrupt) -> None:
 @click.option("--checkpoint", required=True, help="A checkpoint written by `simlidar train` (OUT/last.pt).")
 @click.option("--shards", required=True, help="Shards to evaluate on; dense.png is the ground truth.")
 @click.option("--out", default=None, help="Folder for metrics.json and previews/ [default: beside the checkpoint].")
-@click.option("--previews", default=4, type=int, help="Pictures (RGB, prediction, truth, error) of the first N samples.")
+@click.option("--previews", default=4, type=int, help="Pictures (RGB, prediction, truth, error) of the first N.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights even when the checkpoint has EMA weights.")
 @click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
