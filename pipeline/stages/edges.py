@@ -52,16 +52,22 @@ SIDE_MARGIN = 0.03
 KEEP_MARGIN = 0.01
 # Confident pixels of a side lie within this share of its level (the smear's own tails
 # and a third surface nearer or farther are no side of this jump).
-LEVEL_SLACK = 0.1
+LEVEL_SLACK = 0.03
 # Colour samples: SAMPLES x SAMPLES evenly spaced pixels of the window of radius
 # radius_px + reach_px (so that pixels past the band are within reach of its middle).
-SAMPLES = 5
+SAMPLES = 7
 # A smear spreads a jump: no one-pixel step of it makes more than this share of it.
 MAX_STEP_SHARE = 0.35
 # The mean colour likeness that makes a pixel look like a side.
 ALIKE = 0.2
 # A band pixel goes with its 8 neighbours when more of them than this are on the other side.
 VOTE_MARGIN = 1
+# A smear's side settles where its disparity moves by less than this share a pixel...
+FLAT_STEP = 0.005
+# ... and is reached when it stays within this share for PLATEAU_PX pixels beyond.
+PLATEAU_DROP = 0.015
+PLATEAU_PX = 2
+PLATEAU_SHARE = 4
 # Seeds, levels and the band are kept per tile of this many pixels a side.
 LEVEL_BLOCK = 2
 
@@ -135,8 +141,11 @@ def handle_edges(
         return EdgeResult(depth, 0, 0)
     numba.set_num_threads(threads if 0 < threads <= numba.config.NUMBA_NUM_THREADS else numba.config.NUMBA_NUM_THREADS)
     disparity = np.divide(1.0, depth, out=np.zeros_like(depth), where=depth > 0)
-    seed_near, seed_far = _seed_levels(disparity, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN)
+    seed_near, seed_far, seed_near_ok, seed_far_ok = _seed_levels(
+        disparity, options.radius_px, options.min_jump, options.steepness, SIDE_MARGIN
+    )
     near, far = _band_levels(seed_near, seed_far, options.reach_px)
+    near_ok, far_ok = _band_levels(seed_near_ok, seed_far_ok, options.reach_px)
     rows, cols = _band_pixels(depth, far)
     sides = np.full(depth.shape, -1, np.int8)
     targets = np.zeros((len(rows), 2), np.float32)
@@ -145,6 +154,8 @@ def handle_edges(
         np.ascontiguousarray(rgb),
         near,
         far,
+        near_ok,
+        far_ok,
         rows,
         cols,
         options.radius_px + options.reach_px,
@@ -167,6 +178,8 @@ def _seed_levels(disparity, radius: int, min_jump: float, steepness: float, marg
     tile_rows, tile_cols = -(-height // LEVEL_BLOCK), -(-width // LEVEL_BLOCK)
     near_levels = np.full((tile_rows, tile_cols), np.inf, np.float32)
     far_levels = np.zeros((tile_rows, tile_cols), np.float32)
+    near_reached = np.full((tile_rows, tile_cols), np.inf, np.float32)
+    far_reached = np.zeros((tile_rows, tile_cols), np.float32)
     jump, inside_far, inside_near = 1 + min_jump, 1 + margin, 1 - margin
     # One pixel per tile is looked at (a smear is wider than a tile, and the band grows
     # from the tiles); each thread owns whole tile rows, so no two write one tile.
@@ -179,7 +192,7 @@ def _seed_levels(disparity, radius: int, min_jump: float, steepness: float, marg
             for axis in range(2):
                 step_row = 1 if axis == 1 else 0
                 step_col = 1 - step_row
-                for span in (max(radius // 2, 1), radius):
+                for span in (max(radius // 2, 1), radius, 2 * radius):
                     before_row, before_col = row - span * step_row, col - span * step_col
                     after_row, after_col = row + span * step_row, col + span * step_col
                     if before_row < 1 or before_col < 1 or after_row > height - 2 or after_col > width - 2:
@@ -196,13 +209,73 @@ def _seed_levels(disparity, radius: int, min_jump: float, steepness: float, marg
                         _gentle_slope(disparity, before_row, before_col, step_row, step_col),
                         _gentle_slope(disparity, after_row, after_col, step_row, step_col),
                     )
+                    if span > radius:
+                        outward = span // 2
+                        ends = max(
+                            ends,
+                            _outward_slope(disparity, before_row, before_col, -step_row, -step_col, outward),
+                            _outward_slope(disparity, after_row, after_col, step_row, step_col, outward),
+                        )
                     if mean_slope > steepness * ends and _spread(
                         disparity, before_row, before_col, step_row, step_col, 2 * span
                     ):
                         tile_col = col // LEVEL_BLOCK
+                        toward = 1 if b > a else -1
+                        near_row, near_col = (after_row, after_col) if b > a else (before_row, before_col)
+                        far_row, far_col = (before_row, before_col) if b > a else (after_row, after_col)
+                        near_step, far_step = (toward * step_row, toward * step_col), (-toward * step_row, -toward * step_col)
+                        near, near_row, near_col, near_steps = _walk_to_plateau(
+                            disparity, near_row, near_col, near_step[0], near_step[1], span, 1.0
+                        )
+                        far, far_row, far_col, far_steps = _walk_to_plateau(
+                            disparity, far_row, far_col, far_step[0], far_step[1], span, -1.0
+                        )
+                        check = max(PLATEAU_PX, (2 * span + near_steps + far_steps) // PLATEAU_SHARE)
+                        near_ok = _stays(disparity, near_row, near_col, near_step[0], near_step[1], check, 1.0)
+                        far_ok = _stays(disparity, far_row, far_col, far_step[0], far_step[1], check, -1.0)
                         near_levels[tile_row, tile_col] = min(near_levels[tile_row, tile_col], 1 / near)
                         far_levels[tile_row, tile_col] = max(far_levels[tile_row, tile_col], 1 / far)
-    return near_levels, far_levels
+                        if near_ok:
+                            near_reached[tile_row, tile_col] = min(near_reached[tile_row, tile_col], 1 / near)
+                        if far_ok:
+                            far_reached[tile_row, tile_col] = max(far_reached[tile_row, tile_col], 1 / far)
+    return near_levels, far_levels, near_reached, far_reached
+
+
+@numba.njit(cache=True)
+def _walk_to_plateau(disparity, row: int, col: int, step_row: int, step_col: int, limit: int, sign: float) -> tuple:
+    """From (row, col), follow disparity along (step_row, step_col) while it keeps moving
+    by more than FLAT_STEP a pixel in the direction `sign` (+1 toward near, -1 toward far),
+    at most `limit` steps: the level the smear's side settles at, and the pixel (row, col,
+    steps taken) where it does."""
+    height, width = disparity.shape
+    x = disparity[row, col]
+    steps = 0
+    for _ in range(limit):
+        r, c = row + step_row, col + step_col
+        if r < 0 or c < 0 or r >= height or c >= width or disparity[r, c] <= 0:
+            break
+        if sign * (disparity[r, c] - x) <= FLAT_STEP * x:
+            break
+        row, col, x = r, c, disparity[r, c]
+        steps += 1
+    return x, row, col, steps
+
+
+@numba.njit(cache=True)
+def _stays(disparity, row: int, col: int, step_row: int, step_col: int, length: int, sign: float) -> bool:
+    """Whether disparity beyond (row, col) along (step_row, step_col) keeps from turning back
+    (against `sign`) by more than PLATEAU_DROP for `length` pixels: the level is reached,
+    not the peak of a structure narrower than the smear (whose depth is nowhere in the map)."""
+    height, width = disparity.shape
+    x = disparity[row, col]
+    for k in range(1, length + 1):
+        r, c = row + k * step_row, col + k * step_col
+        if r < 0 or c < 0 or r >= height or c >= width or disparity[r, c] <= 0:
+            return True
+        if sign * (x - disparity[r, c]) > PLATEAU_DROP * x:
+            return False
+    return True
 
 
 @numba.njit(cache=True)
@@ -217,6 +290,19 @@ def _spread(disparity, row: int, col: int, step_row: int, step_col: int, steps: 
         if a <= 0 or b <= 0 or abs(b - a) > MAX_STEP_SHARE * total:
             return False
     return True
+
+
+@numba.njit(cache=True)
+def _outward_slope(disparity, row: int, col: int, step_row: int, step_col: int, length: int) -> float:
+    """Mean disparity slope from (row, col) over up to `length` steps along (step_row, step_col),
+    to the farthest pixel with depth inside the image; 0 where there is none."""
+    height, width = disparity.shape
+    here = disparity[row, col]
+    for k in range(length, 0, -1):
+        r, c = row + k * step_row, col + k * step_col
+        if 0 <= r < height and 0 <= c < width and disparity[r, c] > 0:
+            return abs(disparity[r, c] - here) / k
+    return 0.0
 
 
 @numba.njit(cache=True)
@@ -293,7 +379,9 @@ def _running_extreme(image: np.ndarray, radius: int, minimum: bool) -> np.ndarra
 
 
 @numba.njit(cache=True, parallel=True)
-def _weigh_sides(depth, rgb, near, far, rows, cols, radius: int, colour_sigma: float, sides, targets) -> None:
+def _weigh_sides(
+    depth, rgb, near, far, near_ok, far_ok, rows, cols, radius: int, colour_sigma: float, sides, targets
+) -> None:
     """For each band pixel (rows[i], cols[i]) of depth (H, W, m), by the colour of rgb
     (H, W, 3) and its tile's levels near, far (_band_levels' tiles, m): write into sides (H, W) the side it
     belongs to (0 near, 1 far; -1 stays where it is left alone) and into targets[i] (2,)
@@ -350,8 +438,15 @@ def _weigh_sides(depth, rgb, near, far, rows, cols, radius: int, colour_sigma: f
                 if weight > best_weight[side]:
                     best_weight[side], best_depth[side] = weight, sample
         sides[row, col] = _side(d, low, high, likeness, presence)
+        tile_row, tile_col = row // LEVEL_BLOCK, col // LEVEL_BLOCK
+        reached = (
+            near_ok[tile_row, tile_col] <= low * (1 + SIDE_MARGIN),
+            far_ok[tile_row, tile_col] >= high / (1 + SIDE_MARGIN),
+        )
         for side in range(2):
-            if not lowest[side] * (1 - KEEP_MARGIN) <= d <= highest[side] * (1 + KEEP_MARGIN):
+            if not reached[side]:
+                targets[index, side] = -1.0
+            elif not lowest[side] * (1 - KEEP_MARGIN) <= d <= highest[side] * (1 + KEEP_MARGIN):
                 targets[index, side] = best_depth[side]
 
 
@@ -378,8 +473,12 @@ def _move_to_sides(sides, targets, rows, cols, out) -> None:
                         other += 1
         if other > same + VOTE_MARGIN:
             side = 1 - side
+        if targets[index, side] < 0:
+            side = 1 - side
         if targets[index, side] > 0:
             out[row, col] = targets[index, side]
+        elif targets[index, side] < 0:
+            out[row, col] = 0.0
 
 
 @numba.njit(cache=True)
