@@ -128,7 +128,7 @@ def print_edge_table(images: Path, kitti_object: Path, rule: str, blurs: str, re
         parse_teacher_blur(blur, "blurs")
     plans = {
         name: GenerateConfig(images=".", sensor=SENSOR, mount="kitti", mount_jitter="none", edges=name).resolve()
-        for name in ("photo", "none")
+        for name in {rule, "photo", "none"}
     }
     load_kernels()
     frames = edge_frames(images, kitti_object.parent)
