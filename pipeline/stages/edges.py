@@ -68,7 +68,7 @@ KEEP_MARGIN = 0.01
 LEVEL_SLACK = 0.03
 # Colour samples: SAMPLES x SAMPLES evenly spaced pixels of the window of radius
 # radius_px + reach_px (so that pixels past the band are within reach of its middle).
-SAMPLES = 7
+SAMPLES = 5
 # A smear spreads a jump: no one-pixel step of it makes more than this share of it.
 MAX_STEP_SHARE = 0.35
 # The mean colour likeness that makes a pixel look like a side.
