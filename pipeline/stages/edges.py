@@ -423,11 +423,7 @@ def _weigh_sides(
     docstring)."""
     height, width = depth.shape
     offsets = np.round(np.linspace(-radius, radius, SAMPLES)).astype(np.int64)
-    spatial_sigma = radius / 2.0
-    spatial = np.empty((len(offsets), len(offsets)))
-    for i in range(len(offsets)):
-        for j in range(len(offsets)):
-            spatial[i, j] = np.exp(-(offsets[i] ** 2 + offsets[j] ** 2) / (2 * spatial_sigma**2))
+    spatial = _spatial_weights(offsets, radius / 2.0)
     colour_scale = 1.0 / (2 * colour_sigma * colour_sigma)
     for index in numba.prange(len(rows)):
         row, col = rows[index], cols[index]
@@ -458,13 +454,7 @@ def _weigh_sides(
                     side = 1
                 else:
                     continue
-                colour = 0.0
-                for channel in range(3):
-                    difference = float(rgb[row, col, channel]) - float(rgb[sample_row, sample_col, channel])
-                    colour += difference * difference
-                # A Cauchy-like kernel: as selective as a Gaussian near 0, without an exp.
-                alike = 1.0 / (1.0 + colour * colour_scale)
-                weight = spatial[i, j] * alike * alike
+                weight = spatial[i, j] * _likeness(rgb, row, col, sample_row, sample_col, colour_scale)
                 likeness[side] += weight
                 presence[side] += spatial[i, j]
                 lowest[side] = min(lowest[side], sample)
@@ -481,6 +471,28 @@ def _weigh_sides(
             unreached[index, side] = not reached[side]
             if not lowest[side] * (1 - KEEP_MARGIN) <= d <= highest[side] * (1 + KEEP_MARGIN):
                 targets[index, side] = best_depth[side]
+
+
+@numba.njit(cache=True)
+def _spatial_weights(offsets: np.ndarray, sigma: float) -> np.ndarray:
+    """(N, N) Gaussian weights of the sample offsets (N,) (pixels) in both directions."""
+    spatial = np.empty((len(offsets), len(offsets)))
+    for i in range(len(offsets)):
+        for j in range(len(offsets)):
+            spatial[i, j] = np.exp(-(offsets[i] ** 2 + offsets[j] ** 2) / (2 * sigma**2))
+    return spatial
+
+
+@numba.njit(cache=True)
+def _likeness(rgb, row: int, col: int, sample_row: int, sample_col: int, colour_scale: float) -> float:
+    """How alike the colours of two pixels of rgb (H, W, 3) are, 1 (the same) to 0."""
+    colour = 0.0
+    for channel in range(3):
+        difference = float(rgb[row, col, channel]) - float(rgb[sample_row, sample_col, channel])
+        colour += difference * difference
+    # A Cauchy-like kernel, squared: as selective as a Gaussian near 0, without an exp.
+    alike = 1.0 / (1.0 + colour * colour_scale)
+    return alike * alike
 
 
 @numba.njit(cache=True)
