@@ -10,10 +10,11 @@ from pathlib import Path
 from simlidar.train import data, distributed
 from simlidar.train.config import TrainConfig
 from simlidar.train.loop import train
+from simlidar.train.shards import index_shards, list_shards
 
 shards, out = sys.argv[1], Path(sys.argv[2])
 ranks = distributed.setup(use_cuda=False)
-index = data.index_shards(data.list_shards(shards))
+index = index_shards(list_shards(shards))
 loader = data.train_loader(index, 1, (8, 8), 0, 1, shuffle_buffer=1, rank=ranks.rank, world_size=ranks.world_size)
 seen = [round(batch["rgb"][0, 1, 0, 0].item() * 255) for batch in islice(loader, 4)]
 out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,11 @@
-"""Helpers shared by the tests: photo folders with depth sidecars, in-process CLI runs."""
+"""Helpers shared by the tests: photo folders with depth sidecars, in-process CLI runs,
+subprocess runs that leave nothing behind."""
 
 import csv
 import json
+import os
+import signal
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -12,6 +16,8 @@ from simlidar.pipeline import schema
 from simlidar.pipeline.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+# The shared real frames (../shared/data/README.md); tests that read them skip without them.
+KITTI_OBJECT = REPO.parent / "shared" / "data" / "kitti_object"
 KITTI_K = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 
 
@@ -41,6 +47,29 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
         code = done.code or 0
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_process_group(command: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run `command` in its own process group and wait at most timeout_s; on a timeout (or
+    any interruption, Ctrl-C of pytest included) kill the whole group. subprocess.run's
+    timeout kills only the launcher: torchrun's ranks and loader workers would live on,
+    waiting on collectives with no peer."""
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return finish_process_group(job, timeout_s)
+
+
+def finish_process_group(job: subprocess.Popen, timeout_s: float) -> subprocess.CompletedProcess:
+    """Wait for a job started with start_new_session=True; its whole group is killed when it
+    outlives timeout_s (the test then fails, quoting its output) or the wait is interrupted."""
+    try:
+        out, err = job.communicate(timeout=timeout_s)
+    except BaseException as stopped:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        if isinstance(stopped, subprocess.TimeoutExpired):
+            raise AssertionError(f"{job.args[:4]}... still ran after {timeout_s} s: killed\n{err[-3000:]}") from None
+        raise
+    return subprocess.CompletedProcess(job.args, job.returncode, out, err)
 
 
 SIZE = (96, 160)

@@ -235,8 +235,8 @@ def test_a_local_store_keeps_the_same_rules(tmp_path):
 
 def test_training_lists_and_streams_shards_from_s3(tmp_path, bucket):
     import webdataset as wds
-    from simlidar.train.data import list_shards
     from simlidar.train.errors import TrainError
+    from simlidar.train.shards import list_shards
 
     for index in range(2):
         write_image_shard(tmp_path / "out" / f"shard-{index:06d}.tar", [(f"k{index}", {"jpg": b"abc", "json": b"{}"})])

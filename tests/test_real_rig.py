@@ -19,7 +19,8 @@ from simlidar.pipeline.sources.calibrated_rig import load_calibration
 from simlidar.sensors.camera import invert_pose
 from simlidar.sensors.mount import R_CAM_LIDAR_NOMINAL
 from simlidar.sensors.rig_geometry import yaw_rotation
-from simlidar.train.data import TrainStream, index_shards
+from simlidar.train.data import TrainStream
+from simlidar.train.shards import index_shards
 
 from .helpers import main, tar_members, write_photo
 

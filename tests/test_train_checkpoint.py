@@ -62,7 +62,7 @@ def test_raising_steps_on_resume_recomputes_and_records_the_schedule(tmp_path, c
     shards = write_ramp_shards(tmp_path / "shards")
     train(tiny_config(shards, tmp_path / "run", steps=4, warmup=0.0), progress=False)
     result = train(tiny_config(shards, tmp_path / "run", steps=4, warmup=0.0), progress=False)
-    assert result == {"step": 4, "loss": None, "done_before": True}
+    assert result == {"step": 4, "loss": None, "done_before": True, "main": True}
     assert "already at step 4: nothing to do" in capsys.readouterr().err
     train(tiny_config(shards, tmp_path / "run", steps=8, warmup=0.0), progress=False)
     assert "--steps 4 -> 8 at step 4" in capsys.readouterr().err
@@ -101,7 +101,7 @@ def test_checkpoint_of_another_width_and_other_options_are_one_line_errors(cli, 
     assert code == 2 and err.count("\n") == 1
     assert "holds a model of width 4, not 8: pass --width 4" in err
     code, _, err = cli("train", "--out", tmp_path / "run", "--lr", "0.5", *common)
-    assert code == 2 and "holds a run with other options" in err and err.count("\n") == 1
+    assert code == 2 and "holds a different run (" in err and "; --lr 0.001 -> 0.5;" in err and err.count("\n") == 1
     code, _, err = cli("eval", "--checkpoint", tmp_path / "missing.pt", "--shards", shards)
     assert code == 2 and "no checkpoint at" in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

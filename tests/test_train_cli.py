@@ -1,6 +1,9 @@
 """`simlidar train` on the command line: out-of-range options, a finished run, Ctrl-C,
 the same shards named two ways, fine-tuning on shards without a teacher."""
 
+import os
+import signal
+
 import pytest
 import torch
 from simlidar.train import loop
@@ -44,24 +47,25 @@ def test_a_finished_run_ctrl_c_and_the_same_shards_named_two_ways(cli, tmp_path,
     monkeypatch.chdir(tmp_path)
     real_loss, calls = loop.compute_loss, []
 
-    def interrupted_at_the_second_step(*args):
+    def ctrl_c_during_the_second_step(*args):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
         return real_loss(*args)
 
-    monkeypatch.setattr(loop, "compute_loss", interrupted_at_the_second_step)
-    code, out, err = cli("train", "--shards", "K16", "--steps", "2", "--out", "run", *TINY)
-    assert code == 130 and "interrupted at step 1: saved run/last.pt; re-run the command to resume" in err
-    assert "finished shards" not in err and torch.load("run/last.pt", weights_only=True)["step"] == 1
+    monkeypatch.setattr(loop, "compute_loss", ctrl_c_during_the_second_step)
+    code, out, err = cli("train", "--shards", "K16", "--steps", "3", "--out", "run", *TINY)
+    # The step in progress finishes, is saved, and the run says so.
+    assert code == 130 and "stopped by SIGINT at step 2: saved run/last.pt; re-run the command to resume" in err
+    assert "finished shards" not in err and torch.load("run/last.pt", weights_only=True)["step"] == 2
     monkeypatch.setattr(loop, "compute_loss", real_loss)
-    code, out, err = cli("train", "--shards", "./K16", "--steps", "2", "--out", "run", *TINY)
-    assert code == 0 and out.startswith("step 2: loss ") and "holds a run with other options" not in err
-    code, _, _ = cli("train", "--shards", "K16", "--steps", "2", "--out", "straight", *TINY)
+    code, out, err = cli("train", "--shards", "./K16", "--steps", "3", "--out", "run", *TINY)
+    assert code == 0 and out.startswith("step 3: loss ") and "holds a different run" not in err
+    code, _, _ = cli("train", "--shards", "K16", "--steps", "3", "--out", "straight", *TINY)
     assert code == 0
     assert_same_run(torch.load("run/last.pt", weights_only=True), torch.load("straight/last.pt", weights_only=True))
-    code, out, err = cli("train", "--shards", str(tmp_path / "K16"), "--steps", "2", "--out", "run", *TINY)
-    assert code == 0 and out == "" and "already at step 2: nothing to do (raise --steps" in err
+    code, out, err = cli("train", "--shards", str(tmp_path / "K16"), "--steps", "3", "--out", "run", *TINY)
+    assert code == 0 and out == "" and "already at step 3: nothing to do (raise --steps" in err
     assert "None" not in out + err
 
 

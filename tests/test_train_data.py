@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 from simlidar.pipeline import schema
-from simlidar.train import data
+from simlidar.train import data, shards
 from simlidar.train.errors import TrainError
 from torch.utils.data import default_collate
 
@@ -16,7 +16,7 @@ from .train_shards import sample_ids, write_ramp_shards
 
 
 def test_decoding_keeps_16_bit_depth_and_the_teacher(tmp_path):
-    urls = data.list_shards(write_ramp_shards(tmp_path / "shards"))
+    urls = shards.list_shards(write_ramp_shards(tmp_path / "shards"))
     sample = next(iter(data.eval_stream(urls)))
     assert sample["key"] == "s0-0"
     dense = sample["dense"][0].numpy()
@@ -30,7 +30,7 @@ def test_decoding_keeps_16_bit_depth_and_the_teacher(tmp_path):
 
 
 def loader(folder, **options):
-    return data.train_loader(data.index_shards(data.list_shards(folder)), **options)
+    return data.train_loader(shards.index_shards(shards.list_shards(folder)), **options)
 
 
 def test_crop_and_flip_move_every_map_together(tmp_path):
@@ -57,7 +57,7 @@ def test_small_images_are_padded_with_no_depth(tmp_path):
 def test_the_stream_is_a_function_of_the_seed_and_resumes_at_any_step(tmp_path, workers, done):
     # A resumed loader starts at worker 0; worker w must play the role of worker
     # (w + done) % workers, or batches done, done + 1 swap (the issue: stop at 3, workers 2).
-    index = data.index_shards(data.list_shards(write_ramp_shards(tmp_path / "shards", shards=3, per_shard=4)))
+    index = shards.index_shards(shards.list_shards(write_ramp_shards(tmp_path / "shards", shards=3, per_shard=4)))
 
     def batches(seed, batches_done, count):
         options = dict(batch_size=3, crop_hw=(8, 8), seed=seed, workers=workers, shuffle_buffer=5)
@@ -74,12 +74,10 @@ def test_resume_skips_whole_shards_without_opening_them(tmp_path, monkeypatch):
     # 6 shards of 4 samples, one worker, no shuffle: after 5 batches of 2 the worker has used
     # 10 samples, so the first two shards it read are never opened again and the third is
     # read from its third sample on.
-    index = data.index_shards(data.list_shards(write_ramp_shards(tmp_path / "shards", shards=6, per_shard=4)))
+    index = shards.index_shards(shards.list_shards(write_ramp_shards(tmp_path / "shards", shards=6, per_shard=4)))
     opened = []
-    real_read = data.TrainStream._read_shard
-    monkeypatch.setattr(
-        data.TrainStream, "_read_shard", lambda self, shard: opened.append(shard) or real_read(self, shard)
-    )
+    real_read = data.read_units
+    monkeypatch.setattr(data, "read_units", lambda index, shard: opened.append(shard) or real_read(index, shard))
     options = dict(batch_size=2, crop_hw=(8, 8), seed=0, shuffle_buffer=1)
     straight = list(islice(iter(data.TrainStream(index, **options)), 14))
     order = list(opened)
@@ -90,7 +88,7 @@ def test_resume_skips_whole_shards_without_opening_them(tmp_path, monkeypatch):
 
 
 def test_ranks_read_disjoint_samples(tmp_path):
-    index = data.index_shards(data.list_shards(write_ramp_shards(tmp_path / "shards", shards=4, per_shard=2)))
+    index = shards.index_shards(shards.list_shards(write_ramp_shards(tmp_path / "shards", shards=4, per_shard=2)))
     options = dict(batch_size=1, crop_hw=(8, 8), seed=0, shuffle_buffer=1, world_size=2)
     seen = [
         [sample_ids(batch)[0] for batch in islice(data.train_loader(index, workers=1, rank=rank, **options), 4)]
@@ -100,21 +98,23 @@ def test_ranks_read_disjoint_samples(tmp_path):
     assert len(set(seen[0])) == len(set(seen[1])) == 4 and not set(seen[0]) & set(seen[1])
 
 
-def test_bad_shard_folders_are_one_line_errors(tmp_path):
+def test_bad_shard_folders_are_one_line_errors_and_incomplete_samples_are_recorded(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(TrainError, match="no shards"):
-        data.list_shards(tmp_path / "empty")
-    urls = data.list_shards(write_ramp_shards(tmp_path / "broken", drop="sparse.png"))
-    with pytest.raises(TrainError, match=r"sample 's0-0' has no sparse\.png") as error:
-        data.check_shards(urls)
+    with pytest.raises(TrainError, match=r"no shards \(\*\.tar\) in .*empty: point --val-shards at"):
+        shards.list_shards(tmp_path / "empty", "--val-shards")
+    index = shards.index_shards(shards.list_shards(write_ramp_shards(tmp_path / "broken", drop="sparse.png")))
+    assert index.bad == ({"shard": "shard-000000.tar", "key": "s0-0", "reason": "no sparse.png member"},)
+    assert index.samples == 8 and index.unit_count == 7 and ("s0-0",) not in index.units[0]
+    index = shards.index_shards(shards.list_shards(write_ramp_shards(tmp_path / "no-image", drop="jpg")))
+    assert index.bad[0]["reason"] == "no jpg or png member"
+    (tmp_path / "cut.tar").write_bytes((tmp_path / "broken" / "shard-000000.tar").read_bytes()[:700])
+    with pytest.raises(TrainError, match=r"cut\.tar is not a readable tar shard .*; regenerate it") as error:
+        shards.index_shards([str(tmp_path / "cut.tar")])
     assert "\n" not in str(error.value)
-    urls = data.list_shards(write_ramp_shards(tmp_path / "no-image", drop="jpg"))
-    with pytest.raises(TrainError, match=r"sample 's0-0' has no jpg or png member"):
-        data.check_shards(urls)
 
 
 def test_samples_without_a_teacher_have_an_empty_teacher_mask(tmp_path):
-    urls = data.list_shards(write_ramp_shards(tmp_path / "shards", teacher=False))
+    urls = shards.list_shards(write_ramp_shards(tmp_path / "shards", teacher=False))
     sample = next(iter(data.eval_stream(urls)))
     assert sample["teacher_valid"].sum() == 0 and np.all(sample["teacher"].numpy() == 0)
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from simlidar.train.config import TrainConfig
-from simlidar.train.loop import finetune_ssi
 from simlidar.train.losses import (
     SSI_UNITS,
     SSILoss,
@@ -20,6 +19,7 @@ from simlidar.train.losses import (
     trimmed_absolute,
 )
 from simlidar.train.model import DepthCompletionNet, ModelConfig
+from simlidar.train.objectives import finetune_ssi
 
 
 def teacher_map(seed=0, shape=(2, 1, 16, 24)):

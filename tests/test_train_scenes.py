@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.writer import ShardWriter
-from simlidar.train import data
+from simlidar.train import data, shards
 from simlidar.train.errors import TrainError
 
 from .helpers import write_photo
@@ -23,17 +23,17 @@ def two_photo_shards(cli, tmp_path):
     options = ("--teacher", "sidecar", "--quiet", "--workers", "1", "--rig", "virtual", "--shard-size", "1")
     code, _, err = cli("generate", "--images", tmp_path / "photos", "--out", tmp_path / "rig", *options)
     assert code == 0, err
-    return data.list_shards(tmp_path / "rig")
+    return shards.list_shards(tmp_path / "rig")
 
 
 def test_scenes_hold_exactly_their_views_on_one_or_two_shards(two_photo_shards):
-    index = data.index_shards(two_photo_shards, scenes=True)
+    index = shards.index_shards(two_photo_shards, scenes=True)
     assert index.views == (3,) and [len(units) for units in index.units] == [1, 1]
     assert [len(unit) for units in index.units for unit in units] == [3, 3]
     # Workers reading the same shard twice in a row once merged scenes into groups of 15, 6
     # and 9 views; one photo's shard repeated forever grew one group without end.
     for urls in (two_photo_shards, two_photo_shards[:1]):
-        loader = data.train_loader(data.index_shards(urls, scenes=True), 2, (32, 32), 0, workers=2, shuffle_buffer=2)
+        loader = data.train_loader(shards.index_shards(urls, scenes=True), 2, (32, 32), 0, workers=2, shuffle_buffer=2)
         for batch, _ in zip(loader, range(4), strict=False):
             assert batch["rgb"].shape == (2, 3, 3, 32, 32) and batch["neighbours"].shape == (2, 3, 3)
             # virtual views 0-1 and 1-2 overlap, 0 and 2 do not
@@ -58,10 +58,10 @@ def test_a_scene_across_two_shards_is_refused_and_a_scene_missing_a_view_left_ou
     write_scenes(tmp_path / "a.tar", [("photo1", [0, 1, 2]), ("photo2", [0, 1])])
     write_scenes(tmp_path / "b.tar", [("photo2", [2]), ("photo3", [0, 1, 2])])
     with pytest.raises(TrainError, match="scene 'photo2' has views in .*a.tar and .*b.tar") as error:
-        data.index_shards([str(tmp_path / "a.tar"), str(tmp_path / "b.tar")], scenes=True)
+        shards.index_shards([str(tmp_path / "a.tar"), str(tmp_path / "b.tar")], scenes=True)
     assert "\n" not in str(error.value)
     write_scenes(tmp_path / "c.tar", [("photo4", [0, 2]), ("photo5", [2, 1, 0])])
-    index = data.index_shards([str(tmp_path / "c.tar")], scenes=True)
+    index = shards.index_shards([str(tmp_path / "c.tar")], scenes=True)
     # photo4 misses view 1: left out; photo5's views come back in view order
     assert index.incomplete == 1 and index.units == ((("photo5-r0", "photo5-r1", "photo5-r2"),),)
     batch = next(iter(data.train_loader(index, 1, (8, 8), 0, workers=0, shuffle_buffer=1)))

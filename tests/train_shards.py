@@ -34,8 +34,9 @@ def ramp_sample(seed: int, size=(24, 40), teacher: bool = True) -> dict:
     return members
 
 
-def write_ramp_shards(folder, shards=2, per_shard=4, drop=None, teacher=True):
-    """shards x per_shard ramp samples; drop: a member left out of the first sample."""
+def write_ramp_shards(folder, shards=2, per_shard=4, drop=None, teacher=True, damaged=None):
+    """shards x per_shard ramp samples, keyed s{shard}-{index}; drop: a member left out of the
+    first sample; damaged: {key: {member: bytes}} members replaced in those samples."""
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(shards):
         with ShardWriter(LocalStore(folder), f"shard-{shard:06d}.tar") as writer:
@@ -43,8 +44,28 @@ def write_ramp_shards(folder, shards=2, per_shard=4, drop=None, teacher=True):
                 members = ramp_sample(shard * per_shard + index, teacher=teacher)
                 if drop and shard == 0 and index == 0:
                     members.pop(drop)
+                members.update((damaged or {}).get(f"s{shard}-{index}", {}))
                 writer.write(f"s{shard}-{index}", members)
     return folder
+
+
+def eight_bit_png(size=(24, 40)) -> bytes:
+    """A depth map saved as 8 bits: each value rounded to whole metres, 255 m at most."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full(size, 5, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def truncated_jpeg(size=(24, 40)) -> bytes:
+    """A JPEG cut in the middle of its scan (a download that stopped)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+def depth_of_another_size(size=(12, 20), depth_m=3.0) -> bytes:
+    """A depth PNG of `size` (H, W) holding `depth_m` everywhere (0: no depth at all)."""
+    return schema.encode_depth_png(np.full(size, depth_m, np.float32))
 
 
 def sample_ids(batch) -> list[int]:

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from . import data, distributed
 from .config import TrainConfig
 from .factory import new_model, pick_device
-from .loop import as_float32, compute_loss, finetune_ssi
 from .losses import masked_l1
 from .model import DepthCompletionNet, ModelConfig, parameter_count
+from .objectives import as_float32, compute_loss, finetune_ssi
+from .shards import ShardIndex, index_shards, list_shards
 
 KITTI_HW = (352, 1216)
 
@@ -38,7 +39,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def loader_rate(index: data.ShardIndex, crop_hw: tuple[int, int], samples: int) -> float:
+def loader_rate(index: ShardIndex, crop_hw: tuple[int, int], samples: int) -> float:
     """Samples/s of one loader worker (after a warm-up sample)."""
     stream = iter(data.TrainStream(index, 1, crop_hw, seed=0, shuffle_buffer=1))
     next(stream)
@@ -49,7 +50,7 @@ def loader_rate(index: data.ShardIndex, crop_hw: tuple[int, int], samples: int) 
 
 
 def training_rate(
-    index: data.ShardIndex,
+    index: ShardIndex,
     config: TrainConfig,
     steps: int,
     device: torch.device,
@@ -63,8 +64,8 @@ def training_rate(
     stream = data.TrainStream(
         index, config.batch_size, config.crop, seed=0, shuffle_buffer=1, rank=ranks.rank, world_size=ranks.world_size
     )
-    batch = torch.utils.data.default_collate(list(islice(iter(stream), config.batch_size)))
-    batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    batch = data.collate(list(islice(iter(stream), config.batch_size)))
+    batch = {name: value.to(device) for name, value in batch.items() if isinstance(value, torch.Tensor)}
     on_cuda = device.type == "cuda"
     memory_format = torch.channels_last if on_cuda else torch.contiguous_format
     model = new_model(config).to(device, memory_format=memory_format).train()
@@ -117,7 +118,7 @@ def peak_memory_gb() -> float:
 def run_bench(shards, width, batch_size, crop_hw, steps, samples, device_name="auto"):
     """The bench's report, one line at a time as each figure is measured (rank 0's lines
     only, under torchrun: `torchrun --nproc_per_node N --no-python simlidar bench-train`)."""
-    index = data.index_shards(data.list_shards(shards))
+    index = index_shards(list_shards(shards))
     device = pick_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
     ranks = distributed.setup(device.type == "cuda")
     main = ranks.is_main
@@ -158,9 +159,9 @@ def ssi_gradient_ratios(shards: str, crop_hw: tuple[int, int], samples: int, ssi
     the teacher's relative disparity the SSI target, and the prediction the dense depth
     off by a smooth +-10 % field. Yields lines: per depth range, the mean |dL/d depth| of
     a pixel with ground truth (L1) and of one without (ssi_weight x SSI), and their ratio."""
-    index = data.index_shards(data.list_shards(shards))
+    index = index_shards(list_shards(shards))
     stream = data.TrainStream(index, samples, crop_hw, seed=0, shuffle_buffer=1)
-    batch = torch.utils.data.default_collate(list(islice(iter(stream), samples)))
+    batch = data.collate(list(islice(iter(stream), samples)))
     generator = torch.Generator().manual_seed(0)
     field = F.interpolate(torch.rand(samples, 1, 4, 8, generator=generator), size=crop_hw, mode="bilinear")
     prediction = (batch["dense"].clamp(min=1.0) * (0.9 + 0.2 * field)).requires_grad_()

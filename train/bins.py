@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import check_bins
 from .errors import TrainError
 
 # Smallest share of the range a bin may get: keeps centres strictly increasing.
@@ -21,11 +22,6 @@ MIN_BIN_SHARE = 1e-3
 # The chamfer term compares the centres with at most this many ground-truth pixels per
 # image (evenly strided among the valid ones): a full N x pixels table is too big.
 CHAMFER_PIXELS = 4096
-
-
-def check_bins(bins: int) -> None:
-    if bins < 2:
-        raise TrainError(f"--bins must be at least 2 (got {bins}): a single bin cannot order depths")
 
 
 def centres_from_widths(widths: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,18 +59,32 @@ def save_checkpoint(path: Path, **state) -> None:
     os.replace(temporary, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's dict, on the CPU, loaded with weights_only=True."""
+# Why torch.load failed, in our words: its own messages advise loading with
+# weights_only=False, which would run whatever code the file holds.
+LOAD_FAILURES = {
+    pickle.UnpicklingError: "it holds objects other than tensors and plain data, or is no torch file at all",
+    RuntimeError: "it is truncated or damaged",
+    EOFError: "it is empty or truncated",
+    OSError: "it cannot be read",
+}
+NOT_A_TORCH_FILE = "it is no torch file at all"
+
+
+def load_checkpoint(path: str | Path, advice: str = "pass a last.pt or best.pt that `simlidar train` wrote") -> dict:
+    """A checkpoint's dict, on the CPU, loaded with weights_only=True; advice: what the
+    error for a file that is no checkpoint tells the user to do."""
     path = Path(path)
     if not path.is_file():
         raise TrainError(f"no checkpoint at {path}: pass the .pt file that `simlidar train` wrote (OUT/last.pt)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TrainError(f"{path} is not a loadable simlidar checkpoint ({reason})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only's unpickler meets garbage with any error (KeyError, ...)
+        reason = next((why for kind, why in LOAD_FAILURES.items() if isinstance(error, kind)), NOT_A_TORCH_FILE)
+        raise TrainError(f"{path} is not a loadable simlidar checkpoint ({reason}): {advice}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise TrainError(f"{path} is not a simlidar checkpoint (expected format {FORMAT})")
+        raise TrainError(f"{path} is not a simlidar checkpoint (expected format {FORMAT}): {advice}")
     return checkpoint
 
 

@@ -5,6 +5,7 @@ stays fast; only the torch-free run options (`simlidar.train.config`) load up fr
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import click
 
 from .config import DECAYS, LOSS_NAMES, OBJECTIVES, STAGES, STUDENTS, TrainConfig
-from .errors import TrainingInterrupted
+from .errors import RankStopped, StoppedAtOnce, TrainingInterrupted
 
 DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.name != "shards"}
 
@@ -132,9 +133,16 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     help="Held-out shards (e.g. `convert kitti --split val`) for KITTI metrics in val.csv and best.pt by RMSE.",
 )
 @click.option("--val-every", default=DEFAULTS["val_every"], type=int, help="Steps between validations.")
+@click.option(
+    "--max-bad-samples",
+    default=DEFAULTS["max_bad_samples"],
+    type=float,
+    help="Share of samples that may fail to decode (each skipped, in OUT/errors.jsonl) before the run stops.",
+)
 @click.option("--device", default=DEFAULTS["device"], help="auto (cuda, then mps, then cpu), or a torch device.")
+@click.option("--overwrite", is_flag=True, help="Start the run in --out over (its checkpoints and logs are removed).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
+def train(stop_at, overwrite, quiet, crop, bin_range, out, **options) -> None:
     """Train the depth-completion model on shards; re-running the same command resumes.
 
     \b
@@ -142,23 +150,37 @@ def train(stop_at, quiet, crop, bin_range, out, **options) -> None:
     simlidar train --stage finetune --shards kitti_shards/ --init runs/pretrain/last.pt
     simlidar train --shards rig_shards/ --objective bins-kd --view-relational --out runs/student
     torchrun --nproc_per_node 8 --no-python simlidar train --shards out/   # DDP: a GPU per rank
+
+    SIGINT (Ctrl-C) and SIGTERM save the step in progress once it is done; a second one stops at once.
     """
     config = TrainConfig(crop=tuple(crop), bin_range=tuple(bin_range), out=out or f"runs/{options['stage']}", **options)
     try:
         from .loop import train as run_train
 
-        result = run_train(config, stop_at=stop_at, progress=not quiet)
+        result = run_train(config, stop_at=stop_at, progress=not quiet, overwrite=overwrite)
     except KeyboardInterrupt as interrupt:
-        if isinstance(interrupt, TrainingInterrupted):
+        _stopped(interrupt)
+    except RankStopped:
+        sys.exit(2)  # another torchrun rank said why
+    if result["main"] and not result["done_before"]:
+        click.echo(f"step {result['step']}: loss {result['loss']}; checkpoint {Path(config.out) / 'last.pt'}")
+
+
+def _stopped(interrupt: KeyboardInterrupt) -> None:
+    """One line for a run stopped by SIGINT or SIGTERM, then exit 128 + the signal's number."""
+    name = getattr(interrupt, "signal", None) or "SIGTERM"
+    if isinstance(interrupt, TrainingInterrupted):
+        if interrupt.main:
             click.echo(
-                f"interrupted at step {interrupt.step}: saved {interrupt.checkpoint}; re-run the command to resume",
+                f"stopped by {name} at step {interrupt.step}: saved {interrupt.checkpoint}; "
+                "re-run the command to resume",
                 err=True,
             )
-        else:
-            click.echo("interrupted before training started: nothing new was saved", err=True)
-        sys.exit(130)
-    if not result["done_before"]:
-        click.echo(f"step {result['step']}: loss {result['loss']}; checkpoint {Path(config.out) / 'last.pt'}")
+    elif isinstance(interrupt, StoppedAtOnce) and interrupt.started:
+        click.echo(f"stopped at once by a second {name}: the last checkpoint saved stays; re-run to resume", err=True)
+    else:
+        click.echo(f"stopped by {name} before training started: nothing new was saved", err=True)
+    sys.exit(128 + signal.Signals[name].value)
 
 
 @click.command("eval")
@@ -176,8 +198,9 @@ def evaluate(checkpoint, shards, out, previews, no_ema, device, quiet) -> None:
     out = out or str(Path(checkpoint).parent / "eval")
     result = run_evaluate(checkpoint, shards, out, device, previews, use_ema=not no_ema, progress=not quiet)
     mean = result["mean"]
+    skipped = f" ({len(result['skipped'])} samples skipped: they do not decode)" if result["skipped"] else ""
     click.echo(
-        f"{result['images']} images: RMSE {mean['rmse_mm']:.1f} mm, MAE {mean['mae_mm']:.1f} mm, "
+        f"{result['images']} images{skipped}: RMSE {mean['rmse_mm']:.1f} mm, MAE {mean['mae_mm']:.1f} mm, "
         f"iRMSE {mean['irmse_per_km']:.2f} 1/km, iMAE {mean['imae_per_km']:.2f} 1/km, REL {mean['rel']:.4f}, "
         f"delta<1.25 {mean['delta1']:.4f}; written to {out}/metrics.json"
     )

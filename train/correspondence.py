@@ -62,6 +62,20 @@ def corresponding_pixels(sparse_a: np.ndarray, meta_a: dict, meta_b: dict, size_
     return np.stack([u_a, v_a, u_b, v_b], 1)[inside].astype(np.int64)
 
 
+def match_offsets(sparse: list[np.ndarray], metas: list[dict], neighbours: np.ndarray) -> np.ndarray:
+    """One scene's V views (full-size sparse maps (H, W) metres, jsons), neighbours (V, V)
+    0/1 -> (M, 2) int64 |u_a - u_b|, |v_a - v_b|: how far apart, in columns and rows, the
+    pixels lie at which two adjacent views see one LiDAR point (a crop narrower than
+    every such distance holds no match)."""
+    offsets = [np.zeros((0, 2), np.int64)]
+    for a in range(len(sparse)):
+        for b in range(a + 1, len(sparse)):
+            if neighbours[a, b] and has_geometry(metas[a]) and has_geometry(metas[b]):
+                pairs = corresponding_pixels(sparse[a], metas[a], metas[b], sparse[b].shape)
+                offsets.append(np.abs(pairs[:, :2] - pairs[:, 2:]))
+    return np.concatenate(offsets)
+
+
 def pixel_index_map(height: int, width: int) -> np.ndarray:
     """(H, W) int64: 1 + each pixel's row-major index (0 is left for crop padding)."""
     return np.arange(1, height * width + 1, dtype=np.int64).reshape(height, width)

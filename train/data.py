@@ -6,9 +6,9 @@ A sample becomes a dict of float tensors: rgb (3, H, W) in 0..1, sparse and dens
 crops and flips all maps identically.
 
 Training reads *units*: a sample, or with `scenes` a whole scene (every view of one rig
-frame, for view-relational training). `index_shards` lists each shard's units once, from
-the tar headers (and, for scenes, the json members), before training starts; the index
-is what lets a worker group a scene within one pass over one shard and skip whole shards.
+frame, for view-relational training). `shards.index_shards` lists each shard's units once,
+before training starts; the index is what lets a worker group a scene within one pass
+over one shard and skip whole shards.
 
 Training streams are endless and a pure function of (seed, rank, world size, workers,
 units already consumed):
@@ -25,229 +25,61 @@ gives worker w the role of worker (w + S) % workers, and each role skips the uni
 gave to the first S batches by replaying the buffer on addresses only (no I/O): shards
 whose units were all used are never opened. The resumed run sees exactly the batches an
 uninterrupted run would have, for any worker count and any stop step.
+
+A unit that does not decode (a truncated JPEG, an 8-bit depth PNG, maps of two sizes,
+a json that does not parse) is skipped: its worker takes the next address, and records
+the unit on the next item it gives (the loop writes errors.jsonl). Bad units are bad on
+every pass, so skipping is as deterministic as the rest: the checkpoint keeps the bad
+units met so far, and the replay skips them again without reading, so a resumed run
+still sees the batches of an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import io
-import json
+import signal
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 
-import fsspec
 import numpy as np
 import torch
 import webdataset as wds
-from fsspec.core import split_protocol
 from PIL import Image
 from simlidar.pipeline import schema
+from torch.utils.data import default_collate
 
-from .correspondence import pixel_index_map, scene_matches
+from .correspondence import match_offsets, pixel_index_map, scene_matches
 from .errors import TrainError
-
-# Object stores webdataset has no opener of its own for (gs:// would need gsutil): read through fsspec.
-FSSPEC_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
-
-
-def _open_with_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **_) -> object:
-    return fsspec.open(url, mode).open()
-
-
-for _scheme in FSSPEC_SCHEMES:
-    wds.gopen_schemes[_scheme] = _open_with_fsspec
-
-
-def list_shards(source: str | Path) -> list[str]:
-    """The shard URLs of a folder (its *.tar files, sorted), a single .tar, or a
-    webdataset brace pattern ('shards/shard-{000000..000099}.tar'); the folder and the
-    .tar may be fsspec URLs (s3://bucket/run/)."""
-    text = str(source)
-    if "{" in text:
-        return list(wds.shardlists.expand_urls(text))
-    scheme = split_protocol(text)[0]
-    if scheme in FSSPEC_SCHEMES:
-        return _list_remote_shards(text, scheme)
-    path = Path(text)
-    if path.is_dir():
-        shards = sorted(str(shard) for shard in path.glob("*.tar"))
-        if not shards:
-            raise TrainError(f"no shards (*.tar) in {path}: point --shards at the folder `simlidar generate` wrote")
-        return shards
-    if not path.is_file():
-        raise TrainError(f"{text} is neither a shard folder, a .tar file nor a brace pattern of shards")
-    return [text]
-
-
-def _list_remote_shards(url: str, scheme: str) -> list[str]:
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-        if path.endswith(".tar") and fs.isfile(path):
-            return [url]
-        shards = sorted(fs.unstrip_protocol(found) for found in fs.glob(path.rstrip("/") + "/*.tar"))
-    except ImportError:
-        extra = FSSPEC_SCHEMES[scheme]
-        raise TrainError(f'{scheme}:// shards need an optional package: pip install "simlidar[{extra}]"') from None
-    except OSError as error:
-        raise TrainError(f"cannot list the shards in {url} ({type(error).__name__}: {error})") from None
-    if not shards:
-        raise TrainError(f"no shards (*.tar) in {url}: point --shards at the folder `simlidar generate` wrote")
-    return shards
-
-
-@dataclass(frozen=True)
-class ShardIndex:
-    """What training reads from each shard, in file order: shard urls[i] holds units[i],
-    a unit being the keys of one sample, or with `scenes` the keys of every view of one
-    scene in view order. views: the distinct view counts of the scenes (() for samples);
-    incomplete: scenes left out because a view is missing (a view that failed to generate);
-    teacher_samples: samples with a teacher.png member."""
-
-    urls: tuple[str, ...]
-    units: tuple[tuple[tuple[str, ...], ...], ...]
-    scenes: bool = False
-    views: tuple[int, ...] = ()
-    incomplete: int = 0
-    teacher_samples: int = 0
-
-    @property
-    def unit_count(self) -> int:
-        return sum(len(units) for units in self.units)
-
-
-def index_shards(urls: list[str], scenes: bool = False) -> ShardIndex:
-    """Read the tar headers of every shard (and, for scenes, the json members) and check
-    each sample has the required members: better now than an hour into training. Remote
-    shards are streamed once for this. scenes: group the views of each scene (see
-    `group_scenes`); a scene whose views span two shards is an error."""
-    units, views, incomplete, teacher_samples, previous = [], set(), 0, 0, None
-    for url in urls:
-        samples = _shard_samples(url, with_meta=scenes)
-        if not samples:
-            raise TrainError(f"{url} holds no samples; regenerate it or remove it from the shard folder")
-        teacher_samples += sum(schema.TEACHER in present for present, _ in samples.values())
-        for key, (present, _) in samples.items():
-            missing = schema.missing_members(present)
-            if missing:
-                raise TrainError(
-                    f"{url}: sample {key!r} has no {', '.join(missing)} member; every sample needs "
-                    f"{' or '.join(schema.IMAGE_MEMBERS)} and {', '.join(schema.REQUIRED_MEMBERS)}"
-                )
-        if not scenes:
-            units.append(tuple((key,) for key in samples))
-            continue
-        groups = group_scenes(url, [(key, meta) for key, (_, meta) in samples.items()])
-        if previous is not None and groups and groups[0].scene == previous.scene and not previous.complete:
-            raise TrainError(
-                f"scene {previous.scene!r} has views in {previous.url} and {url}: --view-relational needs every "
-                "scene within one shard; regenerate with `simlidar generate --rig` (it keeps a photo's views together)"
-            )
-        previous = groups[-1] if groups else None
-        units.append(tuple(group.keys for group in groups if group.complete))
-        views.update(group.views for group in groups if group.complete)
-        incomplete += sum(not group.complete for group in groups)
-    index = ShardIndex(tuple(urls), tuple(units), scenes, tuple(sorted(views)), incomplete, teacher_samples)
-    if index.unit_count == 0:
-        raise TrainError(f"no complete scene in {len(urls)} shard(s): every scene misses a view; regenerate them")
-    return index
-
-
-def check_shards(urls: list[str]) -> None:
-    """index_shards' checks alone (for eval and the bench)."""
-    index_shards(urls)
-
-
-def _shard_samples(url: str, with_meta: bool) -> dict[str, tuple[set[str], dict | None]]:
-    """key -> (member names, parsed json or None) of one shard, in file order."""
-    samples: dict[str, tuple[set[str], dict | None]] = {}
-    local, stream = Path(url).is_file(), None
-    try:
-        stream = None if local else wds.gopen(url, "rb")
-        with tarfile.open(url) if local else tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                key, suffix = wds.tariterators.base_plus_ext(member.name)
-                if key is None or not member.isfile():
-                    continue
-                present = samples.setdefault(key, (set(), None))[0]
-                present.add(suffix)
-                if with_meta and suffix == schema.META:
-                    samples[key] = (present, json.loads(tar.extractfile(member).read()))
-    except (tarfile.TarError, OSError, ValueError) as error:
-        raise TrainError(f"{url} is not a readable tar shard ({error}); regenerate it") from None
-    finally:
-        if stream is not None:
-            stream.close()
-    return samples
-
-
-@dataclass(frozen=True)
-class SceneGroup:
-    url: str
-    scene: str
-    keys: tuple[str, ...]
-    views: int
-    complete: bool
-
-
-def group_scenes(url: str, samples: list[tuple[str, dict]]) -> list[SceneGroup]:
-    """One shard's (key, json) in file order -> its scenes. A scene is a run of consecutive
-    samples with one scene id (the writer puts a photo's views next to each other), closed
-    when the id changes, when it holds the scene's recorded view count (rig.views), or at
-    the end of the shard; its keys are sorted by view. It is complete when it holds every
-    view exactly once. A scene of one view, or a sample of no rig, is an error: it has no
-    neighbour to relate to."""
-    groups: list[SceneGroup] = []
-    run: list[tuple[str, int]] = []
-    scene, views = None, 0
-
-    def close() -> None:
-        keys = tuple(key for key, _ in sorted(run, key=lambda item: item[1]))
-        complete = sorted(view for _, view in run) == list(range(views))
-        groups.append(SceneGroup(url, scene, keys, views, complete))
-
-    for key, meta in samples:
-        rig = meta.get("rig") if isinstance(meta, dict) else None
-        if not isinstance(rig, dict) or meta.get("scene") is None or int(rig.get("views", 1)) < 2:
-            where = (
-                f"scene {meta.get('scene')!r}" if isinstance(meta, dict) and meta.get("scene") else f"sample {key!r}"
-            )
-            raise TrainError(
-                f"{url}: {where} has a single view; --view-relational needs scenes of 2+ adjacent views: "
-                "make shards with `simlidar generate --rig virtual`"
-            )
-        if run and (meta["scene"] != scene or len(run) == views):
-            close()
-            run = []
-        scene, views = meta["scene"], int(rig["views"])
-        run.append((key, int(rig.get("view", 0))))
-    if run:
-        close()
-    return groups
+from .shards import ShardIndex, parse_meta, shard_names
 
 
 def decode_sample(sample: dict) -> dict:
     """Raw WebDataset sample (member name -> bytes) -> numpy maps: rgb (H, W, 3) uint8,
     sparse and dense (H, W) float32 metres, teacher (H, W) float32 0..1 and teacher_valid
     (H, W) bool (from teacher.png; for a generated sample without it, from its dense
-    teacher depth; all zero for real data with no teacher), and the key."""
+    teacher depth; all zero for real data with no teacher), and the key. A sample that
+    cannot be decoded, or whose maps disagree in size, raises TrainError naming the member."""
     missing = schema.missing_members(sample)
     if missing:
-        raise TrainError(f"{sample.get('__url__', '?')}: sample {sample['__key__']!r} has no {', '.join(missing)}")
-    with Image.open(io.BytesIO(schema.image_bytes(sample))) as image:
-        rgb = np.asarray(image.convert("RGB"))
-    sparse = schema.decode_depth_png(sample[schema.SPARSE])
-    dense = schema.decode_depth_png(sample[schema.DENSE])
-    meta = json.loads(sample[schema.META])
+        raise TrainError(f"no {', '.join(missing)} member")
+    rgb = _decode_member(sample, schema.IMAGE if schema.IMAGE in sample else schema.IMAGE_PNG, _decode_rgb)
+    sparse = _decode_member(sample, schema.SPARSE, schema.decode_depth_png)
+    dense = _decode_member(sample, schema.DENSE, schema.decode_depth_png)
+    meta, unusable = parse_meta(sample[schema.META])
+    if unusable:
+        raise TrainError(unusable)
     if schema.TEACHER in sample:
-        teacher, teacher_valid = schema.decode_relative_png(sample[schema.TEACHER])
+        teacher, teacher_valid = _decode_member(sample, schema.TEACHER, schema.decode_relative_png)
     elif isinstance(meta.get("teacher"), dict):
         teacher, teacher_valid = relative_from_dense(dense)
     else:
         teacher, teacher_valid = np.zeros_like(dense), np.zeros(dense.shape, bool)
-    if not (rgb.shape[:2] == sparse.shape == dense.shape == teacher.shape):
-        raise TrainError(f"sample {sample['__key__']!r}: image and depth maps differ in size")
+    sizes = {"image": rgb.shape[:2], schema.SPARSE: sparse.shape, schema.DENSE: dense.shape, "teacher": teacher.shape}
+    if len(set(sizes.values())) > 1:
+        shown = ", ".join(f"{name} {height} x {width}" for name, (height, width) in sizes.items())
+        raise TrainError(f"its maps differ in size ({shown}, as H x W)")
     return {
         "key": sample["__key__"],
         "rgb": rgb,
@@ -258,6 +90,38 @@ def decode_sample(sample: dict) -> dict:
         "teacher_range": teacher_range(meta, dense),
         "meta": meta,
     }
+
+
+# What decoding a sample's bytes may raise (Pillow alone raises several kinds): the sample
+# is bad, and is skipped and recorded; the run goes on.
+DECODE_ERRORS = (
+    TrainError,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    KeyError,
+    TypeError,
+    Image.DecompressionBombError,
+)
+
+
+def _decode_rgb(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _decode_member(sample: dict, name: str, decode):
+    try:
+        return decode(sample[name])
+    except DECODE_ERRORS as error:
+        raise TrainError(f"{name}: {describe(error)}") from None
+
+
+def describe(error: Exception) -> str:
+    """One line for errors.jsonl: a TrainError's own message, else its type and message."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    return text if isinstance(error, TrainError) else f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 def teacher_range(meta: dict, dense_m: np.ndarray) -> np.ndarray:
@@ -359,13 +223,35 @@ class AddressShuffle:
         return lambda address: last_in is None or address > last_in or address[::2] in buffered
 
 
+class BadSample(TrainError):
+    """A sample of a unit that does not decode: its key, and why (the message)."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(reason)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class StreamFailure:
+    """What a loader worker hands on instead of a unit when it cannot go on (a shard gone or
+    changed since the index, nothing but bad samples): plain data, so that the loop stops
+    the run with this one line instead of a worker's traceback; `skipped`: the records of
+    the bad units met since the last unit handed on."""
+
+    message: str
+    skipped: list = field(default_factory=list)
+
+
 class TrainStream(torch.utils.data.IterableDataset):
     """The endless training stream of one rank, in the order the module docstring
     describes. Each item is one unit decoded, cropped and flipped: for samples, a dict of
     MAP_NAMES tensors (C, H, W); for scenes (index.scenes), the same stacked per view
     (V, C, H, W) plus `neighbours` (V, V), 1 where two views are adjacent (the DataLoader
-    adds the batch dimension; `flatten_scenes` turns S scenes into S * V samples).
-    batches_done: batches this rank's loader already gave (a resumed run's step)."""
+    adds the batch dimension; `flatten_scenes` turns S scenes into S * V samples). Each
+    item also names its unit ("sample": 'KEY (SHARD)') and carries the records of the bad
+    units skipped since the previous item ("skipped").
+    batches_done: batches this rank's loader already gave (a resumed run's step);
+    known_bad: (shard, unit) of units known not to decode (skipped unread)."""
 
     def __init__(
         self,
@@ -377,28 +263,78 @@ class TrainStream(torch.utils.data.IterableDataset):
         shuffle_buffer: int = 256,
         rank: int = 0,
         world_size: int = 1,
+        known_bad: frozenset[tuple[int, int]] = frozenset(),
     ):
         super().__init__()
         self.index, self.batch_size, self.crop_hw, self.seed = index, batch_size, tuple(crop_hw), seed
         self.batches_done, self.shuffle_buffer = batches_done, shuffle_buffer
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.known_bad = rank, world_size, known_bad
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[dict | StreamFailure]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         role = (worker + self.batches_done) % workers
-        used = len(range(role, self.batches_done, workers)) * self.batch_size
         rng = np.random.default_rng([self.seed, self.rank, role])
         addresses = AddressShuffle(self._addresses(role, workers), self.shuffle_buffer, rng)
-        for _ in range(used):
-            next(addresses)
-        reader = self._units_in_order(role, workers, addresses.still_to_come())
+        bad, skipped = set(self.known_bad), []
+        try:
+            passed = self._replay(addresses, len(range(role, self.batches_done, workers)) * self.batch_size, bad)
+            reader = self._units_in_order(role, workers, addresses.still_to_come(), bad)
+            yield from self._good_units(addresses, reader, passed, role, bad, skipped)
+        except (TrainError, OSError, tarfile.TarError) as error:
+            yield StreamFailure(describe(error), skipped)
+
+    def _replay(self, addresses: AddressShuffle, used: int, bad: set) -> int:
+        """Pass the addresses whose units this role gave to the batches already done,
+        without reading anything (the bad units among them were skipped then, and are
+        known now); returns how many addresses were passed."""
+        passed = in_a_row = 0
+        while used:
+            address = next(addresses)
+            passed += 1
+            in_a_row = in_a_row + 1 if address[1:] in bad else 0
+            used -= not in_a_row
+            self._check_not_all_bad(in_a_row)
+        return passed
+
+    def _check_not_all_bad(self, bad_in_a_row: int) -> None:
+        if bad_in_a_row > self.index.unit_count:
+            raise TrainError("every sample this loader reads is bad: see errors.jsonl")
+
+    def _good_units(self, addresses, reader, passed: int, role: int, bad: set, skipped: list) -> Iterator[dict]:
+        """The stream from the first address not yet passed: units that decode, in address
+        order; one that does not is added to `bad` and its record to `skipped`, which the
+        next good unit carries."""
         pending: dict[tuple[int, int], list[dict]] = {}
-        for number, address in enumerate(addresses, start=used):
+        in_a_row = 0
+        for number, address in enumerate(addresses, start=passed):
+            if address[1:] in bad:
+                pending.pop(address[::2], None)
+                in_a_row += 1
+                self._check_not_all_bad(in_a_row)
+                continue
             while address[::2] not in pending:
                 key, unit = next(reader)
                 pending[key] = unit
-            yield self._augment(pending.pop(address[::2]), [self.seed, self.rank, role, number])
+            samples = pending.pop(address[::2])
+            try:
+                item = self._augment(samples, [self.seed, self.rank, role, number])
+            except DECODE_ERRORS as error:
+                bad.add(address[1:])
+                skipped.append(self._bad_record(address[1], samples, error))
+                in_a_row += 1
+                self._check_not_all_bad(in_a_row)
+                continue
+            in_a_row = 0
+            name = f"{samples[0]['__key__']} ({self.index.names[address[1]]})"
+            yield {**item, "sample": name, "skipped": list(skipped)}
+            skipped.clear()
+
+    def _bad_record(self, shard: int, samples: list[dict], error: Exception) -> dict:
+        """errors.jsonl's record of a unit that does not decode: its shard, the key of the
+        sample that failed (the unit's first when it cannot tell) and why."""
+        key = error.key if isinstance(error, BadSample) else samples[0]["__key__"]
+        return {"shard": self.index.names[shard], "key": key, "reason": describe(error)}
 
     def _shard_positions(self, role: int, workers: int) -> Iterator[tuple[int, int]]:
         """(position, shard index) of this rank and worker role, forever."""
@@ -414,33 +350,20 @@ class TrainStream(torch.utils.data.IterableDataset):
             for unit in range(len(self.index.units[shard])):
                 yield position, shard, unit
 
-    def _units_in_order(self, role: int, workers: int, wanted) -> Iterator[tuple[tuple[int, int], list[dict]]]:
-        """((position, unit), its samples) of the wanted addresses, reading the shards in
-        order; a shard with no wanted unit is not opened."""
+    def _units_in_order(self, role: int, workers: int, still_to_come, bad: set):
+        """((position, unit), its samples) of the addresses still to come whose units are
+        not known to be bad (`bad` grows as the stream goes), reading the shards in order;
+        a shard with no such unit is not opened."""
+
+        def wanted(address: Address) -> bool:
+            return address[1:] not in bad and still_to_come(address)
+
         for position, shard in self._shard_positions(role, workers):
             units = self.index.units[shard]
             if any(wanted((position, shard, unit)) for unit in range(len(units))):
-                for unit, samples in self._read_shard(shard):
+                for unit, samples in read_units(self.index, shard):
                     if wanted((position, shard, unit)):
                         yield (position, unit), samples
-
-    def _read_shard(self, shard: int) -> Iterator[tuple[int, list[dict]]]:
-        """(unit index, its samples in view order) of one shard, as the samples stream by."""
-        url, units = self.index.urls[shard], self.index.units[shard]
-        place = {key: (unit, view) for unit, keys in enumerate(units) for view, key in enumerate(keys)}
-        collected: dict[int, list] = {}
-        done = 0
-        for sample in wds.tarfile_samples([{"url": url}]):
-            if sample["__key__"] not in place:
-                continue
-            unit, view = place[sample["__key__"]]
-            views = collected.setdefault(unit, [None] * len(units[unit]))
-            views[view] = sample
-            if all(item is not None for item in views):
-                done += 1
-                yield unit, collected.pop(unit)
-        if done != len(units):
-            raise TrainError(f"{url} changed since training started ({done} of {len(units)} units read); restart")
 
     def _augment(self, samples: list[dict], seed: list[int]) -> dict:
         """Decode, crop and flip a unit; every view of a scene gets the same window and flip.
@@ -451,7 +374,10 @@ class TrainStream(torch.utils.data.IterableDataset):
         names = (*MAP_NAMES, "pixel_index") if self.index.scenes else MAP_NAMES
         views, decoded = [], []
         for sample in samples:
-            maps = decode_sample(sample)
+            try:
+                maps = decode_sample(sample)
+            except DECODE_ERRORS as error:
+                raise BadSample(sample["__key__"], describe(error)) from None
             if self.index.scenes:
                 maps["pixel_index"] = pixel_index_map(*maps["sparse"].shape)
             crop = crop_and_flip({name: maps[name] for name in names}, self.crop_hw, np.random.default_rng(seed))
@@ -459,10 +385,7 @@ class TrainStream(torch.utils.data.IterableDataset):
             decoded.append((maps, crop.get("pixel_index")))
         if not self.index.scenes:
             return views[0]
-        neighbours = np.zeros((len(views), len(views)), np.float32)
-        for position, (maps, _) in enumerate(decoded):
-            for other in maps["meta"]["rig"].get("neighbours", []):
-                neighbours[position, other] = neighbours[other, position] = 1
+        neighbours = adjacent_views([maps["meta"] for maps, _ in decoded])
         matches, match_rays, match_valid = scene_matches(
             [maps["sparse"] for maps, _ in decoded],
             [maps["meta"] for maps, _ in decoded],
@@ -473,6 +396,49 @@ class TrainStream(torch.utils.data.IterableDataset):
         stacked = {name: torch.stack([view[name] for view in views]) for name in (*MAP_NAMES, "teacher_range")}
         pairs = {"neighbours": neighbours, "matches": matches, "match_rays": match_rays, "match_valid": match_valid}
         return {**stacked, **{name: torch.from_numpy(array) for name, array in pairs.items()}}
+
+
+def read_units(index: ShardIndex, shard: int) -> Iterator[tuple[int, list[dict]]]:
+    """(unit index, its samples in view order) of one shard, as the samples stream by."""
+    url, units = index.urls[shard], index.units[shard]
+    place = {key: (unit, view) for unit, keys in enumerate(units) for view, key in enumerate(keys)}
+    collected: dict[int, list] = {}
+    done = 0
+    for sample in wds.tarfile_samples([{"url": url}]):
+        if sample["__key__"] not in place:
+            continue
+        unit, view = place[sample["__key__"]]
+        views = collected.setdefault(unit, [None] * len(units[unit]))
+        views[view] = sample
+        if all(item is not None for item in views):
+            done += 1
+            yield unit, collected.pop(unit)
+    if done != len(units):
+        raise TrainError(f"{url} changed since training started ({done} of {len(units)} units read); restart")
+
+
+def adjacent_views(metas: list[dict]) -> np.ndarray:
+    """(V, V) float32, 1 where the jsons' rig.neighbours make two views of a scene adjacent."""
+    neighbours = np.zeros((len(metas), len(metas)), np.float32)
+    for position, meta in enumerate(metas):
+        for other in meta["rig"].get("neighbours", []):
+            neighbours[position, other] = neighbours[other, position] = 1
+    return neighbours
+
+
+def first_scene_offsets(index: ShardIndex, scenes: int = 4) -> np.ndarray:
+    """correspondence.match_offsets of the first `scenes` scenes that decode, read from the
+    first shard that has any (for the check that a crop can hold a match)."""
+    shard = next(shard for shard, units in enumerate(index.units) if units)
+    offsets = [np.zeros((0, 2), np.int64)]
+    for _, samples in islice(read_units(index, shard), scenes):
+        try:
+            decoded = [decode_sample(sample) for sample in samples]
+            metas = [maps["meta"] for maps in decoded]
+            offsets.append(match_offsets([maps["sparse"] for maps in decoded], metas, adjacent_views(metas)))
+        except DECODE_ERRORS:
+            continue
+    return np.concatenate(offsets)
 
 
 # Members of a scene batch that describe pairs of views, kept per scene by flatten_scenes.
@@ -486,16 +452,47 @@ def flatten_scenes(batch: dict) -> dict:
     return {name: tensor if name in PAIR_NAMES else tensor.flatten(0, 1) for name, tensor in batch.items()}
 
 
-def _full_frames(samples: Iterator[dict]) -> Iterator[dict]:
-    for sample in samples:
-        maps = decode_sample(sample)
-        yield {"key": maps["key"], **to_tensors(maps), "teacher_range": torch.from_numpy(maps["teacher_range"])}
-
-
-def eval_stream(urls: list[str]) -> wds.DataPipeline:
+def eval_stream(urls: list[str], on_bad=None) -> wds.DataPipeline:
     """Every sample once, in shard order, at full size (all of it on every rank: the
-    caller decides who evaluates)."""
-    return wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.pipelinefilter(_full_frames)())
+    caller decides who evaluates). A sample that does not decode is left out; on_bad, if
+    given, receives its record ({"shard", "key", "reason"})."""
+    names = dict(zip(urls, shard_names(urls), strict=True))
+
+    def full_frames(samples: Iterator[dict]) -> Iterator[dict]:
+        for sample in samples:
+            try:
+                maps = decode_sample(sample)
+            except DECODE_ERRORS as error:
+                if on_bad is not None:
+                    on_bad({"shard": names.get(sample["__url__"]), "key": sample["__key__"], "reason": describe(error)})
+                continue
+            yield {"key": maps["key"], **to_tensors(maps), "teacher_range": torch.from_numpy(maps["teacher_range"])}
+
+    return wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.pipelinefilter(full_frames)())
+
+
+def collate(items: list) -> dict:
+    """The stream's items -> one batch: their tensors stacked, "samples" (the units' names)
+    and "skipped" (records of the bad units met on the way); {"failure": message} when a
+    worker could not go on."""
+    failures = [item for item in items if isinstance(item, StreamFailure)]
+    skipped = [
+        record for item in items for record in (item.skipped if isinstance(item, StreamFailure) else item["skipped"])
+    ]
+    if failures:
+        return {"failure": failures[0].message, "skipped": skipped}
+    tensors = [{name: value for name, value in item.items() if name not in ("sample", "skipped")} for item in items]
+    return {**default_collate(tensors), "samples": [item["sample"] for item in items], "skipped": skipped}
+
+
+def _leave_ctrl_c_to_the_trainer(_worker: int) -> None:
+    """Loader workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group):
+    the training process finishes its step, saves it, then ends them. SIGTERM keeps its
+    default: multiprocessing ends leftover workers with it when Python exits, and a worker
+    that ignored it would be waited for forever. A worker that SIGTERM (Slurm's, sent to
+    every process) ends before the trainer stops is noticed at the next step boundary
+    (signals.StopSignals.check_workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_loader(
@@ -508,16 +505,20 @@ def train_loader(
     shuffle_buffer: int = 256,
     rank: int = 0,
     world_size: int = 1,
+    known_bad: frozenset[tuple[int, int]] = frozenset(),
 ) -> torch.utils.data.DataLoader:
-    """Batches of cropped units (batch_size samples, or batch_size whole scenes), forever.
-    At most one worker per shard of this rank, so that no worker reads a shard twice in one epoch."""
+    """Batches of cropped units (batch_size samples, or batch_size whole scenes), forever
+    (see `collate`; TrainStream for known_bad). At most one worker per shard of this rank,
+    so that no worker reads a shard twice in one epoch."""
     workers = max(0, min(workers, len(index.urls[rank::world_size])))
-    stream = TrainStream(index, batch_size, crop_hw, seed, batches_done, shuffle_buffer, rank, world_size)
+    stream = TrainStream(index, batch_size, crop_hw, seed, batches_done, shuffle_buffer, rank, world_size, known_bad)
     return torch.utils.data.DataLoader(
         stream,
         batch_size=batch_size,
         num_workers=workers,
+        collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_leave_ctrl_c_to_the_trainer,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None,
     )

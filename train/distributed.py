@@ -9,10 +9,16 @@ checkpoints and runs validation. --batch-size is per rank.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from .errors import RankStopped
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,43 @@ def mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return (tensor / dist.get_world_size()).tolist()
+
+
+def together(ranks: Ranks, action: Callable[[], Result], undo: Callable[[Result], None] | None = None) -> Result:
+    """action() on every rank, which then learn whether it failed anywhere: when it did, the
+    first rank that failed raises its own error and every other rank RankStopped (after
+    undo(its result), if it had one), so that one message is shown and no rank waits
+    forever at a later collective for one that left."""
+    try:
+        result, failure = action(), None
+    except Exception as error:
+        result, failure = None, error
+    if dist.is_initialized():
+        failed = [False] * ranks.world_size
+        dist.all_gather_object(failed, failure is not None)
+        if any(failed) and (failure is None or failed.index(True) != ranks.rank):
+            if failure is None and undo is not None:
+                undo(result)
+            raise RankStopped(failed.index(True))
+    if failure is not None:
+        raise failure
+    return result
+
+
+def share(stop: bool, events: list) -> tuple[bool, list]:
+    """(whether any rank asks to stop, every rank's events in rank order): the same on every
+    rank, so that all of them take the same decision at the same step. One small all-reduce
+    per call; the events themselves travel only when some rank has any."""
+    if not dist.is_initialized():
+        return stop, events
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    counts = torch.tensor([float(stop), float(len(events))], dtype=torch.float64, device=device)
+    dist.all_reduce(counts)
+    if counts[1] == 0:
+        return bool(counts[0]), []
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, events)
+    return bool(counts[0]), [event for rank_events in gathered for event in rank_events]
 
 
 def parameter_spread(model: torch.nn.Module) -> float:

@@ -8,8 +8,28 @@ class TrainError(Exception):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training, after the checkpoint was saved: where the run stands."""
+    """SIGINT (Ctrl-C) or SIGTERM during training, after the step was saved: where the run
+    stands. signal: the signal's name (None when another torchrun rank received it);
+    main: whether this is the rank that reports it."""
 
-    def __init__(self, step: int, checkpoint):
+    def __init__(self, step: int, checkpoint, signal: str | None = "SIGINT", main: bool = True):
         super().__init__(step)
-        self.step, self.checkpoint = step, checkpoint
+        self.step, self.checkpoint, self.signal, self.main = step, checkpoint, signal, main
+
+
+class RankStopped(Exception):
+    """Under torchrun: another rank failed and said why; this one stops without a word."""
+
+    def __init__(self, rank: int):
+        super().__init__(f"rank {rank} stopped the run")
+        self.rank = rank
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A stop signal before the first step (nothing new to save), or a second one during
+    training (the last checkpoint stays as it was). signal: its name; started: whether
+    the loop had begun."""
+
+    def __init__(self, signal: str, started: bool):
+        super().__init__(signal)
+        self.signal, self.started = signal, started

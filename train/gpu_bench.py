@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 
-from . import data, distributed
+from . import distributed
 from .bench import loader_rate, training_rate
 from .config import TrainConfig
 from .factory import pick_device
 from .loop import train
+from .shards import index_shards, list_shards
 
 OBJECTIVES = ("completion", "bins-kd")
 # A torchrun that has not finished by then is stuck (a rank waiting on a collective for ever).
@@ -74,7 +75,7 @@ def single_device(
 ) -> dict:
     """The figures of one objective on this process's device (see the module's docstring);
     workers None: one loader process per core but one (the training process's)."""
-    index = data.index_shards(data.list_shards(shards))
+    index = index_shards(list_shards(shards))
     device = pick_device("auto")
     workers = max(1, (os.cpu_count() or 2) - 1) if workers is None else workers
     config = TrainConfig(
@@ -153,7 +154,7 @@ def rank_figures(spec: dict) -> list[dict]:
     device = pick_device("auto", int(os.environ.get("LOCAL_RANK", "0")))
     ranks = distributed.setup(device.type == "cuda")
     try:
-        index = data.index_shards(data.list_shards(spec["shards"]))
+        index = index_shards(list_shards(spec["shards"]))
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
         figures = []
         for objective in OBJECTIVES:

@@ -18,6 +18,7 @@ import torch
 
 from . import data
 from .distill import align_teacher, bin_probabilities
+from .shards import list_shards
 
 DEPTH_RANGES = ((0.0, 10.0), (10.0, 30.0), (30.0, 90.0))
 TEMPERATURES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
@@ -59,7 +60,7 @@ def run_kd_target_bench(shards: str, bins: int, bin_range: tuple[float, float], 
     """The table of the module doc, one line at a time, per depth range in % of the
     truth: the mean and the mean absolute error of the target's expected depth, and the
     mean absolute error of its most likely bin's centre."""
-    urls = data.list_shards(shards)
+    urls = list_shards(shards)
     collected: dict = {}
     count = 0
     for sample in islice(iter(data.eval_stream(urls)), frames):

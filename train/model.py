@@ -110,12 +110,17 @@ class DepthCompletionNet(nn.Module):
         # Depth heads at full, 1/2 and 1/4 resolution.
         self.heads = nn.ModuleList(nn.Conv2d(channels[i], 1, 3, 1, 1) for i in range(min(3, config.levels + 1)))
 
+    @property
+    def deepest_stride(self) -> int:
+        """The deepest features are the (padded) input / this, per side."""
+        return 2**self.config.levels
+
     def forward(self, rgb: torch.Tensor, sparse: torch.Tensor) -> list[torch.Tensor]:
         """rgb (B, 3, H, W) in 0..1, sparse (B, 1, H, W) metres (0 = none) -> predicted
         depth in metres, [(B, 1, H, W), (B, 1, H/2, W/2), (B, 1, H/4, W/4)] (sizes
         rounded up for odd inputs); only the first in eval mode."""
         height, width = rgb.shape[-2:]
-        multiple = 2**self.config.levels
+        multiple = self.deepest_stride
         pad = (0, -width % multiple, 0, -height % multiple)
         rgb = F.pad(rgb, pad, mode="replicate")
         sparse = F.pad(sparse, pad)

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bins import BinHead, bin_depth, check_bins
+from .bins import BinHead, bin_depth
 from .checkpoint import load_weights
-from .config import STUDENTS
+from .config import STUDENTS, check_bins
 from .errors import TrainError
 from .model import FusionEncoder, ResBlock, encoder_channels
 
@@ -56,11 +56,16 @@ class BinStudent(nn.Module):
         )
         self.head = BinHead(channels[-1], channels[0], config.bins, config.min_depth, config.max_depth)
 
+    @property
+    def deepest_stride(self) -> int:
+        """The deepest features are the (padded) input / this, per side (the stems have stride 2)."""
+        return 2 ** (self.config.levels + 1)
+
     def forward(self, rgb: torch.Tensor, sparse: torch.Tensor) -> dict:
         """rgb (B, 3, H, W) in 0..1, sparse (B, 1, H, W) metres (0 = none; unused by the
         mono student) -> the dict of the module doc, cropped back to (H, W)."""
         height, width = rgb.shape[-2:]
-        multiple = 2 ** (self.config.levels + 1)
+        multiple = self.deepest_stride
         pad = (0, -width % multiple, 0, -height % multiple)
         skips = self.encoder(F.pad(rgb, pad, mode="replicate"), F.pad(sparse, pad))
         deepest = x = skips.pop()

@@ -17,16 +17,20 @@ from .checkpoint import load_checkpoint
 from .errors import TrainError
 from .factory import load_model, pick_device, predicted_depth
 from .metrics import image_metrics, mean_metrics
+from .shards import index_shards, list_shards
 
 
 @torch.inference_mode()
-def model_metrics(model: torch.nn.Module, urls: list[str], device: torch.device, previews: int = 0, progress=False):
+def model_metrics(
+    model: torch.nn.Module, urls: list[str], device: torch.device, previews: int = 0, progress=False, on_bad=None
+):
     """(per-image metrics [{key, metric: value}], preview pictures [(key, (3H, W, 3) uint8)]
-    of the first `previews` samples) of `model` on every sample with ground truth."""
+    of the first `previews` samples) of `model` on every sample with ground truth; a
+    sample that does not decode is left out (on_bad receives its record, see eval_stream)."""
     was_training = model.training
     model.eval()
     per_image, pictures = [], []
-    loader = torch.utils.data.DataLoader(data.eval_stream(urls), batch_size=None)
+    loader = torch.utils.data.DataLoader(data.eval_stream(urls, on_bad), batch_size=None)
     for sample in tqdm(loader, disable=not progress, unit="image"):
         prediction = predicted_depth(model(sample["rgb"][None].to(device), sample["sparse"][None].to(device)))
         prediction_m = prediction[0, 0].float().cpu().numpy()
@@ -42,6 +46,16 @@ def model_metrics(model: torch.nn.Module, urls: list[str], device: torch.device,
     return per_image, pictures
 
 
+def scan_samples(urls: list[str]) -> tuple[list[dict], int, int]:
+    """Decode every sample of the shards once: (records of those that do not decode
+    ({"shard", "key", "reason"}), samples that do, those of them with ground truth)."""
+    bad, samples, with_ground_truth = [], 0, 0
+    for sample in data.eval_stream(urls, on_bad=bad.append):
+        samples += 1
+        with_ground_truth += bool((sample["dense"] > 0).any())
+    return bad, samples, with_ground_truth
+
+
 def evaluate(
     checkpoint_path: str,
     shards: str,
@@ -52,17 +66,22 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """KITTI metrics of a checkpoint on every sample of the shards, written to
-    OUT/metrics.json with per-image values, and OUT/previews/KEY.png for the first `previews`."""
-    urls = data.list_shards(shards)
-    data.check_shards(urls)
+    OUT/metrics.json with per-image values and the samples skipped (they do not decode),
+    and OUT/previews/KEY.png for the first `previews` (the previews of an earlier
+    evaluation into OUT are removed: the folder shows one evaluation)."""
+    urls = list_shards(shards)
+    index_shards(urls)
     device = pick_device(device_name)
     checkpoint = load_checkpoint(checkpoint_path)
     model = load_model(checkpoint, checkpoint_path, ema=use_ema).to(device)
-    per_image, pictures = model_metrics(model, urls, device, previews, progress)
+    skipped: list[dict] = []
+    per_image, pictures = model_metrics(model, urls, device, previews, progress, skipped.append)
     if not per_image:
-        raise TrainError(f"no sample in {shards} has ground truth (dense.png is empty everywhere)")
+        raise TrainError(f"no sample in {shards} has ground truth (dense.png is empty everywhere, or none decodes)")
     out_dir = Path(out)
     (out_dir / "previews").mkdir(parents=True, exist_ok=True)
+    for earlier in (out_dir / "previews").glob("*.png"):
+        earlier.unlink()
     for key, picture in pictures:
         Image.fromarray(picture).save(out_dir / "previews" / f"{key}.png")
     result = {
@@ -72,6 +91,7 @@ def evaluate(
         "weights": "ema" if use_ema and checkpoint.get("ema") is not None else "model",
         "images": len(per_image),
         "mean": mean_metrics(per_image),
+        "skipped": skipped,
         "per_image": per_image,
     }
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

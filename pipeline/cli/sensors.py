@@ -18,7 +18,7 @@ from simlidar.sensors.files import read_text_file
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
 from ..errors import PipelineError
-from ..output.drop_fit import check_fittable, fit_drop, sensor_file_text, with_ray_drop
+from ..output.drop_fit import fit_drop, sensor_to_fit, with_ray_drop
 from ..output.fidelity import read_frame, read_kitti_object_frame
 from ..output.preview import check_picture_path, colorize_depth, spread_points
 from ..stages.scan import simulate_rig_scan
@@ -287,8 +287,7 @@ def fit_drop_command(
         )
     if not out.parent.is_dir():
         raise PipelineError(f"--out {out}: folder {out.parent} does not exist")
-    sensor = load_sensor(sensor_name)
-    check_fittable(sensor)
+    sensor, sensor_text = sensor_to_fit(sensor_name)
     real = [read_kitti_object_frame(stem, camera) for stem in kitti_objects]
     real += [read_frame(scan, image, calibration, camera) for scan, image, calibration in frames]
     model, figures = fit_drop(real, sensor, seed, match_count)
@@ -302,7 +301,7 @@ def fit_drop_command(
         f"{model.incidence_coefficient:+.3f}, luma {model.luma_coefficient:+.3f}, greenness "
         f"{model.greenness_coefficient:+.3f}; laser logits {min(model.laser_logit):.2f}..{max(model.laser_logit):.2f}"
     )
-    text = with_ray_drop(sensor_file_text(sensor_name), model)
+    text = with_ray_drop(sensor_text, model)
     try:
         write_sensor_text(text, out)
     except OSError as error:

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tomllib
 from simlidar.sensors import ReturnEffects, SpinningLidar
 from simlidar.sensors.camera import transform_points
-from simlidar.sensors.catalog import CATALOG_DIR
+from simlidar.sensors.catalog import CATALOG_DIR, SensorSpecError, sensor_from_dict
+from simlidar.sensors.files import read_text_file
 from simlidar.sensors.ray_drop import FittedRayDrop, HitFeatures, fit_ray_drop
 from simlidar.sensors.targets import RayTarget
 
@@ -161,6 +163,10 @@ def ray_drop_table(model: FittedRayDrop) -> str:
         "# Which beams that hit come back (sensors/ray_drop.py): p = sigmoid(laser_logit[laser]\n"
         "# + range_coefficient * ln(range / 10 m) + incidence_coefficient * cos(incidence)\n"
         "# + luma_coefficient * luma + greenness_coefficient * greenness); by `simlidar sensors fit-drop`.\n"
+        "# Bounded: range_coefficient <= 0 and incidence_coefficient >= 0, since at a fixed material the\n"
+        "# signal falls with range and grows with cos(incidence). On few frames geometry is confounded\n"
+        "# with material (a road seen grazing returns, facing car bodies and foliage drop), and a weight\n"
+        "# the data would push across its bound is held at 0 (see sensors/ray_drop.py).\n"
         f"source = {json.dumps(model.source)}\n"
         f"rays = {model.rays}\n"
         f"returns = {model.returns}\n"
@@ -172,16 +178,29 @@ def ray_drop_table(model: FittedRayDrop) -> str:
     )
 
 
-def sensor_file_text(sensor_name_or_path: str) -> str:
-    """The text of a sensor file, by catalog name or path."""
+def sensor_to_fit(sensor_name_or_path: str) -> tuple[SpinningLidar, str]:
+    """fit-drop's sensor (catalog name or .toml path) and its file's text. The sensor is read
+    without the file's [ray_drop] table: the fit replaces it, so a table the loader refuses
+    (one fitted before the weights were bounded) does not stop its refit."""
     path = Path(sensor_name_or_path)
-    path = path if path.suffix == ".toml" else CATALOG_DIR / f"{sensor_name_or_path}.toml"
-    return path.read_text()
+    if path.suffix != ".toml":
+        path = CATALOG_DIR / f"{sensor_name_or_path}.toml"
+        if not path.is_file():
+            raise PipelineError(
+                f"`sensor` {sensor_name_or_path}: no such catalog sensor (see `simlidar sensors list`) nor a .toml file"
+            )
+    text = read_text_file(path, "sensor file", SensorSpecError)
+    try:
+        sensor = sensor_from_dict(tomllib.loads(with_ray_drop(text, None)), path)
+    except tomllib.TOMLDecodeError as error:
+        raise SensorSpecError(f"{path}: not valid TOML ({error})") from None
+    check_fittable(sensor)
+    return sensor, text
 
 
-def with_ray_drop(text: str, model: FittedRayDrop) -> str:
+def with_ray_drop(text: str, model: FittedRayDrop | None) -> str:
     """A sensor file's text with its [ray_drop] table (if any, up to the next table) replaced
-    by `model`'s, at the end; everything else kept as written."""
+    by `model`'s at the end (None: left out); everything else kept as written."""
     lines = text.splitlines(keepends=True)
     kept, inside = [], False
     for line in lines:
@@ -191,4 +210,4 @@ def with_ray_drop(text: str, model: FittedRayDrop) -> str:
         if not inside:
             kept.append(line)
     body = "".join(kept).rstrip("\n")
-    return f"{body}\n\n{ray_drop_table(model)}"
+    return f"{body}\n" if model is None else f"{body}\n\n{ray_drop_table(model)}"

@@ -1,7 +1,8 @@
 """One run at a time per output folder.
 
 `generate.lock` in the output folder names its holder (host, pid, the process's start
-time, when, and a token unique to the run). A second run finds it and is refused with
+time, when, and a token unique to the run); `simlidar train` holds `train.lock` in its
+run folder the same way. A second run finds it and is refused with
 who holds it; a lock whose process is gone (same host, no such pid, or the pid now
 belongs to a later process) is stale and taken over. Every shard checks, just before
 its tar takes its final name, that its run still holds the lock: a Ray worker left
@@ -18,12 +19,13 @@ import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ..errors import PipelineError
-from .store import Store
+from .store import Store, as_store
 
 LOCK = "generate.lock"
-TAKEOVER = LOCK + ".takeover"
+TAKEOVER_SUFFIX = ".takeover"
 # A takeover file older than this was left by a run that died while taking over.
 TAKEOVER_STALE_S = 30.0
 ATTEMPTS = 20
@@ -70,25 +72,26 @@ def is_alive(holder: LockHolder) -> bool:
     return not (holder.process_start and start and start != holder.process_start)
 
 
-def read_holder(store: Store) -> LockHolder | None:
-    """Who holds the folder's lock; None when nobody does or the file is unreadable."""
+def read_holder(store: Store, name: str = LOCK) -> LockHolder | None:
+    """Who holds the folder's lock (the file `name`); None when nobody does or the file is unreadable."""
     try:
-        return LockHolder(**json.loads(store.read_bytes(LOCK)))
+        return LockHolder(**json.loads(store.read_bytes(name)))
     except (FileNotFoundError, ValueError, TypeError):
         return None
 
 
-def still_held(store: Store, token: str) -> bool:
+def still_held(store: Store, token: str, name: str = LOCK) -> bool:
     """Whether the run with `token` still holds the folder (checked before a shard is renamed)."""
-    holder = read_holder(store)
+    holder = read_holder(store, name)
     return holder is not None and holder.token == token
 
 
 class OutputLock:
-    """Use as a context manager around everything a run writes; `token` identifies the run."""
+    """Use as a context manager around everything a run writes; `token` identifies the run.
+    store: the folder (a Store, or a location open_store resolves); name: the lock file's."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store | str | Path, name: str = LOCK):
+        self.store, self.name = as_store(store), name
         self.taken_over: LockHolder | None = None
         pid = os.getpid()
         self.holder = LockHolder(
@@ -117,37 +120,38 @@ class OutputLock:
         self.store.make_folder()
         record = json.dumps(asdict(self.holder)).encode()
         for _ in range(ATTEMPTS):
-            if self.store.create_exclusively(LOCK, record):
+            if self.store.create_exclusively(self.name, record):
                 return
-            holder = read_holder(self.store)
+            holder = read_holder(self.store, self.name)
             if holder is not None and is_alive(holder):
                 raise OutputLocked(
                     f"{self.store} is in use by another simlidar run ({holder.describe()}); wait for it to end "
-                    f"or use another output folder (if that run is gone, delete {self.store.where(LOCK)})"
+                    f"or use another output folder (if that run is gone, delete {self.store.where(self.name)})"
                 )
             if self._take_over(holder):
                 self.taken_over = holder
                 return
             time.sleep(0.05)
-        raise OutputLocked(f"could not take {self.store.where(LOCK)}: other runs keep taking it; try again")
+        raise OutputLocked(f"could not take {self.store.where(self.name)}: other runs keep taking it; try again")
 
     def _take_over(self, stale: LockHolder | None) -> bool:
         """Replace a stale (or unreadable) lock by ours, if no other run is doing the same."""
-        if not self.store.create_exclusively(TAKEOVER, self.token.encode()):
-            if self.store.age_s(TAKEOVER) > TAKEOVER_STALE_S:
-                self.store.remove(TAKEOVER)
+        takeover = self.name + TAKEOVER_SUFFIX
+        if not self.store.create_exclusively(takeover, self.token.encode()):
+            if self.store.age_s(takeover) > TAKEOVER_STALE_S:
+                self.store.remove(takeover)
             return False
         try:
-            if read_holder(self.store) != stale:
+            if read_holder(self.store, self.name) != stale:
                 return False
-            self.store.write_json_atomically(LOCK, asdict(self.holder))
+            self.store.write_json_atomically(self.name, asdict(self.holder))
             return True
         finally:
-            self.store.remove(TAKEOVER)
+            self.store.remove(takeover)
 
     def release(self) -> None:
-        if still_held(self.store, self.token):
-            self.store.remove(LOCK)
+        if still_held(self.store, self.token, self.name):
+            self.store.remove(self.name)
 
     def __enter__(self) -> OutputLock:
         self.acquire()
