@@ -162,13 +162,15 @@ def test_a_pole_thinner_than_the_blur_leaves_no_flying_return_and_no_shadow(kind
 def test_rule_none_and_tiny_or_empty_depth_are_returned_as_they_are():
     depth = smeared_box()
     assert np.array_equal(handle_edges(depth, box_photo(), EdgeOptions(rule="none")).depth_m, depth)
-    for shape in ((1, 1), (5, 300), (40, 40)):
-        tiny = np.full(shape, 4.0, np.float32)
-        assert np.array_equal(handle_edges(tiny, np.zeros((*shape, 3), np.uint8)).depth_m, tiny)
-    empty = np.zeros((HEIGHT, WIDTH), np.float32)
-    empty[0, 0] = np.nan
-    result = handle_edges(empty, box_photo())
-    assert result.moved_px == 0 and not result.depth_m.any()
+    for options in (EdgeOptions(), EdgeOptions(rule="depth")):
+        for shape in ((1, 1), (5, 300), (40, 40)):
+            tiny = np.full(shape, 4.0, np.float32)
+            assert np.array_equal(handle_edges(tiny, np.zeros((*shape, 3), np.uint8), options).depth_m, tiny)
+        empty = np.zeros((HEIGHT, WIDTH), np.float32)
+        empty[0, 0] = np.nan
+        empty[5, 5] = 10.0
+        result = handle_edges(empty, box_photo(), options)
+        assert result.moved_px == 0 and np.count_nonzero(result.depth_m) == 1
 
 
 def test_bad_arguments_name_the_parameter():
