@@ -2,8 +2,10 @@
 process (one worker) or as Ray tasks on every core of this machine or a cluster.
 
 On Ray with a depth model for a teacher and GPUs in the cluster, the model runs in a
-pool of GPU actors (one per GPU, each with its own teacher cache handle); every
-shard task sends its batches there, so one model copy per GPU serves all shards.
+pool of GPU actors (one per GPU) that do only the forward: every shard task prepares its
+batches' model inputs on its own core, sends them there (uint8 at the model's input
+size) and resizes back, converts and caches what comes back, so one model copy per GPU
+serves all shards and no photo's CPU work waits in the actor's single process.
 
 Both report progress per input and return the shards that failed; a shard that
 fails leaves nothing behind but its reason, so a re-run retries exactly those.
@@ -15,18 +17,25 @@ import errno
 import functools
 import logging
 import os
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import ray
-from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput
+from simlidar.teachers import Teacher, TeacherUnavailable
+from simlidar.teachers.factory import model_of
+from simlidar.teachers.hf import HFModel
+from simlidar.teachers.model_io import ModelBatch, model_input, outputs_to_host
 
 from .config import Plan
 from .errors import PipelineError
 from .output.store import Store
-from .stages.teacher import CachedTeacher, TeacherCache, TeacherSpec, build_teacher, teacher_cache_dir
+from .stages.teacher import TeacherSpec, build_teacher
 from .worker import ShardWorker
 from .writer import ShardPlan
 
@@ -34,6 +43,8 @@ log = logging.getLogger("simlidar.generate")
 
 # A Ray worker process that dies (OOM kill, node lost) has its shard rerun this often.
 RAY_RETRIES = 3
+# Calls a teacher actor on a GPU serves at once: one on the GPU, one moving in or out.
+ACTOR_CALLS = 2
 POLL_SECONDS = 0.5
 # What _collect returns for a shard to run again.
 RETRY = object()
@@ -107,13 +118,29 @@ def run_on_ray(
         cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         concurrency = min(workers, cluster_cpus) if workers else cluster_cpus
         log.info("ray at %s: %d shards at a time", ray.get_runtime_context().gcs_address, concurrency)
-        actors = _teacher_pool(plan, store, teacher_actors)
-        if actors:
-            log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
-        return _run_tasks(plan, shards, store, progress, concurrency, actors, lock_token)
+        with teacher_pool(plan.teacher, teacher_actors) as actors:
+            if actors:
+                log.info("teacher: %d actors (%s)", len(actors), "one GPU each" if _cluster_gpus() else "on CPU")
+            failures = _run_tasks(plan, shards, store, progress, concurrency, actors, lock_token)
+            _log_actor_times(actors)
+        return failures
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _log_actor_times(actors: list) -> None:
+    """Where each teacher actor's time went: what caps a GPU besides the forward."""
+    for index, spent in enumerate(ray.get([actor.timings.remote() for actor in actors])):
+        if spent["photos"]:
+            log.info(
+                "teacher actor %d: %d photos in %d calls; per photo %.1f ms forward, %.1f ms input to the device",
+                index,
+                spent["photos"],
+                spent["calls"],
+                1000 * spent["forward_s"] / spent["photos"],
+                1000 * spent["input_s"] / spent["photos"],
+            )
 
 
 def _run_tasks(
@@ -178,14 +205,16 @@ def _collect(reference, shard: ShardPlan, store: Store, progress: Progress, lost
 
 
 @functools.cache
-def process_teacher(spec: TeacherSpec) -> Teacher:
-    """The run's teacher, built once per process that uses it (Ray reuses its workers)."""
-    return build_teacher(spec)
+def process_teacher(spec: TeacherSpec, actor=None) -> Teacher:
+    """The run's teacher, built once per process that uses it (Ray reuses its workers); with
+    `actor` (a TeacherActor), its model's forward runs there and only its CPU steps here."""
+    return build_teacher(spec, ActorRunner(actor) if actor is not None else None)
 
 
 def _run_shard(plan: Plan, shard: ShardPlan, store: Store, counter, actors: list, lock_token: str) -> dict:
-    """One Ray task: one shard, casting on this task's single CPU."""
-    teacher = RemoteTeacher(actors, shard.index) if actors else process_teacher(plan.teacher)
+    """One Ray task: one shard, casting on this task's single CPU. Shard i's forwards run on
+    actor i mod pool size, so the load spreads (which actor never changes the results)."""
+    teacher = process_teacher(plan.teacher, actors[shard.index % len(actors)] if actors else None)
     worker = ShardWorker(plan, teacher, cast_threads=1, lock_token=lock_token)
     done = 0
 
@@ -216,36 +245,86 @@ def _cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _teacher_pool(plan: Plan, store: Store, size: int | None) -> list:
+@contextmanager
+def teacher_pool(spec: TeacherSpec | None, size: int | None) -> Iterator[list]:
+    """`size` TeacherActors for the teacher of `spec`, a GPU each where the cluster has GPUs
+    (None: one per GPU for a model teacher, none for sidecars), for the block. They are killed
+    at its end: the shard tasks' worker processes outlive the run on a cluster that was already
+    running, each keeping its teacher (process_teacher) and so a handle to an actor, which
+    would otherwise hold its GPU, or its core, from the next run."""
     gpus = _cluster_gpus()
     if size is None:
-        size = gpus if plan.teacher is not None and plan.teacher.name != "sidecar" else 0
-    actor_class = TeacherActor.options(num_gpus=1 if gpus else 0)
-    return [actor_class.remote(plan, store) for _ in range(size)]
+        size = gpus if spec is not None and spec.name != "sidecar" else 0
+    actor_class = TeacherActor.options(num_gpus=1 if gpus else 0, max_concurrency=ACTOR_CALLS if gpus else 1)
+    actors = [actor_class.remote(spec) for _ in range(size)]
+    try:
+        yield actors
+    finally:
+        for actor in actors:
+            ray.kill(actor)
 
 
 @ray.remote(num_cpus=1)
 class TeacherActor:
-    """The run's teacher behind its cache, loaded once, serving batches from every shard."""
+    """The run's depth model on one GPU, loaded by the first call: the forward of every shard
+    task's batches, which the tasks prepare (resize) and finish (resize back, cache). On a
+    GPU it serves ACTOR_CALLS calls at once, so that the next batch is on the GPU while the
+    last one's outputs go back; each call is one task's batch, so that a photo's depth never
+    depends on which other photos were in flight. `spent` adds up where its time went."""
 
-    def __init__(self, plan: Plan, store: Store):
-        cache = TeacherCache(teacher_cache_dir(plan.config.teacher_cache, store))
-        self.teacher = CachedTeacher(process_teacher(plan.teacher), cache)
+    def __init__(self, spec: TeacherSpec):
+        self.spec = spec
+        self.lock = threading.Lock()
+        self._model: HFModel | None = None
+        self.spent = {"photos": 0, "calls": 0, "input_s": 0.0, "forward_s": 0.0}
 
-    def name(self) -> str:
-        return self.teacher.name
+    def _loaded(self) -> HFModel:
+        with self.lock:
+            if self._model is None:
+                model = model_of(process_teacher(self.spec))
+                if model is None:
+                    raise TeacherUnavailable(f"teacher {self.spec.name} has no model to run")
+                model.model  # noqa: B018 (loads the weights now, while the other calls wait)
+                self._model = model
+            return self._model
 
-    def predict(self, batch: list[TeacherInput]) -> list[DepthPrediction | TeacherError]:
-        return self.teacher.predict(batch)
+    def precision(self) -> str:
+        return self._loaded().precision
+
+    def run(self, batch: ModelBatch) -> dict[str, np.ndarray]:
+        """One task's batch: its pixels onto the device and normalised, the forward, the outputs
+        back (on a GPU the forward's time shows when its outputs are copied back)."""
+        model = self._loaded()
+        started = time.perf_counter()
+        pixel_values = model_input(batch, model.device)
+        ready = time.perf_counter()
+        outputs = outputs_to_host(model.forward(pixel_values))
+        with self.lock:
+            self.spent["photos"] += len(batch.pixels)
+            self.spent["calls"] += 1
+            self.spent["input_s"] += ready - started
+            self.spent["forward_s"] += time.perf_counter() - ready
+        return outputs
+
+    def timings(self) -> dict:
+        with self.lock:
+            return dict(self.spent)
 
 
-class RemoteTeacher:
-    """The Teacher protocol over the actor pool; shard i sends its batches to actor
-    i mod pool size, so the load spreads and a shard's results never depend on which."""
+class ActorRunner:
+    """The ModelRunner of a task whose teacher's model is a TeacherActor: every batch of a
+    predict goes out at once (one call each), then the task waits for their outputs."""
 
-    def __init__(self, actors: list, shard_index: int):
-        self.actor = actors[shard_index % len(actors)]
-        self.name = ray.get(self.actor.name.remote())
+    def __init__(self, actor):
+        self.actor = actor
+        self._precision: str | None = None
 
-    def predict(self, batch: list[TeacherInput]) -> list[DepthPrediction | TeacherError]:
-        return ray.get(self.actor.predict.remote(list(batch)))
+    @property
+    def precision(self) -> str:
+        """The actor's (asked once, when a photo first needs the model)."""
+        if self._precision is None:
+            self._precision = ray.get(self.actor.precision.remote())
+        return self._precision
+
+    def run_batches(self, batches: list[ModelBatch]) -> list[dict[str, np.ndarray]]:
+        return ray.get([self.actor.run.remote(batch) for batch in batches])

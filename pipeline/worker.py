@@ -46,15 +46,14 @@ class ShardWorker:
         fingerprints = input_fingerprints(self.kind, shard.items)  # before reading: a later edit is seen
         times, errors, counts = StageTimes(), [], []
         self.empty_samples = []
-        teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, store)))
+        teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, store)), times)
         batch_size = self.config.teacher_batch_size
         may_publish = (lambda: still_held(store, self.lock_token)) if self.lock_token else (lambda: True)
         staging = tempfile.TemporaryDirectory(dir=scratch_folder())  # for inputs not on this machine
         with ShardWriter(store, shard.tar_name, may_publish) as writer, staging as scratch:
             for start in range(0, len(shard.items), batch_size):
                 readings = self._read(shard.items[start : start + batch_size], Path(scratch), errors, times, on_input)
-                with times.stage("teacher"):
-                    predictions = teacher.predict([each for reading in readings for each in reading.teacher_inputs])
+                predictions = teacher.predict([each for reading in readings for each in reading.teacher_inputs])
                 for reading in readings:
                     cameras = len(reading.teacher_inputs)
                     samples = self._samples(reading, predictions[:cameras], times, errors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .base import DepthPrediction, Teacher, TeacherError, TeacherInput, TeacherUnavailable, cache_id
+from .model_io import ModelRunner
 from .registry import DEFAULT_MODEL, HF_PREFIX, MODELS, check_teacher_name, is_hf_name
 from .sidecar import SidecarTeacher, find_depth_sidecar
 
@@ -18,6 +19,7 @@ def load_teacher(
     batch_size: int = 4,
     max_size: int = 1536,
     revision: str | None = None,
+    runner: ModelRunner | None = None,
 ) -> Teacher:
     """The teacher called `name`: a short name of `simlidar teachers list`,
     hf:ORG/NAME (or hf:/path/to/model) with output metric|disparity|depth, 'sidecar'
@@ -25,7 +27,8 @@ def load_teacher(
     the default model, loaded only when a photo needs it). device: auto, cpu, cuda[:N],
     mps; dtype: auto (fp16 on CUDA), fp32, fp16, bf16; max_size: long side above which
     a photo is shrunk before the model (0 = never); revision: a branch, tag or commit
-    of the weights (default: the registry's, else main). Raises TeacherError
+    of the weights (default: the registry's, else main); runner: where a model's forward
+    runs (None: here, on device in dtype; see HFTeacher). Raises TeacherError
     (unknown name) or TeacherUnavailable (weights not reachable, not a depth model). device and dtype None mean auto."""
     from .hf import HFTeacher, select_amp_dtype, select_device
 
@@ -34,13 +37,13 @@ def load_teacher(
     if name == "sidecar":
         return SidecarTeacher()
     if name == "auto":
-        # The model loads only when a photo needs it, but a bad device or dtype is refused now.
-        select_amp_dtype(options["dtype"], select_device(options["device"]))
-        return AutoTeacher(lambda: load_teacher(DEFAULT_MODEL, revision=revision, **options))
+        if runner is None:  # the model loads only when a photo needs it, but a bad device or dtype is refused now
+            select_amp_dtype(options["dtype"], select_device(options["device"]))
+        return AutoTeacher(lambda: load_teacher(DEFAULT_MODEL, revision=revision, runner=runner, **options))
     if is_hf_name(name):
-        return HFTeacher(name, name[len(HF_PREFIX) :], output, revision or "main", **options)
+        return HFTeacher(name, name[len(HF_PREFIX) :], output, revision or "main", runner=runner, **options)
     entry = MODELS[name]
-    return HFTeacher(name, entry.repo_id, entry.output, revision or entry.revision, **options)
+    return HFTeacher(name, entry.repo_id, entry.output, revision or entry.revision, runner=runner, **options)
 
 
 class AutoTeacher:
@@ -93,3 +96,16 @@ class AutoTeacher:
             reason = TeacherError(f"no depth sidecar (photo.depth.png or photo.depth.npy) and {error}")
             return [reason] * len(batch)
         return model.predict(batch)
+
+
+def model_of(teacher: Teacher):
+    """The HFModel that runs `teacher`'s forward in this process (an auto teacher's default
+    model loaded for it), or None for a teacher without a model (sidecars). Raises
+    TeacherUnavailable when the model cannot be found."""
+    from .hf import HFModel, HFTeacher
+
+    if isinstance(teacher, AutoTeacher):
+        teacher = teacher.model
+    if isinstance(teacher, HFTeacher) and isinstance(teacher.runner, HFModel):
+        return teacher.runner
+    return None

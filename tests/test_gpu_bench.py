@@ -163,14 +163,18 @@ def test_the_cpu_half_runs_every_part_exits_0_and_writes_every_row(cli, tmp_path
     expected = product(plan.teacher.models, plan.teacher.precisions, plan.teacher.batch_sizes)
     assert [(row["model"], row["precision"], row["batch_size"]) for row in teacher] == list(expected)
     assert [row["parameters"] for row in teacher] == [PUBLISHED_PARAMETERS[row["model"]] for row in teacher]
-    alone, run, shares = (row for row in rows if row["part"] == "generate")
+    alone, run, shares, fed = (row for row in rows if row["part"] == "generate")
     # 2 cores, one holding the teacher actor: one task slot, so the 3 one-photo shards run one
     # after another and the steady window is the second one's span
     assert run["figures"]["photos"] == [0, 3] and run["figures"]["seconds"][0] == 0
     assert run["figures"]["ratio"] == pytest.approx(run["rate"] / alone["rate"])
     assert run["note"].endswith(f"over its steady {run['figures']['window_s']:.1f} s")
     assert shares["figures"]["shards"] == 1
-    assert {"read", "teacher", "cast", "encode"} <= set(shares["figures"]["ms_per_photo"])
+    assert {"read", "teacher", "teacher cache", "cast", "encode"} <= set(shares["figures"]["ms_per_photo"])
+    # The actor alone: one call of generate's batch (4), photos made of uint8 model inputs.
+    assert fed["figures"]["photos"] == plan.generate.actor_calls * 4 and "uint8" in fed["what"]
+    assert fed["figures"]["ratio"] == pytest.approx(fed["rate"] / alone["rate"])
+    assert fed["figures"]["forward_ms"] > fed["figures"]["input_ms"] > 0
     train = [row for row in rows if row["part"] == "train"]
     assert [row["what"].split(",")[0] for row in train] == list(OBJECTIVES)
     assert all(row["figures"]["workers_needed"] >= 1 and row["peak_gpu_gb"] is None for row in train)

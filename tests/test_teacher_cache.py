@@ -12,7 +12,7 @@ from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.stages.teacher import CachedTeacher, TeacherCache, file_sha256
 from simlidar.teachers import TeacherInput, load_teacher
-from simlidar.teachers.hf import HFTeacher
+from simlidar.teachers.hf import HFModel
 
 from .tiny_models import COMMIT, save_to_hub_cache, tiny_depth_anything
 
@@ -27,15 +27,15 @@ def teacher(tmp_path, monkeypatch):
 
 @pytest.fixture
 def forward_calls(monkeypatch):
-    """Counts of images through HFTeacher.forward (the bare model)."""
+    """Counts of images through HFModel.forward (the bare model)."""
     calls = []
-    original = HFTeacher.forward
+    original = HFModel.forward
 
     def counting(self, pixel_values):
         calls.append(len(pixel_values))
         return original(self, pixel_values)
 
-    monkeypatch.setattr(HFTeacher, "forward", counting)
+    monkeypatch.setattr(HFModel, "forward", counting)
     return calls
 
 

@@ -31,24 +31,28 @@ import threading
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol
 
 import click
+import numpy as np
 import ray
 import torch
 from PIL import Image
 from simlidar.teachers import TeacherUnavailable, load_teacher
-from simlidar.teachers.hf import fetch_weights
+from simlidar.teachers.hf import HFModel, fetch_weights
+from simlidar.teachers.model_io import ModelBatch, level_table
 from simlidar.teachers.registry import HF_PREFIX, MODELS
 
 from ..config import GenerateConfig
+from ..distributor import teacher_pool
 from ..errors import PipelineError
 from ..runner import generate
-from ..stages.teacher import build_teacher
+from ..stages.teacher import TeacherSpec, build_teacher
 from .gpu_plan import PLANS, BenchPlan, GeneratePlan, TeacherPlan, TrainPlan
 from .scaling import copy_scene
 from .teacher import DA_V2_INPUT_PX, bare_images_per_second, bench_teacher, random_depth_anything_v2
@@ -241,7 +245,7 @@ def teacher_rows(plan: TeacherPlan, models: ModelFolders) -> list[Row]:
         folder, weights = models.folder(name, plan.input_px)
         for precision in plan.precisions:
             teacher = load_teacher(f"{HF_PREFIX}{folder}", output="disparity", dtype=precision)
-            parameters = sum(parameter.numel() for parameter in teacher.model.parameters())
+            parameters = sum(parameter.numel() for parameter in teacher.runner.model.parameters())
             note = f"{parameters / 1e6:.2f} M parameters (published {MODELS[name].params_m} M), {weights} weights"
             for batch_size in plan.batch_sizes:
                 what = f"{name} {precision}, batch {batch_size}, {plan.input_px}x{plan.input_px}"
@@ -255,21 +259,21 @@ def teacher_rows(plan: TeacherPlan, models: ModelFolders) -> list[Row]:
                     "weights": weights,
                 }
                 row = Row("teacher", what, unit="img/s", note=note, figures=figures)
-                rows.append(time_forward(teacher, batch_size, plan, row))
+                rows.append(time_forward(teacher.runner, batch_size, plan, row))
                 click.echo(f"  {what}: {row.rate or 0:.1f} img/s", err=True)
             del teacher
             free_gpu_memory()
     return rows
 
 
-def time_forward(teacher, batch_size: int, plan: TeacherPlan, row: Row) -> Row:
+def time_forward(model: HFModel, batch_size: int, plan: TeacherPlan, row: Row) -> Row:
     """`row` with the bare forward's images/s and peak GPU memory (or why it has none)."""
-    device = teacher.device
+    device = model.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
         pixel_values = torch.rand(batch_size, 3, plan.input_px, plan.input_px, device=device)
-        row.rate = bare_images_per_second(teacher, pixel_values, plan.repeats)
+        row.rate = bare_images_per_second(model, pixel_values, plan.repeats)
     except torch.OutOfMemoryError:  # a smaller GPU: the row says so and the next one runs
         row.note = f"out of GPU memory at batch {batch_size}; {row.note}"
     row.peak_gpu_gb = peak_gpu_gb(device)
@@ -279,7 +283,7 @@ def time_forward(teacher, batch_size: int, plan: TeacherPlan, row: Row) -> Row:
 def generate_rows(plan: GeneratePlan, repeats: int, models: ModelFolders, work: Path) -> list[Row]:
     """Part 2: a warm-up run and a timed run of generate on Ray (started here once, so that no
     run pays for it), the teacher alone at the photos' input beside them, and where a shard
-    task's time went: all taken in the timed run's steady window."""
+    task's time went: all taken in the timed run's steady window; then a teacher actor alone."""
     slots, actors = task_slots(plan)
     counts = photo_counts(plan, slots)
     folder, weights = models.folder(GENERATE_TEACHER, plan.input_px)
@@ -290,11 +294,14 @@ def generate_rows(plan: GeneratePlan, repeats: int, models: ModelFolders, work: 
         teacher_output="disparity",
         shard_size=plan.shard_size,
     )
-    with Image.open(next((work / "photos").glob("*.jpg"))) as photo:
-        width, height = photo.size
+    photo = next((work / "photos").glob("*.jpg"))
+    with Image.open(photo) as image:
+        width, height = image.size
     alone = teacher_alone(config, (height, width), repeats)
     free_gpu_memory()
-    seconds, utilisation = timed_runs(config, counts, work, actors, plan.cpus)
+    with local_ray(plan.cpus) as address:
+        seconds, utilisation = timed_runs(config, counts, work, actors, address)
+        fed = actor_alone(config.resolve().teacher, photo, plan.actor_calls, alone["bare_ips"])
     spans = shard_spans(work / "timed")
     window = steady_window(spans)
     if window is None:  # a single wave: no shard starts after one has ended
@@ -311,6 +318,7 @@ def generate_rows(plan: GeneratePlan, repeats: int, models: ModelFolders, work: 
         Row("generate", f"teacher alone, {alone['what']}", alone["bare_ips"], "img/s", note=alone["note"]),
         Row("generate", what, rate, "photos/s", gpu_util=utilisation.mean(window), note=note, figures=figures),
         time_shares(shares),
+        fed,
     ]
 
 
@@ -319,35 +327,71 @@ def teacher_alone(config: GenerateConfig, photo_hw: tuple[int, int], repeats: in
     photo_hw: the bare forward's images/s at the photos' model input, and the teacher stage's."""
     teacher = build_teacher(config.resolve().teacher)
     [measured] = bench_teacher(teacher, [teacher.batch_size], photo_hw, repeats)
-    precision = str(teacher.amp_dtype).removeprefix("torch.") if teacher.amp_dtype is not None else "fp32"
+    precision = str(teacher.runner.amp_dtype).removeprefix("torch.") if teacher.runner.amp_dtype else "fp32"
     return {
         "what": f"{precision}, batch {measured['batch_size']}, {measured['input']} (the photos' model input)",
         "bare_ips": measured["bare_ips"],
-        "note": f"bare forward; the teacher stage (preprocess, forward, resize, metric) {measured['stage_ips']:.1f}"
-        " img/s in one process",
+        "note": "bare forward; the teacher stage (prepare, forward, resize back, to metric) "
+        f"{measured['stage_ips']:.1f} img/s in one process",
     }
 
 
-def timed_runs(
-    config: GenerateConfig, counts: list[int], work: Path, actors: int, cpus: int | None
-) -> tuple[list[float], GpuUtilisation]:
-    """Each run's seconds (0 for a run of 0 photos, which is left out) and the GPU
-    utilisation sampled over the timed run (the last)."""
+@contextmanager
+def local_ray(cpus: int | None) -> Iterator[str]:
+    """A Ray on this machine with `cpus` cores (None: all) for the block: its address."""
     ray.init(address="local", num_cpus=cpus or os.cpu_count(), **RAY_QUIET)
     try:
-        address = ray.get_runtime_context().gcs_address
-        seconds = []
-        for name, count in zip(RUNS, counts, strict=True):
-            utilisation = GpuUtilisation()
-            if count:
-                with utilisation:
-                    run_config = dataclasses.replace(config, limit=count)
-                    generate(run_config, work / name, progress=False, address=address, teacher_actors=actors)
-                click.echo(f"  {name} run: {count} photos in {utilisation.seconds:.1f} s", err=True)
-            seconds.append(utilisation.seconds)
-        return seconds, utilisation
+        yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+def timed_runs(
+    config: GenerateConfig, counts: list[int], work: Path, actors: int, address: str
+) -> tuple[list[float], GpuUtilisation]:
+    """Each run's seconds (0 for a run of 0 photos, which is left out) on the Ray at
+    `address` and the GPU utilisation sampled over the timed run (the last)."""
+    seconds = []
+    for name, count in zip(RUNS, counts, strict=True):
+        utilisation = GpuUtilisation()
+        if count:
+            with utilisation:
+                run_config = dataclasses.replace(config, limit=count)
+                generate(run_config, work / name, progress=False, address=address, teacher_actors=actors)
+            click.echo(f"  {name} run: {count} photos in {utilisation.seconds:.1f} s", err=True)
+        seconds.append(utilisation.seconds)
+    return seconds, utilisation
+
+
+def actor_alone(spec: TeacherSpec, photo: Path, calls: int, bare_ips: float) -> Row:
+    """A teacher actor as generate starts it, sent `calls` batches of `photo` ready as a shard
+    task prepares them (generate's batch size) all at once, after one that loads its model:
+    its images/s against the bare forward's, and its time per photo besides the forward."""
+    teacher = build_teacher(spec)  # this process only prepares: its model is never loaded
+    with Image.open(photo) as image:
+        prepared = teacher.prepare(np.asarray(image.convert("RGB")))
+    batch = ray.put(ModelBatch(np.stack([prepared] * teacher.batch_size), level_table(teacher.processor)))
+    with teacher_pool(spec, 1) as [actor]:
+        ray.get(actor.run.remote(batch))
+        before = ray.get(actor.timings.remote())
+        started = time.perf_counter()
+        ray.get([actor.run.remote(batch) for _ in range(calls)])
+        seconds = time.perf_counter() - started
+        spent = {key: value - before[key] for key, value in ray.get(actor.timings.remote()).items()}
+    photos = spent["photos"]
+    figures = {
+        "photos": photos,
+        "seconds": seconds,
+        "forward_ms": 1000 * spent["forward_s"] / photos,
+        "input_ms": 1000 * spent["input_s"] / photos,
+        "ratio": photos / seconds / bare_ips,
+    }
+    note = (
+        f"{figures['ratio']:.2f} of the bare forward; per photo {figures['forward_ms']:.1f} ms forward (outputs back "
+        f"included), {figures['input_ms']:.1f} ms input to the device and normalised"
+    )
+    what = f"a teacher actor alone, {calls} ready batches of {teacher.batch_size} {prepared.dtype} at once"
+    return Row("generate", what, photos / seconds, "img/s", note=note, figures=figures)
 
 
 @dataclass(frozen=True)
@@ -391,8 +435,9 @@ def steady_rate(spans: list[ShardSpan], window: tuple[float, float]) -> float:
 def time_shares(spans: list[ShardSpan]) -> Row:
     """Where a shard task's time goes: each stage's milliseconds per photo and share, over the
     shards that started in the steady window (so not the first tasks' wait for an actor to
-    load its model). A task's teacher stage is its wait on the actors (their queue,
-    preprocessing, forward and resizing) and the conversion to metric depth."""
+    load its model). A task's teacher stage is its preparing the model inputs, its wait on the
+    actor (queue and forward) and the resize back; its teacher cache stage is hashing the photo
+    and writing the cache entry."""
     seconds: dict[str, float] = defaultdict(float)
     for span in spans:
         for stage, spent in span.seconds.items():

@@ -37,13 +37,15 @@ class GeneratePlan:
     side at input_px; shard_size photos per shard; two runs of waves[i] x the task slots
     shards each: a warm-up (its worker processes start, import and compile; 0 waves: none)
     and the timed run, whose steady window (from its first shard's end to its last one's
-    start) gives the rate: at least 3 waves, so that it lasts a wave or more.
+    start) gives the rate: at least 3 waves, so that it lasts a wave or more. Then a teacher
+    actor alone, sent actor_calls ready batches at once.
     cpus: Ray's cores (None: every one); a task slot is a core no teacher actor holds."""
 
     photo_scale: int
     input_px: int
     shard_size: int
     waves: tuple[int, int]
+    actor_calls: int
     cpus: int | None = None
 
 
@@ -76,19 +78,19 @@ PLANS = {
     "gpu": BenchPlan(
         "gpu",
         TeacherPlan(DA_V2, ("fp32", "fp16"), (1, 8, 32), input_px=518, repeats=10),
-        GeneratePlan(photo_scale=1, input_px=518, shard_size=8, waves=(1, 5)),
+        GeneratePlan(photo_scale=1, input_px=518, shard_size=8, waves=(1, 5), actor_calls=50),
         TrainPlan(steps=300, batch_size=8, crop=(256, 512), workers=None, timed_steps=50, loader_samples=64),
     ),
     "cpu": BenchPlan(
         "cpu",
         TeacherPlan(DA_V2, ("fp32",), (1,), input_px=518, repeats=2),
-        GeneratePlan(photo_scale=2, input_px=196, shard_size=2, waves=(1, 4)),
+        GeneratePlan(photo_scale=2, input_px=196, shard_size=2, waves=(1, 4), actor_calls=2),
         TrainPlan(steps=6, batch_size=2, crop=(128, 256), workers=1, timed_steps=2, loader_samples=8),
     ),
     "tiny": BenchPlan(
         "tiny",
         TeacherPlan(DA_V2, ("fp32",), (1,), input_px=56, repeats=1),
-        GeneratePlan(photo_scale=4, input_px=56, shard_size=1, waves=(0, 3), cpus=2),
+        GeneratePlan(photo_scale=4, input_px=56, shard_size=1, waves=(0, 3), actor_calls=1, cpus=2),
         TrainPlan(steps=2, batch_size=1, crop=(32, 64), workers=0, timed_steps=1, loader_samples=2),
     ),
 }

@@ -13,6 +13,7 @@ import click
 import numpy as np
 import torch
 from simlidar.teachers import DepthConversion, TeacherInput, load_teacher, to_metric
+from simlidar.teachers.hf import HFModel, HFTeacher
 from simlidar.teachers.registry import HF_PREFIX, is_hf_name
 
 # Depth Anything V2's published preprocessing (its preprocessor_config.json): the short
@@ -87,13 +88,13 @@ def bench_teacher(
             TeacherInput(Path(f"bench{i}.jpg"), rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
             for i in range(batch_size)
         ]
-        pixel_values = torch.cat([teacher.preprocess(item.rgb) for item in batch]).to(teacher.device)
+        pixel_values = torch.cat([teacher.preprocess(item.rgb) for item in batch])
         rows.append(
             {
                 "batch_size": batch_size,
                 "input": "x".join(str(side) for side in pixel_values.shape[-2:][::-1]),
                 "stage_ips": batch_size / _median_seconds(partial(_stage, teacher, batch, conversion), repeats),
-                "bare_ips": bare_images_per_second(teacher, pixel_values, repeats),
+                "bare_ips": bare_images_per_second(teacher.runner, pixel_values, repeats),
             }
         )
     return rows
@@ -104,15 +105,15 @@ def _stage(teacher, batch: list[TeacherInput], conversion: DepthConversion) -> N
         to_metric(prediction, conversion, np.random.default_rng(0))
 
 
-def bare_images_per_second(teacher, pixel_values: torch.Tensor, repeats: int) -> float:
-    """Images/s of the teacher's bare forward on pixel_values (B, 3, h, w), already on its
+def bare_images_per_second(model: HFModel, pixel_values: torch.Tensor, repeats: int) -> float:
+    """Images/s of a teacher's bare forward on pixel_values (B, 3, h, w), already on its
     device: the median of `repeats` runs after a warm-up, each waiting for the device."""
-    return len(pixel_values) / _median_seconds(partial(_bare, teacher, pixel_values), repeats)
+    return len(pixel_values) / _median_seconds(partial(_bare, model, pixel_values), repeats)
 
 
-def _bare(teacher, pixel_values: torch.Tensor) -> None:
-    teacher.forward(pixel_values)
-    _synchronize(teacher.device)
+def _bare(model: HFModel, pixel_values: torch.Tensor) -> None:
+    model.forward(pixel_values)
+    _synchronize(model.device)
 
 
 def _median_seconds(function, repeats: int) -> float:
@@ -146,11 +147,11 @@ def print_teacher_bench(
             output = "disparity" if is_hf_name(name) else None  # timing does not depend on it
             teacher = load_teacher(name, output=output, device=device, dtype=dtype)
             label = f"{name} @ {teacher.revision}"
-        if not hasattr(teacher, "forward"):
+        if not isinstance(teacher, HFTeacher):
             raise click.BadParameter(f"{name} is not a model teacher; nothing to time")
-        teacher.load()
-        precision = str(teacher.amp_dtype).replace("torch.", "") if teacher.amp_dtype else "fp32"
-        click.echo(f"teacher: {label}; device {teacher.device}, {precision}; photos {width}x{height}")
+        model = teacher.runner
+        precision = str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else "fp32"
+        click.echo(f"teacher: {label}; device {model.device}, {precision}; photos {width}x{height}")
         click.echo(f"{'batch':>6}{'model input':>13}{'stage img/s':>13}{'bare img/s':>12}{'stage/bare':>12}")
         for row in bench_teacher(teacher, sizes, (height, width), repeats):
             click.echo(

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 from simlidar.teachers import DepthPrediction, Teacher, TeacherError, TeacherInput, cache_id, load_teacher
+from simlidar.teachers.model_io import ModelRunner
 
 from ..output.store import Store, open_store
 from ..sources.fingerprint import file_sha256
+from .timing import StageTimes
 
 DEFAULT_FOLDER = "teacher-cache"
 FORMAT = 1
@@ -61,7 +63,10 @@ class TeacherCache:
         import zarr
 
         if self._group is None:
-            self._group = zarr.open_group(self.root, mode="a", attributes={"simlidar_teacher_cache": FORMAT})
+            try:
+                self._group = zarr.open_group(self.root, mode="a", attributes={"simlidar_teacher_cache": FORMAT})
+            except zarr.errors.ContainsGroupError:  # another shard task made it after this one looked
+                self._group = zarr.open_group(self.root, mode="r+")
         return self._group
 
     def get(self, path: str, shape: tuple[int, int]) -> DepthPrediction | None:
@@ -117,11 +122,14 @@ class TeacherCache:
 
 class CachedTeacher:
     """`teacher` behind a TeacherCache: cached images skip the teacher; what it
-    predicts for the others is stored. hits / misses count entries found / computed."""
+    predicts for the others is stored. hits / misses count entries found / computed;
+    `times` gets the seconds of the teacher (stage "teacher") and of the cache's
+    hashing, reads and writes ("teacher cache")."""
 
-    def __init__(self, teacher: Teacher, cache: TeacherCache):
+    def __init__(self, teacher: Teacher, cache: TeacherCache, times: StageTimes | None = None):
         self.teacher, self.cache = teacher, cache
         self.name = teacher.name
+        self.times = times or StageTimes()
         self.hits = 0
         self.misses = 0
 
@@ -130,18 +138,23 @@ class CachedTeacher:
         paths: list[str | None] = []
         for index, item in enumerate(batch):
             teacher_id = cache_id(self.teacher, item)
-            path = self.cache.entry_path(file_sha256(item.path), teacher_id) if teacher_id else None
-            paths.append(path)
-            if path is not None:
-                results[index] = self.cache.get(path, item.rgb.shape[:2])
+            paths.append(None)
+            if teacher_id:
+                with self.times.stage("teacher cache"):
+                    paths[index] = self.cache.entry_path(file_sha256(item.path), teacher_id)
+                    results[index] = self.cache.get(paths[index], item.rgb.shape[:2])
                 self.hits += results[index] is not None
         todo = [index for index, result in enumerate(results) if result is None]
-        if todo:
-            for index, prediction in zip(todo, self.teacher.predict([batch[i] for i in todo]), strict=True):
-                results[index] = prediction
-                if paths[index] is not None and isinstance(prediction, DepthPrediction):
+        if not todo:
+            return results
+        with self.times.stage("teacher"):
+            predictions = self.teacher.predict([batch[i] for i in todo])
+        for index, prediction in zip(todo, predictions, strict=True):
+            results[index] = prediction
+            if paths[index] is not None and isinstance(prediction, DepthPrediction):
+                with self.times.stage("teacher cache"):
                     self.cache.put(paths[index], prediction)
-                    self.misses += 1
+                self.misses += 1
         return results
 
 
@@ -169,9 +182,10 @@ class NoTeacher:
         return []
 
 
-def build_teacher(spec: TeacherSpec | None) -> Teacher:
-    """The teacher `spec` asks for (weights located, model not yet loaded); None: none."""
+def build_teacher(spec: TeacherSpec | None, runner: ModelRunner | None = None) -> Teacher:
+    """The teacher `spec` asks for (weights located, model not yet loaded); None: none.
+    runner: where its model's forward runs (None: in this process)."""
     if spec is None:
         return NoTeacher()
     settings = dataclasses.asdict(spec)
-    return load_teacher(settings.pop("name"), **settings)
+    return load_teacher(settings.pop("name"), runner=runner, **settings)
