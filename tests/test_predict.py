@@ -76,6 +76,9 @@ def test_predict_on_shards_gives_the_same_bytes_and_raw_weights_differ(trained, 
     for key in ("s0-0", "s0-1"):
         assert (tmp_path / "out" / f"{key}.png").read_bytes() == (tmp_path / "photos-out" / f"{key}.png").read_bytes()
     assert sorted(path.name for path in (tmp_path / "out" / "previews").iterdir()) == ["s0-0.png"]
+    one = predict(str(checkpoint), str(photos / "s0-1.png"), str(tmp_path / "one"), previews=0, progress=False)
+    assert one["written"] == ["s0-1"]
+    assert (tmp_path / "one" / "s0-1.png").read_bytes() == (tmp_path / "out" / "s0-1.png").read_bytes()
     raw = predict(str(checkpoint), str(shard), str(tmp_path / "raw"), use_ema=False, previews=0, progress=False)
     assert raw["weights"] == "model"
     assert (tmp_path / "raw" / "s0-0.png").read_bytes() != (tmp_path / "out" / "s0-0.png").read_bytes()
@@ -107,7 +110,8 @@ def test_bad_inputs_are_one_line_each_before_the_model_loads(trained, tmp_path, 
     (notes / "readme.txt").write_text("hello")
     fails(r"no photos \(.jpg, .jpeg, .png\) in .*notes", notes)
     fails(r"--sparse is for a folder of photos", shard, sparse=str(photos))
-    fails(r"is neither a folder of photos nor shards", tmp_path / "missing")
+    fails(r"is neither a photo, a folder of photos nor shards", tmp_path / "missing")
+    fails(r"is neither a photo, a folder of photos nor shards", notes / "readme.txt")
     fails(r"--out .* is a file: give a folder", photos, out=str(photos / "s0-0.png"))
     (photos / "s0-1.jpg").write_bytes((photos / "s0-0.png").read_bytes())
     fails(r"s0-1.jpg and s0-1.png would both be written as s0-1.png", photos)

@@ -211,7 +211,7 @@ def evaluate(checkpoint, shards, out, previews, no_ema, device, quiet) -> None:
 @click.option(
     "--images",
     required=True,
-    help="A folder of photos (.jpg, .jpeg, .png), or shards (a folder of .tar, one .tar, a brace pattern).",
+    help="A photo or a folder of photos (.jpg, .jpeg, .png), or shards (a folder of .tar, one .tar, a brace pattern).",
 )
 @click.option(
     "--sparse",

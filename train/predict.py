@@ -3,7 +3,7 @@ samples of shards, written as KITTI writes depth (16-bit PNG, metres x 256, 0 = 
 preview picture each. The prediction is `eval`'s (validate.predict_depth, the EMA weights by
 default), so the same sample gives the same numbers in both.
 
-A folder of photos: every .jpg, .jpeg and .png in it (not below it); each photo's sparse depth is
+One photo, or a folder of photos: every .jpg, .jpeg and .png in it (not below it); each photo's sparse depth is
 a 16-bit PNG of metres x 256 of the same size, found in the --sparse folder under the photo's
 name (KITTI's layout: image_02/0001.png beside velodyne_raw/0001.png) or as STEM.sparse.png,
 or beside the photo as STEM.sparse.png when no --sparse folder is given. Every input is
@@ -45,11 +45,12 @@ class PhotoInput:
 
 
 def photo_inputs(images: Path, sparse_folder: Path | None) -> list[PhotoInput]:
-    """The photos of `images` with their sparse depth files, checked (see the module docstring);
-    a missing file, an undecodable one or sizes that differ is a TrainError naming it."""
+    """The photos of `images` (a folder, or one photo) with their sparse depth files, checked
+    (see the module docstring); a missing file, an undecodable one or sizes that differ is a
+    TrainError naming it."""
     photos = sorted(
         path
-        for path in images.iterdir()
+        for path in (images.iterdir() if images.is_dir() else [images])
         if path.suffix.lower() in PHOTO_SUFFIXES
         and not path.name.lower().endswith(SIDECAR_SUFFIXES)
         and path.is_file()
@@ -167,10 +168,12 @@ def predict(
         index_shards(urls)
         inputs, count = _shard_samples(urls, skipped.append), None
     else:
-        folder = Path(images)
-        if not folder.is_dir():
-            raise TrainError(f"{images} is neither a folder of photos nor shards (a .tar, a brace pattern, a folder)")
-        items = photo_inputs(folder, Path(sparse) if sparse is not None else None)
+        photos = Path(images)
+        if not (photos.is_dir() or photos.is_file() and photos.suffix.lower() in PHOTO_SUFFIXES):
+            raise TrainError(
+                f"{images} is neither a photo, a folder of photos nor shards (a .tar, a brace pattern, a folder)"
+            )
+        items = photo_inputs(photos, Path(sparse) if sparse is not None else None)
         inputs, count = map(_read_photo, items), len(items)
     checkpoint = load_checkpoint(checkpoint_path)
     device = pick_device(device_name)
