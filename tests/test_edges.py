@@ -139,6 +139,23 @@ def test_sharp_depth_is_left_as_it_is():
     assert handle_edges(depth, rgb).moved_px < 0.003 * depth.size
 
 
+@pytest.mark.parametrize("ramp_px", [1, 2, 3])
+def test_a_jump_with_at_most_two_pixels_between_its_levels_is_left_as_it_is(ramp_px):
+    """A one-pixel jump (ramp 1), or one with one or two pixels inside it, is no smear: no
+    pixel moves. A ramp of 4 (three pixels inside) is one, so the bound is the rule's."""
+    assert handle_edges(smeared_box(ramp_px), box_photo()).moved_px == 0
+    assert handle_edges(smeared_box(4), box_photo()).moved_px > 1000
+
+
+@pytest.mark.parametrize("kind", ["box", "gauss", "shift", "dilate", "warp"])
+def test_a_frame_the_rule_cut_is_left_as_it_is(kind):
+    """The box before the wall blurred by 8 and cut by the rule: a second pass moves no
+    pixel (a cut jump has nothing inside it)."""
+    cut = handle_edges(blur_depth(smeared_box(1), kind, 8), box_photo())
+    assert cut.moved_px > 5000
+    assert handle_edges(cut.depth_m, box_photo()).moved_px == 0
+
+
 @pytest.mark.parametrize("kind", ["box", "gauss", "shift", "dilate", "warp"])
 def test_a_pole_thinner_than_the_blur_leaves_no_flying_return_and_no_shadow(kind):
     """A 3-pixel pole at 4 m and the box at 12 m before the 16 m wall, blurred by 8: the
