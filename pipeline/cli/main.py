@@ -34,6 +34,9 @@ def add_training_commands() -> None:
 
     for command in (train, evaluate, bench_train, bench_ssi, bench_student, bench_kd_target):
         cli.add_command(command)
+    from simlidar.train.cli import predict
+
+    cli.add_command(predict)
 
 
 def main() -> None:
