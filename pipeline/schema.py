@@ -10,6 +10,11 @@ depth beyond that range is no value in the PNG: the sample's json counts the pix
 the PNG holds, and those it could not (`encoded_pixels`).
 The optional `teacher.png` holds a teacher's relative disparity, min-max normalised
 per image (see `encode_relative_png`); its json entry "teacher_relative" says how.
+
+Stock decoders destroy these PNGs: webdataset's `.decode("pil")`, `"rgb"`, `"torchrgb"` or
+`"l"` squeeze 16 bits into 8 or into 0..1. `webdataset_depth` is the handler to pass first
+(`.decode(webdataset_depth, "rgb")`), and `teacher_depth_m` turns teacher.png into metres
+when its record says the disparity is metric.
 """
 
 from __future__ import annotations
@@ -115,6 +120,40 @@ def decode_depth_png(data: bytes) -> np.ndarray:
             raise ValueError(f"depth PNG must be 16-bit grayscale, got mode {image.mode!r}")
         encoded = np.asarray(image).astype(np.float32)
     return encoded / np.float32(DEPTH_SCALE)
+
+
+def webdataset_depth(key: str, data: bytes):
+    """A webdataset decoder handler (`dataset.decode(webdataset_depth, "rgb")`): a sample's
+    `sparse.png` and `dense.png` as (H, W) float32 metres (0 = no value, as in the file), its
+    `teacher.png` as (H, W) float32 normalised disparity in 0..1 (NaN = no value: 0 is the
+    image's farthest valid pixel there); None for every other member, which the handlers
+    after it decode. `key` is the member name as webdataset gives it (".sparse.png") or a
+    file name ending in it."""
+    name = key.lstrip(".")
+    member = next((member for member in (SPARSE, DENSE, TEACHER) if name.endswith(member)), None)
+    if member in (SPARSE, DENSE):
+        return decode_depth_png(data)
+    if member == TEACHER:
+        disparity, valid = decode_relative_png(data)
+        return np.where(valid, disparity, np.float32(np.nan))
+    return None
+
+
+def teacher_depth_m(disparity: np.ndarray, record: dict) -> np.ndarray:
+    """teacher.png's (H, W) normalised disparity as `webdataset_depth` gives it (0..1, NaN = no
+    value) -> (H, W) float32 metres, 0 = no value, from the json's "teacher_relative"
+    `record` (min, max of the disparity in 1/m). Only a metric teacher's disparity has metres:
+    a relative one (its record's kind "relative") is refused with ValueError."""
+    disparity = np.asarray(disparity, dtype=np.float64)
+    if disparity.ndim != 2:
+        raise ValueError(f"teacher disparity must be (H, W), got shape {disparity.shape}")
+    if record.get("kind", "metric") != "metric":
+        raise ValueError(f"teacher.png holds a {record.get('kind')} disparity (unknown scale): it has no metres")
+    low, high = float(record["min"]), float(record["max"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inverse_m = low + disparity * (high - low)
+        depth_m = np.where(np.isfinite(inverse_m) & (inverse_m > 0), 1.0 / inverse_m, 0.0)
+    return depth_m.astype(np.float32)
 
 
 def encode_relative_png(values: np.ndarray, valid: np.ndarray) -> tuple[bytes, float, float]:

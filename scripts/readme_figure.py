@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 from simlidar.pipeline import schema
-from simlidar.pipeline.output.preview import sample_panel
+from simlidar.pipeline.output.preview import PreviewSample, contact_sheet
 
 
 def main(shard: str, key: str, out: str = "docs/sample.jpg") -> None:
@@ -18,7 +18,8 @@ def main(shard: str, key: str, out: str = "docs/sample.jpg") -> None:
     sparse = schema.decode_depth_png(member[schema.SPARSE])
     dense = schema.decode_depth_png(member[schema.DENSE])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    sample_panel(member[schema.IMAGE], sparse, dense, title=key).save(out, quality=88)
+    sample = PreviewSample.decode(key, member[schema.IMAGE], sparse, dense)
+    contact_sheet([sample], width=2400, row_height=400).save(out, quality=88)
     print(f"wrote {out}")
 
 

@@ -86,15 +86,25 @@ def test_box_before_a_wall_with_a_ramp_leaves_no_return_in_the_gap():
     assert (np.abs(values - WALL_M) < 0.01 * WALL_M).sum() > 500
 
 
-@pytest.mark.parametrize("photo_offset", [-3, 3])
-def test_the_cut_falls_on_the_photos_edge(photo_offset):
-    """The depth's ramp is centred on column 400; the photo's edge is 3 pixels off it: the
-    rule cuts where the photo says, not where the depth's ramp is."""
+def cut_column(row: np.ndarray) -> int:
+    """The first column of a row of handled depth where the box (not the wall) begins."""
+    return int(np.argmax(row < (BOX_M + WALL_M) / 2))
+
+
+@pytest.mark.parametrize(("ramp_px", "photo_offset"), [(6, -3), (6, 3), (16, -6), (16, 6)])
+def test_the_cut_falls_on_the_photos_edge(ramp_px, photo_offset):
+    """The depth's ramp (6 pixels, or 16 as a blur of 8 makes) is centred on column 400; the
+    photo's edge is off it: the rule cuts where the photo says (within a pixel), the
+    depth-only rule in the ramp's middle (2 pixels); no value is left inside the jump."""
     left = BOX_COLS[0] + photo_offset
-    handled = handle_edges(smeared_box(), box_photo(cols=(left, BOX_COLS[1]))).depth_m
-    row = handled[200]
-    assert np.allclose(row[left - 4 : left], WALL_M, rtol=0.01)
-    assert np.allclose(row[left : left + 4], BOX_M, rtol=0.01)
+    depth = smeared_box(ramp_px)
+    photo = box_photo(cols=(left, BOX_COLS[1]))
+    by_photo = handle_edges(depth, photo).depth_m
+    by_depth = handle_edges(depth, photo, EdgeOptions(rule="depth")).depth_m
+    assert abs(cut_column(by_photo[200]) - left) <= 1
+    assert abs(cut_column(by_depth[200]) - BOX_COLS[0]) <= 2
+    row = by_photo[200, 300:500]
+    assert not ((row > 1.01 * BOX_M) & (row < 0.99 * WALL_M)).any()
 
 
 def test_a_3_pixel_pole_survives():
@@ -126,19 +136,58 @@ def test_sharp_depth_is_left_as_it_is():
     street = REPO / "examples" / "scenes" / "street_kitti"
     depth = schema.decode_depth_png(street.with_suffix(".depth.png").read_bytes())
     rgb = np.asarray(Image.open(street.with_suffix(".jpg")).convert("RGB"))
-    assert handle_edges(depth, rgb).moved_px < 0.002 * depth.size
+    assert handle_edges(depth, rgb).moved_px < 0.003 * depth.size
+
+
+@pytest.mark.parametrize("ramp_px", [1, 2, 3])
+def test_a_jump_with_at_most_two_pixels_between_its_levels_is_left_as_it_is(ramp_px):
+    """A one-pixel jump (ramp 1), or one with one or two pixels inside it, is no smear: no
+    pixel moves. A ramp of 4 (three pixels inside) is one, so the bound is the rule's."""
+    assert handle_edges(smeared_box(ramp_px), box_photo()).moved_px == 0
+    assert handle_edges(smeared_box(4), box_photo()).moved_px > 1000
+
+
+@pytest.mark.parametrize("kind", ["box", "gauss", "shift", "dilate", "warp"])
+def test_a_frame_the_rule_cut_is_left_as_it_is(kind):
+    """The box before the wall blurred by 8 and cut by the rule: a second pass moves no
+    pixel (a cut jump has nothing inside it)."""
+    cut = handle_edges(blur_depth(smeared_box(1), kind, 8), box_photo())
+    assert cut.moved_px > 5000
+    assert handle_edges(cut.depth_m, box_photo()).moved_px == 0
+
+
+@pytest.mark.parametrize("kind", ["box", "gauss", "shift", "dilate", "warp"])
+def test_a_pole_thinner_than_the_blur_leaves_no_flying_return_and_no_shadow(kind):
+    """A 3-pixel pole at 4 m and the box at 12 m before the 16 m wall, blurred by 8: the
+    pole's depth is nowhere in the soft map (its peak there is 10-14 m, still a jump over
+    min_jump). After the rule hardly a return lies inside a jump of the true depth (the
+    pole's ends, smeared along it, keep a few), nothing is deleted (every pixel keeps a
+    depth), and the scan has as many returns as the sharp depth's, within 1%."""
+    sharp = np.where(box_photo()[..., 0] == BOX_RGB[0], BOX_M, WALL_M).astype(np.float32)
+    sharp[50:350, 1000:1003] = 4.0
+    photo = box_photo()
+    photo[50:350, 1000:1003] = (230, 230, 60)
+    soft = blur_depth(sharp, kind, 8)
+    handled = handle_edges(soft, photo).depth_m
+    assert np.array_equal(handled > 0, soft > 0)
+    returns, sharp_returns = ideal_scan(handled), ideal_scan(sharp)
+    assert flying_share(ideal_scan(soft), sharp) > 0.005
+    assert flying_share(returns, sharp) < 0.0005
+    assert abs(np.count_nonzero(returns) / np.count_nonzero(sharp_returns) - 1) < 0.01
 
 
 def test_rule_none_and_tiny_or_empty_depth_are_returned_as_they_are():
     depth = smeared_box()
     assert np.array_equal(handle_edges(depth, box_photo(), EdgeOptions(rule="none")).depth_m, depth)
-    for shape in ((1, 1), (5, 300), (40, 40)):
-        tiny = np.full(shape, 4.0, np.float32)
-        assert np.array_equal(handle_edges(tiny, np.zeros((*shape, 3), np.uint8)).depth_m, tiny)
-    empty = np.zeros((HEIGHT, WIDTH), np.float32)
-    empty[0, 0] = np.nan
-    result = handle_edges(empty, box_photo())
-    assert result.moved_px == 0 and not result.depth_m.any()
+    for options in (EdgeOptions(), EdgeOptions(rule="depth")):
+        for shape in ((1, 1), (5, 300), (40, 40)):
+            tiny = np.full(shape, 4.0, np.float32)
+            assert np.array_equal(handle_edges(tiny, np.zeros((*shape, 3), np.uint8), options).depth_m, tiny)
+        empty = np.zeros((HEIGHT, WIDTH), np.float32)
+        empty[0, 0] = np.nan
+        empty[5, 5] = 10.0
+        result = handle_edges(empty, box_photo(), options)
+        assert result.moved_px == 0 and np.count_nonzero(result.depth_m) == 1
 
 
 def test_bad_arguments_name_the_parameter():
@@ -221,6 +270,10 @@ def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
     # True depth with the rule: today's scan (the rule moves nearly nothing there).
     assert float(rows["sharp"][2].rstrip("%")) < 0.05 and abs(float(rows["sharp"][3]) - 1) < 0.005
     assert 0 < float(rows["box:8"][2].rstrip("%")) < 0.6
-    assert "cost on street_kitti (box:4)" in out and "CPU (all threads)" in out
+    assert "cost of photo on street_kitti (box:4)" in out and "CPU (all threads)" in out
+    code, out, _ = cli("bench", "edges", *args, "--blurs", "box:8", "--edge-rule", "depth")
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("street_kitti")}
+    assert code == 0 and "edge rule: depth" in out and "cost of depth on street_kitti" in out
+    assert float(rows["sharp"][2].rstrip("%")) == 0.0 and float(rows["box:8"][2].rstrip("%")) > 0.2
     code, _, err = cli("bench", "edges", *args, "--blurs", "box:0")
     assert code != 0 and "--blurs must be KIND:F" in err

@@ -73,7 +73,8 @@ def test_fidelity_of_the_known_sensor_on_a_synthetic_frame(synthetic_frame):
     assert table.splitlines()[0].split() == ["real", "simulated", "naive"] and "see-through > 1 m" in table
     assert "F-score at 0.224 m" in table and "ray-drop accuracy (range image)" in table
     picture = fidelity_picture(report, synthetic_frame.rgb, "street")
-    assert picture.size == (1242, 3 * 375 + 260)
+    # Three maps (title band 44 px each) with a depth bar beside them, over the profile chart.
+    assert picture.size == (1242 + 2 * 90, 3 * (375 + 44) + 300 + 2 * 44)
 
 
 def test_fill_gaps_is_exact_on_a_plane_and_keeps_edges():
@@ -158,4 +159,4 @@ def test_fidelity_command_on_a_synthetic_kitti_object_frame(cli, synthetic_frame
     lines = {line[:36].strip(): line[36:].split() for line in out.splitlines()}
     assert lines["row-profile correlation, 1 row(s)"][0] == "1.000"
     assert float(lines["row-profile correlation, 2 row(s)"][1]) > 0.95
-    assert Image.open(tmp_path / "f.png").size == (1242, 3 * 375 + 260)
+    assert Image.open(tmp_path / "f.png").size == (1242 + 2 * 90, 3 * (375 + 44) + 300 + 2 * 44)

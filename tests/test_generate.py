@@ -235,8 +235,9 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(cli, photos, tmp_path
     assert code == 130 and "interrupted" in err and "re-run the same command" in err
     left = sorted(path.name for path in out.iterdir())
     assert left == [
-        "errors.jsonl", "generate.log", "inputs.jsonl", "manifest.json", "shard-000000.stats.json", "shard-000000.tar"
-    ]
+        "README.md", "errors.jsonl", "generate.log", "inputs.jsonl", "manifest.json", "shard-000000.stats.json",
+        "shard-000000.tar",
+    ]  # fmt: skip
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "incomplete" and manifest["stopped"] == "KeyboardInterrupt"
     assert manifest["totals"]["samples"] == 1

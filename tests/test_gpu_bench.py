@@ -104,10 +104,9 @@ def sampled_arguments(folder, utilisation: GpuUtilisation) -> list[str]:
     """Run `utilisation`'s block until the fake nvidia-smi has printed its two samples; the
     arguments it was called with."""
     (folder / "arguments").unlink(missing_ok=True)
+    deadline = time.monotonic() + 60  # a loaded machine may take seconds to start the fake
     with utilisation:
-        for _ in range(200):
-            if len(utilisation.samples) == 2:
-                break
+        while len(utilisation.samples) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
     return (folder / "arguments").read_text().split()
 

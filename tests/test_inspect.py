@@ -6,6 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 from simlidar.pipeline import schema
+from simlidar.pipeline.output.preview import BAR_BAND, GAP, TITLE_BAND
 from simlidar.pipeline.output.store import LocalStore
 from simlidar.pipeline.writer import ShardWriter
 
@@ -28,8 +29,9 @@ def test_statistics_match_the_samples_and_a_contact_sheet_is_drawn(cli, photos, 
     assert stats["sparse_depth_histogram"]["20-30 m"] == 0  # the scenes end at a wall 12 m away
     assert "6 samples in 1 shards" in text and "per sensor: hdl64 6" in text
     sheet = Image.open(out / "previews" / "contact_sheet.png")
-    panel_height = round(3 * 96 * 400 / 160)
-    assert sheet.size == (3 * 400, 2 * panel_height)
+    # Six 160x96 samples, two to a row: each row's six images and gaps fill 1800 px at 178 px high.
+    row_height = round((1800 - 18) / (2 * 3 * 160 / 96))
+    assert sheet.size == (1800, 3 * (row_height + TITLE_BAND + GAP) + BAR_BAND)
 
 
 def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):

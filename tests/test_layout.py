@@ -54,23 +54,28 @@ def test_pipeline_imports_train_only_from_its_cli_and_only_lazily():
             assert "simlidar.train" not in name, f"{path.relative_to(PIPELINE)} imports {name}"
 
 
-# The one departure from DESIGN.md's import table: a training run holds its folder with
-# generate's lock (one writer, the holder named, a stale lock taken over), not a copy of it.
+# The departures from DESIGN.md's import table: a training run holds its folder with
+# generate's lock (one writer, the holder named, a stale lock taken over), not a copy of it;
+# its previews are drawn with every picture's one look (one depth colormap), not a second one.
 RUN_FOLDER_LOCK = "from simlidar.pipeline.output.lock import OutputLock"
+PICTURES = "from simlidar.pipeline.output import pictures"
 
 
-def test_train_imports_only_the_schema_and_the_run_folder_lock_from_pipeline():
-    lock_users = []
+def test_train_imports_only_the_schema_the_run_folder_lock_and_the_pictures_from_pipeline():
+    lock_users, picture_users = [], []
     for path in _modules(TRAIN):
         for name in _imports(path, module_level_only=False):
-            allowed = ("simlidar.pipeline", "simlidar.pipeline.output.lock")
+            allowed = ("simlidar.pipeline", "simlidar.pipeline.output.lock", "simlidar.pipeline.output")
             assert "simlidar.pipeline" not in name or name in allowed, f"{path.name}: {name}"
             if name == "simlidar.pipeline":
                 assert "from simlidar.pipeline import schema" in path.read_text()
             if name == "simlidar.pipeline.output.lock":
                 assert RUN_FOLDER_LOCK in path.read_text().splitlines()
                 lock_users.append(path.name)
-    assert lock_users == ["run.py"]
+            if name == "simlidar.pipeline.output":
+                assert PICTURES in path.read_text().splitlines()
+                picture_users.append(path.name)
+    assert lock_users == ["run.py"] and picture_users == ["validate.py"]
 
 
 def test_no_function_in_pipeline_or_train_is_longer_than_sixty_lines_except_click_commands():

@@ -62,7 +62,11 @@ def test_the_staged_dataset_loads_with_datasets_and_the_card_snippet(cli, out, t
     exec(compile(local, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == ["img0-v0", "img1-v0", "img2-v0"]
-    assert all(line.endswith(" hdl64") for line in printed)
+    for line in printed:
+        # The card's decoder gives metres: the pixel count and the farthest depth of the file.
+        key, pixels, farthest = line.split()[0], int(line.split()[1]), float(line.split()[-2])
+        assert pixels == np.count_nonzero(schema.decode_depth_png(members[f"{key}.sparse.png"]))
+        assert farthest == schema.decode_depth_png(members[f"{key}.dense.png"]).max()
 
 
 def test_without_network_the_upload_fails_in_one_line_and_the_staging_is_whole(cli, out, monkeypatch):

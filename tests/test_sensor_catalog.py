@@ -182,7 +182,9 @@ def test_sensors_show_draws_the_pattern_and_a_frame(cli, tmp_path):
     code, out, err = cli("sensors", "show", "mid40", "--plot", picture)
     assert code == 0, err
     image = np.asarray(Image.open(picture).convert("RGB"))
-    # The pattern panel (1280 x 380) over the frame over the scene (1242 x 375).
-    assert image.shape == (380 + 375, 1280, 3)
-    pattern = image[40:340, 40:1240]
+    # The pattern's axes (360 px high) over the frame over the scene (1242 x 375 drawn 1220 wide).
+    assert image.shape == (360 + round(375 * 1220 / 1242) + 4 * 40, 1300 + 110, 3)
+    pattern = image[40:400, 70:1260]
     assert (pattern.sum(axis=2) < 600).mean() > 0.02
+    # The camera's view, outlined in black (no ray's colour is that dark).
+    assert (pattern.max(axis=2) < 40).sum() > 500

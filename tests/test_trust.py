@@ -677,7 +677,8 @@ def test_convert_rig_replaces_a_generate_run_whole_and_refuses_a_changed_calibra
     assert cli(*rig)[0] == 1  # a different run
     assert cli(*rig, "--overwrite")[0] == 0
     assert sorted(path.name for path in out.iterdir() if path.name != "teacher-cache") == [
-        "errors.jsonl", "generate.log", "inputs.jsonl", "manifest.json", "shard-000000.stats.json", "shard-000000.tar"
+        "README.md", "errors.jsonl", "generate.log", "inputs.jsonl", "manifest.json", "shard-000000.stats.json",
+        "shard-000000.tar",
     ]  # fmt: skip
     assert "img" not in (out / "generate.log").read_text() and "p0" not in (out / "generate.log").read_text()
     (sweep,) = (root / "LIDAR_TOP").glob("*.bin")

@@ -187,7 +187,7 @@ def _stopped(interrupt: KeyboardInterrupt) -> None:
 @click.option("--checkpoint", required=True, help="A checkpoint written by `simlidar train` (OUT/last.pt).")
 @click.option("--shards", required=True, help="Shards to evaluate on; dense.png is the ground truth.")
 @click.option("--out", default=None, help="Folder for metrics.json and previews/ [default: beside the checkpoint].")
-@click.option("--previews", default=4, type=int, help="Pictures (RGB, prediction, error) of the first N samples.")
+@click.option("--previews", default=4, type=int, help="Pictures (RGB, prediction, truth, error) of the first N.")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights even when the checkpoint has EMA weights.")
 @click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -204,6 +204,36 @@ def evaluate(checkpoint, shards, out, previews, no_ema, device, quiet) -> None:
         f"iRMSE {mean['irmse_per_km']:.2f} 1/km, iMAE {mean['imae_per_km']:.2f} 1/km, REL {mean['rel']:.4f}, "
         f"delta<1.25 {mean['delta1']:.4f}; written to {out}/metrics.json"
     )
+
+
+@click.command("predict")
+@click.option("--checkpoint", required=True, help="A checkpoint written by `simlidar train` (OUT/last.pt or best.pt).")
+@click.option(
+    "--images",
+    required=True,
+    help="A photo or a folder of photos (.jpg, .jpeg, .png), or shards (a folder of .tar, one .tar, a brace pattern).",
+)
+@click.option(
+    "--sparse",
+    default=None,
+    help="Folder of the photos' sparse depth: 16-bit PNGs of metres x 256 named as the photos (KITTI's "
+    "velodyne_raw), or NAME.sparse.png  [default: NAME.sparse.png beside each photo]",
+)
+@click.option("--out", required=True, help="Folder for KEY.png (uint16 metres x 256), previews/ and predictions.json.")
+@click.option("--previews", default=10, type=click.IntRange(min=0), help="Preview pictures of the first N images.")
+@click.option("--no-ema", is_flag=True, help="Use the raw weights even when the checkpoint has EMA weights.")
+@click.option("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(checkpoint, images, sparse, out, previews, no_ema, device, quiet) -> None:
+    """Depth for photos with their sparse depth (or for the samples of shards), in KITTI's format, with
+    previews; the numbers are `eval`'s for the same sample."""
+    from .predict import is_shard_source
+    from .predict import predict as run_predict
+
+    if sparse is not None and is_shard_source(images):
+        raise click.BadOptionUsage("sparse", "--sparse is for a folder of photos: shards carry their sparse.png")
+    record = run_predict(checkpoint, images, out, sparse, device, previews, use_ema=not no_ema, progress=not quiet)
+    click.echo(f"{len(record['written'])} depth maps ({record['weights']} weights, step {record['step']}) in {out}/")
 
 
 @click.command("train")

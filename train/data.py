@@ -175,12 +175,17 @@ def crop_and_flip(maps: dict, crop_hw: tuple[int, int], rng: np.random.Generator
 def to_tensors(maps: dict) -> dict:
     """numpy maps -> float32 tensors, channels first."""
     return {
-        "rgb": torch.from_numpy(np.ascontiguousarray(maps["rgb"].transpose(2, 0, 1))).float() / 255.0,
+        "rgb": rgb_tensor(maps["rgb"]),
         "sparse": torch.from_numpy(maps["sparse"])[None],
         "dense": torch.from_numpy(maps["dense"])[None],
         "teacher": torch.from_numpy(maps["teacher"])[None],
         "teacher_valid": torch.from_numpy(maps["teacher_valid"].astype(np.float32))[None],
     }
+
+
+def rgb_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in 0..1, as the model sees an image."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
 
 
 MAP_NAMES = ("rgb", "sparse", "dense", "teacher", "teacher_valid")

@@ -1,6 +1,7 @@
 """Evaluation: KITTI metrics of a model on every sample of some shards (full size, the
 dense member as ground truth), for `simlidar eval` and for validation during training.
-Also the preview pictures (RGB, prediction, error)."""
+Also the preview pictures (RGB, prediction, ground truth, error), drawn as every simlidar
+picture is (pipeline/output/pictures.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from simlidar.pipeline.output import pictures
 from tqdm import tqdm
 
 from . import data
@@ -32,8 +34,7 @@ def model_metrics(
     per_image, pictures = [], []
     loader = torch.utils.data.DataLoader(data.eval_stream(urls, on_bad), batch_size=None)
     for sample in tqdm(loader, disable=not progress, unit="image"):
-        prediction = predicted_depth(model(sample["rgb"][None].to(device), sample["sparse"][None].to(device)))
-        prediction_m = prediction[0, 0].float().cpu().numpy()
+        prediction_m = predict_depth(model, sample["rgb"], sample["sparse"], device)
         gt_m = sample["dense"][0].numpy()
         metrics = image_metrics(prediction_m, gt_m)
         if metrics is None:
@@ -44,6 +45,16 @@ def model_metrics(
             pictures.append((sample["key"], preview(rgb, prediction_m, gt_m)))
     model.train(was_training)
     return per_image, pictures
+
+
+@torch.inference_mode()
+def predict_depth(model: torch.nn.Module, rgb: torch.Tensor, sparse: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The (H, W) float32 depth in metres `model` (in eval mode) predicts from rgb (3, H, W) in
+    0..1 and sparse (1, H, W) metres (0 = none): what `eval` scores and `predict` writes."""
+    if rgb.shape[0] != 3 or sparse.shape != (1, *rgb.shape[1:]):
+        raise ValueError(f"rgb must be (3, H, W) and sparse (1, H, W), got {tuple(rgb.shape)}, {tuple(sparse.shape)}")
+    prediction = predicted_depth(model(rgb[None].to(device), sparse[None].to(device)))
+    return prediction[0, 0].float().cpu().numpy()
 
 
 def scan_samples(urls: list[str]) -> tuple[list[dict], int, int]:
@@ -98,24 +109,37 @@ def evaluate(
     return result
 
 
-# A perceptually ordered palette (dark blue, blue, green, yellow, red) for depth/error pictures.
-_PALETTE = np.array([[20, 20, 80], [40, 90, 200], [60, 180, 90], [240, 220, 60], [220, 40, 30]], np.float32)
+ERROR_SCALE_M = 2.0
+_TITLE_BAND, _MARGIN, _BAR = 24, 10, 110
 
 
-def colorize(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """(H, W) values -> (H, W, 3) uint8 along _PALETTE from low to high."""
-    position = np.clip((values - low) / max(high - low, 1e-6), 0, 1) * (len(_PALETTE) - 1)
-    index = np.minimum(position.astype(int), len(_PALETTE) - 2)
-    fraction = (position - index)[..., None]
-    return ((1 - fraction) * _PALETTE[index] + fraction * _PALETTE[index + 1]).astype(np.uint8)
-
-
-def preview(rgb: np.ndarray, prediction_m: np.ndarray, gt_m: np.ndarray) -> np.ndarray:
-    """RGB over the prediction (near = red... far = blue, 0-80 m in inverse depth) over
-    the absolute error at ground-truth pixels (0 to 2 m, black = no ground truth)."""
-    inverse = 1.0 / np.maximum(prediction_m, 1.0)
-    depth_picture = colorize(inverse, 1.0 / 80.0, 1.0)
-    error = np.abs(prediction_m - gt_m)
-    error_picture = colorize(error, 0.0, 2.0)
-    error_picture[gt_m <= 0] = 0
-    return np.concatenate([rgb, depth_picture, error_picture], axis=0)
+def preview(
+    rgb: np.ndarray, prediction_m: np.ndarray, gt_m: np.ndarray | None = None, sparse_m: np.ndarray | None = None
+) -> np.ndarray:
+    """RGB (H, W, 3) uint8 [over the sparse input over the dimmed RGB] over the prediction
+    [and the ground truth] (H, W) m on one depth scale [over the absolute error where there
+    is ground truth (0 to ERROR_SCALE_M)], each titled with its colour bar: an (H', W', 3)
+    uint8 picture. The depth scale is the ground truth's, else the sparse input's (measured),
+    else the prediction's."""
+    height, width = prediction_m.shape
+    measured = next((depth for depth in (gt_m, sparse_m) if depth is not None and (depth > 0).any()), prediction_m)
+    near_m, far_m = pictures.depth_range(measured)
+    panels = [(rgb, "RGB", None)]
+    if sparse_m is not None:
+        panels.append((pictures.points_over_photo(rgb, sparse_m, near_m, far_m), "sparse depth (input)", "depth"))
+    panels.append((pictures.colour_depth(prediction_m, near_m, far_m), "prediction", "depth"))
+    if gt_m is not None:
+        error_m = np.where(gt_m > 0, np.abs(prediction_m - gt_m), np.nan)
+        panels.append((pictures.colour_depth(gt_m, near_m, far_m), "ground truth (dense.png)", "depth"))
+        error_title = "absolute error |prediction - ground truth|"
+        panels.append((pictures.colour_error(error_m, ERROR_SCALE_M), error_title, "error"))
+    figure = pictures.new_figure(width + _BAR + 2 * _MARGIN, len(panels) * (height + _TITLE_BAND) + _MARGIN)
+    for index, (image, title, bar) in enumerate(panels):
+        top = index * (height + _TITLE_BAND) + _TITLE_BAND
+        pictures.show_image(pictures.add_axes_px(figure, _MARGIN, top, width, height), image, title)
+        bar_axes = pictures.add_axes_px(figure, _MARGIN + width + 10, top, 12, height) if bar else None
+        if bar == "depth":
+            pictures.depth_bar(figure, bar_axes, near_m, far_m)
+        elif bar == "error":
+            pictures.error_bar(figure, bar_axes, ERROR_SCALE_M, extend="max")
+    return pictures.to_rgb(figure)

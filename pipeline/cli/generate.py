@@ -217,7 +217,9 @@ RAY_DROP_OPTION = click.option(
     type=click.Choice(EDGE_RULES),
     help="Depth jumps the teacher smeared over several pixels, before meshing: photo (each pixel of the smear "
     "goes to the near or far side, the photo's colour edges placing the cut; no LiDAR return in the gap, and "
-    "the dense target is that depth), none (the teacher's depth as it is, smear included).",
+    "the dense target is that depth), depth (a baseline without the photo: each pixel inside a 17-px window's "
+    "jump moves to the nearer of its nearest and farthest depth), none (the teacher's depth as it is, smear "
+    "included).",
 )
 @click.option(
     "--max-depth-jump",

@@ -32,9 +32,9 @@ def add_training_commands() -> None:
     """The training commands come from `simlidar.train.cli`, imported here rather than at module
     level so that the data pipeline never depends on the training package; its benches go
     under `bench`, their old top-level names (bench-train, ...) kept as hidden aliases."""
-    from simlidar.train.cli import BENCHES, evaluate, train
+    from simlidar.train.cli import BENCHES, evaluate, predict, train
 
-    for command in (train, evaluate):
+    for command in (train, evaluate, predict):
         cli.add_command(command)
     for name, command in BENCHES.items():
         bench.add_command(command)

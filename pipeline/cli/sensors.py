@@ -12,15 +12,17 @@ from pathlib import Path
 import click
 import numpy as np
 import tomllib
-from PIL import Image, ImageDraw
+from PIL import Image
 from simlidar.sensors import MOUNTS, RisleyLidar, Sensor, available_sensors, load_sensor, mount_pose
+from simlidar.sensors.camera import invert_pose, transform_directions
 from simlidar.sensors.files import read_text_file
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
 from ..errors import OptionError, PipelineError
+from ..output import pictures
 from ..output.drop_fit import fit_drop, sensor_to_fit, with_ray_drop
 from ..output.fidelity import read_frame, read_kitti_object_frame
-from ..output.preview import check_picture_path, colorize_depth, spread_points
+from ..output.preview import check_picture_path
 from ..sources.bundled import STREET
 from ..stages.scan import simulate_rig_scan
 from ..stages.scene import sidecar_camera
@@ -28,7 +30,8 @@ from ..stages.target import ray_target
 from ..stages.timing import StageTimes
 from .grammar import check_sensor, overwrite_option
 
-PATTERN_SIZE = (1200, 300)
+PICTURE_WIDTH = 1300
+PATTERN_HEIGHT = 360
 MARGIN = 40
 
 
@@ -87,67 +90,75 @@ def describe_sensor(sensor: Sensor) -> list[str]:
     return lines
 
 
-def pattern_image(sensor: Sensor, rng: np.random.Generator) -> Image.Image:
-    """One frame's rays as dots in azimuth (x) and elevation (y), coloured by channel."""
+def sensor_picture(sensor: Sensor, scene_photo: Path, rng: np.random.Generator) -> Image.Image:
+    """One frame's rays in azimuth and elevation with the scene camera's field of view marked
+    (the photo's K, on the sensor's default mount), over one simulated frame of the scene."""
+    camera = sidecar_camera(scene_photo, StageTimes())
+    T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
+    width = PICTURE_WIDTH
+    photo_height = round(camera.height * (width - 2 * MARGIN) / camera.width)
+    figure = pictures.new_figure(width + 110, PATTERN_HEIGHT + photo_height + 4 * MARGIN)
+    pattern_axes = pictures.add_axes_px(figure, MARGIN + 30, MARGIN, width - 2 * MARGIN - 30, PATTERN_HEIGHT)
+    draw_pattern(pattern_axes, sensor, rng, camera_outline_deg(camera.K, camera.width, camera.height, T_cam_lidar))
+    photo_axes = pictures.add_axes_px(figure, MARGIN, PATTERN_HEIGHT + 3 * MARGIN, width - 2 * MARGIN, photo_height)
+    bar_axes = pictures.add_axes_px(figure, width - MARGIN + 12, PATTERN_HEIGHT + 3 * MARGIN, 14, photo_height)
+    draw_scene(figure, (photo_axes, bar_axes), sensor, camera, T_cam_lidar, rng)
+    return Image.fromarray(pictures.to_rgb(figure))
+
+
+def camera_outline_deg(K: np.ndarray, width: int, height: int, T_cam_lidar: np.ndarray) -> np.ndarray:
+    """(N, 2) azimuth and elevation (deg, LiDAR frame) along the border of a camera's image:
+    K (3, 3) pixels, the image `width` x `height`, T_cam_lidar (4, 4)."""
+    steps = np.linspace(0.0, 1.0, 50)
+    u = np.concatenate([steps * width, np.full(50, width), (1 - steps) * width, np.zeros(50)])
+    v = np.concatenate([np.zeros(50), steps * height, np.full(50, height), (1 - steps) * height])
+    directions_cam = (np.linalg.inv(K) @ np.stack([u, v, np.ones_like(u)])).T
+    directions_lidar = transform_directions(invert_pose(T_cam_lidar), directions_cam)
+    directions_lidar /= np.linalg.norm(directions_lidar, axis=1, keepdims=True)
+    azimuth = np.rad2deg(np.arctan2(directions_lidar[:, 1], directions_lidar[:, 0]))
+    return np.stack([azimuth, np.rad2deg(np.arcsin(np.clip(directions_lidar[:, 2], -1, 1)))], axis=1)
+
+
+def draw_pattern(axes, sensor: Sensor, rng: np.random.Generator, camera_outline: np.ndarray) -> None:
+    """One frame's rays as dots in azimuth (x, left to the left, as seen from behind the
+    sensor) and elevation (y), coloured by laser, with the camera's view outlined."""
     firing = sensor.fire(rng)
     directions = firing.directions_lidar
     azimuth = np.rad2deg(np.arctan2(directions[:, 1], directions[:, 0]))
     elevation = np.rad2deg(np.arcsin(np.clip(directions[:, 2], -1, 1)))
     # A risley pattern's edge is ragged: a degree of margin either side.
     half_width = horizontal_fov_deg(sensor) / 2 + (1 if isinstance(sensor, RisleyLidar) else 0)
-    left, right = half_width, -half_width
-    top, bottom = elevation.max() + 1, elevation.min() - 1
-    width, height = PATTERN_SIZE
-    canvas = np.full((height + 2 * MARGIN, width + 2 * MARGIN, 3), 255, np.uint8)
-    # Azimuth grows to the left (toward +y), as seen from behind the sensor.
-    x = np.round(MARGIN + (left - azimuth) / (left - right) * (width - 1)).astype(int)
-    y = np.round(MARGIN + (top - elevation) / (top - bottom) * (height - 1)).astype(int)
-    hue = firing.ring / max(sensor.channels - 1, 1)
-    colours = np.stack([40 + 180 * hue, 60 + 60 * (1 - hue), 200 - 160 * hue], axis=1).astype(np.uint8)
-    canvas[y, x] = colours
-    picture = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(picture)
-    draw.rectangle((MARGIN - 1, MARGIN - 1, MARGIN + width, MARGIN + height), outline=(120, 120, 120))
-    draw.text((MARGIN, 8), f"{sensor.name}: {len(directions)} rays of one frame, azimuth x elevation", fill=(0, 0, 0))
-    draw.text((MARGIN, MARGIN + height + 6), f"azimuth {left:+.0f} deg (left)", fill=(0, 0, 0))
-    draw.text((MARGIN + width - 130, MARGIN + height + 6), f"{right:+.0f} deg (right)", fill=(0, 0, 0))
-    draw.text((4, MARGIN), f"{top:+.0f}", fill=(0, 0, 0))
-    draw.text((4, MARGIN + height - 10), f"{bottom:+.0f}", fill=(0, 0, 0))
-    return picture
-
-
-def scene_image(sensor: Sensor, scene_photo: Path, rng: np.random.Generator) -> Image.Image:
-    """One simulated frame of `sensor` on its default mount over a photo with sidecar
-    depth and intrinsics: the returns coloured by depth over the dimmed photo."""
-    times = StageTimes()
-    camera = sidecar_camera(scene_photo, times)
-    target = ray_target(camera.prediction.depth, camera.K, times=times).target
-    T_cam_lidar = mount_pose(MOUNTS[sensor.default_mount])
-    scan = simulate_rig_scan(target, [camera.scan_camera("luma")], sensor, T_cam_lidar, rng, times)
-    depth, rgb = camera.prediction.depth, camera.image.rgb
-    valid = depth[depth > 0]
-    near_m, far_m = float(np.percentile(valid, 1)), float(np.percentile(valid, 99))
-    grown = spread_points(scan.sparse_depth_m, radius=1)
-    overlay = (rgb * 0.35).astype(np.uint8)
-    overlay[grown > 0] = colorize_depth(grown, near_m, max(far_m, near_m * 1.5))[grown > 0]
-    picture = Image.fromarray(overlay)
-    ImageDraw.Draw(picture).text(
-        (8, 6),
-        f"{sensor.name} on the {sensor.default_mount} mount over {scene_photo.name}: "
-        f"{scan.counts['points']} returns, {scan.counts['sparse_pixels']} pixels",
-        fill=(255, 255, 255),
+    axes.scatter(azimuth, elevation, c=firing.ring, cmap="viridis", s=1.5, marker=".", linewidths=0, rasterized=True)
+    axes.plot(*camera_outline.T, color="black", linestyle="--", linewidth=1.2, label="the --scene camera's view")
+    axes.set_xlim(half_width, -half_width)
+    lowest, highest = min(elevation.min(), camera_outline[:, 1].min()), max(elevation.max(), camera_outline[:, 1].max())
+    axes.set_ylim(lowest - 1, highest + 1)
+    axes.set_xlabel("azimuth (deg; + is left)", fontsize=pictures.FONT_SIZE)
+    axes.set_ylabel("elevation (deg)", fontsize=pictures.FONT_SIZE)
+    axes.set_title(
+        f"{sensor.name}: {len(directions)} rays of one frame, coloured by laser (dark: top)",
+        fontsize=pictures.FONT_SIZE,
+        loc="left",
     )
-    return picture
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=pictures.FONT_SIZE - 1, loc="upper right")
 
 
-def stack(pictures: list[Image.Image]) -> Image.Image:
-    width = max(picture.width for picture in pictures)
-    sheet = Image.new("RGB", (width, sum(picture.height for picture in pictures)), (255, 255, 255))
-    top = 0
-    for picture in pictures:
-        sheet.paste(picture, (0, top))
-        top += picture.height
-    return sheet
+def draw_scene(figure, axes: tuple, sensor: Sensor, camera, T_cam_lidar: np.ndarray, rng: np.random.Generator) -> None:
+    """One simulated frame of `sensor` on its default mount over a photo with sidecar depth and
+    intrinsics: the returns coloured by depth over the dimmed photo, and the depth colour bar."""
+    photo_axes, bar_axes = axes
+    times = StageTimes()
+    target = ray_target(camera.prediction.depth, camera.K, times=times).target
+    scan = simulate_rig_scan(target, [camera.scan_camera("luma")], sensor, T_cam_lidar, rng, times)
+    near_m, far_m = pictures.depth_range(camera.prediction.depth)
+    title = (
+        f"{sensor.name} on the {sensor.default_mount} mount over {camera.source_path}: "
+        f"{scan.counts['points']} returns, {scan.counts['sparse_pixels']} pixels"
+    )
+    overlay = pictures.points_over_photo(camera.image.rgb, scan.sparse_depth_m, near_m, far_m)
+    pictures.show_image(photo_axes, overlay, title)
+    pictures.depth_bar(figure, bar_axes, near_m, far_m)
 
 
 @click.group()
@@ -196,7 +207,7 @@ def show_command(name: str, plot: Path | None, scene: Path, seed: int) -> None:
     if not scene.is_file():
         raise PipelineError(f"scene photo {scene} does not exist; pass --scene PHOTO (with PHOTO.depth.png beside it)")
     rng = np.random.default_rng(seed)
-    stack([pattern_image(sensor, rng), scene_image(sensor, scene, rng)]).save(plot)
+    sensor_picture(sensor, scene, rng).save(plot)
     click.echo(f"picture in {plot}")
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from simlidar.sensors import Calibration, CalibrationError, Sensor, read_calibration
 from simlidar.sensors.camera import backproject, invert_pose, sparse_depth_image, transform_points
 from simlidar.sensors.targets import RayTarget
@@ -37,8 +37,8 @@ from ..stages.edges import EdgeOptions, handle_edges
 from ..stages.mesh import MeshOptions
 from ..stages.scan import photo_scan_camera, simulate_rig_scan, with_calibration_error
 from ..stages.target import ray_target
+from . import pictures
 from .flying import blur_depth, flying_share, shifted
-from .preview import colorize_depth, spread_points
 from .scan_metrics import F_SCORE_THRESHOLD_M, scan_figures
 
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
@@ -379,39 +379,47 @@ def format_table(figures: dict[str, dict]) -> str:
 
 
 def fidelity_picture(report: FidelityReport, rgb: np.ndarray, title: str) -> Image.Image:
-    """The three sparse maps over the dimmed image, then their row profiles (one colour each)."""
-    valid_dense = report.dense_m[report.dense_m > 0]
-    near_m = float(np.percentile(valid_dense, 1)) if valid_dense.size else 1.0
-    far_m = max(float(np.percentile(valid_dense, 99)) if valid_dense.size else 80.0, 1.5 * near_m)
-    panels = []
-    for name, sparse in report.maps.items():
-        grown = spread_points(sparse, radius=1)
-        overlay = (rgb * 0.35).astype(np.uint8)
-        overlay[grown > 0] = colorize_depth(grown, near_m, far_m)[grown > 0]
-        panel = Image.fromarray(overlay)
-        ImageDraw.Draw(panel).text((8, 6), f"{title}: {name}, {report.figures[name]['valid_px']} px", fill="white")
-        panels.append(panel)
-    panels.append(_profile_chart(report, rgb.shape[1]))
-    sheet = Image.new("RGB", (rgb.shape[1], sum(panel.height for panel in panels)), "white")
+    """The three sparse maps over the dimmed image, each titled with its figures, on one depth
+    scale with its colour bar; then their row profiles on axes with the correlations in the legend."""
+    height, width = rgb.shape[:2]
+    near_m, far_m = pictures.depth_range(report.dense_m)
+    panel_height, chart_height, title_band, margin = height, 300, 44, 90
+    total = len(report.maps) * (panel_height + title_band) + chart_height + 2 * title_band
+    figure = pictures.new_figure(width + 2 * margin, total)
     top = 0
-    for panel in panels:
-        sheet.paste(panel, (0, top))
-        top += panel.height
-    return sheet
+    for name, sparse in report.maps.items():
+        top += title_band
+        axes = pictures.add_axes_px(figure, margin, top, width, panel_height)
+        overlay = pictures.points_over_photo(rgb, sparse, near_m, far_m)
+        pictures.show_image(axes, overlay, _map_title(title, name, report))
+        top += panel_height
+    bar_axes = pictures.add_axes_px(figure, margin + width + 12, title_band, 14, top - title_band)
+    pictures.depth_bar(figure, bar_axes, near_m, far_m)
+    _profile_chart(pictures.add_axes_px(figure, margin, top + title_band, width, chart_height - 50), report, height)
+    return Image.fromarray(pictures.to_rgb(figure))
 
 
-_COLOURS = {"real": (0, 0, 0), "simulated": (220, 60, 30), "naive": (40, 110, 220)}
+def _map_title(title: str, name: str, report: FidelityReport) -> str:
+    figures = report.figures[name]
+    text = f"{title}: {name}, {figures['valid_px']} px, {figures['crop_density']:.2%} of the crop"
+    if name != "real":
+        correlations = "/".join(f"{figures[f'correlation_{rows}']:.2f}" for rows in PROFILE_BINS)
+        text += f"; row-profile correlation with real ({'/'.join(map(str, PROFILE_BINS))} rows) {correlations}"
+    return text + f"; flying {figures['flying']:.1%}"
 
 
-def _profile_chart(report: FidelityReport, width: int, height: int = 260) -> Image.Image:
-    """Points per crop row (x: row, top to bottom; y: count) of each map."""
-    chart = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(chart)
-    profiles = {name: row_profile(sparse) for name, sparse in report.maps.items()}
-    peak = max(max(int(profile.max()), 1) for profile in profiles.values())
-    for index, (name, profile) in enumerate(profiles.items()):
-        x = 10 + np.arange(len(profile)) * (width - 20) / max(len(profile) - 1, 1)
-        y = height - 20 - profile / peak * (height - 50)
-        draw.line(list(zip(x.tolist(), y.tolist(), strict=True)), fill=_COLOURS[name], width=2)
-        draw.text((10 + 150 * index, 6), f"{name}: points per crop row", fill=_COLOURS[name])
-    return chart
+_COLOURS = {"real": "black", "simulated": "tab:red", "naive": "tab:blue"}
+
+
+def _profile_chart(axes, report: FidelityReport, image_height: int) -> None:
+    """Points per row of KITTI's crop (x: the image row, top to bottom) of each map."""
+    first_row = max(image_height - CROP_HEIGHT, 0)
+    for name, sparse in report.maps.items():
+        profile = row_profile(sparse)
+        label = name if name == "real" else f"{name} (correlation {report.figures[name]['correlation_1']:.3f})"
+        axes.plot(first_row + np.arange(len(profile)), profile, color=_COLOURS[name], linewidth=1.2, label=label)
+    axes.set_xlabel(f"image row (the {CROP_WIDTH}x{CROP_HEIGHT} crop, top to bottom)", fontsize=pictures.FONT_SIZE)
+    axes.set_ylabel("points per row", fontsize=pictures.FONT_SIZE)
+    axes.set_title("row profile: LiDAR points in each image row", fontsize=pictures.FONT_SIZE, loc="left")
+    axes.legend(fontsize=pictures.FONT_SIZE - 1, loc="upper left")
+    axes.grid(alpha=0.3)

@@ -19,14 +19,13 @@ from .. import schema
 from ..errors import PipelineError
 from .lock import is_alive, read_holder
 from .manifest import MANIFEST, run_command
-from .preview import sample_panel
+from .preview import PreviewSample, contact_sheet
 from .store import LocalStore
 
 PREVIEWS = "previews"
 CONTACT_SHEET = "contact_sheet.png"
 STATS_FILE = "stats.json"
 DEPTH_BIN_EDGES_M = (0, 5, 10, 20, 30, 40, 60, 80, 120, 256)
-PANEL_WIDTH = 400
 SHARD_FIELDS = ("shard", "samples", "sha256", "bytes")
 _SHARD_NAME = re.compile(r"^shard-[0-9]{6}\.tar$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -162,7 +161,7 @@ def inspect_output(out_dir: Path, previews: int = 12) -> Inspection:
         for key, members in _check_shard(out_dir, shard, with_points, report):
             if previews and len(panels) < previews and (report.samples - 1) % preview_every == 0:
                 image = schema.image_bytes(members)
-                panels.append(sample_panel(image, members[schema.SPARSE], members[schema.DENSE], key))
+                panels.append(PreviewSample.decode(key, image, members[schema.SPARSE], members[schema.DENSE]))
                 report.preview_keys.append(key)
     preview_dir = out_dir / PREVIEWS
     if preview_dir.is_file():
@@ -251,21 +250,6 @@ def _check_sample(key: str, members: dict, required: tuple[str, ...], report: In
     report.per_sensor[meta["sensor"]["name"]] += 1
     report.image_sizes[(width, height)] += 1
     return None
-
-
-def contact_sheet(panels: list[Image.Image], columns: int = 3) -> Image.Image:
-    """Panels scaled to one width and laid out in a grid, row by row."""
-    scaled = [panel.resize((PANEL_WIDTH, round(panel.height * PANEL_WIDTH / panel.width))) for panel in panels]
-    columns = min(columns, len(scaled))
-    rows = [scaled[start : start + columns] for start in range(0, len(scaled), columns)]
-    row_heights = [max(panel.height for panel in row) for row in rows]
-    sheet = Image.new("RGB", (columns * PANEL_WIDTH, sum(row_heights)), (24, 24, 24))
-    top = 0
-    for row, row_height in zip(rows, row_heights, strict=True):
-        for column, panel in enumerate(row):
-            sheet.paste(panel, (column * PANEL_WIDTH, top))
-        top += row_height
-    return sheet
 
 
 def format_report(report: Inspection) -> list[str]:

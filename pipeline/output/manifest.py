@@ -1,7 +1,8 @@
 """The output folder: refuse to mix runs, resume finished shards, and record the run.
 
 Beside the shards: manifest.json (the run's full config, versions, per-shard
-counts and checksums) and errors.jsonl (one line per input skipped, with why).
+counts and checksums), errors.jsonl (one line per input skipped, with why) and README.md
+(the card that makes `datasets.load_dataset(OUT)` read the shards).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..config import Plan
 from ..errors import PipelineError
 from ..sources.fingerprint import changed_inputs, input_fingerprints, named_file_changes
 from ..writer import ShardPlan
+from .card import FOLDER_CARD, folder_card, is_ours
 from .lock import LOCK
 from .store import Store
 
@@ -28,7 +30,7 @@ FORMAT = "simlidar-webdataset-1"
 INPUTS = "inputs.jsonl"
 RUN_FILE_PATTERNS = ("shard-*.tar", "shard-*.stats.json", ERRORS, MANIFEST, INPUTS, LOG)
 # Temporary files of the run's writers (store.temporary_name), left behind by a kill.
-TEMPORARY_PATTERNS = ("shard-*.tmp", f"{MANIFEST}.*.tmp", f"{INPUTS}.*.tmp", f"{ERRORS}.*.tmp")
+TEMPORARY_PATTERNS = ("shard-*.tmp", *(f"{name}.*.tmp" for name in (MANIFEST, INPUTS, ERRORS, FOLDER_CARD)))
 RUN_FOLDERS = ("previews", "hub", "hub.tmp")
 
 
@@ -134,6 +136,8 @@ def _remove_run_files(store: Store) -> None:
             store.remove(name)
     for folder in RUN_FOLDERS:
         store.remove_folder(folder)
+    if _holds_our_card(store):
+        store.remove(FOLDER_CARD)
 
 
 def check_shard(store: Store, plan: ShardPlan, kind) -> tuple[bool, str]:
@@ -294,4 +298,16 @@ def finalize_output(
         "elapsed_s": time.time() - started_at,
     }
     store.write_json_atomically(MANIFEST, manifest)
+    _write_folder_card(store, manifest)
     return manifest
+
+
+def _write_folder_card(store: Store, manifest: dict) -> None:
+    """README.md, which makes `datasets.load_dataset(OUT)` read the shards, unless the folder
+    holds a README.md of the user's own."""
+    if not store.exists(FOLDER_CARD) or _holds_our_card(store):
+        store.write_atomically(FOLDER_CARD, folder_card(manifest).encode())
+
+
+def _holds_our_card(store: Store) -> bool:
+    return store.exists(FOLDER_CARD) and is_ours(store.read_bytes(FOLDER_CARD).decode("utf-8", "replace"))

@@ -21,6 +21,7 @@ from packaging.licenses import InvalidLicenseExpression, canonicalize_license_ex
 
 from .. import schema
 from ..errors import OptionError, PipelineError
+from .card import reading_depth
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
 from .manifest import MANIFEST, describe_sources
 
@@ -190,22 +191,7 @@ print(sample["__key__"], (sparse_m > 0).sum(), "LiDAR pixels", sample["json"]["s
 
 With `webdataset` (streaming the tars over HTTP):
 
-```python
-import io, json
-import numpy as np
-import webdataset as wds
-from huggingface_hub import get_token
-from PIL import Image
-
-def depth_m(png_bytes):
-    return np.asarray(Image.open(io.BytesIO(png_bytes)), dtype=np.float32) / 256.0
-
-url = "https://huggingface.co/datasets/{repo_id}/resolve/{revision}/data/{split}/{shard_pattern}"
-dataset = wds.WebDataset(f"pipe:curl -s -L {{url}} -H 'Authorization:Bearer {{get_token()}}'", shardshuffle=False)
-for sample in dataset:
-    sparse_m, dense_m = depth_m(sample["sparse.png"]), depth_m(sample["dense.png"])
-    print(sample["__key__"], (sparse_m > 0).sum(), json.loads(sample["json"])["sensor"]["name"])
-```
+{reading}
 
 ## Citation
 
@@ -250,10 +236,17 @@ def dataset_card(
         repo_id=repo_id,
         split=split,
         revision=revision,
-        shard_pattern=_shard_pattern([shard["shard"] for shard in report.shards]),
+        reading=_reading(repo_id, revision, split, _shard_pattern([shard["shard"] for shard in report.shards])),
         citation=CITATION,
     )
     return str(DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body))
+
+
+def _reading(repo_id: str, revision: str, split: str, shard_pattern: str) -> str:
+    """The card's webdataset section: the shards streamed with the Hub token, simlidar's decoder."""
+    url = f"https://huggingface.co/datasets/{repo_id}/resolve/{revision}/data/{split}/{shard_pattern}"
+    setup = f'from huggingface_hub import get_token\n\nurl = "{url}"'
+    return reading_depth("f\"pipe:curl -s -L {url} -H 'Authorization:Bearer {get_token()}'\"", setup)
 
 
 def _table(rows: list) -> str:
