@@ -35,7 +35,7 @@ from simlidar.teachers import (
 )
 from simlidar.teachers.intrinsics import MAX_FOV_DEG, MIN_FOV_DEG
 
-from .errors import PipelineError
+from .errors import OptionError, PipelineError
 from .sources.calibrated_rig_lidar import LIDAR_COLUMNS
 from .sources.fingerprint import named_file_hashes
 from .sources.kinds import InputKind, generate_kind, kind_files, kitti_kind, rig_lidar_kind
@@ -89,6 +89,10 @@ class RunPlan:
     mesh: MeshOptions
     kind: InputKind
     config_files: dict = field(default_factory=dict)
+
+    def resolved_mount(self) -> str:
+        """The mount the run used: a named mount (kitti for the sensor's default) or a calibration file."""
+        return self.mount.name
 
     def manifest_sensor(self) -> dict:
         """The manifest's record of the simulated sensor."""
@@ -257,18 +261,23 @@ class GenerateConfig(RunConfig):
             raise PipelineError(f"`mount`: {error}") from None
 
     def resolve(self) -> RunPlan:
-        """Parse every option once into the run's plan; PipelineError (one line, naming
-        the flag) on a bad value. SensorSpecError, TeacherError and IntrinsicsError pass
-        through: the CLI prints them as one line too."""
+        """Parse every option once into the run's plan; OptionError (one line, naming the
+        flag) on a bad value. A sensor or calibration file that cannot be read is a
+        SensorSpecError or PipelineError: the CLI prints them as one line too."""
         try:
             jitter = parse_mount_jitter(self.mount_jitter)
             calibration_error = parse_mount_jitter(self.calibration_error, "`calibration_error`")
             ego_motion = parse_ego_motion(self.ego_motion, "`ego_motion`")
-        except ValueError as error:
-            raise PipelineError(str(error)) from None
+            check_teacher_name(self.teacher, self.teacher_output)
+            conversion = depth_conversion(
+                self.depth_range, self.disparity_percentiles, self.sky_threshold, self.metric_scale
+            )
+            intrinsics_policy = parse_policy(self.intrinsics_policy, self.fov_deg)
+            fov_range_deg = parse_fov_range(self.fov_range)
+        except ValueError as error:  # TeacherError and IntrinsicsError are ValueErrors too
+            raise OptionError(str(error)) from None
         calibration_error = calibration_error if any(asdict(calibration_error).values()) else None
         sensor = self.sensor_model()
-        check_teacher_name(self.teacher, self.teacher_output)
         return RunPlan(
             config=self,
             sensor=sensor,
@@ -285,11 +294,9 @@ class GenerateConfig(RunConfig):
                 self.teacher_max_size,
                 self.teacher_revision or None,
             ),
-            conversion=depth_conversion(
-                self.depth_range, self.disparity_percentiles, self.sky_threshold, self.metric_scale
-            ),
-            intrinsics_policy=parse_policy(self.intrinsics_policy, self.fov_deg),
-            fov_range_deg=parse_fov_range(self.fov_range),
+            conversion=conversion,
+            intrinsics_policy=intrinsics_policy,
+            fov_range_deg=fov_range_deg,
             edges=EdgeOptions(rule=self.edges),
             mesh=MeshOptions(
                 self.max_depth_jump,
@@ -310,22 +317,25 @@ class GenerateConfig(RunConfig):
         integration-time overrides."""
         sensor = load_sensor(self.sensor)
         if self.ray_drop == "fitted" and sensor.ray_drop is None:
-            raise PipelineError(
+            raise OptionError(
                 f"`ray_drop` fitted: sensor {sensor.name} has no fitted ray drop; fit one with `simlidar sensors "
                 "fit-drop`, or use `ray_drop` weak-return"
             )
         if self.ray_drop == "weak-return":
             sensor = replace(sensor, ray_drop=None)
-        return configure_sensor(
-            sensor,
-            integration_time_s=self.integration_time_s,
-            range_noise_m=self.range_noise_m,
-            drop_rate=self.drop_rate,
-            detection_range_m=self.detection_range_m,
-            divergence_mrad=self.divergence_mrad,
-            sub_rays=self.sub_rays,
-            returns=self.returns,
-        )
+        try:  # the overrides are options: one that does not fit the sensor is a usage error
+            return configure_sensor(
+                sensor,
+                integration_time_s=self.integration_time_s,
+                range_noise_m=self.range_noise_m,
+                drop_rate=self.drop_rate,
+                detection_range_m=self.detection_range_m,
+                divergence_mrad=self.divergence_mrad,
+                sub_rays=self.sub_rays,
+                returns=self.returns,
+            )
+        except ValueError as error:
+            raise OptionError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -336,6 +346,9 @@ class ConvertPlan:
     kind: InputKind
     teacher: TeacherSpec | None
     config_files: dict = field(default_factory=dict)
+
+    def resolved_mount(self) -> str:
+        return "recorded: each frame's own calibration"
 
     def manifest_sensor(self) -> dict:
         return RECORDED_SENSOR
@@ -353,9 +366,12 @@ def _converter_teacher(config: ConvertKittiConfig | ConvertRigConfig) -> Teacher
     """The spec of the teacher of teacher.png, None when the run has none."""
     if not config.teacher:
         if config.teacher_output:
-            raise PipelineError("`teacher_output` is for an hf:ORG/NAME `teacher`; give one, or drop it")
+            raise OptionError("`teacher_output` is for an hf:ORG/NAME `teacher`; give one, or drop it")
         return None
-    check_teacher_name(config.teacher, config.teacher_output)
+    try:
+        check_teacher_name(config.teacher, config.teacher_output)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
     return TeacherSpec(
         config.teacher, config.teacher_output or None, config.teacher_device, "auto", config.teacher_batch_size
     )
@@ -364,7 +380,7 @@ def _converter_teacher(config: ConvertKittiConfig | ConvertRigConfig) -> Teacher
 def _check(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
-            raise PipelineError(message)
+            raise OptionError(message)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ class Progress(Protocol):
 
     def shard_done(self) -> None: ...
 
+    def starting(self, what: str) -> None:
+        """Say what the run waits for before its first input (Ray's start-up takes seconds)."""
+
 
 @dataclass
 class ShardFailure:
@@ -109,6 +112,7 @@ def run_on_ray(
     0: each task runs its own teacher)."""
     started_here = not ray.is_initialized()
     if started_here:
+        progress.starting(f"starting Ray ({'joining ' + address if address else 'a local cluster'}) ...")
         quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address:
             ray.init(address=address, **quiet)

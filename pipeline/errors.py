@@ -1,5 +1,5 @@
-"""Errors a user can act on: the CLI prints their message as one line and exits 2
-(pipeline/cli/errors.py lists every such exception). Problems of one input are not
+"""Errors a user can act on: the CLI prints their message as one line and exits 1, or 2 for
+an OptionError (pipeline/cli/errors.py lists every such exception). Problems of one input are not
 among them: the worker records those in errors.jsonl."""
 
 import re
@@ -11,7 +11,11 @@ _OBJECT_REPR = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class PipelineError(Exception):
-    """A bad option, input folder or output folder, or a run that cannot go on."""
+    """A bad input folder or output folder, or a run that cannot go on."""
+
+
+class OptionError(PipelineError):
+    """An option's value that cannot work, found before any work: a usage error."""
 
 
 class UnusableDepth(ValueError):

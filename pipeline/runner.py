@@ -236,6 +236,9 @@ class _ProgressBar:
         self._shards_done += 1
         self._bar.set_postfix_str(self._postfix())
 
+    def starting(self, what: str) -> None:
+        self._bar.set_postfix_str(f"{self._postfix()}, {what}")
+
     def __enter__(self) -> _ProgressBar:
         return self
 

@@ -20,6 +20,7 @@ from simlidar.teachers import IntrinsicsError, Teacher, TeacherError
 from .config import Plan
 from .errors import UnusableDepth, error_stage, unexpected_reason
 from .output.lock import still_held
+from .output.manifest import count_sources, sample_sources
 from .output.store import Store
 from .sources.fingerprint import input_fingerprints
 from .sources.kinds import Reading, Sample
@@ -44,7 +45,7 @@ class ShardWorker:
         """Write `shard`'s tar and then its stats file (the pair marks the shard done)."""
         started = time.perf_counter()
         fingerprints = input_fingerprints(self.kind, shard.items)  # before reading: a later edit is seen
-        times, errors, counts = StageTimes(), [], []
+        times, errors, counts, sources = StageTimes(), [], [], []
         self.empty_samples = []
         teacher = CachedTeacher(self.teacher, TeacherCache(teacher_cache_dir(self.config.teacher_cache, store)), times)
         batch_size = self.config.teacher_batch_size
@@ -60,10 +61,11 @@ class ShardWorker:
                     for key, members, sample_counts in samples:
                         writer.write(key, members)
                         counts.append(sample_counts)
+                        sources.append(sample_sources(members))
                     predictions = predictions[cameras:]
                     on_input()
         stats = shard_stats(shard, writer, counts, errors, times, time.perf_counter() - started)
-        stats.update(input_fingerprints=fingerprints, empty_samples=self.empty_samples)
+        stats.update(input_fingerprints=fingerprints, empty_samples=self.empty_samples, sources=count_sources(sources))
         store.write_json_atomically(shard.stats_name, stats)
         return stats
 

@@ -268,7 +268,7 @@ def test_bench_prints_march_beside_grid_with_full_fidelity(cli, tmp_path):
     K = np.array([[100.0, 0.0, 79.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]])
     write_photo(tmp_path / "photos", "box.jpg", depth, K)
     code, out, err = cli(
-        "bench", "--images", tmp_path / "photos", "--kitti-object", tmp_path / "none", "--repeats", "1"
+        "bench", "frame", "--images", tmp_path / "photos", "--kitti-object", tmp_path / "none", "--repeats", "1"
     )
     assert code == 0, err
     march, grid = (line.split() for line in out.splitlines() if line.startswith("box.jpg"))

@@ -264,16 +264,16 @@ def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
     for suffix in (".jpg", ".depth.png", ".json"):
         (photos / f"street_kitti{suffix}").write_bytes(street.with_suffix(suffix).read_bytes())
     args = ("--images", photos, "--kitti-object", tmp_path / "none" / "000000", "--repeats", "1")
-    code, out, _ = cli("bench", "--edges", *args, "--blurs", "box:8")
+    code, out, _ = cli("bench", "edges", *args, "--blurs", "box:8")
     assert code == 0
     rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("street_kitti")}
     # True depth with the rule: today's scan (the rule moves nearly nothing there).
     assert float(rows["sharp"][2].rstrip("%")) < 0.05 and abs(float(rows["sharp"][3]) - 1) < 0.005
     assert 0 < float(rows["box:8"][2].rstrip("%")) < 0.6
     assert "cost of photo on street_kitti (box:4)" in out and "CPU (all threads)" in out
-    code, out, _ = cli("bench", "--edges", *args, "--blurs", "box:8", "--edge-rule", "depth")
+    code, out, _ = cli("bench", "edges", *args, "--blurs", "box:8", "--edge-rule", "depth")
     rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("street_kitti")}
     assert code == 0 and "edge rule: depth" in out and "cost of depth on street_kitti" in out
     assert float(rows["sharp"][2].rstrip("%")) == 0.0 and float(rows["box:8"][2].rstrip("%")) > 0.2
-    code, _, err = cli("bench", "--edges", *args, "--blurs", "box:0")
+    code, _, err = cli("bench", "edges", *args, "--blurs", "box:0")
     assert code != 0 and "--blurs must be KIND:F" in err

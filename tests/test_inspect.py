@@ -16,7 +16,7 @@ from .helpers import generate, tar_members
 def test_statistics_match_the_samples_and_a_contact_sheet_is_drawn(cli, photos, tmp_path):
     out = tmp_path / "out"
     assert generate(cli, photos, out, "--views", "2")[0] == 0
-    code, text, err = cli("inspect", out)
+    code, text, err = cli("inspect", "--shards", out)
     assert code == 0, err
     members = tar_members(out / "shard-000000.tar")
     sparse = [schema.decode_depth_png(data) for name, data in members.items() if name.endswith(".sparse.png")]
@@ -51,8 +51,8 @@ def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):
     manifest["shards"][2]["sha256"] = hashlib.sha256((out / "shard-000002.tar").read_bytes()).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest))
 
-    code, _, err = cli("inspect", out)
-    assert code == 2
+    code, _, err = cli("inspect", "--shards", out)
+    assert code == 1
     problems = [line for line in err.splitlines() if line.startswith("problem:")]
     assert problems[0] == "problem: shard-000000.tar: missing"
     assert "shard-000001.tar: checksum differs from the manifest" in problems[1]
@@ -64,13 +64,13 @@ def test_damaged_shards_are_listed_with_what_is_wrong(cli, photos, tmp_path):
 
 
 def test_a_folder_without_a_manifest_is_a_one_line_error(cli, tmp_path):
-    code, _, err = cli("inspect", tmp_path)
-    assert code == 2 and err.count("\n") == 1 and "not a simlidar output" in err
+    code, _, err = cli("inspect", "--shards", tmp_path)
+    assert code == 1 and err.count("\n") == 1 and "not a simlidar output" in err
 
 
 def test_a_shard_that_is_not_a_tar_is_reported(cli, photos, tmp_path):
     out = tmp_path / "out"
     assert generate(cli, photos, out)[0] == 0
     (out / "shard-000000.tar").write_bytes(b"\0garbage" * 10)
-    code, _, err = cli("inspect", out)
-    assert code == 2 and "checksum differs" in err and "shard-000000.tar: not a readable tar" in err
+    code, _, err = cli("inspect", "--shards", out)
+    assert code == 1 and "checksum differs" in err and "shard-000000.tar: not a readable tar" in err

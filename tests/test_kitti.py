@@ -68,12 +68,12 @@ def test_missing_files_are_one_line_errors(cli, tmp_path):
         root / "data_depth_annotated" / "train" / DRIVE / "proj_depth" / "groundtruth" / "image_02" / "0000000006.png"
     ).unlink()
     code, _, err = cli("convert", "kitti", root, "--out", tmp_path / "shards")
-    assert code == 2 and err.count("\n") == 1
+    assert code == 1 and err.count("\n") == 1
     assert "0000000006.png is missing (data_depth_annotated.zip)" in err
     code, _, err = cli("convert", "kitti", tmp_path / "nowhere", "--out", tmp_path / "shards")
-    assert code == 2 and "not a folder" in err
+    assert code == 1 and "not a folder" in err
     code, _, err = cli("convert", "kitti", root, "--split", "val", "--out", tmp_path / "shards")
-    assert code == 2 and "data_depth_velodyne/val is missing" in err
+    assert code == 1 and "data_depth_velodyne/val is missing" in err
 
 
 def shard_bytes(out):
@@ -100,7 +100,7 @@ def test_convert_runs_on_the_engine_resumes_and_its_output_passes_inspect_and_pu
     out = tmp_path / "out"
     monkeypatch.setattr(ShardWorker, "run", crash_on_shard_1)
     code, _, err = cli(*convert, "--out", out)
-    assert code == 2 and "1 of 3 shards failed (first: shard-000001: RuntimeError: simulated crash)" in err
+    assert code == 1 and "1 of 3 shards failed (first: shard-000001: RuntimeError: simulated crash)" in err
     assert json.loads((out / "manifest.json").read_text())["status"] == "incomplete"
     monkeypatch.setattr(ShardWorker, "run", original_run)
     code, printed, err = cli(*convert[:-1], "--out", out)
@@ -109,14 +109,14 @@ def test_convert_runs_on_the_engine_resumes_and_its_output_passes_inspect_and_pu
     assert shard_bytes(out) == expected
 
     code, printed, err = cli("convert", "kitti", root, "--out", out, "--quiet")
-    assert code == 2 and "holds a different run (teacher: 'sidecar' -> ''; shard_size: 1 -> 1000)" in err
+    assert code == 1 and "holds a different run (teacher: 'sidecar' -> ''; shard_size: 1 -> 1000)" in err
     code, printed, err = cli("generate", "--images", root, "--out", out, "--quiet")
-    assert code == 2 and "holds a different run (made by `simlidar convert kitti`)" in err
+    assert code == 1 and "holds a different run (made by `simlidar convert kitti`)" in err
 
-    code, printed, err = cli("inspect", out)
+    code, printed, err = cli("inspect", "--shards", out)
     assert code == 0, err
     assert "3 samples in 3 shards" in printed and "per sensor: recorded 3" in printed
-    code, _, err = cli("publish", out, "--repo", "me/kitti-train", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "me/kitti-train", "--dry-run")
     assert code == 0, err
     card = (out / "hub" / "README.md").read_text()
     assert "(`simlidar convert kitti`) from the KITTI depth-completion benchmark's train split" in card
@@ -143,15 +143,15 @@ def test_a_failed_overwrite_leaves_no_old_shard_beside_the_new_ones(cli, tmp_pat
 
     monkeypatch.setattr(ShardWriter, "write", full_disk_in_shard_1)
     code, _, err = cli("convert", "kitti", root, "--out", out, "--teacher", "sidecar", "--overwrite", *options)
-    assert code == 2 and "disk full while writing" in err and err.count("\n") == 1
+    assert code == 1 and "disk full while writing" in err and err.count("\n") == 1
     new = shard_bytes(out)
     assert list(new) == ["shard-000000.tar"] and new["shard-000000.tar"] != old["shard-000000.tar"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "incomplete" and manifest["config"]["teacher"] == "sidecar"
     assert [shard["shard"] for shard in manifest["shards"]] == ["shard-000000.tar"]
     assert "disk full" in manifest["stopped"]
-    code, _, err = cli("inspect", out)
-    assert code == 2 and "the run is incomplete" in err
+    code, _, err = cli("inspect", "--shards", out)
+    assert code == 1 and "the run is incomplete" in err
 
 
 def test_a_damaged_frame_is_recorded_and_the_output_on_s3_has_the_bytes_of_a_local_one(cli, tmp_path, bucket):

@@ -129,7 +129,7 @@ def test_sensors_import_commands_write_sensor_files(cli, tmp_path):
     assert code == 0, err
     assert "unit, 128 beams, 1024 columns" in out and load_sensor(str(tmp_path / "unit.toml")).channels == 128
     code, _, err = cli("sensors", "import", "ouster", tmp_path / "unit.toml", "--out", tmp_path / "x.toml")
-    assert code == 2 and err.count("\n") == 1 and "cannot read it as JSON" in err
+    assert code == 1 and err.count("\n") == 1 and "cannot read it as JSON" in err
     table = tmp_path / "lasers.toml"
     table.write_text(
         'name = "mine"\ndescription = "one laser"\nsource = "hand"\n[[laser]]\nvert_correction_deg = -3.0\n'

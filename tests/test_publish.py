@@ -23,7 +23,9 @@ def out(cli, photos, tmp_path):
 
 
 def test_the_staged_dataset_loads_with_datasets_and_the_card_snippet(cli, out, tmp_path, capsys):
-    code, text, err = cli("publish", out, "--repo", "someone/street-hdl64", "--license", "cc-by-4.0", "--dry-run")
+    code, text, err = cli(
+        "publish", "--shards", out, "--repo", "someone/street-hdl64", "--license", "cc-by-4.0", "--dry-run"
+    )
     assert code == 0, err
     staging = out / "hub"
     assert (staging / "data" / "train" / "shard-000000.tar").read_bytes() == (out / "shard-000000.tar").read_bytes()
@@ -73,8 +75,8 @@ def test_without_network_the_upload_fails_in_one_line_and_the_staging_is_whole(c
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     before = (out / "shard-000000.tar").read_bytes()
-    code, text, err = cli("publish", out, "--repo", "someone/street-hdl64")
-    assert code == 2 and err.count("\n") == 1
+    code, text, err = cli("publish", "--shards", out, "--repo", "someone/street-hdl64", "--license", "mit")
+    assert code == 1 and err.count("\n") == 1
     assert "upload to someone/street-hdl64 failed" in err and "re-run the same command to resume" in err
     assert secret not in text + err
     staged = sorted(path.relative_to(out / "hub").as_posix() for path in (out / "hub").rglob("*") if path.is_file())
@@ -83,13 +85,13 @@ def test_without_network_the_upload_fails_in_one_line_and_the_staging_is_whole(c
 
 
 def test_offline_or_without_a_token_says_what_to_do(cli, out, monkeypatch, tmp_path):
-    code, _, err = cli("publish", out, "--repo", "someone/street-hdl64")
-    assert code == 2 and err.count("\n") == 1 and "HF_HUB_OFFLINE is set" in err
+    code, _, err = cli("publish", "--shards", out, "--repo", "someone/street-hdl64", "--license", "mit")
+    assert code == 1 and err.count("\n") == 1 and "HF_HUB_OFFLINE is set" in err
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    code, _, err = cli("publish", out, "--repo", "someone/street-hdl64")
-    assert code == 2 and "hf auth login" in err and "HF_TOKEN" in err and "--dry-run" in err
+    code, _, err = cli("publish", "--shards", out, "--repo", "someone/street-hdl64")
+    assert code == 1 and "hf auth login" in err and "HF_TOKEN" in err and "--dry-run" in err
 
 
 def rewrite_shard(out, edit):
@@ -110,15 +112,15 @@ def rewrite_shard(out, edit):
 
 def test_names_the_hub_would_reject_are_refused_before_staging(cli, out):
     rewrite_shard(out, lambda members: {**members, "img0-v0.Depth Map.PNG": b"x"})
-    code, _, err = cli("publish", out, "--repo", "someone/x", "--dry-run")
-    assert code == 2 and "would reject member name 'Depth Map.PNG'" in err
+    code, _, err = cli("publish", "--shards", out, "--repo", "someone/x", "--dry-run")
+    assert code == 1 and "would reject member name 'Depth Map.PNG'" in err
     assert not (out / "hub").exists()
 
     rewrite_shard(out, lambda members: {name: data for name, data in members.items() if name != "img1-v0.points.npy"})
-    code, _, err = cli("publish", out, "--repo", "someone/x", "--dry-run")
-    assert code == 2 and "problems" in err and "img1-v0: missing points.npy" in err
+    code, _, err = cli("publish", "--shards", out, "--repo", "someone/x", "--dry-run")
+    assert code == 1 and "problems" in err and "img1-v0: missing points.npy" in err
 
-    code, _, err = cli("publish", out, "--repo", "not a repo", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "not a repo", "--dry-run")
     assert code == 2 and "write USER/NAME" in err
 
 

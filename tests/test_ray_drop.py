@@ -263,7 +263,7 @@ def test_fit_drop_command_writes_a_sensor_file_that_loads(cli, tmp_path):
     ):
         load_sensor(str(out))
     code, text, err = cli(
-        "sensors", "fit-drop", "--sensor", out, "--kitti-object", stem, "--no-match-count", "--out", out
+        "sensors", "fit-drop", "--sensor", out, "--kitti-object", stem, "--no-match-count", "--out", out, "--overwrite"
     )
     assert code == 0, err
     assert "000000: " in text and "beams hit the densified scan" in text and "fitted on " in text
@@ -272,16 +272,18 @@ def test_fit_drop_command_writes_a_sensor_file_that_loads(cli, tmp_path):
     # Densified geometry and one scan: the figures are near the known ones, not exact.
     assert fitted.luma_coefficient < 0 < fitted.greenness_coefficient and fitted.incidence_coefficient > 0
     assert fitted.range_coefficient < 0
-    code, _, err = cli("sensors", "fit-drop", "--sensor", tmp_path / "none.toml", "--kitti-object", stem, "--out", out)
-    assert code == 2 and "none.toml: it does not exist" in err and err.count("\n") == 1
+    code, _, err = cli(
+        "sensors", "fit-drop", "--sensor", tmp_path / "none.toml", "--kitti-object", stem, "--out", out, "--overwrite"
+    )
+    assert code == 1 and "none.toml: it does not exist" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--sensor", "hdl65", "--kitti-object", stem, "--out", out)
-    assert code == 2 and "--sensor hdl65: no such catalog sensor" in err and err.count("\n") == 1
+    assert code == 2 and "unknown sensor 'hdl65' (did you mean hdl64" in err
     code, _, err = cli("sensors", "fit-drop", "--kitti-object", stem, "--out", tmp_path / "missing" / "x.toml")
-    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+    assert code == 1 and "does not exist" in err and err.count("\n") == 1
     code, _, err = cli("sensors", "fit-drop", "--out", out)
     assert code == 2 and "needs real frames" in err and err.count("\n") == 1
-    code, _, err = cli("sensors", "fit-drop", "--sensor", "avia", "--kitti-object", stem, "--out", out)
-    assert code == 2 and "needs a spinning sensor" in err and err.count("\n") == 1
+    code, _, err = cli("sensors", "fit-drop", "--sensor", "avia", "--kitti-object", stem, "--out", out, "--overwrite")
+    assert code == 1 and "needs a spinning sensor" in err and err.count("\n") == 1
 
 
 def test_frames_that_tell_no_drop_apart_are_a_clear_error():

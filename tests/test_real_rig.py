@@ -247,7 +247,7 @@ def test_a_bad_calibration_is_a_one_line_error(cli, tmp_path, record, message):
     make_rig(tmp_path / "data", frames=("000",), record=record)
     arguments = ("--images", tmp_path / "data", "--rig", tmp_path / "data" / "calibration.json")
     code, _, err = cli("generate", *arguments, "--out", tmp_path / "out", *EXACT)
-    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert code == 1 and message in err and err.count("\n") == 1, err
 
 
 def test_a_missing_camera_folder_or_a_mount_is_a_one_line_error(cli, tmp_path):
@@ -256,7 +256,7 @@ def test_a_missing_camera_folder_or_a_mount_is_a_one_line_error(cli, tmp_path):
     record["cameras"][2] = {**record["cameras"][2], "name": "rear"}
     (tmp_path / "data" / "calibration.json").write_text(json.dumps(record))
     code, _, err = cli("generate", "--images", tmp_path / "data", "--rig", calibration, "--out", tmp_path / "o", *EXACT)
-    assert code == 2 and "has no folder rear/" in err and err.count("\n") == 1, err
+    assert code == 1 and "has no folder rear/" in err and err.count("\n") == 1, err
     code, _, err = cli(
         "generate", "--images", tmp_path / "data", "--rig", calibration, "--mount", "kitti", "--out", tmp_path / "o"
     )

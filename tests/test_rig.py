@@ -149,7 +149,7 @@ def test_a_rig_whose_views_do_not_overlap_is_a_one_line_error(cli, tmp_path):
     apart = tmp_path / "apart.toml"
     apart.write_text("[[views]]\nyaw = -0.3\nfov = 0.2\n[[views]]\nyaw = 0.3\nfov = 0.2\n")
     code, _, err = cli("generate", "--images", tmp_path / "photos", "--out", tmp_path / "out", "--rig", apart)
-    assert code == 2 and "do not overlap" in err and err.count("\n") == 1
+    assert code == 1 and "do not overlap" in err and err.count("\n") == 1
     code, _, err = cli(
         "generate", "--images", tmp_path / "photos", "--out", tmp_path / "out", "--rig", "virtual", "--views", "2"
     )

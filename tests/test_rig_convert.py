@@ -130,22 +130,22 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path):
     shutil.copytree(NUSCENES, root)
     calibration = root / "calibration.json"
     code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o", "--lidar-folder", "VELO")
-    assert code == 2 and "no LiDAR folder VELO/ (--lidar-folder)" in err and err.count("\n") == 1
+    assert code == 1 and "no LiDAR folder VELO/ (--lidar-folder)" in err and err.count("\n") == 1
     (root / "LIDAR_TOP" / "stray.pcd").write_text("")
     (root / "RADAR").mkdir()
     (root / "RADAR" / "x.bin").write_bytes(b"")
     code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o")
-    assert code == 2 and "cannot tell the LiDAR folder" in err and "pass --lidar-folder" in err
+    assert code == 1 and "cannot tell the LiDAR folder" in err and "pass --lidar-folder" in err
     shutil.rmtree(root / "RADAR")
     (root / "LIDAR_TOP" / f"{FRAME}.bin").unlink()
     code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o", "--quiet")
-    assert code == 2 and err.startswith("error: no sample could be made from 1 inputs (1 of them: no LiDAR sweep")
+    assert code == 1 and err.startswith("error: no sample could be made from 1 inputs (1 of them: no LiDAR sweep")
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["totals"]["samples"] == 0
     assert "no LiDAR sweep" in (tmp_path / "o" / "errors.jsonl").read_text()
     for image in root.glob("CAM_*/*.jpg"):
         image.unlink()
     code, _, err = cli("convert", "rig", root, "--rig", calibration, "--out", tmp_path / "o2")
-    assert code == 2 and "holds no frames" in err and err.count("\n") == 1
+    assert code == 1 and "holds no frames" in err and err.count("\n") == 1
 
 
 def test_bin_sweeps_of_four_and_five_columns(tmp_path):

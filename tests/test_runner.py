@@ -118,7 +118,7 @@ def test_a_failing_shard_is_reported_at_the_end_and_the_rest_is_kept(cli, photos
 
     monkeypatch.setattr(ShardWorker, "run", fail_on_shard_2)
     code, _, err = run(cli, photos, out, "--workers", "1")
-    assert code == 2 and err.count("\n") == 1
+    assert code == 1 and err.count("\n") == 1
     assert "1 of 6 shards failed (first: shard-000002: RuntimeError: simulated crash)" in err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "incomplete" and manifest["failed_shards"][0]["shard"] == "shard-000002"

@@ -64,4 +64,4 @@ def test_view_relational_on_single_view_scenes_is_a_one_line_error(cli, tmp_path
     assert code == 0, err
     args = ["--objective", "bins-kd", "--view-relational", "--steps", "1", "--out", tmp_path / "r", *TINY]
     code, _, err = cli("train", "--shards", tmp_path / "plain", *args)
-    assert code == 2 and "single view" in err and "--rig" in err and err.count("\n") == 1
+    assert code == 1 and "single view" in err and "--rig" in err and err.count("\n") == 1

@@ -98,17 +98,17 @@ def test_checkpoint_of_another_width_and_other_options_are_one_line_errors(cli, 
     code, _, err = cli(
         "train", "--stage", "finetune", "--init", checkpoint, "--width", "8", "--out", tmp_path / "ft", *common
     )
-    assert code == 2 and err.count("\n") == 1
+    assert code == 1 and err.count("\n") == 1
     assert "holds a model of width 4, not 8: pass --width 4" in err
     code, _, err = cli("train", "--out", tmp_path / "run", "--lr", "0.5", *common)
-    assert code == 2 and "holds a different run (" in err and "; --lr 0.001 -> 0.5;" in err and err.count("\n") == 1
+    assert code == 1 and "holds a different run (" in err and "; --lr 0.001 -> 0.5;" in err and err.count("\n") == 1
     code, _, err = cli("eval", "--checkpoint", tmp_path / "missing.pt", "--shards", shards)
-    assert code == 2 and "no checkpoint at" in err
+    assert code == 1 and "no checkpoint at" in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     code, _, err = cli("eval", "--checkpoint", tmp_path / "junk.pt", "--shards", shards)
-    assert code == 2 and "is not a loadable simlidar checkpoint" in err and err.count("\n") == 1
+    assert code == 1 and "is not a loadable simlidar checkpoint" in err and err.count("\n") == 1
     code, _, err = cli("train", "--shards", tmp_path / "nothing-here", "--quiet")
-    assert code == 2 and "neither a shard folder" in err
+    assert code == 1 and "neither a shard folder" in err
 
 
 def test_finetune_needs_init(tmp_path):

@@ -75,7 +75,7 @@ def test_finetune_on_shards_without_a_teacher_is_refused(cli, tmp_path):
     assert code == 0
     finetune = ["train", "--shards", shards, "--stage", "finetune", "--init", tmp_path / "pre" / "last.pt", *TINY]
     code, _, err = cli(*finetune, "--steps", "1", "--out", tmp_path / "ft")
-    assert code == 2 and "has no teacher.png, so the SSI term would be 0" in err and "--ssi-weight 0" in err
+    assert code == 1 and "has no teacher.png, so the SSI term would be 0" in err and "--ssi-weight 0" in err
     assert err.count("\n") == 1
     code, _, err = cli(*finetune, "--steps", "1", "--out", tmp_path / "ft", "--ssi-weight", "0")
     assert code == 0, err

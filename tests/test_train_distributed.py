@@ -52,7 +52,7 @@ def test_torchrun_of_the_cli_records_its_world_size_and_only_rank_0_speaks(tmp_p
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["world_size"] == 2 and recorded["data"]["shards"]["count"] == 4
     code, _, err = cli(*args, "--steps", "3")
-    assert code == 2 and "holds a different run (world size 2 -> 1 (torchrun --nproc_per_node))" in err
+    assert code == 1 and "holds a different run (world size 2 -> 1 (torchrun --nproc_per_node))" in err
     # Both ranks refuse a changed run; one of them says why, the other stops without a word.
     done = run_process_group([*command, "--lr", "0.5"], 300)
     said = [line for line in done.stderr.splitlines() if line.startswith("error: ")]

@@ -96,7 +96,7 @@ def test_a_changed_sensor_mount_or_rig_file_is_refused_like_a_changed_option(cli
         before, text = sha256(path), path.read_text()
         path.write_text(edits[path])
         code, _, err = generate(cli, photos, out, *files, "--quiet")
-        assert code == 2 and err == (
+        assert code == 1 and err == (
             f"error: {out} holds a different run (the {role} file {path} changed since that run (sha256 "
             f"{before[:12]} then, {sha256(path)[:12]} now)); use another --out, or pass --overwrite to replace it\n"
         )
@@ -123,9 +123,10 @@ def test_a_shard_whose_inputs_changed_is_made_again_as_a_fresh_run_makes_it(cli,
         "made shard-000001 again: 1 of its inputs changed since it was made (p1.jpg)\n"
         "made shard-000002 again: 1 of its inputs changed since it was made (p2.jpg)\n"
     )
-    assert "shard-000001: 1 of its inputs changed since it was made (p1.jpg); making it again" in (
-        out / "generate.log"
-    ).read_text()
+    assert (
+        "shard-000001: 1 of its inputs changed since it was made (p1.jpg); making it again"
+        in (out / "generate.log").read_text()
+    )
     assert generate(cli, photos, fresh, "--quiet")[0] == 0
     for index in range(3):
         name = f"shard-00000{index}.tar"
@@ -264,7 +265,7 @@ def test_returns_beyond_the_png_range_are_counted_apart_and_json_and_png_agree(c
     sparse = schema.decode_depth_png(sample["sparse.png"])
     assert counts["sparse_pixels"] == np.count_nonzero(sparse) > 500
     assert counts["sparse_pixels_beyond_encoding"] > 300 and sparse.max() < 101
-    assert cli("inspect", out)[0] == 0
+    assert cli("inspect", "--shards", out)[0] == 0
 
 
 # Case 10 (empty samples): an input whose scan gives no point in the image is skipped and
@@ -273,7 +274,7 @@ def test_an_input_whose_scan_gives_no_point_is_recorded_not_written(cli, tmp_pat
     photos = photo_folder(tmp_path, 2)
     out = tmp_path / "out"
     code, _, err = generate(cli, photos, out, "--detection-range", "1e-9", "--quiet")
-    assert code == 2 and err == (
+    assert code == 1 and err == (
         "error: no sample could be made from 2 inputs (2 of them: no LiDAR return lands in the image in any of "
         f"its 1 samples); see {out}/errors.jsonl\n"
     )
@@ -281,15 +282,15 @@ def test_an_input_whose_scan_gives_no_point_is_recorded_not_written(cli, tmp_pat
     identity = tmp_path / "identity.json"
     identity.write_text(json.dumps({"T_cam_lidar": np.eye(4).tolist()}))
     for extra in (("--mount", identity), ("--mesh-stride", "100000")):
-        assert generate(cli, photos, tmp_path / "o", *extra, "--overwrite", "--quiet")[0] == 2
+        assert generate(cli, photos, tmp_path / "o", *extra, "--overwrite", "--quiet")[0] == 1
         assert {error["stage"] for error in read_errors(tmp_path / "o").values()} == {"scan"}
     code, _, err = generate(cli, photos, tmp_path / "o", "--range-noise", "inf", "--quiet")
     assert code == 2 and err == "error: --range-noise must be a finite number of metres, 0 or more\n"
     code, _, err = generate(cli, photos, out, "--overwrite", "--quiet")
     assert code == 0, err
     _empty_a_sample(out / "shard-000001.tar", "p1-v0", out / "manifest.json")
-    code, _, err = cli("inspect", out)
-    assert code == 2 and "problem: shard-000001.tar: p1-v0: no sparse pixel: an empty sample" in err
+    code, _, err = cli("inspect", "--shards", out)
+    assert code == 1 and "problem: shard-000001.tar: p1-v0: no sparse pixel: an empty sample" in err
 
 
 def _empty_a_sample(shard, key, manifest_path):
@@ -344,7 +345,7 @@ def test_a_full_disk_at_the_final_manifest_is_one_line_and_recorded(cli, tmp_pat
     monkeypatch.setattr(LocalStore, "write_atomically", full_at_the_manifest)
     out = tmp_path / "out"
     code, _, err = generate(cli, photo_folder(tmp_path, 2), out, "--quiet")
-    assert code == 2 and err == (
+    assert code == 1 and err == (
         f"error: disk full while writing {out}/manifest.json; every finished shard is kept: free space, then "
         "re-run the same command to record the run\n"
     )
@@ -394,7 +395,7 @@ def test_damaged_ouster_metadata_is_one_line_naming_the_field(cli, tmp_path, how
     damaged = tmp_path / "meta.json"
     damaged.write_text(json.dumps(_damage(json.loads(OUSTER.read_text()), how)))
     code, _, err = cli("sensors", "import", "ouster", damaged, "--out", tmp_path / "os.toml")
-    assert code == 2 and err.startswith(f"error: meta.json: {message}") and err.count("\n") == 1, err
+    assert code == 1 and err.startswith(f"error: meta.json: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "os.toml").exists()
 
 
@@ -421,7 +422,7 @@ def test_bad_sensor_and_rig_files_are_one_line_each(cli, tmp_path):
     }
     for (option, name), message in cases.items():
         code, _, err = generate(cli, photos, tmp_path / "out", option, tmp_path / name, "--quiet")
-        assert code == 2 and err.startswith("error: " + message.format(tmp_path / name)) and err.count("\n") == 1
+        assert code == 1 and err.startswith("error: " + message.format(tmp_path / name)) and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -483,7 +484,7 @@ def test_folders_and_list_files_list_alike_and_odd_sources_are_refused(cli, tmp_
                                 "--images"),
     ):  # fmt: skip
         code, _, err = generate(cli, source, tmp_path / "refused", "--quiet")
-        assert code == 2 and err == f"error: {message}\n"
+        assert code == 1 and err == f"error: {message}\n"
 
 
 # Case 10 (input shards): a __key__ an input shard repeats is a sample of its own, as WebDataset
@@ -509,15 +510,15 @@ def test_an_out_inside_the_images_is_not_listed_as_input(cli, tmp_path):
     photos = photo_folder(tmp_path, 2)
     out = photos / "out"
     assert generate(cli, photos, out, "--quiet")[0] == 0
-    assert cli("inspect", out)[0] == 0 and (out / "previews" / "contact_sheet.png").is_file()
+    assert cli("inspect", "--shards", out)[0] == 0 and (out / "previews" / "contact_sheet.png").is_file()
     for extra in (("--overwrite",), ()):
         code, stdout, err = generate(cli, photos, out, *extra)
         assert code == 0, err
         assert sorted(samples_of(out)) == ["p0-v0", "p1-v0"] and "read 2 of 2 images" in stdout
     assert "(2 already done)" in stdout
-    assert cli("inspect", out)[0] == 0
+    assert cli("inspect", "--shards", out)[0] == 0
     code, _, err = generate(cli, out, out, "--teacher", "auto", "--quiet")  # its one image: previews/contact_sheet.png
-    assert code == 2 and err == f"error: every input lies inside --out {out}; give an --out outside the inputs\n"
+    assert code == 1 and err == f"error: every input lies inside --out {out}; give an --out outside the inputs\n"
 
 
 # Case 8 and issue 24: a .bin sweep is read in the width whose intensities line up; an N x 5
@@ -566,7 +567,7 @@ def test_convert_rig_refuses_a_sweep_read_in_the_wrong_width_and_counts_far_poin
     shutil.copytree(NUSCENES, root)
     rig = ("--rig", root / "calibration.json", "--workers", "1", "--quiet")
     code, _, err = cli("convert", "rig", root, *rig, "--out", tmp_path / "four", "--lidar-columns", "4")
-    assert code == 2 and "read as N x 4 float32 its intensity column holds negative or non-finite values" in err
+    assert code == 1 and "read as N x 4 float32 its intensity column holds negative or non-finite values" in err
     (error,) = read_errors(tmp_path / "four").values()
     assert error["stage"] == "read"
     assert error["reason"].endswith("(is it N x 5?); say its width with --lidar-columns 4 or 5")
@@ -584,7 +585,7 @@ def test_convert_rig_refuses_a_sweep_read_in_the_wrong_width_and_counts_far_poin
     counts = json.loads(sample["json"])["counts"]
     assert counts["sparse_pixels"] == np.count_nonzero(schema.decode_depth_png(sample["sparse.png"]))
     assert counts["sparse_pixels_beyond_encoding"] > 0
-    assert cli("inspect", tmp_path / "far")[0] == 0
+    assert cli("inspect", "--shards", tmp_path / "far")[0] == 0
 
 
 # Case 9: an object store this machine has no credentials for is one line saying where they go,
@@ -600,9 +601,9 @@ def test_a_store_without_credentials_is_one_line(cli, tmp_path, bucket, monkeypa
     s3fs.S3FileSystem.clear_instance_cache()
     try:
         for args in (("generate", "--images", photos, "--out", f"{bucket}/run", "--teacher", "sidecar", "--fov", "90",
-                      "--workers", "1", "--quiet"), ("inspect", f"{bucket}/run")):  # fmt: skip
+                      "--workers", "1", "--quiet"), ("inspect", "--shards", f"{bucket}/run")):  # fmt: skip
             code, _, err = cli(*args)
-            assert code == 2 and err.startswith("error: no usable credentials for the object store (Unable to locate")
+            assert code == 1 and err.startswith("error: no usable credentials for the object store (Unable to locate")
             assert "AWS_ACCESS_KEY_ID" in err and err.count("\n") == 1 and "not a simlidar output" not in err
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
@@ -621,14 +622,18 @@ def test_messages_say_what_is_true(cli, tmp_path):
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     holder = {"host": "elsewhere", "pid": 1, "process_start": "", "since": "2026-01-01T00:00:00", "token": "x"}
     (out / LOCK).write_text(json.dumps(holder))
-    code, _, err = cli("inspect", out)
+    code, _, err = cli("inspect", "--shards", out)
     assert "problem: a run is still writing it (pid 1 on elsewhere, since 2026-01-01T00:00:00): inspect it when" in err
     (out / LOCK).unlink()
-    code, _, err = cli("inspect", out)
-    assert code == 2 and (
-        "problem: the run stopped before it finished (killed: no run holds it now): re-run the `simlidar generate` "
-        "that made it\n"
-    ) in err
+    code, _, err = cli("inspect", "--shards", out)
+    assert (
+        code == 1
+        and (
+            "problem: the run stopped before it finished (killed: no run holds it now): re-run the `simlidar generate` "
+            "that made it\n"
+        )
+        in err
+    )
     for option, value, why in (
         ("--mount-jitter", "height=20", "--mount-jitter: height must be a range in [0, 10) m, got 20"),
         ("--mount-jitter", "pitch=90", "--mount-jitter: pitch must be a range in [0, 90) deg, got 90"),
@@ -637,7 +642,7 @@ def test_messages_say_what_is_true(cli, tmp_path):
     ):
         code, _, err = generate(cli, photos, tmp_path / "other", option, value, "--quiet")
         assert code == 2 and err == f"error: {why}\n"
-    code, _, err = cli("publish", out, "--repo", "me/data", "--license", "garbage", "--dry-run")
+    code, _, err = cli("publish", "--shards", out, "--repo", "me/data", "--license", "garbage", "--dry-run")
     assert code == 2 and err.startswith("error: --license 'garbage' is not a licence id the Hub knows")
     assert not (out / "hub").exists()
 
@@ -655,7 +660,7 @@ def test_convert_kitti_refuses_a_nan_calibration_and_a_negative_limit(cli, tmp_p
     calib = root / "raw" / DRIVE[:10] / "calib_cam_to_cam.txt"
     calib.write_text("P_rect_02: 721.5 0 nan 44.8 0 721.5 172.8 0.2 0 0 1 0.003\n")
     code, _, err = cli("convert", "kitti", root, "--out", tmp_path / "o", "--workers", "1", "--quiet")
-    assert code == 2 and "no sample could be made from 3 inputs" in err
+    assert code == 1 and "no sample could be made from 3 inputs" in err
     reasons = {error["reason"] for error in read_errors(tmp_path / "o").values()}
     assert reasons == {f"{calib}: P_rect_02 is not 12 finite numbers; fix the file"}
 
@@ -669,7 +674,7 @@ def test_convert_rig_replaces_a_generate_run_whole_and_refuses_a_changed_calibra
     root = tmp_path / "rig"
     shutil.copytree(NUSCENES, root)
     rig = ("convert", "rig", root, "--rig", root / "calibration.json", "--out", out, "--workers", "1", "--quiet")
-    assert cli(*rig)[0] == 2  # a different run
+    assert cli(*rig)[0] == 1  # a different run
     assert cli(*rig, "--overwrite")[0] == 0
     assert sorted(path.name for path in out.iterdir() if path.name != "teacher-cache") == [
         "README.md", "errors.jsonl", "generate.log", "inputs.jsonl", "manifest.json", "shard-000000.stats.json",
@@ -685,10 +690,14 @@ def test_convert_rig_replaces_a_generate_run_whole_and_refuses_a_changed_calibra
     before = sha256(calibration)
     calibration.write_text(json.dumps({**json.loads(calibration.read_text()), "note": "re-measured"}))
     code, _, err = cli(*rig)
-    assert code == 2 and (
-        f"(the rig calibration file {calibration} changed since that run (sha256 {before[:12]} then, "
-        f"{sha256(calibration)[:12]} now))"
-    ) in err
+    assert (
+        code == 1
+        and (
+            f"(the rig calibration file {calibration} changed since that run (sha256 {before[:12]} then, "
+            f"{sha256(calibration)[:12]} now))"
+        )
+        in err
+    )
 
 
 # Case 10 (fidelity): an image that is not the one its calibration is for is one line, not a
@@ -702,7 +711,7 @@ def test_fidelity_refuses_an_image_its_calibration_is_not_for(cli, tmp_path):
     image = Image.open(source / "000134.png")
     image.resize((image.width // 4, image.height // 4)).save(tmp_path / "000134.png")
     code, out, err = cli("fidelity", "--kitti-object", tmp_path / "000134")
-    assert code == 2 and out == "" and err.startswith(f"error: {tmp_path}/000134.png is 306x92, but 000134.calib.txt")
+    assert code == 1 and out == "" and err.startswith(f"error: {tmp_path}/000134.png is 306x92, but 000134.calib.txt")
     assert "not the image the calibration is for (resized or cropped?)" in err
 
 

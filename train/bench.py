@@ -7,7 +7,7 @@
   includes the gradient all-reduce), and the process's peak memory;
 - inference: frames/s at KITTI's 352 x 1216, batch 1.
 
-`ssi_gradient_ratios` (simlidar bench-ssi) measures how strongly the fine-tuning SSI term
+`ssi_gradient_ratios` (simlidar bench ssi) measures how strongly the fine-tuning SSI term
 pulls a pixel next to the supervised L1, by depth range.
 """
 
@@ -117,7 +117,7 @@ def peak_memory_gb() -> float:
 
 def run_bench(shards, width, batch_size, crop_hw, steps, samples, device_name="auto"):
     """The bench's report, one line at a time as each figure is measured (rank 0's lines
-    only, under torchrun: `torchrun --nproc_per_node N --no-python simlidar bench-train`)."""
+    only, under torchrun: `torchrun --nproc_per_node N --no-python simlidar bench train`)."""
     index = index_shards(list_shards(shards))
     device = pick_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
     ranks = distributed.setup(device.type == "cuda")

@@ -1,4 +1,4 @@
-"""`simlidar train`, `simlidar eval`, `simlidar bench-train`, `bench-student` and `bench-kd-target`.
+"""`simlidar train`, `simlidar eval`, and the training benches `simlidar bench train|ssi|student|kd-target`.
 
 torch and the training code are imported inside the commands, so `simlidar --help`
 stays fast; only the torch-free run options (`simlidar.train.config`) load up front."""
@@ -104,7 +104,7 @@ DEFAULTS = {field.name: field.default for field in fields(TrainConfig) if field.
     "--temperature",
     default=DEFAULTS["temperature"],
     type=float,
-    help="bins-kd: softness of the teacher's bin probabilities, in log depth (0.03: about 3%% of depth).",
+    help="bins-kd: softness of the teacher's bin probabilities, in log depth (0.03: about 3% of depth).",
 )
 @click.option(
     "--chamfer-weight", default=DEFAULTS["chamfer_weight"], type=float, help="bins-kd: weight of the chamfer term."
@@ -161,7 +161,7 @@ def train(stop_at, overwrite, quiet, crop, bin_range, out, **options) -> None:
     except KeyboardInterrupt as interrupt:
         _stopped(interrupt)
     except RankStopped:
-        sys.exit(2)  # another torchrun rank said why
+        sys.exit(1)  # another torchrun rank said why
     if result["main"] and not result["done_before"]:
         click.echo(f"step {result['step']}: loss {result['loss']}; checkpoint {Path(config.out) / 'last.pt'}")
 
@@ -236,8 +236,8 @@ def predict(checkpoint, images, sparse, out, previews, no_ema, device, quiet) ->
     click.echo(f"{len(record['written'])} depth maps ({record['weights']} weights, step {record['step']}) in {out}/")
 
 
-@click.command("bench-train")
-@click.option("--shards", default="out/demo", show_default=True, help="Shards to read (e.g. `make demo`'s).")
+@click.command("train")
+@click.option("--shards", default="out/demo", help="Shards to read (`make demo` writes out/demo).")
 @click.option("--width", default=32, type=int, help="Model width.")
 @click.option("--batch-size", default=8, type=int, help="Samples per training step.")
 @click.option("--crop", default=(256, 512), type=(int, int), help="Training crop H W.")
@@ -252,8 +252,8 @@ def bench_train(shards, width, batch_size, crop, steps, samples, device) -> None
         click.echo(line)
 
 
-@click.command("bench-ssi")
-@click.option("--shards", default="out/demo", show_default=True, help="Generated shards (e.g. `make demo`'s).")
+@click.command("ssi")
+@click.option("--shards", default="out/demo", help="Generated shards (`make demo` writes out/demo).")
 @click.option("--crop", default=(256, 512), type=(int, int), help="Crop H W of each sample.")
 @click.option("--samples", default=8, type=int, help="Samples in the one batch measured.")
 @click.option("--ssi-weight", default=DEFAULTS["ssi_weight"], type=float, help="Weight of the SSI term.")
@@ -267,7 +267,7 @@ def bench_ssi(shards, crop, samples, ssi_weight, trim) -> None:
         click.echo(line)
 
 
-@click.command("bench-student")
+@click.command("student")
 @click.option("--width", default=16, type=int, help="Student width (channels of the first stage).")
 @click.option("--bins", default=64, type=int, help="Depth bins of the students.")
 @click.option("--frames", default=5, type=int, help="Timed frames per model (after 2 warm-up frames).")
@@ -280,7 +280,7 @@ def bench_student(width, bins, frames, device) -> None:
         click.echo(line)
 
 
-@click.command("bench-kd-target")
+@click.command("kd-target")
 @click.option("--shards", required=True, help="Shards with ground truth (e.g. `simlidar convert rig`'s or KITTI's).")
 @click.option("--bins", default=DEFAULTS["bins"], type=int, help="Depth bins.")
 @click.option("--bin-range", default=DEFAULTS["bin_range"], type=(float, float), help="MIN MAX metres of the bins.")
@@ -291,3 +291,7 @@ def bench_kd_target(shards, bins, bin_range, frames) -> None:
 
     for line in run_kd_target_bench(shards, bins, tuple(bin_range), frames):
         click.echo(line)
+
+
+# The training benches, by their name under `simlidar bench`.
+BENCHES = {command.name: command for command in (bench_train, bench_ssi, bench_student, bench_kd_target)}

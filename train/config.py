@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from .errors import TrainError
+from .errors import TrainError, TrainOptionError
 
 STAGES = ("pretrain", "finetune")
 LOSS_NAMES = ("l1", "l2")
@@ -44,7 +44,7 @@ class TrainConfig:
     student: str = "completion"
     bins: int = 64
     bin_range: tuple[float, float] = (0.5, 100.0)
-    # Relative depth (log) units; chosen by `simlidar bench-kd-target` (README).
+    # Relative depth (log) units; chosen by `simlidar bench kd-target` (README).
     temperature: float = 0.03
     chamfer_weight: float = 0.1
     kd_weight: float = 1.0
@@ -70,16 +70,16 @@ FREE_TO_CHANGE = {"log_every", "save_every", "val_shards", "val_every", "device"
 
 
 def check_options(config: TrainConfig, stop_at: int | None = None) -> None:
-    """Every option in its range, as one line naming the flag."""
+    """Every option in its range, as one line naming the flag (a usage error: exit 2)."""
     for option in fields(config):
         values = getattr(config, option.name)
         for value in values if isinstance(values, tuple) else (values,):
             if isinstance(value, float) and not math.isfinite(value):
-                raise TrainError(f"--{option.name.replace('_', '-')} must be a finite number (got {value})")
+                raise TrainOptionError(f"--{option.name.replace('_', '-')} must be a finite number (got {value})")
     choices = {"stage": STAGES, "loss": LOSS_NAMES, "objective": OBJECTIVES, "student": STUDENTS, "decay": DECAYS}
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
-            raise TrainError(f"--{name} {getattr(config, name)!r} is unknown: use one of {', '.join(allowed)}")
+            raise TrainOptionError(f"--{name} {getattr(config, name)!r} is unknown: use one of {', '.join(allowed)}")
     at_least = {
         "steps": 1,
         "batch_size": 1,
@@ -102,33 +102,33 @@ def check_options(config: TrainConfig, stop_at: int | None = None) -> None:
     for name, low in at_least.items():
         value = getattr(config, name)
         if value is not None and value < low:
-            raise TrainError(f"--{name.replace('_', '-')} must be at least {low} (got {value})")
+            raise TrainOptionError(f"--{name.replace('_', '-')} must be at least {low} (got {value})")
     if min(config.crop) < 1:
-        raise TrainError(f"--crop H W must be positive (got {config.crop[0]} {config.crop[1]})")
+        raise TrainOptionError(f"--crop H W must be positive (got {config.crop[0]} {config.crop[1]})")
     if stop_at is not None and stop_at < 1:
-        raise TrainError(f"--stop-at must be at least 1 (got {stop_at})")
+        raise TrainOptionError(f"--stop-at must be at least 1 (got {stop_at})")
     if not config.lr > 0 or config.min_lr > config.lr:
-        raise TrainError(
+        raise TrainOptionError(
             f"--lr must be positive and at least --min-lr (got --lr {config.lr}, --min-lr {config.min_lr})"
         )
     for name in ("warmup", "max_bad_samples"):
         value = getattr(config, name)
         if not 0 <= value <= 1:
-            raise TrainError(f"--{name.replace('_', '-')} must lie in [0, 1] (got {value})")
+            raise TrainOptionError(f"--{name.replace('_', '-')} must lie in [0, 1] (got {value})")
     for name in ("trim", "ema"):
         value = getattr(config, name)
         if not 0 <= value < 1:
-            raise TrainError(f"--{name} must lie in [0, 1) (got {value})")
+            raise TrainOptionError(f"--{name} must lie in [0, 1) (got {value})")
     if config.stage == "finetune" and config.init is None:
-        raise TrainError("--stage finetune needs --init CKPT (a pretrained checkpoint, e.g. runs/pretrain/last.pt)")
+        raise TrainOptionError("--stage finetune needs --init CKPT (a pretrained one, e.g. runs/pretrain/last.pt)")
     if config.view_relational and config.objective != "bins-kd":
-        raise TrainError("--view-relational distils into a bin student: add --objective bins-kd")
+        raise TrainOptionError("--view-relational distils into a bin student: add --objective bins-kd")
     if config.objective == "bins-kd":
         check_bins(config.bins)
         if not 0 < config.bin_range[0] < config.bin_range[1]:
-            raise TrainError(f"--bin-range must be 0 < MIN < MAX metres (got {config.bin_range})")
+            raise TrainOptionError(f"--bin-range must be 0 < MIN < MAX metres (got {config.bin_range})")
         if config.temperature <= 0:
-            raise TrainError(f"--temperature must be positive (got {config.temperature})")
+            raise TrainOptionError(f"--temperature must be positive (got {config.temperature})")
 
 
 def check_data(config: TrainConfig, index) -> None:
@@ -251,4 +251,4 @@ def check_stop_at(stop_at: int | None, step: int, steps: int) -> None:
 
 def check_bins(bins: int) -> None:
     if bins < 2:
-        raise TrainError(f"--bins must be at least 2 (got {bins}): a single bin cannot order depths")
+        raise TrainOptionError(f"--bins must be at least 2 (got {bins}): a single bin cannot order depths")

@@ -7,6 +7,10 @@ class TrainError(Exception):
     the message is one line that says what to do."""
 
 
+class TrainOptionError(TrainError):
+    """An option's value, or a combination of options, that cannot work: a usage error."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT (Ctrl-C) or SIGTERM during training, after the step was saved: where the run
     stands. signal: the signal's name (None when another torchrun rank received it);

@@ -1,4 +1,4 @@
-"""How well the KD target stands for the truth: `simlidar bench-kd-target`.
+"""How well the KD target stands for the truth: `simlidar bench kd-target`.
 
 For every frame of some shards with ground truth, a perfect teacher (disparity
 scale / depth + shift at the ground-truth pixels, the shift alone everywhere else, as

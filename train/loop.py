@@ -30,7 +30,7 @@ from .errors import RankStopped, TrainError, TrainingInterrupted
 from .factory import pick_device
 from .metrics import mean_metrics
 from .objectives import LOSS_PARTS, as_float32, compute_loss
-from .run import BEST, ERRORS, LAST, Run, Start, build_run, copy_buffers, open_run, say
+from .run import BEST, ERRORS, LAST, Run, Start, build_run, copy_buffers, describe_start, open_run, say
 from .schedule import get_lr
 from .signals import StopSignals
 from .validate import model_metrics
@@ -56,6 +56,8 @@ def train(config: TrainConfig, stop_at: int | None = None, progress: bool = True
                     f"{config.out} is already at step {start.step}: nothing to do (raise --steps to train longer)",
                 )
                 return {"step": start.step, "loss": None, "done_before": True, "main": ranks.is_main}
+            if progress:
+                say(ranks, describe_start(config, start, device, ranks))
             run = build_run(config, start, device, ranks, progress, signals)
             train_until_end(run)
             return {"step": run.step, "loss": run.last_row.get("loss"), "done_before": False, "main": ranks.is_main}

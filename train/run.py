@@ -42,6 +42,7 @@ from .config import (
 from .errors import TrainError
 from .factory import load_model, new_model
 from .identity import check_same_run, run_identity
+from .model import parameter_count
 from .objectives import LOSS_PARTS
 from .runlog import ErrorLog, RunLog
 from .schedule import get_lr
@@ -347,6 +348,21 @@ def build_run(
         log, bar, batches, Clock(resume.get("elapsed_s", 0.0)), signals, allowed,
         start.step,
     )  # fmt: skip
+
+
+def describe_start(config: TrainConfig, start: Start, device: torch.device, ranks: distributed.Ranks) -> str:
+    """The line a run says before its first step: where it runs, the model, the data, the run
+    folder and whether it resumes."""
+    where = str(device) + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else "")
+    where += f", {ranks.world_size} ranks" if ranks.world_size > 1 else ""
+    parameters = parameter_count(start.model)
+    shards = len(start.index.urls)
+    begin = f"resuming from step {start.step}" if start.resume is not None else "a new run"
+    return (
+        f"training on {where}: {config.objective} model of {parameters / 1e6:.2f} M parameters; "
+        f"{start.index.samples} samples in {shards} shard{'s' if shards != 1 else ''} of {config.shards}; "
+        f"run folder {config.out}; {begin}, to step {start.end}"
+    )
 
 
 def write_config(config: TrainConfig, identity: dict, schedule: list[dict]) -> None:

@@ -1,4 +1,4 @@
-"""`simlidar bench --edges`: what a scan of a teacher's soft depth edges looks like.
+"""`simlidar bench edges`: what a scan of a teacher's soft depth edges looks like.
 
 No teacher's weights are at hand, so true depth stands in for a perfect teacher and
 blurred copies of it (output/flying.py: box, Gaussian, shifted, dilated, warped; the

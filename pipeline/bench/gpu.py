@@ -52,12 +52,12 @@ from ..config import GenerateConfig
 from ..distributor import teacher_pool
 from ..errors import PipelineError
 from ..runner import generate
+from ..sources.bundled import STREET, existing
 from ..stages.teacher import TeacherSpec, build_teacher
 from .gpu_plan import PLANS, BenchPlan, GeneratePlan, TeacherPlan, TrainPlan
 from .scaling import copy_scene
 from .teacher import DA_V2_INPUT_PX, bare_images_per_second, bench_teacher, random_depth_anything_v2
 
-BUNDLED_STREET = Path(__file__).resolve().parents[2] / "examples" / "scenes" / "street_kitti.jpg"
 GENERATE_TEACHER = "depth-anything-v2-small"
 RUNS = ("warm-up", "timed")
 RAY_QUIET = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
@@ -129,8 +129,7 @@ def run_gpu_bench(size: str, json_path: Path, training: Training) -> bool:
     """Run every part of `size`'s plan, print the table, write the JSON; False when a row failed."""
     plan = choose_plan(size)
     check_json_path(json_path)
-    if not BUNDLED_STREET.is_file():
-        raise PipelineError(f"the bundled scenes are not here ({BUNDLED_STREET.parent}): run from a clone of simlidar")
+    existing(STREET, "the bundled street scene (examples/scenes of a checkout)", "run it from a clone of simlidar")
     device = device_info()
     if not device["gpus"]:
         click.echo(
@@ -287,7 +286,7 @@ def generate_rows(plan: GeneratePlan, repeats: int, models: ModelFolders, work: 
     slots, actors = task_slots(plan)
     counts = photo_counts(plan, slots)
     folder, weights = models.folder(GENERATE_TEACHER, plan.input_px)
-    copy_scene(BUNDLED_STREET, work / "photos", counts[-1], plan.photo_scale, distinct=True)
+    copy_scene(STREET, work / "photos", counts[-1], plan.photo_scale, distinct=True)
     config = GenerateConfig(
         images=str(work / "photos"),
         teacher=f"{HF_PREFIX}{folder}",

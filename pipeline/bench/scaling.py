@@ -1,4 +1,4 @@
-"""`simlidar bench --scaling`: how the runner scales. Listing a million input paths,
+"""`simlidar bench scaling`: how the runner scales. Listing a million input paths,
 parallel efficiency of N Ray workers against one on the same shards, and peak memory
 of a run over 100 and over 1000 photos (it must not grow with the input count)."""
 
@@ -76,6 +76,9 @@ class _Silent:
         pass
 
     def shard_done(self) -> None:
+        pass
+
+    def starting(self, what: str) -> None:
         pass
 
 

@@ -1,4 +1,4 @@
-"""`simlidar bench --store URL`: the throughput of one run into an object store against
+"""`simlidar bench store --out URL`: the throughput of one run into an object store against
 the same run on local disk: the same photos (copies of a bundled scene), one worker in
 this process, every upload counted, after a one-photo warm-up run. The run on the store
 is removed afterwards."""

@@ -1,4 +1,4 @@
-"""`simlidar bench --teacher NAME`: teacher images per second per batch size, for the
+"""`simlidar bench teacher --teacher NAME`: teacher images per second per batch size, for the
 pipeline's teacher stage (preprocess, forward, resize back, relative-to-metric) and
 for the bare model forward on ready tensors, and their ratio."""
 

@@ -13,6 +13,7 @@ from ..sources.calibrated_rig_lidar import LIDAR_COLUMNS
 from ..sources.kitti import SPLITS
 from ..sources.urls import absolute_location
 from .engine import run_and_report, run_options
+from .grammar import check_teacher
 
 TEACHER_OUTPUTS = ("metric", "disparity", "depth")
 # Every default is the config's: the CLI names no value of its own.
@@ -31,14 +32,17 @@ def _teacher_options(beside: str):
     teacher = click.option(
         "--teacher",
         default=KITTI_DEFAULTS["teacher"],
+        show_default=False,
+        callback=check_teacher,
         help="Teacher whose relative disparity goes in teacher.png: a name of `simlidar teachers list`, hf:ORG/NAME "
         f"or sidecar ({beside}) [default: none].",
     )
     output = click.option(
         "--teacher-output",
         default=KITTI_DEFAULTS["teacher_output"],
+        show_default=False,
         type=click.Choice(("", *TEACHER_OUTPUTS)),
-        help="What an hf:ORG/NAME teacher predicts.",
+        help="What an hf:ORG/NAME teacher predicts [default: none].",
     )
     return lambda command: teacher(output(command))
 
@@ -52,7 +56,7 @@ def _teacher_options(beside: str):
     type=click.Choice(SPLITS),
     help="Which part of the benchmark to convert.",
 )
-@click.option("--raw", default=KITTI_DEFAULTS["raw"], help="KITTI raw images [default: ROOT/raw].")
+@click.option("--raw", default=KITTI_DEFAULTS["raw"], show_default=False, help="KITTI raw images [default: ROOT/raw].")
 @_teacher_options("photo.depth.png beside each raw image")
 @click.option(
     "--shard-size",
@@ -79,6 +83,7 @@ def kitti(root, out, raw, overwrite, quiet, workers, address, teacher_actors, **
 @click.option(
     "--lidar-folder",
     default=RIG_DEFAULTS["lidar_folder"],
+    show_default=False,
     help="Folder of ROOT with the sweeps [default: the one with .bin/.pcd].",
 )
 @click.option(

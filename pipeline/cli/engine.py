@@ -7,6 +7,7 @@ import click
 
 from ..config import RunConfig
 from ..output.store import open_store
+from .grammar import overwrite_option, quiet_option
 
 RUN_OPTIONS = (
     click.option(
@@ -29,8 +30,8 @@ RUN_OPTIONS = (
         help="On Ray: model copies serving every shard's teacher batches (0: one per task) "
         "[default: one per GPU, none without GPUs].",
     ),
-    click.option("--overwrite", is_flag=True, help="Replace a different or finished run in --out."),
-    click.option("--quiet", is_flag=True, help="No progress bar or summary."),
+    overwrite_option("Replace a different or finished run in --out."),
+    quiet_option(),
 )
 
 
@@ -82,4 +83,23 @@ def run_and_report(
         f"({totals['points_min']}-{totals['points_max']}), "
         f"{totals['sparse_pixels_per_sample']:.0f} sparse pixels per sample"
     )
+    click.echo(_made_with(summary.manifest))
     click.echo(f"took {summary.elapsed_s:.1f} s; output in {store}/")
+
+
+def _made_with(manifest: dict) -> str:
+    """Where the samples' depth and intrinsics came from and the mount: what the options resolved to."""
+    from ..output.manifest import describe_sources
+
+    resolved = manifest["resolved"]
+    words = describe_sources(resolved)
+    line = f"depth from {words['teacher']}; intrinsics from {words['intrinsics']}; mount {resolved['mount']}"
+    random = resolved["intrinsics"].get("random", 0)
+    if random:
+        samples = manifest["totals"]["samples"]
+        every = "every sample" if random == samples else f"{random} of {samples} samples"
+        line += (
+            f"\nnote: {every} got a random field of view (--fov-range): where you know the camera, give each "
+            "photo a .json with fx, fy, cx, cy, or pass --fov or --intrinsics"
+        )
+    return line

@@ -1,5 +1,6 @@
-"""The CLI's side of errors: which exceptions are the user's to fix (printed as one line,
-exit 2), and the library parameter names their messages quote, as the flags that set them."""
+"""The CLI's side of errors: which exceptions are the user's to fix (printed as one line;
+exit 2 for a usage error, 1 for data or a run that failed), and the library parameter
+names their messages quote, as the flags that set them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 from simlidar.sensors import SensorSpecError
 from simlidar.teachers import IntrinsicsError, TeacherError
 
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 
 # Libraries name a parameter in `backticks`; the CLI shows the flag that sets it: the flag of
 # the option of that name (every command's options, read from the commands themselves), or,
@@ -42,6 +43,13 @@ def user_errors() -> tuple[type[Exception], ...]:
     from simlidar.train.errors import TrainError
 
     return (PipelineError, SensorSpecError, TeacherError, IntrinsicsError, TrainError)
+
+
+def usage_errors() -> tuple[type[Exception], ...]:
+    """The user errors that are the command line's: an option's value that cannot work."""
+    from simlidar.train.errors import TrainOptionError
+
+    return (OptionError, TrainOptionError)
 
 
 def with_flags(message: str) -> str:

@@ -16,6 +16,7 @@ from ..output.flying import parse_teacher_blur
 from ..output.preview import check_picture_path
 from ..stages.edges import RULES as EDGE_RULES
 from .generate import RAY_DROP_OPTION
+from .grammar import check_mount, check_sensor
 
 
 @click.command("fidelity")
@@ -25,13 +26,19 @@ from .generate import RAY_DROP_OPTION
     required=True,
     type=click.Path(path_type=Path),
     help="A KITTI object frame DIR/NAME: NAME.bin (scan), NAME.png (image) and NAME.calib.txt (or "
-    "DIR/../calib/NAME.txt), e.g. ../shared/data/kitti_object/000134.",
+    "DIR/../calib/NAME.txt), e.g. the shared data's kitti_object/000134.",
 )
-@click.option("--sensor", default="hdl64-kitti", help="The sensor to simulate: a catalog name or a .toml file.")
+@click.option(
+    "--sensor",
+    default="hdl64-kitti",
+    callback=check_sensor,
+    help="The sensor to simulate: a catalog name or a .toml file.",
+)
 @click.option(
     "--mount",
     default="",
     show_default=False,
+    callback=check_mount,
     help="Where the simulated LiDAR sits: a named mount or a calibration file, as for generate "
     "[default: the frame's own calibration].",
 )

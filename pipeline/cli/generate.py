@@ -14,6 +14,7 @@ from ..stages.edges import RULES as EDGE_RULES
 from ..stages.mesh import METHODS
 from .engine import run_and_report, run_options
 from .errors import with_flags
+from .grammar import check_mount, check_sensor, check_teacher, renamed
 
 # Every default is GenerateConfig's: the CLI names no value of its own.
 DEFAULTS = {field.name: field.default for field in fields(GenerateConfig) if field.name != "images"}
@@ -55,6 +56,7 @@ RAY_DROP_OPTION = click.option(
 @click.option(
     "--sensor",
     default=DEFAULTS["sensor"],
+    callback=check_sensor,
     help=f"LiDAR to simulate: {', '.join(available_sensors())}, or a path to a sensor .toml file.",
 )
 @click.option(
@@ -66,19 +68,22 @@ RAY_DROP_OPTION = click.option(
     "--mount",
     default=DEFAULTS["mount"],
     show_default=False,
+    callback=check_mount,
     help=f"LiDAR placement: {', '.join(MOUNTS)} (kitti: KITTI's 2011_09_26 calibration into camera 2), or a "
     "calibration file: a KITTI object calib.txt, a KITTI raw calib_velo_to_cam.txt (with calib_cam_to_cam.txt "
     "beside it), or .json/.toml with a 4x4 T_cam_lidar [default: the sensor's own].",
 )
 @click.option(
-    "--mount-camera",
+    "--camera",
+    "mount_camera",
     default=DEFAULTS["mount_camera"],
     type=int,
-    help="The image camera of a KITTI calibration file given as --mount (0-3; 2 = left colour, P2).",
+    help="KITTI camera (0-3; 2 = left colour, P2) whose image a KITTI calibration file given as --mount maps into.",
 )
 @click.option(
     "--teacher",
     default=DEFAULTS["teacher"],
+    callback=check_teacher,
     help="Where dense depth comes from: auto (a photo's .depth.png/.npy sidecar, else depth-anything-v2-small), "
     f"sidecar, a model of `simlidar teachers list` ({', '.join(TEACHERS[2:5])}, ...) or hf:ORG/NAME.",
 )
@@ -344,6 +349,7 @@ RAY_DROP_OPTION = click.option(
     help="Risley (Livox) sensors: seconds of firing per frame; coverage grows with it [default: the sensor file's].",
 )
 @run_options
+@renamed("--mount-camera", "mount_camera", "--camera", type=int)
 def generate(
     out: str,
     overwrite: bool,

@@ -9,9 +9,10 @@ import click
 from ..sources.urls import access_problem
 from .bench import bench
 from .convert import convert
-from .errors import user_errors, with_flags
+from .errors import usage_errors, user_errors, with_flags
 from .fidelity import fidelity
 from .generate import generate
+from .grammar import old_name
 from .output import inspect_command, publish
 from .sensors import sensors
 from .teachers import teachers
@@ -29,14 +30,15 @@ for command in (generate, inspect_command, publish, bench, sensors, teachers, co
 
 def add_training_commands() -> None:
     """The training commands come from `simlidar.train.cli`, imported here rather than at module
-    level so that the data pipeline never depends on the training package."""
-    from simlidar.train.cli import bench_kd_target, bench_ssi, bench_student, bench_train, evaluate, train
+    level so that the data pipeline never depends on the training package; its benches go
+    under `bench`, their old top-level names (bench-train, ...) kept as hidden aliases."""
+    from simlidar.train.cli import BENCHES, evaluate, predict, train
 
-    for command in (train, evaluate, bench_train, bench_ssi, bench_student, bench_kd_target):
+    for command in (train, evaluate, predict):
         cli.add_command(command)
-    from simlidar.train.cli import predict
-
-    cli.add_command(predict)
+    for name, command in BENCHES.items():
+        bench.add_command(command)
+        cli.add_command(old_name(command, f"bench-{name}", f"simlidar bench {name}"))
 
 
 def main() -> None:
@@ -50,11 +52,12 @@ def main() -> None:
         error.show()
         sys.exit(error.exit_code)
     except user_errors() as error:
+        # 2: the command line cannot work (as click's own usage errors); 1: the data or the run failed.
         click.echo(f"error: {with_flags(str(error))}", err=True)
-        sys.exit(2)
+        sys.exit(2 if isinstance(error, usage_errors()) else 1)
     except Exception as error:
         problem = access_problem(error)
         if problem is None:
             raise
         click.echo(f"error: {problem}", err=True)
-        sys.exit(2)
+        sys.exit(1)

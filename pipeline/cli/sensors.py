@@ -18,17 +18,18 @@ from simlidar.sensors.camera import invert_pose, transform_directions
 from simlidar.sensors.files import read_text_file
 from simlidar.sensors.maker_metadata import ouster_spec, velodyne_table_spec, write_sensor_file, write_sensor_text
 
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 from ..output import pictures
 from ..output.drop_fit import fit_drop, sensor_to_fit, with_ray_drop
 from ..output.fidelity import read_frame, read_kitti_object_frame
 from ..output.preview import check_picture_path
+from ..sources.bundled import STREET
 from ..stages.scan import simulate_rig_scan
 from ..stages.scene import sidecar_camera
 from ..stages.target import ray_target
 from ..stages.timing import StageTimes
+from .grammar import check_sensor, overwrite_option
 
-DEFAULT_SCENE = Path(__file__).resolve().parents[2] / "examples" / "scenes" / "street_kitti.jpg"
 PICTURE_WIDTH = 1300
 PATTERN_HEIGHT = 360
 MARGIN = 40
@@ -180,7 +181,7 @@ def list_command() -> None:
 
 
 @sensors.command("show")
-@click.argument("name")
+@click.argument("name", callback=check_sensor)
 @click.option(
     "--plot",
     default=None,
@@ -189,7 +190,7 @@ def list_command() -> None:
 )
 @click.option(
     "--scene",
-    default=DEFAULT_SCENE,
+    default=STREET,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Photo with sidecar depth and intrinsics for --plot (a bundled street at KITTI's size).",
 )
@@ -230,18 +231,27 @@ def _read_document(path: Path, kind: str) -> dict:
     return document
 
 
-_OUT = click.option(
-    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The sensor .toml file to write."
-)
+def _out_file(command):
+    """--out, the sensor file to write, and --overwrite: a file already there is kept without it."""
+    out = click.option(
+        "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The sensor .toml file to write."
+    )
+    return out(overwrite_option("Replace the --out file if it exists.")(command))
+
+
+def _check_new_file(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise PipelineError(f"--out {out} exists: pass --overwrite to replace it, or give another file")
 
 
 @import_group.command("ouster")
 @click.argument("metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_OUT
-@click.option("--name", default="", help="The sensor's name [default: the --out file's stem].")
+@_out_file
+@click.option("--name", default="", show_default=False, help="The sensor's name [default: the --out file's stem].")
 @click.option("--like", default=None, help="Catalog preset for range and returns [default: os0/os1/os2 by product].")
-def import_ouster(metadata: Path, out: Path, name: str, like: str | None) -> None:
+def import_ouster(metadata: Path, out: Path, overwrite: bool, name: str, like: str | None) -> None:
     """Write a sensor file from an Ouster sensor's METADATA JSON (beam angles and origins)."""
+    _check_new_file(out, overwrite)
     spec = ouster_spec(_read_document(metadata, "json"), name or out.stem, like, label=metadata.name)
     sensor = write_sensor_file(spec, out)
     click.echo(f"{out}: {sensor.name}, {sensor.channels} beams, {sensor.columns} columns (simlidar sensors show {out})")
@@ -249,18 +259,23 @@ def import_ouster(metadata: Path, out: Path, name: str, like: str | None) -> Non
 
 @import_group.command("velodyne")
 @click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_OUT
-def import_velodyne(table: Path, out: Path) -> None:
+@_out_file
+def import_velodyne(table: Path, out: Path, overwrite: bool) -> None:
     """Write a sensor file from a Velodyne-style per-laser TABLE (TOML, one [[laser]] per laser
     with vert_correction_deg, rot_correction_deg, vert_offset_m, horiz_offset_m; see
     sensors/maker_metadata.py)."""
+    _check_new_file(out, overwrite)
     sensor = write_sensor_file(velodyne_table_spec(_read_document(table, "toml"), label=table.name), out)
     click.echo(f"{out}: {sensor.name}, {sensor.channels} lasers (simlidar sensors show {out})")
 
 
 @sensors.command("fit-drop")
 @click.option(
-    "--sensor", "sensor_name", default="hdl64-kitti", help="The spinning sensor: a catalog name or a .toml file."
+    "--sensor",
+    "sensor_name",
+    default="hdl64-kitti",
+    callback=check_sensor,
+    help="The spinning sensor: a catalog name or a .toml file.",
 )
 @click.option(
     "--kitti-object",
@@ -286,18 +301,26 @@ def import_velodyne(table: Path, out: Path) -> None:
     "cannot hold returns on thin structures and edges).",
 )
 @click.option("--seed", default=0, type=int, help="Seed of the ideal scans' azimuth phase.")
-@_OUT
+@_out_file
 def fit_drop_command(
-    sensor_name: str, kitti_objects: tuple, frames: tuple, camera: int, match_count: bool, seed: int, out: Path
+    sensor_name: str,
+    kitti_objects: tuple,
+    frames: tuple,
+    camera: int,
+    match_count: bool,
+    seed: int,
+    out: Path,
+    overwrite: bool,
 ) -> None:
     """Fit --sensor's ray drop (per laser, range, incidence, luma, greenness) to real scans and write the sensor
     file with it as [ray_drop] to --out (the rest of the file as it is)."""
     if not kitti_objects and not frames:
-        raise PipelineError(
+        raise OptionError(
             "fit-drop needs real frames: give --kitti-object DIR/NAME or --frame SCAN IMAGE CALIBRATION"
         )
     if not out.parent.is_dir():
         raise PipelineError(f"--out {out}: folder {out.parent} does not exist")
+    _check_new_file(out, overwrite)
     sensor, sensor_text = sensor_to_fit(sensor_name)
     real = [read_kitti_object_frame(stem, camera) for stem in kitti_objects]
     real += [read_frame(scan, image, calibration, camera) for scan, image, calibration in frames]

@@ -7,6 +7,8 @@ import click
 from simlidar.teachers import DEFAULT_MODEL, MODELS, TeacherError, TeacherUnavailable, check_teacher_name
 from simlidar.teachers.registry import HF_PREFIX, is_hf_name
 
+from .grammar import check_teacher
+
 
 @click.group()
 def teachers() -> None:
@@ -38,7 +40,7 @@ def list_teachers() -> None:
 
 
 @teachers.command()
-@click.argument("name")
+@click.argument("name", callback=check_teacher)
 @click.option("--revision", default="", show_default=False, help="Branch, tag or commit [default: the registry's].")
 def pull(name: str, revision: str) -> None:
     """Download NAME's weights into the Hugging Face cache (HF_HOME), e.g. on a login node

@@ -11,8 +11,10 @@ import hashlib
 import json
 import platform
 import time
+from collections import Counter
 from importlib import metadata
 
+from .. import schema
 from ..config import Plan
 from ..errors import PipelineError
 from ..sources.fingerprint import changed_inputs, input_fingerprints, named_file_changes
@@ -186,6 +188,64 @@ def _made(store: Store, plan: ShardPlan) -> bool:
     return store.exists(plan.tar_name) and store.exists(plan.stats_name)
 
 
+def sample_sources(members: dict[str, bytes]) -> dict[str, str]:
+    """Where a written sample's depth and intrinsics came from, as its json records them: the
+    teacher that made its depth (sidecar, a model's name) and its intrinsics' source."""
+    meta = json.loads(members[schema.META])
+    # "random fov 61.20 deg", "exif 35mm-equivalent 28 mm": counted by their kind
+    intrinsics = meta.get("intrinsics_source", "none").split()[0]
+    teacher = meta.get("teacher") or "none"  # a recorded sample names its teacher.png's model
+    return {"teacher": teacher["id"] if isinstance(teacher, dict) else teacher, "intrinsics": intrinsics}
+
+
+def count_sources(sources: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """{"teacher": {name: samples}, "intrinsics": {source: samples}} of a shard's samples."""
+    return {kind: dict(sorted(Counter(each[kind] for each in sources).items())) for kind in ("teacher", "intrinsics")}
+
+
+def _sources(all_stats: list[dict]) -> dict[str, dict[str, int]]:
+    """The shards' samples per teacher and per intrinsics source (count_sources);
+    shards made before their stats counted them add nothing."""
+    totals = {"teacher": Counter(), "intrinsics": Counter()}
+    for stats in all_stats:
+        for kind, counts in stats.get("sources", {}).items():
+            totals[kind].update(counts)
+    return {kind: dict(sorted(counts.items())) for kind, counts in totals.items()}
+
+
+# How a summary and a dataset card say where a sample's intrinsics came from.
+INTRINSICS_SOURCES = {
+    "flag": "the intrinsics given for every photo",
+    "sidecar": "the photo's .json",
+    "exif": "EXIF focal length",
+    "teacher": "the teacher's focal estimate",
+    "fov": "the field of view given for every photo",
+    "random": "a random field of view",
+    "calibration": "the recording's calibration",
+}
+
+
+def describe_sources(resolved: dict) -> dict[str, str]:
+    """{"teacher": ..., "intrinsics": ...}: the manifest's per-sample counts as words, e.g.
+    "sidecar (all 6 samples)" or "the photo's .json (4 of 6 samples), ... (2 of 6)"."""
+    described = {}
+    for kind in ("teacher", "intrinsics"):
+        counts = resolved.get(kind, {})
+        total = sum(counts.values())
+        words = {name: INTRINSICS_SOURCES.get(name, name) if kind == "intrinsics" else name for name in counts}
+        if len(counts) == 1:
+            described[kind] = f"{words[next(iter(counts))]} ({'all ' if total > 1 else ''}{_samples(total)})"
+        else:
+            described[kind] = ", ".join(
+                f"{words[name]} ({count} of {_samples(total)})" for name, count in counts.items()
+            )
+    return described
+
+
+def _samples(count: int) -> str:
+    return f"{count} sample{'s' if count != 1 else ''}"
+
+
 def finalize_output(
     store: Store,
     plan: Plan,
@@ -217,6 +277,7 @@ def finalize_output(
         "shards_planned": len(shards),
         "failed_shards": [{"shard": failure.shard, "reason": failure.reason} for failure in failures],
         "sensor": plan.manifest_sensor(),
+        "resolved": {"mount": plan.resolved_mount(), **_sources(all_stats)},
         "shards": [
             {key: stats[key] for key in ("shard", "inputs", "images_written", "samples", "sha256", "bytes")}
             for stats in all_stats

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import PipelineError
+from ..errors import OptionError
 from . import pictures
 
 SHEET_WIDTH = 1800
@@ -31,9 +31,9 @@ def check_picture_path(path: Path, option: str = "`plot`") -> None:
     Image.init()
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format not in Image.SAVE:
-        raise PipelineError(f"{option} {path}: give a picture file name ending in .png or .jpg")
+        raise OptionError(f"{option} {path}: give a picture file name ending in .png or .jpg")
     if not path.parent.is_dir():
-        raise PipelineError(f"{option} {path}: the folder {path.parent} does not exist; make it first")
+        raise OptionError(f"{option} {path}: the folder {path.parent} does not exist; make it first")
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from pathlib import Path
 from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
 
 from .. import schema
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 from .card import reading_depth
 from .inspect import CONTACT_SHEET, PREVIEWS, Inspection, inspect_output
-from .manifest import MANIFEST
+from .manifest import MANIFEST, describe_sources
 
 STAGING = "hub"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -50,6 +50,14 @@ HUB_LICENCES = {
 }  # fmt: skip
 
 
+# The card's licence when `publish` is not given one; the card then says so (UNSET_LICENCE_NOTE).
+UNSET_LICENCE = "other"
+UNSET_LICENCE_NOTE = (
+    "> **Licence not set**: this card says `other` because no licence was given when it was published. The data "
+    "carries the licence of its photos and the teacher's terms (see the table below).\n\n"
+)
+
+
 class PublishError(PipelineError):
     """The output cannot be published as it is, or the Hub cannot be reached."""
 
@@ -63,20 +71,21 @@ def check_licence(licence: str) -> None:
         spdx = ""
     single = spdx and " " not in spdx and not spdx.startswith("LicenseRef-") and licence == licence.lower()
     if not (single or licence in HUB_LICENCES):
-        raise PublishError(
+        raise OptionError(
             f"`licence` {licence!r} is not a licence id the Hub knows: give an SPDX id in lower case (cc-by-4.0, "
             "apache-2.0, mit, ...), one of the Hub's own (openrail, llama3, ...), or other"
         )
 
 
-def stage(out_dir: Path, repo_id: str, licence: str, split: str = "train", revision: str = "main") -> Path:
+def stage(out_dir: Path, repo_id: str, licence: str | None, split: str = "train", revision: str = "main") -> Path:
     """Check `out_dir` and write OUT/hub (data/SPLIT/*.tar, README.md, manifest.json,
-    previews/); the card's links point at `revision`. Returns the staging folder."""
-    check_licence(licence)
+    previews/); the card's links point at `revision`; licence None: not given (the card
+    warns). Returns the staging folder."""
+    check_licence(licence or UNSET_LICENCE)
     if not _REPO_ID.match(repo_id):
-        raise PublishError(f"`repo` {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
+        raise OptionError(f"`repo` {repo_id!r} is not a Hub repo id; write USER/NAME or ORG/NAME")
     if not _SPLIT.match(split):
-        raise PublishError(f"`split` {split!r}: use letters, digits and underscores (train, validation, test)")
+        raise OptionError(f"`split` {split!r}: use letters, digits and underscores (train, validation, test)")
     report = inspect_output(out_dir)
     if report.problems:
         raise PublishError(
@@ -149,7 +158,7 @@ CARD_BODY = """# {name}
 LiDAR depth-completion training pairs made by [simlidar](https://pypi.org/project/simlidar/) {version}
 (`{command}`) {summary}
 
-{preview}## How it was made
+{licence_note}{preview}## How it was made
 
 | | |
 | --- | --- |
@@ -195,11 +204,11 @@ The data generation follows DMD3C:
 
 
 def dataset_card(
-    report: Inspection, repo_id: str, licence: str, split: str, with_preview: bool, revision: str = "main"
+    report: Inspection, repo_id: str, licence: str | None, split: str, with_preview: bool, revision: str = "main"
 ) -> str:
     """A Hugging Face dataset card: YAML metadata the Hub and `datasets` read, and a body
     made from the manifest; its download links point at `revision`, the branch it is
-    uploaded to."""
+    uploaded to; licence None: not given (`other`, and a warning at the top)."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
     manifest, stats = report.manifest, report.stats()
@@ -207,7 +216,7 @@ def dataset_card(
     sensor = manifest["sensor"]["name"]
     size_category = next((label for limit, label in _SIZE_CATEGORIES if samples < limit), "1M<n<10M")
     data = DatasetCardData(
-        license=licence,
+        license=licence or UNSET_LICENCE,
         task_categories=["depth-estimation"],
         size_categories=[size_category],
         tags=["lidar", "depth-completion", "webdataset", *made_by["tags"], sensor],
@@ -220,6 +229,7 @@ def dataset_card(
         version=_version(),
         command=made_by["command"],
         summary=made_by["summary"],
+        licence_note="" if licence else UNSET_LICENCE_NOTE,
         preview=preview,
         made_with=_table(_made_with(manifest, stats)),
         members=_table([[f"`{member}`", content] for member, content in made_by["members"]]),
@@ -244,11 +254,21 @@ def _table(rows: list) -> str:
 
 
 def _made_with(manifest: dict, stats: dict) -> list:
-    """The card's "How it was made" rows: what every output has, and what made this one."""
+    """The card's "How it was made" rows: what every output has, and what made this one (the
+    teacher and the intrinsics as they resolved, per sample, where the manifest counts them)."""
     config, totals = manifest["config"], manifest["totals"]
     samples = totals["samples"]
-    teacher = config.get("teacher") or "none"
     density = stats["sparse_density"]["mean"] if samples else 0.0
+    resolved = manifest.get("resolved", {})
+    sources = describe_sources(resolved) if resolved else {}
+    used = resolved.get("teacher") or {config.get("teacher") or "none": samples}
+    teacher = "; ".join(
+        f"`{name}` ({_teacher_licence(name)}): {count} of {samples} samples" for name, count in used.items()
+    )
+    if (config.get("teacher") or "none") not in used:
+        teacher = f"`--teacher {config['teacher']}` resolved to {teacher}"
+    rows = [[name, f"{value}: {sources['intrinsics']}" if name == "intrinsics" and sources else value]
+            for name, value in manifest["made_by"]["rows"]]  # fmt: skip
     return [
         [
             "samples",
@@ -256,8 +276,8 @@ def _made_with(manifest: dict, stats: dict) -> list:
             f"({totals['images_skipped']} skipped), "
             f"{stats['shards']} shards",
         ],
-        ["teacher", f"`{teacher}` ({_teacher_licence(teacher)})"],
-        *manifest["made_by"]["rows"],
+        ["teacher", teacher],
+        *rows,
         ["points per sample", f"{totals['points_per_sample']:.0f}; {100 * density:.2f}% of pixels get a depth"],
     ]
 

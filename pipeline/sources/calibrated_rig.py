@@ -37,7 +37,7 @@ from simlidar.sensors.camera import project
 from simlidar.sensors.files import read_text_file
 from simlidar.teachers import DEPTH_SIDECAR_SUFFIXES, find_depth_sidecar
 
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 from .image_shards import is_shard_source
 from .photos import BadImage, LoadedImage, beside, is_image_name, load_image, unique_keys
 from .urls import is_url
@@ -229,7 +229,7 @@ def rig_record(calibration: Calibration, index: int, T_rig_lidar: np.ndarray) ->
 def rig_folder(root: str | Path) -> Path:
     """`root` as the local folder of a calibrated rig; PipelineError when it is a URL, shards or no folder."""
     if is_url(str(root)) or is_shard_source(str(root)):
-        raise PipelineError(f"{root}: a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
+        raise OptionError(f"{root}: a calibrated rig's images must be a local folder (ROOT/CAMERA/FRAME.jpg)")
     if not Path(root).is_dir():
         raise PipelineError(f"{root} must be the rig's folder (ROOT/CAMERA/FRAME.jpg) for a calibration `rig`")
     return Path(root)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from simlidar.sensors import MountJitter
 from simlidar.teachers import DepthPrediction, TeacherError, TeacherInput
 
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 from ..stages.camera import calibrated_cameras, photo_camera
 from ..stages.recorded import kitti_sample, sweep_sample
 from ..stages.scene import Scene, simulate_scene
@@ -101,9 +101,9 @@ def _with_sidecar_depth(items: list, teacher: str, root) -> list:
 def _no_rig_options(config: GenerateConfig, calibration_error: MountJitter | None, why: str) -> None:
     """Options a rig's one scan per frame cannot honour."""
     if config.views != 1:
-        raise PipelineError(f"`rig` makes one LiDAR scan per {why} for all views: keep `views` 1")
+        raise OptionError(f"`rig` makes one LiDAR scan per {why} for all views: keep `views` 1")
     if calibration_error is not None:
-        raise PipelineError("`calibration_error` is for single cameras; drop it or `rig`")
+        raise OptionError("`calibration_error` is for single cameras; drop it or `rig`")
 
 
 @dataclass(frozen=True)
@@ -211,12 +211,12 @@ def generate_kind(config: GenerateConfig, calibration_error: MountJitter | None)
     (a preset or a .toml), or none (photos); calibration_error: the run's (None: exact)."""
     if is_calibration(config.rig):
         if config.mount or config.intrinsics:
-            raise PipelineError(
+            raise OptionError(
                 "a rig calibration gives the cameras' K and the LiDAR's T_rig_lidar: drop `mount` and `intrinsics`"
             )
         _no_rig_options(config, calibration_error, "frame")
         if config.ego_motion.strip().lower() not in ("none", ""):
-            raise PipelineError(
+            raise OptionError(
                 "`ego_motion` is for one camera's scans: a rig calibration's cameras fire at their own times; "
                 "drop `ego_motion` or `rig`"
             )
@@ -232,11 +232,16 @@ def kind_files(config: GenerateConfig) -> dict[str, str]:
     return {"rig": config.rig} if config.rig.endswith((".toml", ".json")) else {}
 
 
+def _jitter(config: GenerateConfig) -> str:
+    jitter = config.mount_jitter.strip()
+    return "no per-view jitter" if jitter.lower() in ("none", "") else f"per-view jitter {jitter}"
+
+
 def _simulated(plan, what: str, per: str, unit: str, rig_members: bool) -> dict:
     """The card's record of a simulated output made from `what`, one sample per `per` and
     scan; rig_members: whether samples carry teacher.png (rigs do, for distillation)."""
     sensor, config = plan.sensor, plan.config
-    intrinsics = "per image, as recorded in each sample's json (`intrinsics_source`)"
+    intrinsics = "per image, as each sample's json records (`intrinsics_source`)"
     if config.intrinsics:
         intrinsics = "fixed: fx, fy, cx, cy = " + ", ".join(f"{value:g}" for value in config.intrinsics)
     members = [
@@ -267,7 +272,7 @@ def _simulated(plan, what: str, per: str, unit: str, rig_members: bool) -> dict:
                 f"`{sensor.name}`: {sensor.channels} channels, {sensor.points_per_frame} points per frame, "
                 f"spec hash `{sensor.spec_hash()}`",
             ],
-            ["mount", f"`{config.mount or 'the sensor default'}` with per-view jitter"],
+            ["mount", f"`{plan.mount.name}`{'' if config.mount else ' (the sensor default)'}, {_jitter(config)}"],
             ["intrinsics", intrinsics],
             ["views per image", str(config.views)],
             ["seed", str(config.seed)],
@@ -370,7 +375,7 @@ class RigLidar:
 
 def kitti_kind(config: ConvertKittiConfig) -> KittiDepth:
     if is_url(config.root):
-        raise PipelineError(f"{config.root}: the KITTI tree must be a local folder")
+        raise OptionError(f"{config.root}: the KITTI tree must be a local folder")
     return KittiDepth(Path(config.root), config.split, Path(config.raw) if config.raw else None)
 
 

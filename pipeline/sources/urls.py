@@ -17,7 +17,7 @@ from pathlib import Path
 import fsspec
 from fsspec.core import split_protocol
 
-from ..errors import PipelineError
+from ..errors import OptionError, PipelineError
 
 # The pip extra that brings each scheme's filesystem (pip install "simlidar[s3]").
 SCHEME_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
@@ -63,7 +63,7 @@ def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem `location` is on and its path there (no scheme)."""
     scheme = split_protocol(location)[0]
     if _USERINFO.match(location):
-        raise PipelineError(
+        raise OptionError(
             f"{scheme}:// locations must not carry credentials; use the store's usual environment variables "
             "or credential files instead"
         )
