@@ -27,7 +27,7 @@ def test_statistics_match_the_samples_and_a_contact_sheet_is_drawn(cli, photos, 
     assert np.isclose(stats["sparse_density"]["mean"], np.mean([np.count_nonzero(s) / s.size for s in sparse]))
     assert sum(stats["sparse_depth_histogram"].values()) == sum(np.count_nonzero(s) for s in sparse)
     assert stats["sparse_depth_histogram"]["20-30 m"] == 0  # the scenes end at a wall 12 m away
-    assert "6 samples in 1 shards" in text and "per sensor: hdl64 6" in text
+    assert "6 samples in 1 shard" in text and "1 shards" not in text and "per sensor: hdl64 6" in text
     sheet = Image.open(out / "previews" / "contact_sheet.png")
     # Six 160x96 samples, two to a row: each row's six images and gaps fill 1800 px at 178 px high.
     row_height = round((1800 - 18) / (2 * 3 * 160 / 96))

@@ -111,7 +111,7 @@ def test_a_frame_without_its_sweep_is_recorded_and_the_others_kept(cli, tmp_path
         "convert", "rig", root, "--rig", root / "calibration.json", "--out", tmp_path / "o"
     )
     assert code == 0, err
-    assert "read 1 of 2 frames (1 skipped, see " in stdout and "wrote 6 samples in 1 shards" in stdout
+    assert "read 1 of 2 frames (1 skipped, see " in stdout and "wrote 6 samples in 1 shard:" in stdout
     error = json.loads((tmp_path / "o" / "errors.jsonl").read_text())
     assert error["path"] == "0002" and error["stage"] == "read"
     assert "no LiDAR sweep LIDAR_TOP/0002.bin" in error["reason"]

@@ -94,6 +94,7 @@ def test_too_many_bad_samples_stop_the_run_in_one_line_with_its_step_saved(cli, 
     # 8 samples, --max-bad-samples 0.2: one bad sample may be skipped, the second stops the run.
     args = ["train", "--shards", shards, "--out", tmp_path / "run", "--steps", "8", "--shuffle-buffer", "2", *TINY]
     code, _, err = cli(*args, "--max-bad-samples", "0.2")
+    assert (tmp_path / "run" / "last.pt").is_file(), err
     step = checkpoint(tmp_path / "run")["step"]
     assert code == 1 and err.count("\n") == 2 and err.startswith("skipping sample ")
     assert err.splitlines()[-1] == (
@@ -242,6 +243,7 @@ def test_sigterm_to_every_process_of_a_run_saves_a_step(tmp_path):
         raise
     os.killpg(job.pid, signal.SIGTERM)
     err = finish_process_group(job, 120).stderr
+    assert (tmp_path / "run" / "last.pt").is_file(), err
     step = checkpoint(tmp_path / "run")["step"]
     assert job.returncode == 143 and step >= 3, err
     assert (

@@ -77,7 +77,7 @@ def run_and_report(
         + (f" ({skipped} skipped, see {store.where('errors.jsonl')})" if skipped else "")
     )
     click.echo(
-        f"wrote {totals['samples']} samples in {summary.shards_total} shards"
+        f"wrote {totals['samples']} samples in {summary.shards_total} shard{'s' if summary.shards_total != 1 else ''}"
         + (f" ({summary.shards_resumed} already done)" if summary.shards_resumed else "")
         + f": {totals['points_per_sample']:.0f} points per sample "
         f"({totals['points_min']}-{totals['points_max']}), "

@@ -255,7 +255,8 @@ def _check_sample(key: str, members: dict, required: tuple[str, ...], report: In
 def format_report(report: Inspection) -> list[str]:
     """The statistics as lines for a terminal."""
     stats = report.stats()
-    lines = [f"{report.out_dir}: {stats['samples']} samples in {stats['shards']} shards"]
+    shards = f"{stats['shards']} shard{'s' if stats['shards'] != 1 else ''}"
+    lines = [f"{report.out_dir}: {stats['samples']} samples in {shards}"]
     if report.samples:
         points, density = stats["points_per_sample"], stats["sparse_density"]
         lines += [
