@@ -253,6 +253,62 @@ def test_sigterm_to_every_process_of_a_run_saves_a_step(tmp_path):
     assert [int(row["step"]) for row in rows(log)] == list(range(1, step + 1))
 
 
+class _Endless(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        while True:
+            yield torch.zeros(1)
+
+
+def test_loader_workers_a_stop_signal_killed_end_nothing_after_the_loop(tmp_path):
+    """SIGTERM reaches the trainer and its loader workers at once: a worker's death is noted
+    during the loop, and shutting the loader down makes torch forget it (its SIGCHLD check,
+    chained from ours once the loop is over, then raises nowhere: closing the logs, say)."""
+    from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
+
+    from simlidar.train.signals import StopSignals
+
+    loader = torch.utils.data.DataLoader(_Endless(), batch_size=None, num_workers=2, persistent_workers=True)
+    batches = iter(loader)
+    next(batches)
+    with StopSignals() as signals:
+        signals.hold_worker_checks()
+        signals.deferring = True
+        worker = batches._workers[0]
+        # From another process, as Slurm's: a worker leaves quietly when its parent sends it.
+        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)
+        # Wait for its exit without reaping it (torch looks for it the same way).
+        deadline = time.monotonic() + 10
+        while os.waitid(os.P_PID, worker.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(RuntimeError, match="is killed by signal: Terminated"):
+            _error_if_any_worker_fails()
+        data.shut_down(batches)
+        signals.deferring = False
+        _error_if_any_worker_fails()
+        signals.check_workers()
+    assert worker.exitcode == -signal.SIGTERM
+    assert not any(process.is_alive() for process in batches._workers)
+
+
+@pytest.mark.parametrize("requested", [None, "SIGTERM"])
+def test_a_loader_connection_reset_is_a_failure_or_nothing_after_a_stop_signal(requested):
+    """A worker killed while it hands over a batch resets the connection (not torch's
+    RuntimeError): a loader failure for check_in, or an empty batch when a stop was asked."""
+    from types import SimpleNamespace
+
+    from simlidar.train.signals import StopSignals
+
+    def reset():
+        raise ConnectionResetError(104, "Connection reset by peer")
+        yield
+
+    signals = StopSignals()
+    signals.requested = requested
+    batch = loop.next_batch(SimpleNamespace(signals=signals, batches=reset()))
+    assert batch == ({} if requested else {"failure": "a data-loader worker stopped ([Errno 104] Connection reset by peer)"})
+
+
 def test_validation_shards_are_checked_before_the_first_step(cli, tmp_path):
     shards = write_ramp_shards(tmp_path / "shards", shards=1)
     no_depth = {key: {"dense.png": depth_of_another_size((24, 40), 0.0)} for key in ("s0-0", "s0-1")}

@@ -500,6 +500,15 @@ def _leave_ctrl_c_to_the_trainer(_worker: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def shut_down(batches: Iterator[dict]) -> None:
+    """End the worker processes of a loader's iterator now, and have torch forget them (its
+    SIGCHLD check then ignores their exits): what dropping the last reference does, which an
+    exception's traceback can delay. torch has no public call for it."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def train_loader(
     index: ShardIndex,
     batch_size: int,

@@ -78,6 +78,11 @@ def train_until_end(run: Run) -> None:
             loss, parts, lr, samples = training_step(run, batch)
             after_step(run, loss, parts, lr, samples)
     finally:
+        # torch checks its loader workers in a SIGCHLD handler that raises wherever the
+        # process is (closing the logs, say): the workers are shut down, and torch forgets
+        # them, while their exits are still only noted, so a worker that the stop signal
+        # killed ends nothing here.
+        data.shut_down(run.batches)
         run.signals.deferring = False
         run.bar.close()
         if run.log is not None:
@@ -90,7 +95,8 @@ def next_batch(run: Run) -> dict:
     try:
         run.signals.check_workers()
         return next(run.batches)
-    except RuntimeError as error:
+    # A worker killed while it handed over a batch resets the connection instead.
+    except (RuntimeError, OSError, EOFError) as error:
         if run.signals.requested is not None:
             return {}
         reason = [line for line in str(error).splitlines() if line.strip()][-1]
@@ -115,12 +121,14 @@ def check_in(run: Run, batch: dict) -> None:
             f"--max-bad-samples {run.config.max_bad_samples} allows: see {run.out / ERRORS}; step {run.step} is "
             "saved: re-run with a higher --max-bad-samples to go on, or regenerate those shards and start over",
         )
-    failures = [event["failure"] for event in events if "failure" in event]
-    if failures:
-        stop_with(run, f"{failures[0]}; step {run.step} is saved in {run.out / LAST}, re-run to resume")
+    # A stop signal sent to every process of the job also kills the loader's workers: the
+    # signal, not their failure, is what ended the run.
     if stop:
         save_last(run)
         raise TrainingInterrupted(run.step, run.out / LAST, run.signals.requested, run.ranks.is_main)
+    failures = [event["failure"] for event in events if "failure" in event]
+    if failures:
+        stop_with(run, f"{failures[0]}; step {run.step} is saved in {run.out / LAST}, re-run to resume")
 
 
 def stop_with(run: Run, message: str) -> None:
