@@ -71,6 +71,34 @@ def test_ranks_that_disagree_make_a_failed_row():
     assert row.error == "the ranks' weights differ by up to 3e-07" == row.note
 
 
+def test_a_failed_torchrun_is_run_once_more_and_its_row_says_so(tmp_path, monkeypatch):
+    from simlidar.train import gpu_bench
+
+    figures = {"objective": "completion", "backend": "gloo", "steps": 1, "samples_per_s": 2.0, "peak_gpu_gb": None}
+    attempts = []
+
+    def launch(command):
+        attempts.append(command)
+        if len(attempts) % 2:
+            return 1, "rank 1 aborted\nSignal 6 (SIGABRT) received by PID 7\n"
+        (tmp_path / "torchrun.json").write_text(json.dumps([{**figures, "ranks": 2, "weight_spread": 0.0}]))
+        return 0, ""
+
+    monkeypatch.setattr(gpu_bench, "launch", launch)
+    (done,) = gpu_bench.torchrun("shards", tmp_path, 1, (32, 64), 1)
+    assert len(attempts) == 2 and done["retried_after"].startswith("torchrun on ")
+    assert done["retried_after"].endswith(":\nrank 1 aborted\nSignal 6 (SIGABRT) received by PID 7")
+    ranks = torch.cuda.device_count() if torch.cuda.is_available() else 2
+    row = torchrun_row(done)
+    assert row.error == "" and row.note == (
+        "the ranks' weights agree bit for bit; "
+        f"a second attempt (the first: torchrun on {ranks} ranks failed (exit 1):)"
+    )
+    monkeypatch.setattr(gpu_bench, "launch", lambda command: (1, "still broken\n"))
+    with pytest.raises(RuntimeError, match="failed \\(exit 1\\):\nstill broken$"):
+        gpu_bench.torchrun("shards", tmp_path, 1, (32, 64), 1)
+
+
 def test_the_steady_window_runs_from_the_first_end_to_the_last_start(tmp_path):
     # Two task slots: shards of 4 photos; the first wave's first shard ends at 10 s.
     spans = [
@@ -146,6 +174,15 @@ def test_a_gpu_size_without_a_gpu_and_a_bad_json_path_are_refused_before_any_wor
     code, out, err = cli("bench", "--repeats", "3", "gpu", "--size", "tiny", "--json", tmp_path / "x.json")
     assert code == 2 and "No such option '--repeats'" in err and out == ""
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_failed_row_makes_the_command_exit_1(cli, tmp_path, monkeypatch):
+    """click hands a command's Exit(1) back as a value outside standalone mode: main() exits with it."""
+    from simlidar.pipeline.bench import gpu as gpu_bench
+
+    monkeypatch.setattr(gpu_bench, "run_gpu_bench", lambda size, json_path, training: size == "cpu")
+    assert cli("bench", "gpu", "--size", "tiny", "--json", tmp_path / "x.json")[0] == 1
+    assert cli("bench", "gpu", "--size", "cpu", "--json", tmp_path / "x.json")[0] == 0
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ from simlidar.train.checkpoint import load_checkpoint
 from simlidar.train.config import check_view_overlap
 from simlidar.train.errors import TrainError
 from simlidar.train.loop import train
+from simlidar.train.signals import StopSignals
+from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
 
 from .helpers import finish_process_group
 from .test_train_checkpoint import assert_same_run, tiny_config
@@ -263,10 +266,6 @@ def test_loader_workers_a_stop_signal_killed_end_nothing_after_the_loop(tmp_path
     """SIGTERM reaches the trainer and its loader workers at once: a worker's death is noted
     during the loop, and shutting the loader down makes torch forget it (its SIGCHLD check,
     chained from ours once the loop is over, then raises nowhere: closing the logs, say)."""
-    from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
-
-    from simlidar.train.signals import StopSignals
-
     loader = torch.utils.data.DataLoader(_Endless(), batch_size=None, num_workers=2, persistent_workers=True)
     batches = iter(loader)
     next(batches)
@@ -295,10 +294,6 @@ def test_loader_workers_a_stop_signal_killed_end_nothing_after_the_loop(tmp_path
 def test_a_loader_connection_reset_is_a_failure_or_nothing_after_a_stop_signal(requested):
     """A worker killed while it hands over a batch resets the connection (not torch's
     RuntimeError): a loader failure for check_in, or an empty batch when a stop was asked."""
-    from types import SimpleNamespace
-
-    from simlidar.train.signals import StopSignals
-
     def reset():
         raise ConnectionResetError(104, "Connection reset by peer")
         yield
@@ -306,7 +301,8 @@ def test_a_loader_connection_reset_is_a_failure_or_nothing_after_a_stop_signal(r
     signals = StopSignals()
     signals.requested = requested
     batch = loop.next_batch(SimpleNamespace(signals=signals, batches=reset()))
-    assert batch == ({} if requested else {"failure": "a data-loader worker stopped ([Errno 104] Connection reset by peer)"})
+    failure = {"failure": "a data-loader worker stopped ([Errno 104] Connection reset by peer)"}
+    assert batch == ({} if requested else failure)
 
 
 def test_validation_shards_are_checked_before_the_first_step(cli, tmp_path):

@@ -116,8 +116,10 @@ def amp_name(device: torch.device) -> str:
 
 def torchrun(shards: str, scratch: Path, batch_size: int, crop: tuple[int, int], timed_steps: int) -> list[dict]:
     """The compute-only steps of each objective under torchrun with every visible GPU (2 CPU
-    ranks without one): one dict per objective. RuntimeError with torchrun's last words when
-    it fails."""
+    ranks without one): one dict per objective. A failed job is run once more (gloo, the CPU
+    ranks' backend, now and then aborts a rank as a job ends: pytorch/gloo#168); the figures
+    then say so in "retried_after" (None when the first attempt worked). RuntimeError with
+    torchrun's last words when both fail."""
     scratch.mkdir(parents=True, exist_ok=True)
     ranks = torch.cuda.device_count() if torch.cuda.is_available() else 2
     spec = {
@@ -130,8 +132,20 @@ def torchrun(shards: str, scratch: Path, batch_size: int, crop: tuple[int, int],
     (scratch / "spec.json").write_text(json.dumps(spec))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
     command = [*launcher, "-m", "simlidar.train.gpu_bench", str(scratch / "spec.json")]
-    # Its own process group, so that a stuck run goes with all its ranks (a rank left behind
-    # would hold its GPU).
+    failure = None
+    for _ in range(2):
+        returncode, stderr = launch(command)
+        if returncode == 0:
+            return [{**figures, "retried_after": failure} for figures in json.loads(Path(spec["result"]).read_text())]
+        # The ranks' own errors come before torchrun's 20-line summary of who failed.
+        last_words = [line for line in stderr.splitlines() if line.strip()][-200:]
+        failure = f"torchrun on {ranks} ranks failed (exit {returncode}):\n" + "\n".join(last_words)
+    raise RuntimeError(failure)
+
+
+def launch(command: list[str]) -> tuple[int, str]:
+    """Run a torchrun command in its own process group, so that a stuck run goes with all its
+    ranks (a rank left behind would hold its GPU): (exit code, stderr)."""
     launched = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -141,10 +155,7 @@ def torchrun(shards: str, scratch: Path, batch_size: int, crop: tuple[int, int],
         os.killpg(launched.pid, signal.SIGKILL)
         launched.communicate()
         raise
-    if launched.returncode != 0:
-        last_words = [line for line in stderr.splitlines() if line.strip()][-20:]
-        raise RuntimeError(f"torchrun on {ranks} ranks failed (exit {launched.returncode}):\n" + "\n".join(last_words))
-    return json.loads(Path(spec["result"]).read_text())
+    return launched.returncode, stderr
 
 
 def rank_figures(spec: dict) -> list[dict]:
@@ -175,6 +186,8 @@ def rank_figures(spec: dict) -> list[dict]:
                 }
             )
             del model  # not in the next objective's peak memory
+        # Every rank is done with its collectives before any closes its connections.
+        distributed.barrier()
         return figures
     finally:
         distributed.teardown()

@@ -495,6 +495,8 @@ def torchrun_row(figures: dict) -> Row:
         agreement, error = "the ranks' weights agree bit for bit", ""
     else:
         agreement = error = f"the ranks' weights differ by up to {spread:.3g}"
+    if figures.get("retried_after"):
+        agreement += f"; a second attempt (the first: {figures['retried_after'].splitlines()[0]})"
     row = Row("torchrun", what, figures["samples_per_s"], "samples/s", figures["peak_gpu_gb"], note=agreement)
     row.figures, row.error = figures, error
     return row

@@ -44,7 +44,8 @@ def add_training_commands() -> None:
 def main() -> None:
     add_training_commands()
     try:
-        cli.main(standalone_mode=False)
+        # Outside standalone mode click returns a command's Exit(code) instead of raising it.
+        code = cli.main(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted: finished shards are kept; re-run the same command to resume", err=True)
         sys.exit(130)
@@ -61,3 +62,5 @@ def main() -> None:
             raise
         click.echo(f"error: {problem}", err=True)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
