@@ -328,6 +328,29 @@ def test_validation_shards_are_checked_before_the_first_step(cli, tmp_path):
     assert [(row["step"], row["images"]) for row in rows(tmp_path / "run" / "val.csv")] == [("1", "2"), ("2", "2")]
 
 
+def test_validation_shards_damaged_during_the_run_stop_it_in_one_line_with_the_step_saved(cli, tmp_path, monkeypatch):
+    shards = write_ramp_shards(tmp_path / "shards", shards=1)
+    val = write_ramp_shards(tmp_path / "val", shards=1, per_shard=2)
+    measured, validations = loop.model_metrics, []
+
+    def damaged_after_the_first(*args, **kwargs):
+        if validations:
+            (val / "shard-000000.tar").write_bytes(b"not a tar")
+        validations.append(1)
+        return measured(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "model_metrics", damaged_after_the_first)
+    args = ["train", "--shards", shards, "--val-shards", val, "--steps", "4", "--val-every", "2", *TINY]
+    code, _, err = cli(*args, "--out", tmp_path / "run")
+    assert code == 1 and err.splitlines()[-1] == (
+        "error: the validation at step 4 failed (ReadError: truncated header); step 4 is saved in "
+        f"{tmp_path / 'run' / 'last.pt'}: restore --val-shards and re-run to resume"
+    )
+    assert "Traceback" not in err
+    assert checkpoint(tmp_path / "run")["step"] == 4
+    assert [row["step"] for row in rows(tmp_path / "run" / "val.csv")] == ["2"]
+
+
 def test_init_from_the_other_model_family_or_another_student_is_refused(cli, tmp_path):
     shards = write_ramp_shards(tmp_path / "shards", shards=1)
     base = ["train", "--shards", shards, "--steps", "1", *TINY]

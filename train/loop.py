@@ -237,18 +237,39 @@ def log_step(run: Run, loss: torch.Tensor, parts: dict, lr: float) -> None:
 
 
 def validate(run: Run) -> None:
-    """Rank 0: KITTI metrics of the EMA (or raw) weights on --val-shards; best.pt by RMSE."""
+    """Rank 0: KITTI metrics of the EMA (or raw) weights on --val-shards; best.pt by RMSE. A
+    validation that fails (its shards gone or damaged since the run began) stops every rank
+    with the step saved."""
+    failure = None
     if run.ranks.is_main:
-        model = run.ema.model if run.ema else run.model
-        per_image, pictures = model_metrics(model, run.start.val_urls, run.device, VAL_PREVIEWS)
-        mean = mean_metrics(per_image)
-        best = mean["rmse_mm"] < run.best_rmse
-        run.best_rmse = min(run.best_rmse, mean["rmse_mm"])
-        run.log.validation(run.step, mean, len(per_image), best, pictures)
-        run.say(
-            f"step {run.step}: validation RMSE {mean['rmse_mm']:.1f} mm, MAE {mean['mae_mm']:.1f} mm"
-            + (" (best)" if best else "")
+        try:
+            measure_validation(run)
+        except Exception as error:  # whatever reading the shards met: one line, the step kept
+            # tarfile's errors carry (message, stream): the message is enough.
+            text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+            failure = f"{type(error).__name__}: {text}".splitlines()[0]
+    failed, reasons = distributed.share(failure is not None, [failure] if failure else [])
+    if failed:
+        stop_with(
+            run,
+            f"the validation at step {run.step} failed ({reasons[0]}); step {run.step} is saved in {run.out / LAST}: "
+            "restore --val-shards and re-run to resume",
         )
-        if best:
-            save_checkpoint(run.out / BEST, **run.checkpoint_state())
-    distributed.barrier()
+
+
+def measure_validation(run: Run) -> None:
+    """The validation row, its pictures and best.pt (rank 0's part of validate)."""
+    model = run.ema.model if run.ema else run.model
+    per_image, pictures = model_metrics(model, run.start.val_urls, run.device, VAL_PREVIEWS)
+    if not per_image:
+        raise TrainError("no sample of --val-shards has ground truth any more")
+    mean = mean_metrics(per_image)
+    best = mean["rmse_mm"] < run.best_rmse
+    run.best_rmse = min(run.best_rmse, mean["rmse_mm"])
+    run.log.validation(run.step, mean, len(per_image), best, pictures)
+    run.say(
+        f"step {run.step}: validation RMSE {mean['rmse_mm']:.1f} mm, MAE {mean['mae_mm']:.1f} mm"
+        + (" (best)" if best else "")
+    )
+    if best:
+        save_checkpoint(run.out / BEST, **run.checkpoint_state())
