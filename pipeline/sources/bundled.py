@@ -1,6 +1,7 @@
 """Where the files that come with simlidar lie, whatever folder a command runs from: the
-bundled scenes (the checkout's examples/scenes: photos with depth and intrinsics sidecars)
-and the shared real sensor data (the checkout's ../shared/data, or $SIMLIDAR_DATA)."""
+bundled scenes (the checkout's examples/scenes, a wheel's simlidar/scenes: photos with depth
+and intrinsics sidecars) and the shared real sensor data (the checkout's ../shared/data, or
+$SIMLIDAR_DATA)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 
 from ..errors import PipelineError
 
+# A checkout's root, or an installed wheel's simlidar/ (where the scenes are simlidar/scenes).
 CHECKOUT = Path(__file__).resolve().parents[2]
-SCENES = CHECKOUT / "examples" / "scenes"
+SCENES = next(
+    (folder for folder in (CHECKOUT / "examples" / "scenes", CHECKOUT / "scenes") if folder.is_dir()),
+    CHECKOUT / "examples" / "scenes",
+)
 STREET = SCENES / "street_kitti.jpg"
 
 
