@@ -3,6 +3,7 @@ scenes, found where the wheel puts them, so that the commands whose defaults are
 scenes work outside a checkout."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_wheel_carries_the_bundled_scenes_and_the_catalog_and_finds_them(tmp_path):
+    # Built from a copy: the build leaves build/ and *.egg-info beside the sources.
+    source = tmp_path / "source"
+    skipped = shutil.ignore_patterns(".*", "out", "runs", "build", "*.egg-info", "__pycache__")
+    shutil.copytree(REPO, source, ignore=skipped)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-build-isolation", "--no-deps", "-w", tmp_path / "wheel", REPO], check=True)
+    subprocess.run([*pip, "wheel", "--no-build-isolation", "--no-deps", "-w", tmp_path / "wheel", source], check=True)
     (wheel,) = (tmp_path / "wheel").glob("simlidar-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
     where = "import simlidar.pipeline.sources.bundled as b, simlidar.sensors.catalog as c; print(b.SCENES, c.__file__)"
