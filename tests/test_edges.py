@@ -12,7 +12,14 @@ from numpy.random import default_rng
 from PIL import Image
 from simlidar.pipeline import schema
 from simlidar.pipeline.errors import PipelineError
-from simlidar.pipeline.output.flying import blur_depth, flying_mask, flying_share, parse_teacher_blur
+from simlidar.pipeline.output.flying import (
+    beyond_mask,
+    beyond_share,
+    blur_depth,
+    flying_mask,
+    flying_share,
+    parse_teacher_blur,
+)
 from simlidar.pipeline.stages.edges import EdgeOptions, handle_edges
 from simlidar.pipeline.stages.march import depth_grid_scene
 from simlidar.pipeline.stages.scan import simulate_scan
@@ -73,6 +80,25 @@ def test_flying_share_counts_the_returns_inside_a_jump():
     ground = np.tile(10.0 * 1.1 ** np.arange(16, dtype=np.float32), (9, 1))
     assert flying_share(np.where(sparse > 0, ground * 1.05, 0), ground) == 0.0
     assert flying_share(np.zeros_like(truth), truth) == 0.0
+
+
+def test_beyond_share_counts_the_returns_off_every_surface_around_them():
+    """A return put on the wrong side of a jump is not flying, but it is off the truth there."""
+    truth = np.full((9, 16), 10.0, np.float32)
+    truth[:, 8:] = 20.0
+    truth[8, 0] = 0.0  # no depth: a pixel without truth is left out of the range
+    sparse = np.zeros_like(truth)
+    sparse[1, 3] = 20.0  # the far side's depth 3 pixels into the near side: off
+    sparse[2, 12] = 10.0  # the near side's depth 3 pixels into the far side: off
+    sparse[3, 7] = 20.0  # 1 pixel from the jump: the far side is within reach, on a surface
+    sparse[4, 9] = 15.0  # inside the jump: flying, not off
+    sparse[5, 3] = 10.25  # within 3% of its surface
+    sparse[6, 12] = 21.0  # past the far side by 5%: off
+    sparse[7, 4] = 9.5  # nearer than the near side by 5%: off
+    assert beyond_mask(sparse, truth).sum() == 4 and flying_mask(sparse, truth).sum() == 1
+    assert beyond_share(sparse, truth) == pytest.approx(4 / 7)
+    assert beyond_share(sparse, np.zeros_like(truth)) == 0.0
+    assert beyond_share(np.zeros_like(truth), truth) == 0.0
 
 
 def test_box_before_a_wall_with_a_ramp_leaves_no_return_in_the_gap():
@@ -257,6 +283,23 @@ def test_fidelity_measures_flying_returns_on_a_blurred_real_frame(cli):
     assert code != 0 and "--teacher-blur must be KIND:F" in err
 
 
+@pytest.mark.skipif(not KITTI_OBJECT.is_dir(), reason="needs ../shared/data/kitti_object/")
+def test_bench_edges_sets_each_kitti_frame_beside_its_real_scan(cli, tmp_path):
+    """The real scan's own shares against its densified surface head each KITTI frame: what a
+    rule's flying and beyond shares are read against."""
+    (tmp_path / "no photos").mkdir()
+    args = ("--images", tmp_path / "no photos", "--kitti-object", KITTI_OBJECT / "000134", "--repeats", "1")
+    code, out, _ = cli("bench", "edges", *args, "--blurs", "box:8", "--edge-rule", "none")
+    assert code == 0
+    # Columns: frame (16 characters), teacher depth (14), then the figures.
+    rows = {line[16:30].strip(): line[30:].split() for line in out.splitlines() if line.startswith("kitti 000134")}
+    assert list(rows) == ["real scan", "sharp", "box:8"]
+    assert rows["real scan"] == ["0.00%", "4.87%", "1.026", "1.000", "-"]
+    # The true depth scanned without a rule is the reference: no flying return, as many returns.
+    assert rows["sharp"][:3] == ["0.00%", "3.66%", "1.000"]
+    assert float(rows["box:8"][0].rstrip("%")) > 4 and float(rows["box:8"][1].rstrip("%")) > 7
+
+
 def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
     street = REPO / "examples" / "scenes" / "street_kitti"
     photos = tmp_path / "photos"
@@ -268,7 +311,7 @@ def test_bench_edges_prints_each_soft_depth_and_the_rules_cost(cli, tmp_path):
     assert code == 0
     rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("street_kitti")}
     # True depth with the rule: today's scan (the rule moves nearly nothing there).
-    assert float(rows["sharp"][2].rstrip("%")) < 0.05 and abs(float(rows["sharp"][3]) - 1) < 0.005
+    assert float(rows["sharp"][2].rstrip("%")) < 0.05 and abs(float(rows["sharp"][4]) - 1) < 0.005
     assert 0 < float(rows["box:8"][2].rstrip("%")) < 0.6
     assert "cost of photo on street_kitti (box:4)" in out and "CPU (all threads)" in out
     code, out, _ = cli("bench", "edges", *args, "--blurs", "box:8", "--edge-rule", "depth")

@@ -4,8 +4,10 @@ No teacher's weights are at hand, so true depth stands in for a perfect teacher 
 blurred copies of it (output/flying.py: box, Gaussian, shifted, dilated, warped; the
 photo stays sharp) for real ones. Each is scanned by the chain `generate` runs
 (simulate_scene, edge rule included unless --edge-rule none) and described by its
-flying-return share against the true depth, its returns against the scan of the true
-depth without the rule (today's pipeline on a perfect teacher), the 2-row correlation of
+flying-return share against the true depth, its share of returns off every true surface
+around them (where a rule that picks a wrong side puts them: the flying share does not
+count those), its returns against the scan of the true depth without the rule (today's
+pipeline on a perfect teacher), the 2-row correlation of
 its row profile with the real scan (KITTI frames) and its milliseconds after the teacher.
 The frames: the bundled photos with true-depth sidecars (street_kitti: KITTI's size and
 intrinsics, on the kitti mount) and every KITTI object frame in a folder, its densified
@@ -27,7 +29,7 @@ from simlidar.sensors.depth_grid import load_kernels
 from .. import schema
 from ..config import GenerateConfig, RunPlan
 from ..output.fidelity import profile_correlation, project_scan, read_kitti_object_frame, row_profile
-from ..output.flying import blur_depth, flying_share, parse_teacher_blur
+from ..output.flying import beyond_share, blur_depth, flying_share, parse_teacher_blur
 from ..sources.photos import list_images
 from ..stages.scene import Scene, SceneCamera, sidecar_camera, simulate_scene
 from ..stages.timing import StageTimes
@@ -82,11 +84,26 @@ def scan_depth(frame: EdgeFrame, depth_m: np.ndarray, plan: RunPlan) -> tuple[np
 
 def edge_rows(frame: EdgeFrame, plans: dict[str, RunPlan], rule: str, blurs: list[str]) -> list[dict]:
     """One row per teacher depth (the true depth, then each blur) of frame, scanned with
-    plans[rule]: flying share, returns over the true depth's scan without the rule,
-    2-row correlation with the real scan (nan without one), milliseconds after the teacher."""
+    plans[rule]: flying and beyond shares, returns over the true depth's scan without the
+    rule, 2-row correlation with the real scan (nan without one), milliseconds after the
+    teacher; first, for a frame with a real scan, the real scan's own row (its shares
+    against its densified surface, returns over the same scan, correlation 1)."""
     truth = frame.camera.prediction.depth
     reference, _ = scan_depth(frame, truth, plans["none"])
     rows = []
+    if frame.real_sparse_m is not None:
+        real = frame.real_sparse_m
+        rows.append(
+            {
+                "frame": frame.name,
+                "depth": "real scan",
+                "flying": flying_share(real, truth),
+                "beyond": beyond_share(real, truth),
+                "returns": np.count_nonzero(real) / max(np.count_nonzero(reference), 1),
+                "correlation": 1.0,
+                "ms": float("nan"),
+            }
+        )
     for label in ["sharp", *blurs]:
         depth = truth if label == "sharp" else blur_depth(truth, *parse_teacher_blur(label))
         sparse, seconds = scan_depth(frame, depth, plans[rule])
@@ -99,6 +116,7 @@ def edge_rows(frame: EdgeFrame, plans: dict[str, RunPlan], rule: str, blurs: lis
                 "frame": frame.name,
                 "depth": label,
                 "flying": flying_share(sparse, truth),
+                "beyond": beyond_share(sparse, truth),
                 "returns": np.count_nonzero(sparse) / max(np.count_nonzero(reference), 1),
                 "correlation": correlation,
                 "ms": seconds * 1000,
@@ -133,18 +151,20 @@ def print_edge_table(images: Path, kitti_object: Path, rule: str, blurs: str, re
     load_kernels()
     frames = edge_frames(images, kitti_object.parent)
     click.echo(f"{SENSOR}, edge rule: {rule}")
-    click.echo(f"{'frame':<16}{'teacher depth':>14}{'flying':>9}{'returns':>9}{'corr 2':>8}{'ms':>8}")
+    click.echo(f"{'frame':<16}{'teacher depth':>14}{'flying':>9}{'beyond':>9}{'returns':>9}{'corr 2':>8}{'ms':>8}")
     for frame in frames:
         for row in edge_rows(frame, plans, rule, blur_list):
             correlation = "-" if np.isnan(row["correlation"]) else f"{row['correlation']:.3f}"
+            milliseconds = "-" if np.isnan(row["ms"]) else f"{row['ms']:.1f}"
             click.echo(
-                f"{row['frame']:<16}{row['depth']:>14}{row['flying']:>9.2%}{row['returns']:>9.3f}"
-                f"{correlation:>8}{row['ms']:>8.1f}"
+                f"{row['frame']:<16}{row['depth']:>14}{row['flying']:>9.2%}{row['beyond']:>9.2%}"
+                f"{row['returns']:>9.3f}{correlation:>8}{milliseconds:>8}"
             )
     click.echo(
-        "flying: share of returns inside a jump of the true depth's 5x5 neighbourhood; returns: over the true "
+        "flying: share of returns inside a jump of the true depth's 5x5 neighbourhood; beyond: share more than 3% "
+        "nearer or farther than every true depth there (a wrong side of a jump, or past it); returns: over the true "
         "depth's scan without the rule; corr 2: row-profile correlation with the real scan (2-row bins); "
-        "ms: one frame after the teacher."
+        "ms: one frame after the teacher; real scan: the recorded scan against its own densified surface."
     )
     # The rule's cost is that of the table's rule over none (photo's when the table is none's).
     timed = rule if rule != "none" else "photo"

@@ -9,7 +9,8 @@ feels: valid pixels, density in KITTI's 1216 x 352 crop, rows with points, the f
 row, how well its per-row point count follows the real scan's (Pearson correlation over
 the crop's rows binned by 1, 2 and 4), the share of points behind the dense surface
 (see-through: > 0.3 m and > 1 m), since every map is compared with the one dense surface,
-and the share of flying returns (output/flying.py: inside a jump of that surface).
+the share of flying returns (output/flying.py: inside a jump of that surface) and the share
+off every surface around them (on a wrong side of a jump, or past it).
 
 Densifying a sparse map into the surface the camera sees: points far behind a near
 neighbour (the LiDAR saw past an edge the camera cannot) are set aside, then gaps along
@@ -38,7 +39,7 @@ from ..stages.mesh import MeshOptions
 from ..stages.scan import photo_scan_camera, simulate_rig_scan, with_calibration_error
 from ..stages.target import ray_target
 from . import pictures
-from .flying import blur_depth, flying_share, shifted
+from .flying import beyond_share, blur_depth, flying_share, shifted
 from .scan_metrics import F_SCORE_THRESHOLD_M, scan_figures
 
 CROP_HEIGHT, CROP_WIDTH = 352, 1216
@@ -273,6 +274,7 @@ def map_figures(sparse_m: np.ndarray, dense_m: np.ndarray, reference_profile: np
     count = max(int(valid.sum()), 1)
     figures |= {f"see_through_{limit:g}m": float((behind > limit).sum() / count) for limit in SEE_THROUGH_M}
     figures["flying"] = flying_share(sparse_m, dense_m)
+    figures["beyond"] = beyond_share(sparse_m, dense_m)
     return figures
 
 
@@ -358,6 +360,7 @@ _ROWS = (
     *((f"row-profile correlation, {rows} row(s)", f"correlation_{rows}", "{:.3f}") for rows in PROFILE_BINS),
     *((f"see-through > {limit:g} m", f"see_through_{limit:g}m", "{:.2%}") for limit in SEE_THROUGH_M),
     ("flying returns", "flying", "{:.2%}"),
+    ("returns off every surface around", "beyond", "{:.2%}"),
     ("Chamfer distance (m)", "chamfer_m", "{:.3f}"),
     ("Chamfer, squared (m^2)", "chamfer_squared_m2", "{:.3f}"),
     (f"F-score at {F_SCORE_THRESHOLD_M:.3f} m", "f_score", "{:.3f}"),

@@ -30,10 +30,9 @@ BLUR_KINDS = ("box", "gauss", "shift", "dilate", "warp")
 MIN_VALID_WEIGHT = 0.5
 
 
-def flying_mask(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the returns of a sparse map (H, W, m, 0 = none) that lie inside a depth
-    discontinuity of the true depth (H, W, m, 0 = none) around their pixel (see the module
-    docstring)."""
+def _neighbourhoods(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """The returns of sparse_m (H, W, m, 0 = none) as (rows, cols), and the true depths
+    (H, W, m, 0 = none) of each one's 5 x 5 neighbourhood sorted, NaN (none) last: (N, 25)."""
     if sparse_m.shape != true_depth_m.shape or sparse_m.ndim != 2:
         raise ValueError(f"sparse_m {sparse_m.shape} and true_depth_m {true_depth_m.shape} must be one (H, W)")
     rows, cols = np.nonzero(sparse_m > 0)
@@ -42,8 +41,14 @@ def flying_mask(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> np.ndarray:
     padded = np.pad(truth, half, constant_values=np.nan)
     offsets = np.arange(NEIGHBOURHOOD_PX)
     window = padded[rows[:, None, None] + offsets[None, :, None], cols[:, None, None] + offsets[None, None, :]]
-    # NaN sorts last, so each row's valid depths come first in increasing order.
-    ordered = np.sort(window.reshape(len(rows), -1), axis=1)
+    return (rows, cols), np.sort(window.reshape(len(rows), -1), axis=1)
+
+
+def flying_mask(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the returns of a sparse map (H, W, m, 0 = none) that lie inside a depth
+    discontinuity of the true depth (H, W, m, 0 = none) around their pixel (see the module
+    docstring)."""
+    (rows, cols), ordered = _neighbourhoods(sparse_m, true_depth_m)
     nearer, farther = ordered[:, :-1], ordered[:, 1:]
     depth = sparse_m[rows, cols].astype(np.float64)[:, None]
     with np.errstate(invalid="ignore"):
@@ -57,11 +62,35 @@ def flying_mask(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> np.ndarray:
     return mask
 
 
+def beyond_mask(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the returns of a sparse map (H, W, m, 0 = none) off every true surface
+    around them: more than SIDE_MARGIN nearer than the nearest or farther than the farthest
+    true depth (H, W, m, 0 = none) of their 5 x 5 neighbourhood. An edge rule that puts a
+    pixel on the wrong side of a jump makes such a return (the flying share does not count
+    it); so do a smear's tails past a jump's levels and noise on the surface itself."""
+    (rows, cols), ordered = _neighbourhoods(sparse_m, true_depth_m)
+    depth = sparse_m[rows, cols].astype(np.float64)
+    # fmax skips NaN; a neighbourhood without true depth is NaN at both ends: never off.
+    nearest, farthest = ordered[:, 0], np.fmax.reduce(ordered, axis=1)
+    with np.errstate(invalid="ignore"):
+        off = (depth < nearest / (1 + SIDE_MARGIN)) | (depth > farthest * (1 + SIDE_MARGIN))
+    mask = np.zeros(sparse_m.shape, bool)
+    mask[rows, cols] = off
+    return mask
+
+
 def flying_share(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> float:
     """Share of the returns of sparse_m (H, W, m, 0 = none) that are flying against
     true_depth_m (H, W, m); 0 for a map without returns."""
     returns = int(np.count_nonzero(sparse_m > 0))
     return float(flying_mask(sparse_m, true_depth_m).sum() / returns) if returns else 0.0
+
+
+def beyond_share(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> float:
+    """Share of the returns of sparse_m (H, W, m, 0 = none) off every true surface around
+    them (beyond_mask) against true_depth_m (H, W, m); 0 for a map without returns."""
+    returns = int(np.count_nonzero(sparse_m > 0))
+    return float(beyond_mask(sparse_m, true_depth_m).sum() / returns) if returns else 0.0
 
 
 def shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
