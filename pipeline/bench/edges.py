@@ -90,38 +90,28 @@ def edge_rows(frame: EdgeFrame, plans: dict[str, RunPlan], rule: str, blurs: lis
     against its densified surface, returns over the same scan, correlation 1)."""
     truth = frame.camera.prediction.depth
     reference, _ = scan_depth(frame, truth, plans["none"])
-    rows = []
-    if frame.real_sparse_m is not None:
-        real = frame.real_sparse_m
-        rows.append(
-            {
-                "frame": frame.name,
-                "depth": "real scan",
-                "flying": flying_share(real, truth),
-                "beyond": beyond_share(real, truth),
-                "returns": np.count_nonzero(real) / max(np.count_nonzero(reference), 1),
-                "correlation": 1.0,
-                "ms": float("nan"),
-            }
-        )
+
+    def row(label: str, sparse: np.ndarray, correlation: float, seconds: float) -> dict:
+        return {
+            "frame": frame.name,
+            "depth": label,
+            "flying": flying_share(sparse, truth),
+            "beyond": beyond_share(sparse, truth),
+            "returns": np.count_nonzero(sparse) / max(np.count_nonzero(reference), 1),
+            "correlation": correlation,
+            "ms": seconds * 1000,
+        }
+
+    real = frame.real_sparse_m
+    rows = [] if real is None else [row("real scan", real, 1.0, float("nan"))]
+    real_profile = None if real is None else row_profile(real)
     for label in ["sharp", *blurs]:
         depth = truth if label == "sharp" else blur_depth(truth, *parse_teacher_blur(label))
         sparse, seconds = scan_depth(frame, depth, plans[rule])
         correlation = float("nan")
-        if frame.real_sparse_m is not None:
-            profile, real = row_profile(sparse), row_profile(frame.real_sparse_m)
-            correlation = profile_correlation(profile, real, CORRELATION_ROWS)
-        rows.append(
-            {
-                "frame": frame.name,
-                "depth": label,
-                "flying": flying_share(sparse, truth),
-                "beyond": beyond_share(sparse, truth),
-                "returns": np.count_nonzero(sparse) / max(np.count_nonzero(reference), 1),
-                "correlation": correlation,
-                "ms": seconds * 1000,
-            }
-        )
+        if real_profile is not None:
+            correlation = profile_correlation(row_profile(sparse), real_profile, CORRELATION_ROWS)
+        rows.append(row(label, sparse, correlation, seconds))
     return rows
 
 

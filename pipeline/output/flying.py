@@ -82,15 +82,18 @@ def beyond_mask(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> np.ndarray:
 def flying_share(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> float:
     """Share of the returns of sparse_m (H, W, m, 0 = none) that are flying against
     true_depth_m (H, W, m); 0 for a map without returns."""
-    returns = int(np.count_nonzero(sparse_m > 0))
-    return float(flying_mask(sparse_m, true_depth_m).sum() / returns) if returns else 0.0
+    return _share_of_returns(flying_mask, sparse_m, true_depth_m)
 
 
 def beyond_share(sparse_m: np.ndarray, true_depth_m: np.ndarray) -> float:
     """Share of the returns of sparse_m (H, W, m, 0 = none) off every true surface around
     them (beyond_mask) against true_depth_m (H, W, m); 0 for a map without returns."""
+    return _share_of_returns(beyond_mask, sparse_m, true_depth_m)
+
+
+def _share_of_returns(mask_of, sparse_m: np.ndarray, true_depth_m: np.ndarray) -> float:
     returns = int(np.count_nonzero(sparse_m > 0))
-    return float(beyond_mask(sparse_m, true_depth_m).sum() / returns) if returns else 0.0
+    return float(mask_of(sparse_m, true_depth_m).sum() / returns) if returns else 0.0
 
 
 def shifted(image: np.ndarray, dv: int, du: int, fill: float) -> np.ndarray:
